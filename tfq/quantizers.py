@@ -1,0 +1,389 @@
+"""Low-bit weight sets and the projection of a float tensor onto them.
+
+A weight set is `{scale[c] * level : level in levels}` per output channel `c`
+(or one scale for the whole tensor). The projection of `w` onto a set solves
+
+    min_{scale, codes}  sum_i mask_i * (w_i - scale[c(i)] * level(code_i))^2
+
+by alternating the two closed-form steps of Leng et al. (AAAI 2018): codes
+given the scale (nearest level) and the scale given the codes (least squares),
+until the objective stops decreasing. It is vectorized over channels and over a
+few starting scales (the problem is not convex; the best start wins), written
+in TensorFlow ops so that it runs inside `tf.function`.
+
+References:
+    C. Leng, H. Li, S. Zhu, R. Jin. "Extremely Low Bit Neural Network: Squeeze
+    the Last Bit Out with ADMM". AAAI 2018.
+"""
+
+import numpy as np
+import keras
+import tensorflow as tf
+
+__all__ = [
+    "Quantizer",
+    "Binary",
+    "Ternary",
+    "PowerOfTwo",
+    "get",
+    "names",
+    "project",
+    "project_binary",
+    "project_ternary",
+    "project_pow2",
+    "fit_scale",
+    "straight_through",
+]
+
+_MAX_ITERS = 50
+
+
+def _levels_for(name):
+    if name == "binary":
+        return np.array([-1, 1], dtype=np.int32)
+    if name == "ternary":
+        return np.array([-1, 0, 1], dtype=np.int32)
+    if name == "pow2_3bit":
+        pos = 2 ** np.arange(3)
+    elif name == "pow2_4bit":
+        pos = 2 ** np.arange(7)
+    else:
+        raise ValueError(f"Unknown scheme {name!r}; valid: {names()}")
+    return np.concatenate([-pos[::-1], [0], pos]).astype(np.int32)
+
+
+def names():
+    """The registered scheme names."""
+    return ["binary", "ternary", "pow2_3bit", "pow2_4bit"]
+
+
+def _normalize_axes(channel_axis, ndim):
+    if channel_axis is None:
+        return ()
+    axes = channel_axis if isinstance(channel_axis, (tuple, list)) else (channel_axis,)
+    out = []
+    for a in axes:
+        a = int(a)
+        if not -ndim <= a < ndim:
+            raise ValueError(f"channel_axis {channel_axis} out of range for a tensor of rank {ndim}")
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"channel_axis {channel_axis} repeats an axis")
+    return tuple(sorted(out))
+
+
+def _to_rows(x, axes):
+    """Moves the channel axes to the front and flattens: [channels, n]."""
+    ndim = len(x.shape)
+    rest = [a for a in range(ndim) if a not in axes]
+    perm = list(axes) + rest
+    xt = tf.transpose(x, perm) if perm != list(range(ndim)) else x
+    return tf.reshape(xt, [-1, _prod([x.shape[a] for a in rest])]), perm
+
+
+def _from_rows(rows, shape, perm):
+    tshape = [shape[p] for p in perm]
+    xt = tf.reshape(rows, tshape)
+    if perm == list(range(len(shape))):
+        return xt
+    return tf.transpose(xt, np.argsort(perm).tolist())
+
+
+def _prod(xs):
+    p = 1
+    for v in xs:
+        p *= int(v)
+    return p
+
+
+def _nearest_level(t, levels):
+    """Nearest entry of the sorted `levels` (numpy) for every entry of `t`.
+
+    Done with midpoint comparisons so memory stays O(size of t).
+    """
+    mids = (levels[1:] + levels[:-1]) / 2.0
+    lv = tf.fill(tf.shape(t), tf.constant(float(levels[0]), t.dtype))
+    for j, m in enumerate(mids):
+        step = float(levels[j + 1] - levels[j])
+        lv = lv + step * tf.cast(t > m, t.dtype)
+    return lv
+
+
+def _objective(w, m, s, lv):
+    r = (w - s[..., None] * lv) * m
+    return tf.reduce_sum(r * r, axis=-1)
+
+
+def _ls_scale(w, m, lv):
+    num = tf.reduce_sum(w * lv * m, axis=-1)
+    den = tf.reduce_sum(lv * lv * m, axis=-1)
+    return tf.math.divide_no_nan(num, den)
+
+
+def _project_rows(w, m, levels):
+    """Projects rows of `w` [C, n] (mask `m`) onto `levels`; returns (lv, scale)."""
+    levels = np.asarray(levels, dtype=np.float64)
+    lmax = float(np.max(np.abs(levels)))
+    # Starting scales: amax * 2^(-k/2), so the largest |w| lands on levels from
+    # 1 up to about 4 * lmax in half-octave steps. The objective is not convex
+    # in the scale; several starts find the global optimum on small tensors
+    # (see the tests), the best one is kept per channel.
+    n_starts = int(round(2 * np.log2(lmax))) + 4
+    factors = 2.0 ** (-0.5 * np.arange(n_starts))
+    amax = tf.reduce_max(tf.abs(w) * m, axis=-1)  # [C]
+    w3 = tf.broadcast_to(w[None], [n_starts] + [tf.shape(w)[0], tf.shape(w)[1]])
+    m3 = tf.broadcast_to(m[None], tf.shape(w3))
+    s0 = tf.constant(factors, w.dtype)[:, None] * amax[None, :]  # [S, C]
+
+    def codes(s):
+        safe = tf.where(s > 0, s, tf.ones_like(s))
+        lv = _nearest_level(w3 / safe[..., None], levels)
+        return lv * m3
+
+    lv0 = codes(s0)
+    s1 = _ls_scale(w3, m3, lv0)
+    f1 = _objective(w3, m3, s1, lv0)
+
+    def cond(i, s, lv, f, improved):
+        return tf.logical_and(i < _MAX_ITERS, improved)
+
+    def body(i, s, lv, f, improved):
+        lv_new = codes(s)
+        s_new = _ls_scale(w3, m3, lv_new)
+        f_new = _objective(w3, m3, s_new, lv_new)
+        better = f_new < f * (1.0 - 1e-7)
+        take = better[..., None]
+        lv = tf.where(take, lv_new, lv)
+        s = tf.where(better, s_new, s)
+        f = tf.where(better, f_new, f)
+        return i + 1, s, lv, f, tf.reduce_any(better)
+
+    _, s, lv, f, _ = tf.while_loop(
+        cond, body, (tf.constant(0), s1, lv0, f1, tf.constant(True)), parallel_iterations=1
+    )
+    best = tf.argmin(f, axis=0, output_type=tf.int32)  # [C]
+    s_best = tf.gather(tf.transpose(s), best, batch_dims=1)
+    lv_best = tf.gather(tf.transpose(lv, [1, 0, 2]), best, batch_dims=1)
+    # A negative least-squares scale can only come from a degenerate channel.
+    s_best = tf.maximum(s_best, 0.0)
+    if levels.min() < 0 and 0 not in levels:
+        # Binary: an all-zero channel still gets valid codes (+1), scale 0.
+        lv_best = tf.where(tf.equal(lv_best, 0), tf.ones_like(lv_best), lv_best) * m
+    return lv_best, s_best
+
+
+def _is_numpy(x):
+    return isinstance(x, (np.ndarray, np.generic, list, tuple, float, int))
+
+
+def project(w, levels, mask=None, channel_axis=-1):
+    """Projects `w` onto `{scale[c] * level}` for the given integer levels.
+
+    Args:
+        w: float array or tensor (numpy, tf.Tensor, Keras variable).
+        levels: sorted integer levels, e.g. `[-1, 0, 1]`.
+        mask: optional 0/1 array of w's shape; masked entries become exactly 0
+            and do not enter the scale fit.
+        channel_axis: the output-channel axis (int), a tuple of axes whose
+            product forms the channels (e.g. `(2, 3)` for a depthwise kernel),
+            or None for one scale for the whole tensor.
+
+    Returns:
+        `(q, scale)`: q has w's shape and equals `scale[c] * level` entrywise;
+        scale has shape `[channels]` (`[1]` when `channel_axis` is None).
+        NumPy arrays when `w` is a NumPy array, tensors otherwise.
+    """
+    as_numpy = _is_numpy(w)
+    wt = tf.convert_to_tensor(w)
+    if not wt.dtype.is_floating:
+        wt = tf.cast(wt, tf.float32)
+    shape = wt.shape.as_list()
+    if any(d is None for d in shape):
+        raise ValueError(f"project needs a fully defined shape, got {shape}")
+    if len(shape) == 0:
+        wt = tf.reshape(wt, [1])
+        shape = [1]
+        channel_axis = None
+    axes = _normalize_axes(channel_axis, len(shape))
+    mt = tf.ones_like(wt) if mask is None else tf.cast(tf.convert_to_tensor(mask), wt.dtype)
+    if mask is not None and mt.shape.as_list() != shape:
+        raise ValueError(f"mask shape {mt.shape.as_list()} does not match weight shape {shape}")
+    rows, perm = _to_rows(wt, axes)
+    mrows, _ = _to_rows(mt, axes)
+    lv, s = _project_rows(rows, mrows, np.asarray(levels))
+    q = _from_rows(s[:, None] * lv, shape, perm)
+    if as_numpy:
+        return q.numpy(), s.numpy()
+    return q, s
+
+
+def fit_scale(w, q, mask=None, channel_axis=-1):
+    """Least-squares scales for fixed codes: the weights `s[c] * sign pattern of q`.
+
+    `q` is any tensor whose per-channel pattern holds the codes (for example a
+    previous projection). Used to fine-tune with frozen codes.
+
+    Returns:
+        `(w_new, scale)` with `w_new = scale[c] * levels(q)`.
+    """
+    wt = tf.convert_to_tensor(w)
+    qt = tf.cast(tf.convert_to_tensor(q), wt.dtype)
+    shape = wt.shape.as_list()
+    axes = _normalize_axes(channel_axis, len(shape))
+    rows, perm = _to_rows(wt, axes)
+    qrows, _ = _to_rows(qt, axes)
+    if mask is not None:
+        mrows, _ = _to_rows(tf.cast(tf.convert_to_tensor(mask), wt.dtype), axes)
+        qrows = qrows * mrows
+    s = tf.maximum(_ls_scale(rows, tf.ones_like(rows), qrows), 0.0)
+    return _from_rows(s[:, None] * qrows, shape, perm), s
+
+
+def project_binary(w, mask=None, channel_axis=-1):
+    """Projection onto `{-a, +a}` per channel. See `project`."""
+    return project(w, _levels_for("binary"), mask, channel_axis)
+
+
+def project_ternary(w, mask=None, channel_axis=-1):
+    """Projection onto `{-a, 0, +a}` per channel. See `project`."""
+    return project(w, _levels_for("ternary"), mask, channel_axis)
+
+
+def project_pow2(w, bits=3, mask=None, channel_axis=-1):
+    """Projection onto `{0, ±a, ±2a, ...}` (3 or 4 bits) per channel. See `project`."""
+    if bits not in (3, 4):
+        raise ValueError(f"PowerOfTwo bits must be 3 or 4, got {bits!r}")
+    return project(w, _levels_for(f"pow2_{bits}bit"), mask, channel_axis)
+
+
+def straight_through(w, q):
+    """`q` in the forward pass, identity gradient to `w` (straight-through estimator)."""
+    return w + tf.stop_gradient(q - w)
+
+
+class Quantizer:
+    """Base class: a weight set of integer levels times a per-channel scale.
+
+    Args:
+        per_channel: one scale per output channel (default) or one per tensor.
+    """
+
+    name = None
+    bits = None
+
+    def __init__(self, per_channel=True):
+        if not isinstance(per_channel, (bool, np.bool_)):
+            raise TypeError(f"per_channel must be a bool, got {per_channel!r}")
+        self.per_channel = bool(per_channel)
+
+    @property
+    def levels(self):
+        """Sorted numpy int32 array of the integer levels."""
+        return _levels_for(self.name)
+
+    def project(self, w, mask=None, channel_axis=-1):
+        """Projects `w` onto this set. See `tfq.quantizers.project`.
+
+        With `per_channel=False` the channel axis is ignored and scale has shape [1].
+        """
+        return project(w, self.levels, mask, channel_axis if self.per_channel else None)
+
+    def get_config(self):
+        return {"per_channel": self.per_channel}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.get_config() == other.get_config()
+
+    def __hash__(self):
+        return hash((type(self).__name__, tuple(sorted(self.get_config().items()))))
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
+
+
+@keras.saving.register_keras_serializable(package="tfq")
+class Binary(Quantizer):
+    """Binary weights `{-a, +a}` (1 bit)."""
+
+    name = "binary"
+    bits = 1
+
+
+@keras.saving.register_keras_serializable(package="tfq")
+class Ternary(Quantizer):
+    """Ternary weights `{-a, 0, +a}` (2 bits)."""
+
+    name = "ternary"
+    bits = 2
+
+
+@keras.saving.register_keras_serializable(package="tfq")
+class PowerOfTwo(Quantizer):
+    """Powers of two: 3 bits `{0, ±a, ±2a, ±4a}`, 4 bits `{0, ±a, ..., ±64a}`.
+
+    Args:
+        bits: 3 or 4.
+        per_channel: one scale per output channel (default) or per tensor.
+    """
+
+    def __init__(self, bits=3, per_channel=True):
+        if bits not in (3, 4) or isinstance(bits, bool):
+            raise ValueError(f"PowerOfTwo bits must be 3 or 4, got {bits!r}")
+        super().__init__(per_channel=per_channel)
+        self._pow2_bits = int(bits)
+
+    @property
+    def name(self):
+        return f"pow2_{self._pow2_bits}bit"
+
+    @property
+    def bits(self):
+        # Information bits (7 or 15 levels); the packed format stores both in
+        # 4-bit fields (docs/format.md).
+        return self._pow2_bits
+
+    def get_config(self):
+        return {"bits": self._pow2_bits, "per_channel": self.per_channel}
+
+
+_BY_NAME = {
+    "binary": lambda **kw: Binary(**kw),
+    "ternary": lambda **kw: Ternary(**kw),
+    "pow2_3bit": lambda **kw: PowerOfTwo(bits=3, **kw),
+    "pow2_4bit": lambda **kw: PowerOfTwo(bits=4, **kw),
+}
+
+
+def get(identifier):
+    """Returns a quantizer from None, a name, a config dict or an instance.
+
+    Raises:
+        ValueError: for an unknown name or an unusable identifier; the message
+            lists the valid names.
+    """
+    if identifier is None or isinstance(identifier, Quantizer):
+        return identifier
+    if isinstance(identifier, str):
+        key = identifier.lower()
+        if key not in _BY_NAME:
+            raise ValueError(f"Unknown quantization scheme {identifier!r}; valid: {names()}")
+        return _BY_NAME[key]()
+    if isinstance(identifier, dict):
+        if "class_name" in identifier:
+            obj = keras.saving.deserialize_keras_object(identifier)
+            if not isinstance(obj, Quantizer):
+                raise ValueError(f"Config {identifier!r} is not a tfq quantizer; valid: {names()}")
+            return obj
+        cfg = dict(identifier)
+        name = cfg.pop("name", None)
+        if name not in _BY_NAME:
+            raise ValueError(f"Unknown quantization scheme {name!r} in {identifier!r}; valid: {names()}")
+        return _BY_NAME[name](**cfg)
+    raise ValueError(
+        f"Cannot interpret {identifier!r} as a quantizer; pass None, one of {names()}, "
+        "a config dict or a tfq.quantizers.Quantizer"
+    )
