@@ -1,0 +1,480 @@
+"""Keras model -> .tflite with tfq custom ops holding packed low-bit weights.
+
+`convert` runs the stock `tf.lite.TFLiteConverter`, then rewrites the
+flatbuffer (schema object API from ai_edge_litert): every FULLY_CONNECTED,
+CONV_2D, DEPTHWISE_CONV_2D (and BATCH_MATMUL with a constant right side)
+whose constant weights lie exactly in a tfq set per output channel becomes a
+tfq custom op (docs/format.md). Float weight buffers no longer used are
+dropped. Weights not exactly in a set stay builtin and are reported.
+"""
+
+import dataclasses
+import logging
+import re
+import warnings
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from tfq.converter import format as fmt
+from tfq.converter import sets
+from tfq.converter import tflite_io
+
+log = logging.getLogger("tfq.converter")
+
+_ACTIVATIONS = {
+    schema.ActivationFunctionType.NONE: "NONE",
+    schema.ActivationFunctionType.RELU: "RELU",
+    schema.ActivationFunctionType.RELU6: "RELU6",
+}
+_PADDINGS = {schema.Padding.SAME: "SAME", schema.Padding.VALID: "VALID"}
+
+
+@dataclasses.dataclass
+class OpReport:
+    """What the converter did with one weighted op.
+
+    Attributes:
+      subgraph, index: the op's position in the input flatbuffer.
+      op: builtin op name.
+      weight: name of the weight tensor.
+      layer: the Keras layer it comes from (None if not found).
+      trained: the scheme the Keras layer says it was trained for (or None).
+      scheme: detected scheme (None when not packed).
+      packed: True when the op became a tfq custom op (or portable op).
+      reason: why it was not packed, or a remark from the cross-check.
+      float_bytes, packed_bytes: weight bytes before and after.
+    """
+    subgraph: int
+    index: int
+    op: str
+    weight: str
+    layer: str = None
+    trained: str = None
+    scheme: str = None
+    packed: bool = False
+    reason: str = ""
+    float_bytes: int = 0
+    packed_bytes: int = 0
+    sparsity: float = 0.0
+    max_rel_error: float = 0.0
+
+
+class ConversionResult(bytes):
+    """The converted .tflite bytes, with the per-op `report` attached."""
+
+    report = ()
+
+    def summary(self):
+        lines = []
+        for r in self.report:
+            state = f"packed {r.scheme}" if r.packed else "left builtin"
+            extra = f" ({r.reason})" if r.reason else ""
+            lines.append(f"{r.op} {r.weight} [{r.layer or '?'}]: {state}{extra}")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ Keras side
+
+def _iter_layers(model):
+    stack = list(getattr(model, "layers", []))
+    while stack:
+        layer = stack.pop(0)
+        yield layer
+        stack.extend(getattr(layer, "layers", []) or [])
+        inner = getattr(layer, "layer", None)   # wrappers (Bidirectional, TimeDistributed...)
+        if inner is not None:
+            yield inner
+        for attr in ("cell", "forward_layer", "backward_layer"):
+            sub = getattr(layer, attr, None)
+            if sub is not None:
+                yield sub
+
+
+def trained_scheme(layer):
+    """The scheme a Keras layer says it was trained for, or None.
+
+    Looks for a tfq quantizer on the layer (the tfq layers and callbacks keep
+    one as `quantizer`, `kernel_quantizer` or `tfq_quantizer`) or a scheme name
+    in `tfq_scheme`.
+    """
+    for attr in ("tfq_scheme", "tfq_quantizer", "kernel_quantizer", "quantizer"):
+        value = getattr(layer, attr, None)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            return value
+        name = getattr(value, "name", None)
+        if isinstance(name, str) and name in fmt.SCHEMES:
+            return name
+    return None
+
+
+def _layer_index(model):
+    """Maps layer names to their trained scheme (None when not recorded)."""
+    index = {}
+    if model is None:
+        return index
+    for layer in _iter_layers(model):
+        index.setdefault(layer.name, trained_scheme(layer))
+    return index
+
+
+def _match_layer(tensor_name, layers):
+    """Finds the Keras layer whose name appears as a path component of a tensor name."""
+    best = None
+    for part in tensor_name.replace(";", "/").split("/"):
+        if part in layers:
+            best = part      # the innermost match wins
+        else:
+            # Keras 3 name scopes append "_<n>" to layer names ("dense" -> "dense_1")
+            base = re.sub(r"_\d+$", "", part)
+            if base in layers:
+                best = base
+    return best
+
+
+def _keras_to_tflite(model):
+    """Runs the stock TFLite converter on a Keras 3 model."""
+    import keras
+    import tensorflow as tf
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"convert() expects a keras.Model, got {type(model).__name__}")
+    has_rnn = any(isinstance(layer, keras.layers.RNN) for layer in _iter_layers(model))
+    if has_rnn:
+        # Recurrent layers lower to a WHILE loop only with a static batch size.
+        inputs = [keras.Input(shape=tuple(t.shape[1:]), batch_size=1, dtype=t.dtype)
+                  for t in model.inputs]
+        outputs = model(inputs if len(inputs) > 1 else inputs[0])
+        model = keras.Model(inputs, outputs)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    return converter.convert()
+
+
+# ------------------------------------------------------------------ rewriting
+
+class _Rewriter:
+    def __init__(self, model, data, layers, rtol, portable):
+        self.model = model
+        self.data = data
+        self.layers = layers
+        self.rtol = rtol
+        self.portable = portable
+        self.reports = []
+        self._opcode_cache = {}
+
+    # -- helpers
+    def opcode_index(self, custom_code=None, builtin=None, version=1):
+        key = (custom_code, builtin, version)
+        if key in self._opcode_cache:
+            return self._opcode_cache[key]
+        for i, code in enumerate(self.model.operatorCodes):
+            b = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+            if custom_code is not None and b == schema.BuiltinOperator.CUSTOM and \
+                    code.customCode in (custom_code, custom_code.encode()):
+                self._opcode_cache[key] = i
+                return i
+            if builtin is not None and b == builtin and code.version == version:
+                self._opcode_cache[key] = i
+                return i
+        code = schema.OperatorCodeT()
+        if custom_code is not None:
+            code.builtinCode = schema.BuiltinOperator.CUSTOM
+            code.deprecatedBuiltinCode = schema.BuiltinOperator.CUSTOM
+            code.customCode = custom_code
+        else:
+            code.builtinCode = builtin
+            code.deprecatedBuiltinCode = min(builtin, 127)
+        code.version = version
+        self.model.operatorCodes.append(code)
+        self._opcode_cache[key] = len(self.model.operatorCodes) - 1
+        return self._opcode_cache[key]
+
+    def add_buffer(self, array):
+        buf = schema.BufferT()
+        buf.data = np.frombuffer(np.ascontiguousarray(array).tobytes(), dtype=np.uint8)
+        self.model.buffers.append(buf)
+        return len(self.model.buffers) - 1
+
+    def add_tensor(self, sg, name, array, tensor_type, shape=None, quantization=None):
+        t = schema.TensorT()
+        t.name = name.encode()
+        t.shape = np.asarray(shape if shape is not None else array.shape, dtype=np.int32)
+        t.type = tensor_type
+        t.buffer = self.add_buffer(array)
+        t.quantization = quantization
+        sg.tensors.append(t)
+        return len(sg.tensors) - 1
+
+    # -- per op
+    def weight_matrix(self, op_name, sg, op):
+        """Returns (matrix [channels, n], info) for a weighted op, or (None, reason)."""
+        inputs = [int(i) for i in op.inputs]
+        if op_name == "BATCH_MATMUL":
+            if len(inputs) < 2:
+                return None, "malformed BATCH_MATMUL"
+            w_idx = inputs[1]
+        elif op_name in ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D"):
+            if len(inputs) < 2 or inputs[1] < 0:
+                return None, f"malformed {op_name}"
+            w_idx = inputs[1]
+        else:
+            return None, "not a weighted op"
+        tensor = sg.tensors[w_idx]
+        if tensor.type != schema.TensorType.FLOAT32:
+            return None, (f"weights are {tflite_io.TENSOR_TYPE_NAMES.get(tensor.type)}, "
+                          "not float32")
+        w = tflite_io.constant_array(self.model, self.data, tensor)
+        if w is None:
+            return None, "weights are not constant"
+        info = {"w_idx": w_idx, "shape": list(w.shape)}
+        if op_name == "FULLY_CONNECTED":
+            opts = op.builtinOptions
+            if w.ndim != 2:
+                return None, f"weights of rank {w.ndim}"
+            if opts is not None and opts.weightsFormat != schema.FullyConnectedOptionsWeightsFormat.DEFAULT:
+                return None, "shuffled weights format"
+            info["weight_shape"] = list(w.shape)
+            return w, info
+        if op_name == "CONV_2D":
+            if w.ndim != 4:
+                return None, f"weights of rank {w.ndim}"
+            in_shape = sg.tensors[inputs[0]].shape
+            if in_shape is not None and len(in_shape) == 4 and in_shape[3] != w.shape[3]:
+                return None, "grouped convolution"
+            info["weight_shape"] = list(w.shape)
+            return w.reshape(w.shape[0], -1), info
+        if op_name == "DEPTHWISE_CONV_2D":
+            if w.ndim != 4 or w.shape[0] != 1:
+                return None, f"weights of shape {list(w.shape)}"
+            info["weight_shape"] = list(w.shape)
+            return w.reshape(-1, w.shape[3]).T, info      # channels = last axis
+        # BATCH_MATMUL: constant right side [..., K, N] with leading ones
+        opts = op.builtinOptions
+        if opts is not None and opts.adjX:
+            return None, "BATCH_MATMUL with adj_x"
+        if w.ndim < 2 or int(np.prod(w.shape[:-2])) != 1:
+            return None, f"BATCH_MATMUL right side of shape {list(w.shape)}"
+        m = w.reshape(w.shape[-2:])
+        m = m if (opts is not None and opts.adjY) else m.T          # -> [N, K]
+        info["weight_shape"] = list(m.shape)
+        return m, info
+
+    def rewrite_op(self, g, sg, i, op):
+        name = tflite_io.op_name(self.model, op)
+        if name not in ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "BATCH_MATMUL"):
+            return
+        inputs = [int(x) for x in op.inputs]
+        w_name = tflite_io.tensor_name(sg.tensors[inputs[1]]) if len(inputs) > 1 and inputs[1] >= 0 else ""
+        layer = _match_layer(w_name, self.layers)
+        report = OpReport(g, i, name, w_name, layer=layer,
+                          trained=self.layers.get(layer) if layer else None)
+        matrix, info = self.weight_matrix(name, sg, op)
+        if matrix is None:
+            if info != "weights are not constant" or name != "BATCH_MATMUL":
+                report.reason = info
+                self._finish(report)
+            return
+        report.float_bytes = matrix.size * 4
+        activation = "NONE"
+        opts = op.builtinOptions
+        if name != "BATCH_MATMUL":
+            act = opts.fusedActivationFunction if opts is not None else 0
+            if act not in _ACTIVATIONS:
+                report.reason = f"fused activation {act} has no tfq equivalent"
+                self._finish(report)
+                return
+            activation = _ACTIVATIONS[act]
+        detection, why = sets.detect(matrix, rtol=self.rtol)
+        if detection is None:
+            report.reason = why
+            self._finish(report)
+            return
+        report.scheme = detection.scheme
+        report.sparsity = detection.sparsity
+        report.max_rel_error = detection.max_rel_error
+        if self.portable:
+            from tfq.converter import portable
+            portable.rewrite_op(self, sg, op, name, info, detection, report)
+        else:
+            self._to_custom(sg, op, name, info, detection, activation, report)
+        self._finish(report)
+
+    def _finish(self, report):
+        if report.trained and not report.packed:
+            report.reason = (f"layer trained for {report.trained} but left builtin: "
+                             f"{report.reason}")
+        elif report.trained and report.scheme and report.trained in fmt.SCHEMES and \
+                fmt.SCHEMES.index(report.scheme) > fmt.SCHEMES.index(report.trained):
+            report.reason = (f"layer trained for {report.trained}, values need "
+                             f"{report.scheme}")
+        self.reports.append(report)
+
+    def _to_custom(self, sg, op, name, info, det, activation, report):
+        custom = "TFQ_" + ("FULLY_CONNECTED" if name == "BATCH_MATMUL" else name)
+        scheme = det.scheme
+        bits = fmt.BITS[scheme]
+        weight_shape = info["weight_shape"]
+        if name == "DEPTHWISE_CONV_2D":
+            rows_levels = det.levels.T                       # [taps, O]
+        else:
+            rows_levels = det.levels                         # [O, k]
+        codes = fmt.levels_to_codes(rows_levels, scheme)
+        packed = fmt.pack_codes(codes, bits, fmt.ZERO_CODE[scheme])
+        rows, k = codes.shape
+        opts = {"version": fmt.FORMAT_VERSION, "scheme": scheme, "bits": bits,
+                "rows": rows, "k": k, "weight_shape": weight_shape, "activation": activation}
+        bo = op.builtinOptions
+        if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            opts.update(stride_h=bo.strideH, stride_w=bo.strideW,
+                        dilation_h=max(1, bo.dilationHFactor), dilation_w=max(1, bo.dilationWFactor),
+                        padding=_PADDINGS[bo.padding])
+        if name == "DEPTHWISE_CONV_2D":
+            in_shape = sg.tensors[int(op.inputs[0])].shape
+            if in_shape is not None and len(in_shape) == 4 and in_shape[3] > 0:
+                opts["depth_multiplier"] = weight_shape[3] // int(in_shape[3])
+            else:
+                opts["depth_multiplier"] = max(1, bo.depthMultiplier)
+        base = report.weight or f"tfq_weights_{len(sg.tensors)}"
+        p_idx = self.add_tensor(sg, base + "/tfq_packed", packed, schema.TensorType.UINT8)
+        s_idx = self.add_tensor(sg, base + "/tfq_scales", det.scales, schema.TensorType.FLOAT32)
+        inputs = [int(x) for x in op.inputs]
+        bias = inputs[2] if len(inputs) > 2 and name != "BATCH_MATMUL" else -1
+        op.inputs = np.array([inputs[0], p_idx, s_idx, bias], dtype=np.int32)
+        op.opcodeIndex = self.opcode_index(custom_code=custom)
+        op.builtinOptionsType = schema.BuiltinOptions.NONE
+        op.builtinOptions = None
+        op.builtinOptions2Type = 0
+        op.builtinOptions2 = None
+        op.customOptions = np.frombuffer(fmt.encode_options(opts), dtype=np.uint8)
+        op.customOptionsFormat = schema.CustomOptionsFormat.FLEXBUFFERS
+        report.packed = True
+        report.packed_bytes = packed.size + det.scales.size * 4
+
+
+def compact(model):
+    """Drops tensors, buffers and operator codes nothing refers to any more."""
+    used_buffers = {0}
+    for md in model.metadata or []:
+        used_buffers.add(int(md.buffer))
+    for b in (model.metadataBuffer if model.metadataBuffer is not None else []):
+        used_buffers.add(int(b))
+    sig_by_sg = {}
+    for sd in model.signatureDefs or []:
+        sig_by_sg.setdefault(int(sd.subgraphIndex), []).append(sd)
+    for g, sg in enumerate(model.subgraphs):
+        used = set()
+        for op in sg.operators or []:
+            for seq in (op.inputs, op.outputs, op.intermediates):
+                if seq is not None:
+                    used.update(int(x) for x in seq if int(x) >= 0)
+        for seq in (sg.inputs, sg.outputs):
+            if seq is not None:
+                used.update(int(x) for x in seq)
+        for sd in sig_by_sg.get(g, []):
+            for tm in list(sd.inputs or []) + list(sd.outputs or []):
+                used.add(int(tm.tensorIndex))
+        keep = sorted(used)
+        remap = {old: new for new, old in enumerate(keep)}
+        sg.tensors = [sg.tensors[i] for i in keep]
+
+        def _map(seq):
+            return None if seq is None else np.array(
+                [remap[int(x)] if int(x) >= 0 else -1 for x in seq], dtype=np.int32)
+        for op in sg.operators or []:
+            op.inputs, op.outputs = _map(op.inputs), _map(op.outputs)
+            if op.intermediates is not None:
+                op.intermediates = _map(op.intermediates)
+        sg.inputs, sg.outputs = _map(sg.inputs), _map(sg.outputs)
+        for sd in sig_by_sg.get(g, []):
+            for tm in list(sd.inputs or []) + list(sd.outputs or []):
+                tm.tensorIndex = remap[int(tm.tensorIndex)]
+        used_buffers.update(int(t.buffer) for t in sg.tensors)
+    keep_b = sorted(used_buffers)
+    remap_b = {old: new for new, old in enumerate(keep_b)}
+    model.buffers = [model.buffers[i] for i in keep_b]
+    for sg in model.subgraphs:
+        for t in sg.tensors:
+            t.buffer = remap_b[int(t.buffer)]
+    for md in model.metadata or []:
+        md.buffer = remap_b[int(md.buffer)]
+    if model.metadataBuffer is not None:
+        model.metadataBuffer = [remap_b[int(b)] for b in model.metadataBuffer]
+    used_codes = sorted({int(op.opcodeIndex) for sg in model.subgraphs for op in sg.operators or []})
+    remap_c = {old: new for new, old in enumerate(used_codes)}
+    model.operatorCodes = [model.operatorCodes[i] for i in used_codes]
+    for sg in model.subgraphs:
+        for op in sg.operators or []:
+            op.opcodeIndex = remap_c[int(op.opcodeIndex)]
+
+
+def rewrite_tflite(tflite, model=None, portable=False, rtol=sets.DEFAULT_RTOL, name=None):
+    """Rewrites float .tflite bytes (or a path) into a tfq model.
+
+    Args:
+      tflite: bytes or path of a float .tflite file (e.g. from TFLiteConverter).
+      model: the Keras model it came from, for the cross-check (optional).
+      portable: write builtin INT2/INT4/INT8 weights instead of custom ops.
+      rtol: relative tolerance of the set detection (see tfq.converter.sets).
+      name: display name for errors.
+
+    Returns:
+      A ConversionResult (bytes with a `.report` list of OpReport).
+    """
+    fb, data, name = tflite_io.load_model(tflite, name)
+    for sg in fb.subgraphs:
+        for op in sg.operators or []:
+            if tflite_io.op_name(fb, op) in fmt.CUSTOM_CODES:
+                raise ValueError(f"{name}: already contains tfq custom ops; convert the float model")
+    # Offset-addressed buffers (files > 2 GB) are read once, then stored inline.
+    for buf in fb.buffers:
+        if buf.offset and buf.size:
+            buf.data = np.frombuffer(data[buf.offset:buf.offset + buf.size], dtype=np.uint8)
+            buf.offset, buf.size = 0, 0
+    rewriter = _Rewriter(fb, data, _layer_index(model), rtol, portable)
+    for g, sg in enumerate(fb.subgraphs):
+        for i, op in enumerate(list(sg.operators or [])):
+            rewriter.rewrite_op(g, sg, i, op)
+    compact(fb)
+    result = ConversionResult(tflite_io.save_model(fb))
+    result.report = tuple(rewriter.reports)
+    packed = [r for r in rewriter.reports if r.packed]
+    for r in rewriter.reports:
+        if not r.packed and (r.trained or r.reason.startswith("not in any set")):
+            log.info("tfq.convert: %s %s left builtin: %s", r.op, r.weight, r.reason)
+        if r.trained and not r.packed:
+            warnings.warn(f"tfq.convert: {r.op} {r.weight!r}: {r.reason}", stacklevel=3)
+    if not packed:
+        warnings.warn(f"tfq.convert: no weight tensor of {name} lies exactly in a tfq set; "
+                      "the result is a plain float model", stacklevel=3)
+    return result
+
+
+def convert(model, portable=False, *, rtol=sets.DEFAULT_RTOL):
+    """Converts a compressed Keras 3 model to a .tflite flatbuffer.
+
+    Runs `tf.lite.TFLiteConverter` on `model`, then replaces every weighted op
+    whose constant weights lie exactly in a tfq set (binary, ternary,
+    pow2_3bit, pow2_4bit; detected per output channel from the values) by a
+    tfq custom op with packed weights (docs/format.md), or, with
+    `portable=True`, by the same builtin op with per-channel INT2/INT4/INT8
+    weights that any stock LiteRT runtime runs.
+
+    Args:
+      model: a `keras.Model` (typically trained with `tfq.ADMMCallback` or
+        built by `tfq.quantize_model`), or the bytes/path of a float .tflite.
+      portable: emit builtin ops only (no custom ops, no delegate needed).
+      rtol: relative tolerance of the exact-set test (float32 folding noise).
+
+    Returns:
+      The .tflite bytes (a `bytes` subclass whose `.report` lists what
+      happened to each weighted op).
+
+    Raises:
+      TypeError: `model` is neither a Keras model nor .tflite bytes/path.
+    """
+    if isinstance(model, (bytes, bytearray, memoryview, str)) or hasattr(model, "__fspath__"):
+        return rewrite_tflite(model, None, portable=portable, rtol=rtol)
+    float_bytes = _keras_to_tflite(model)
+    return rewrite_tflite(float_bytes, model, portable=portable, rtol=rtol,
+                          name=f"model {getattr(model, 'name', '?')!r}")

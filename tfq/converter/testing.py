@@ -1,0 +1,137 @@
+"""Quick compressed test models for tests and benchmarks (no training).
+
+`random_compressed_model` builds a small Keras model whose kernels lie
+exactly in a tfq set (scale[c] * random levels, with optional sparsity), and
+`random_compressed_tflite` converts it. The delegate and benchmark code use
+them to get .tflite files with every tfq custom op in seconds.
+"""
+
+import numpy as np
+
+from tfq.converter import format as fmt
+
+_LEVELS = {
+    "binary": np.array([-1.0, 1.0]),
+    "ternary": np.array([-1.0, 0.0, 1.0]),
+    "pow2_3bit": np.array([0.0, 1, 2, 4, -1, -2, -4]),
+    "pow2_4bit": np.array([0.0] + [s * 2.0 ** e for s in (1, -1) for e in range(7)]),
+}
+
+
+def random_levels(shape, scheme, rng, sparsity=None):
+    """Random levels of a scheme; `sparsity` sets the fraction of zeros (not binary)."""
+    fmt.check_scheme(scheme)
+    levels = rng.choice(_LEVELS[scheme][_LEVELS[scheme] != 0], size=shape)
+    if scheme != "binary":
+        p = 0.3 if sparsity is None else sparsity
+        levels = np.where(rng.random(shape) < p, 0.0, levels)
+    return levels.astype(np.float32)
+
+
+def in_set_kernel(shape, scheme, rng, per_channel=True, channel_axes=(-1,), sparsity=None,
+                  scale_range=(0.02, 0.2)):
+    """A float32 kernel whose every output channel is scale[c] * level.
+
+    Args:
+      shape: kernel shape (Keras layout).
+      scheme: one of tfq.converter.SCHEMES.
+      rng: numpy Generator.
+      per_channel: one scale per output channel (else one for the tensor).
+      channel_axes: axes that index output channels (DepthwiseConv2D: (-2, -1)).
+    """
+    levels = random_levels(shape, scheme, rng, sparsity)
+    cshape = [1] * len(shape)
+    for axis in channel_axes:
+        cshape[axis] = shape[axis]
+    if per_channel:
+        scale = rng.uniform(*scale_range, size=cshape)
+    else:
+        scale = np.full(cshape, rng.uniform(*scale_range))
+    return (levels * scale.astype(np.float32)).astype(np.float32)
+
+
+def set_in_set_weights(model, scheme, seed=0, per_channel=True, sparsity=None):
+    """Replaces the kernels of Dense / Conv2D / DepthwiseConv2D layers by in-set values.
+
+    `scheme` may be a name or a dict {layer name: scheme}. Biases become small
+    random floats. Returns the model.
+    """
+    import keras
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        want = scheme.get(layer.name) if isinstance(scheme, dict) else scheme
+        if want is None:
+            continue
+        if isinstance(layer, keras.layers.DepthwiseConv2D):
+            axes = (-2, -1)
+            kernel = layer.depthwise_kernel if hasattr(layer, "depthwise_kernel") else layer.kernel
+        elif isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)):
+            axes = (-1,)
+            kernel = layer.kernel
+        else:
+            continue
+        kernel.assign(in_set_kernel(tuple(kernel.shape), want, rng, per_channel, axes, sparsity))
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.assign(rng.normal(0, 0.05, size=tuple(layer.bias.shape)).astype(np.float32))
+    return model
+
+
+def small_cnn(input_shape=(12, 12, 3), classes=10, activation="relu", batch_norm=False,
+              depth_multiplier=2, name="tfq_test_cnn"):
+    """Conv2D -> DepthwiseConv2D -> Conv2D(1x1) -> Dense: every tfq custom op once."""
+    import keras
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=not batch_norm, name="conv")(inputs)
+    if batch_norm:
+        x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.Activation(activation)(x)
+    x = keras.layers.DepthwiseConv2D(3, strides=2, padding="valid", depth_multiplier=depth_multiplier,
+                                     activation=activation, name="dwconv")(x)
+    x = keras.layers.Conv2D(12, 1, activation="relu6", name="pwconv")(x)
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(classes, name="fc")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def random_compressed_model(scheme="ternary", kind="cnn", seed=0, per_channel=True,
+                            sparsity=None, input_shape=None, batch_norm=False):
+    """A small Keras model whose weighted layers lie exactly in `scheme`.
+
+    Args:
+      scheme: binary, ternary, pow2_3bit or pow2_4bit (or {layer: scheme}).
+      kind: "cnn" (Conv2D, DepthwiseConv2D, 1x1 Conv2D, Dense) or "mlp"
+        (three Dense layers, 784-300-100-10 by default).
+      seed: for weights and biases.
+      per_channel: per-channel scales (else per-tensor).
+      sparsity: fraction of zero levels (ternary/pow2 only).
+      input_shape: overrides the default input shape.
+      batch_norm: adds a BatchNormalization with random statistics after the
+        first convolution (the TFLite converter folds it into the weights).
+    """
+    import keras
+    if kind == "cnn":
+        model = small_cnn(input_shape or (12, 12, 3), batch_norm=batch_norm)
+    elif kind == "mlp":
+        inputs = keras.Input(input_shape or (784,))
+        x = keras.layers.Dense(300, activation="relu", name="fc1")(inputs)
+        x = keras.layers.Dense(100, activation="relu", name="fc2")(x)
+        model = keras.Model(inputs, keras.layers.Dense(10, name="fc3")(x), name="tfq_test_mlp")
+    else:
+        raise ValueError(f"unknown kind {kind!r}; valid: 'cnn', 'mlp'")
+    set_in_set_weights(model, scheme, seed, per_channel, sparsity)
+    if batch_norm:
+        rng = np.random.default_rng(seed + 1)
+        bn = model.get_layer("bn")
+        n = bn.gamma.shape[0]
+        bn.gamma.assign(rng.uniform(0.5, 1.5, n).astype(np.float32))
+        bn.beta.assign(rng.normal(0, 0.1, n).astype(np.float32))
+        bn.moving_mean.assign(rng.normal(0, 0.1, n).astype(np.float32))
+        bn.moving_variance.assign(rng.uniform(0.5, 2.0, n).astype(np.float32))
+    return model
+
+
+def random_compressed_tflite(scheme="ternary", kind="cnn", seed=0, portable=False, **kwargs):
+    """Converts `random_compressed_model(...)`; returns (tflite bytes, keras model)."""
+    from tfq.converter import convert
+    model = random_compressed_model(scheme, kind, seed, **kwargs)
+    return convert(model, portable=portable), model
