@@ -13,7 +13,7 @@ _EXPORTS = {
     "ADMMCallback": "tfq.callbacks",
     "PruningCallback": "tfq.callbacks",
     "quantize_model": "tfq.layers",
-    "compress": "tfq.compress",
+    "compress": "tfq.compression",
     "convert": "tfq.converter",
     "Interpreter": "tfq.runtime",
     "delegate_path": "tfq.runtime",

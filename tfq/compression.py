@@ -1,0 +1,952 @@
+"""One-call compression: data-free projection with corrections, or ADMM training.
+
+`compress(model, scheme)` without data projects every selected kernel onto the
+low-bit set (per-channel optimal scale, `tfq.quantizers`), after cross-layer
+weight equalization and followed by analytic bias correction, the two
+data-free corrections of Nagel et al. With data it runs the ADMM training of
+`tfq.ADMMCallback` (plus `tfq.PruningCallback` when a sparsity is asked for)
+with derived hyper-parameters. Either way it returns a new model; the input
+model is left untouched.
+
+What applies to which layer is documented in docs/data_free.md.
+
+References:
+    Nagel, van Baalen, Blankevoort, Welling. "Data-Free Quantization Through
+    Weight Equalization and Bias Correction", ICCV 2019.
+    Leng, Dou, Li, Zhu, Jin. "Extremely Low Bit Neural Network: Squeeze the
+    Last Bit Out with ADMM", AAAI 2018.
+"""
+
+import dataclasses
+import math
+import statistics
+import sys
+import time
+
+import numpy as np
+
+# Bits per stored code in the packed format (docs/format.md), used for sizes.
+_STORED_BITS = {"binary": 1, "ternary": 2, "pow2_3bit": 4, "pow2_4bit": 4}
+
+# Support points per channel for the BN-derived activation distributions.
+_QUANTILES = 256
+
+
+# --------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class LayerReport:
+    """What happened to one layer."""
+
+    name: str
+    kind: str
+    scheme: str  # "float" when the layer was left alone
+    params: int
+    sparsity: float = 0.0
+    bits: float = 32.0
+    relative_error: float = 0.0  # ||W_q - W|| / ||W|| over the layer's kernels
+    corrections: tuple = ()
+
+
+@dataclasses.dataclass
+class CompressionReport:
+    """Summary returned by `compress(..., return_report=True)`.
+
+    Sizes count weight bytes as the converter stores them: 4 bytes per float
+    parameter, packed codes (`bits` per weight, docs/format.md) plus one
+    float32 scale per channel for compressed kernels.
+    """
+
+    mode: str
+    scheme: str
+    layers: list
+    float_bytes: int
+    compressed_bytes: int
+    seconds: float
+    accuracy_before: float = None
+    accuracy_after: float = None
+    settings: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def ratio(self):
+        return self.float_bytes / max(self.compressed_bytes, 1)
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        d["ratio"] = self.ratio
+        return d
+
+    def to_markdown(self):
+        lines = [f"**tfq.compress** ({self.mode}, scheme `{self.scheme}`, {self.seconds:.1f} s)", ""]
+        lines.append("| | before | after |")
+        lines.append("|---|---|---|")
+        if self.accuracy_before is not None or self.accuracy_after is not None:
+            lines.append(f"| accuracy | {_fmt_acc(self.accuracy_before)} | {_fmt_acc(self.accuracy_after)} |")
+        lines.append(f"| weight bytes | {self.float_bytes:,} | {self.compressed_bytes:,} |")
+        lines.append(f"| compression | 1.0x | {self.ratio:.1f}x |")
+        lines.append("")
+        lines.append("| layer | kind | scheme | params | bits | sparsity | rel. error | corrections |")
+        lines.append("|---|---|---|---:|---:|---:|---:|---|")
+        for l in self.layers:
+            lines.append(
+                f"| {l.name} | {l.kind} | {l.scheme} | {l.params:,} | {l.bits:g} | {l.sparsity:.1%} "
+                f"| {l.relative_error:.3f} | {', '.join(l.corrections) or '-'} |"
+            )
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.to_markdown()
+
+
+def _fmt_acc(a):
+    return "-" if a is None else f"{100 * a:.2f}%"
+
+
+# --------------------------------------------------------------------------
+# Layers and kernels
+# --------------------------------------------------------------------------
+
+
+def _layer_kind(layer):
+    return type(layer).__name__
+
+
+def kernel_specs(layer):
+    """Returns [(attribute, variable, channel_axis)] for the kernels tfq compresses.
+
+    channel_axis is the output-channel axis (a tuple for depthwise kernels,
+    whose output channel is (input channel, multiplier)); an empty list means
+    the layer has nothing to compress.
+    """
+    import keras
+
+    L = keras.layers
+    if isinstance(layer, L.SeparableConv2D) or isinstance(layer, getattr(L, "SeparableConv1D", ())):
+        dw_axis = (1, 2) if layer.depthwise_kernel.ndim == 3 else (2, 3)
+        return [
+            ("depthwise_kernel", layer.depthwise_kernel, dw_axis),
+            ("pointwise_kernel", layer.pointwise_kernel, -1),
+        ]
+    if isinstance(layer, L.DepthwiseConv2D) or isinstance(layer, getattr(L, "DepthwiseConv1D", ())):
+        axis = (1, 2) if layer.kernel.ndim == 3 else (2, 3)
+        return [("kernel", layer.kernel, axis)]
+    if isinstance(layer, (L.Conv2DTranspose, L.Conv1DTranspose, L.Conv3DTranspose)):
+        # (k..., out, in): output channels sit second to last.
+        return [("kernel", layer.kernel, layer.kernel.ndim - 2)]
+    if isinstance(layer, (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D)):
+        return [("kernel", layer.kernel, -1)]
+    if isinstance(layer, L.Embedding):
+        return [("embeddings", layer.embeddings, -1)]
+    if isinstance(layer, (L.LSTM, L.GRU, L.SimpleRNN)):
+        return [("kernel", layer.cell.kernel, -1), ("recurrent_kernel", layer.cell.recurrent_kernel, -1)]
+    # tfq's own quantized layers and anything else with a plain kernel.
+    kernel = getattr(layer, "kernel", None)
+    if kernel is not None and hasattr(kernel, "shape") and len(kernel.shape) >= 2:
+        return [("kernel", kernel, -1)]
+    return []
+
+
+def _select_layers(model, scheme, keep_first_last):
+    """Maps layer name -> quantizer for the layers to compress.
+
+    `scheme` is a name/quantizer for every supported layer, a dict
+    {layer name: scheme or None}, or a function layer -> scheme or None.
+    """
+    from tfq import quantizers
+
+    candidates = [l for l in _flat_layers(model) if kernel_specs(l)]
+    if not candidates:
+        raise ValueError(
+            f"Model {model.name!r} has nothing to compress: no Dense, Conv, DepthwiseConv, "
+            "SeparableConv, Embedding or recurrent layer with a kernel."
+        )
+    names = {l.name for l in candidates}
+    chosen = {}
+    if isinstance(scheme, dict):
+        all_names = {l.name for l in _flat_layers(model)}
+        for name, s in scheme.items():
+            if name not in all_names:
+                raise ValueError(f"scheme names layer {name!r}, which is not in model {model.name!r}.")
+            if name not in names:
+                layer = next(l for l in _flat_layers(model) if l.name == name)
+                raise ValueError(
+                    f"Layer {name!r} ({_layer_kind(layer)}) cannot be compressed: it has no supported kernel."
+                )
+            if s is not None:
+                chosen[name] = quantizers.get(s)
+        return chosen
+    if callable(scheme) and not isinstance(scheme, (str, quantizers.Quantizer)):
+        for layer in candidates:
+            s = scheme(layer)
+            if s is not None:
+                chosen[layer.name] = quantizers.get(s)
+        return chosen
+    q = quantizers.get(scheme)
+    if q is None:
+        raise ValueError("scheme must be given: one of 'binary', 'ternary', 'pow2_3bit', 'pow2_4bit'.")
+    picked = candidates
+    if keep_first_last and len(candidates) > 2:
+        picked = candidates[1:-1]
+    elif keep_first_last:
+        picked = candidates  # a one- or two-layer model would otherwise keep nothing
+    for layer in picked:
+        chosen[layer.name] = q
+    return chosen
+
+
+def _flat_layers(model):
+    """Layers in order, descending into nested models."""
+    import keras
+
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            out.extend(_flat_layers(layer))
+        else:
+            out.append(layer)
+    return out
+
+
+def _clone(model):
+    import keras
+
+    import tfq.layers  # noqa: F401  (registers tfq layers for cloning)
+
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+# --------------------------------------------------------------------------
+# Graph
+# --------------------------------------------------------------------------
+
+
+class _Graph:
+    """Producer/consumer links between the layers of a Sequential or functional model."""
+
+    def __init__(self, model):
+        import keras
+
+        self.layers = {l.name: l for l in model.layers}
+        self.inputs = {}  # name -> [producer names]
+        self.known = True
+        if isinstance(model, keras.Sequential):
+            prev = None
+            for layer in model.layers:
+                self.inputs[layer.name] = [prev] if prev else []
+                prev = layer.name
+        else:
+            try:
+                config = model.get_config()
+                for lc in config["layers"]:
+                    producers = []
+                    for node in lc.get("inbound_nodes", []):
+                        _collect_history(node, producers)
+                    self.inputs[lc["name"]] = producers
+            except (KeyError, TypeError, NotImplementedError):
+                self.known = False  # subclassed model: no graph, no corrections
+        self.outputs = {}
+        for name, producers in self.inputs.items():
+            for p in producers:
+                self.outputs.setdefault(p, []).append(name)
+
+    def single_input(self, name):
+        producers = self.inputs.get(name, [])
+        if len(producers) != 1 or producers[0] not in self.layers:
+            return None
+        return self.layers[producers[0]]
+
+    def single_output(self, name):
+        consumers = self.outputs.get(name, [])
+        if len(consumers) != 1 or consumers[0] not in self.layers:
+            return None
+        return self.layers[consumers[0]]
+
+
+def _collect_history(obj, out):
+    if isinstance(obj, dict):
+        if "keras_history" in obj.get("config", {}) if isinstance(obj.get("config"), dict) else False:
+            out.append(obj["config"]["keras_history"][0])
+            return
+        for v in obj.values():
+            _collect_history(v, out)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _collect_history(v, out)
+
+
+# --------------------------------------------------------------------------
+# Distributions derived from batch norm (for bias correction)
+# --------------------------------------------------------------------------
+
+
+class _ChannelDist:
+    """Per-channel distributions as weighted support points, shape [C, K].
+
+    A batch norm's output channel c is taken to be N(beta_c, gamma_c^2)
+    (Nagel et al., sec. 4.2); elementwise activations map the support points,
+    max pooling over n positions reweights them with the CDF of the maximum
+    of n independent draws (an approximation: neighbouring activations are
+    correlated, so the true maximum is smaller).
+    """
+
+    _grid = None
+
+    def __init__(self, values, weights, exact_shape=True):
+        self.values = values
+        self.weights = weights
+        self.exact_shape = exact_shape  # False after averaging: only the mean is right
+
+    @classmethod
+    def gaussian(cls, mu, sigma):
+        if cls._grid is None:
+            nd = statistics.NormalDist()
+            cls._grid = np.array([nd.inv_cdf((k + 0.5) / _QUANTILES) for k in range(_QUANTILES)])
+        values = mu[:, None] + np.abs(sigma)[:, None] * cls._grid[None, :]
+        weights = np.full(values.shape, 1.0 / _QUANTILES)
+        return cls(values, weights)
+
+    def map(self, fn):
+        values = np.asarray(fn(self.values), dtype=np.float64)
+        order = np.argsort(values, axis=1, kind="stable")
+        return _ChannelDist(
+            np.take_along_axis(values, order, 1), np.take_along_axis(self.weights, order, 1), self.exact_shape
+        )
+
+    def max_of(self, n):
+        cdf = np.cumsum(self.weights, axis=1)
+        cdf = np.minimum(cdf / cdf[:, -1:], 1.0)
+        prev = np.concatenate([np.zeros_like(cdf[:, :1]), cdf[:, :-1]], axis=1)
+        return _ChannelDist(self.values, cdf**n - prev**n, self.exact_shape)
+
+    def averaged(self):
+        return _ChannelDist(self.values, self.weights, exact_shape=False)
+
+    def mean(self):
+        return np.sum(self.values * self.weights, axis=1)
+
+    def second_moment(self):
+        return np.sum(self.values**2 * self.weights, axis=1)
+
+
+def _bn_output_dist(bn):
+    gamma = _np(bn.gamma) if bn.scale else np.ones(bn.moving_mean.shape)
+    beta = _np(bn.beta) if bn.center else np.zeros(bn.moving_mean.shape)
+    return _ChannelDist.gaussian(beta.astype(np.float64), gamma.astype(np.float64))
+
+
+def _activation_fn(layer):
+    """The elementwise function a layer applies, as numpy -> numpy, or None."""
+    import keras
+
+    L = keras.layers
+    if isinstance(layer, L.Activation):
+        name = layer.get_config().get("activation")
+        if name in ("softmax", "log_softmax"):
+            return None
+        fn = keras.activations.get(name)
+    elif isinstance(layer, (L.ReLU, L.LeakyReLU, L.ELU)):
+        fn = layer
+    else:
+        return None
+    return lambda v: keras.ops.convert_to_numpy(fn(v.astype(np.float32).T)).T.astype(np.float64)
+
+
+def _is_identity_at_inference(layer):
+    import keras
+
+    L = keras.layers
+    return isinstance(
+        layer, (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.GaussianNoise, L.GaussianDropout, L.AlphaDropout)
+    ) or _layer_kind(layer) == "Identity"
+
+
+def _input_stats(graph, layer):
+    """Distribution of the input channels of `layer`, from the nearest batch norm upstream.
+
+    Returns (dist, tile, path) where tile > 1 means the layer sees the
+    channels flattened with `tile` spatial positions, or None when the input
+    is not described by a batch norm through layers we can model.
+    """
+    import keras
+
+    L = keras.layers
+    path = []
+    node = graph.single_input(layer.name)
+    while node is not None and not isinstance(node, L.BatchNormalization):
+        path.append(node)
+        node = graph.single_input(node.name)
+    if node is None:
+        return None
+    dist = _bn_output_dist(node)
+    tile = 1
+    for op in reversed(path):
+        fn = _activation_fn(op)
+        if fn is not None:
+            if not dist.exact_shape or tile > 1:
+                return None
+            dist = dist.map(fn)
+        elif _is_identity_at_inference(op):
+            continue
+        elif isinstance(op, (L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D)):
+            # Neighbouring activations are strongly correlated, so the maximum of
+            # a small window is close to any one of them: keep the distribution.
+            # (The independent-maximum formula, `max_of`, overestimates the mean
+            # two- to three-fold after conv-BN-ReLU on MNIST.)
+            continue
+        elif isinstance(
+            op,
+            (L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D, L.GlobalAveragePooling1D,
+             L.GlobalAveragePooling2D, L.GlobalAveragePooling3D),
+        ):
+            dist = dist.averaged()
+        elif isinstance(op, L.Flatten):
+            spatial = op.input.shape[1:-1]
+            if any(s is None for s in spatial):
+                return None
+            tile *= int(np.prod(spatial)) if len(spatial) else 1
+        else:
+            return None
+        if getattr(op, "data_format", "channels_last") == "channels_first":
+            return None
+    return dist, tile, [node.name] + [op.name for op in reversed(path)]
+
+
+# --------------------------------------------------------------------------
+# Expected responses (for bias correction)
+# --------------------------------------------------------------------------
+
+
+def _np(v):
+    import keras
+
+    return np.asarray(keras.ops.convert_to_numpy(v))
+
+
+def _mean_response(layer, kernels, mu):
+    """E[output] - bias of `layer` for inputs with per-channel mean mu (padding ignored).
+
+    Returns None for layers whose mean response is not a per-channel constant.
+    """
+    import keras
+
+    L = keras.layers
+    if getattr(layer, "data_format", "channels_last") == "channels_first":
+        return None
+    if isinstance(layer, (L.SeparableConv2D, getattr(L, "SeparableConv1D", L.SeparableConv2D))):
+        dw, pw = kernels["depthwise_kernel"], kernels["pointwise_kernel"]
+        taps = dw.reshape(-1, dw.shape[-2], dw.shape[-1]).sum(0)  # [C, M]
+        mid = (taps * mu[:, None]).reshape(-1)
+        return pw.reshape(-1, pw.shape[-1]).T @ mid if pw.shape[-2] == mid.shape[0] else None
+    if isinstance(layer, (L.DepthwiseConv2D, getattr(L, "DepthwiseConv1D", L.DepthwiseConv2D))):
+        k = kernels["kernel"]
+        taps = k.reshape(-1, k.shape[-2], k.shape[-1]).sum(0)  # [C, M]
+        return (taps * mu[:, None]).reshape(-1)
+    if isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D)) and not isinstance(
+        layer, (L.Conv2DTranspose, L.Conv1DTranspose, L.Conv3DTranspose)
+    ):
+        if getattr(layer, "groups", 1) != 1:
+            return None
+        k = kernels["kernel"]
+        taps = k.reshape(-1, k.shape[-2], k.shape[-1]).sum(0)  # [I, O]
+        return mu @ taps if taps.shape[0] == mu.shape[0] else None
+    if isinstance(layer, L.Dense):
+        k = kernels["kernel"]
+        return mu @ k if k.shape[0] == mu.shape[0] else None
+    return None
+
+
+def _bias_target(graph, layer):
+    """Where an output shift of `layer` can be cancelled: ('bias', layer) or ('bn', bn) or None."""
+    import keras
+
+    if getattr(layer, "use_bias", False) and getattr(layer, "bias", None) is not None:
+        return "bias", layer
+    nxt = graph.single_output(layer.name)
+    if isinstance(nxt, keras.layers.BatchNormalization) and _is_linear(layer):
+        return "bn", nxt
+    return None
+
+
+def _is_linear(layer):
+    import keras
+
+    act = getattr(layer, "activation", None)
+    return act is None or keras.activations.serialize(act) in ("linear", None)
+
+
+# --------------------------------------------------------------------------
+# Cross-layer equalization
+# --------------------------------------------------------------------------
+
+
+def _positive_homogeneous(layer):
+    """True for layers f with f(x / s) = f(x) / s for s > 0, per channel."""
+    import keras
+
+    L = keras.layers
+    if _is_identity_at_inference(layer):
+        return True
+    pools = (
+        L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D, L.AveragePooling1D, L.AveragePooling2D,
+        L.AveragePooling3D, L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D,
+        L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalAveragePooling3D,
+    )
+    if isinstance(layer, pools):
+        return True
+    if isinstance(layer, L.ReLU):
+        c = layer.get_config()
+        return c.get("max_value") is None and not c.get("threshold")
+    if isinstance(layer, L.LeakyReLU):
+        return True
+    if isinstance(layer, L.Activation):
+        return layer.get_config().get("activation") in ("relu", "linear", "leaky_relu")
+    return False
+
+
+def _fused_positive_homogeneous(layer):
+    import keras
+
+    act = getattr(layer, "activation", None)
+    return act is None or keras.activations.serialize(act) in ("linear", "relu", "leaky_relu")
+
+
+def _out_scalable(layer):
+    import keras
+
+    L = keras.layers
+    return type(layer) in (L.Dense, L.Conv1D, L.Conv2D, L.DepthwiseConv2D) and getattr(layer, "groups", 1) == 1 and (
+        getattr(layer, "data_format", "channels_last") == "channels_last"
+    )
+
+
+def _in_scalable(layer):
+    import keras
+
+    L = keras.layers
+    return type(layer) in (L.Dense, L.Conv1D, L.Conv2D, L.DepthwiseConv2D, L.SeparableConv2D) and getattr(
+        layer, "groups", 1
+    ) == 1 and getattr(layer, "data_format", "channels_last") == "channels_last"
+
+
+def _equalization_pairs(graph, chosen):
+    """(first, bn or None, second) triples where output channels of `first` can be rescaled into `second`."""
+    import keras
+
+    pairs = []
+    for name, layer in graph.layers.items():
+        if not _out_scalable(layer) or not _fused_positive_homogeneous(layer):
+            continue
+        node, bn, ok = graph.single_output(name), None, True
+        if isinstance(node, keras.layers.BatchNormalization):
+            if not _is_linear(layer):
+                continue  # f(Wx) followed by BN: BN does not commute with the scaling
+            if not node.scale:
+                continue
+            bn, node = node, graph.single_output(node.name)
+        while node is not None and not _in_scalable(node):
+            if not _positive_homogeneous(node):
+                ok = False
+                break
+            node = graph.single_output(node.name)
+        if ok and node is not None and node.name in chosen:
+            pairs.append((layer, bn, node))
+    return pairs
+
+
+def _out_ranges(layer, bn):
+    k = _np(layer.kernel)
+    r = np.abs(k.reshape(-1, int(np.prod(k.shape[-2:])) if _layer_kind(layer) == "DepthwiseConv2D" else k.shape[-1]))
+    r = r.max(0)
+    if bn is not None:
+        gamma = _np(bn.gamma) if bn.scale else 1.0
+        r = r * np.abs(gamma) / np.sqrt(_np(bn.moving_variance) + bn.epsilon)
+    return r
+
+
+def _scale_out(layer, k, s):
+    """Kernel k with output channel o multiplied by s[o] (depthwise: o = c * M + m)."""
+    if _layer_kind(layer) == "DepthwiseConv2D":
+        return k * s.reshape(k.shape[-2:])
+    return _scale_axis(k, s, k.ndim - 1)
+
+
+def _in_kernel(layer):
+    """(attribute, kernel array, input-channel axis) of a layer's first kernel."""
+    if _layer_kind(layer) == "SeparableConv2D":
+        k = _np(layer.depthwise_kernel)
+        return "depthwise_kernel", k, k.ndim - 2
+    k = _np(layer.kernel)
+    return "kernel", k, (0 if k.ndim == 2 else k.ndim - 2)
+
+
+def _scale_axis(a, s, axis):
+    shape = [1] * a.ndim
+    shape[axis] = -1
+    return a * s.reshape(shape)
+
+
+def _quant_error(quantizer, k, axis, weight_in=None, in_axis=None, in_scale=None):
+    """Squared projection error of kernel k in the original coordinates."""
+    q, _ = quantizer.project(k.astype(np.float32), channel_axis=axis)
+    q = _np(q).astype(np.float64)
+    diff = q - k
+    if in_scale is not None:
+        diff = _scale_axis(diff, 1.0 / in_scale, in_axis)
+    d2 = diff**2
+    if weight_in is not None:
+        d2 = _scale_axis(d2, weight_in, in_axis)
+    return float(d2.sum())
+
+
+def _equalize(graph, chosen, specs):
+    """Cross-layer equalization (Nagel et al. sec. 4.1), kept only where it lowers the quantization error.
+
+    Returns {layer name: note} for the layers that were rescaled.
+    """
+    notes = {}
+    for first, bn, second in _equalization_pairs(graph, chosen):
+        attr, k2, in_axis = _in_kernel(second)
+        c = k2.shape[in_axis]
+        r1 = _out_ranges(first, bn)
+        if r1.shape[0] != c:
+            continue
+        r2 = np.abs(np.moveaxis(k2, in_axis, 0).reshape(c, -1)).max(1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = np.sqrt(r1 / r2)
+        s = np.where(np.isfinite(s) & (s > 0), s, 1.0)
+        s = np.clip(s, 1e-4, 1e4)
+        # Weight the error by E[x^2] of the second layer's inputs when the BN tells us.
+        weight = None
+        stats = _input_stats(graph, second)
+        if stats is not None and stats[1] == 1:
+            weight = stats[0].second_moment()
+        axis2 = dict((a, ax) for a, _, ax in specs[second.name])[attr]
+        q2 = chosen[second.name]
+        base = _quant_error(q2, k2, axis2, weight, in_axis)
+        eq = _quant_error(q2, _scale_axis(k2, s, in_axis), axis2, weight, in_axis, in_scale=s)
+        err_first = 0.0
+        if first.name in chosen and bn is None:
+            # The first layer's own error only moves when its scale is not per output channel.
+            k1 = _np(first.kernel).astype(np.float64)
+            ax1 = dict((a, ax) for a, _, ax in specs[first.name])["kernel"]
+            q1 = chosen[first.name]
+            err_first = _quant_error(q1, _scale_out(first, k1, 1.0 / s), ax1) - _quant_error(q1, k1, ax1)
+        if not eq + err_first < base * (1 - 1e-6):
+            continue
+        # Apply: first layer's outputs (or its BN) divided by s, second layer's inputs multiplied by s.
+        if bn is not None:
+            bn.gamma.assign(_np(bn.gamma) / s)
+            if bn.center:
+                bn.beta.assign(_np(bn.beta) / s)
+        else:
+            first.kernel.assign(_scale_out(first, _np(first.kernel), 1.0 / s).astype(np.float32))
+            if getattr(first, "use_bias", False):
+                first.bias.assign((_np(first.bias) / s).astype(np.float32))
+        getattr(second, attr).assign(_scale_axis(k2, s, in_axis).astype(np.float32))
+        gain = 1 - (eq + err_first) / max(base, 1e-30)
+        notes[second.name] = f"equalized with {first.name} (-{gain:.0%} error)"
+        notes.setdefault(first.name, f"equalized with {second.name}")
+    return notes
+
+
+# --------------------------------------------------------------------------
+# Progress
+# --------------------------------------------------------------------------
+
+
+class _Progress:
+    """A one-line progress bar on stderr, one step per layer."""
+
+    def __init__(self, total, label, verbose):
+        self.total, self.label, self.verbose = total, label, verbose
+        self.done = 0
+        self.t0 = time.perf_counter()
+        self.tty = sys.stderr.isatty()
+
+    def step(self, what):
+        self.done += 1
+        if not self.verbose:
+            return
+        width = 24
+        filled = int(width * self.done / max(self.total, 1))
+        line = (
+            f"{self.label} [{'=' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+            f"{time.perf_counter() - self.t0:5.1f}s {what}"
+        )
+        if self.tty:
+            sys.stderr.write("\r" + line[:120].ljust(120))
+            if self.done == self.total:
+                sys.stderr.write("\n")
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------
+# Data-free compression
+# --------------------------------------------------------------------------
+
+
+def _magnitude_mask(k, sparsity):
+    if not sparsity:
+        return None
+    n_prune = int(round(sparsity * k.size))
+    if n_prune <= 0:
+        return None
+    threshold = np.partition(np.abs(k).reshape(-1), n_prune - 1)[n_prune - 1]
+    mask = (np.abs(k) > threshold).astype(np.float32)
+    return mask
+
+
+def _data_free(model, chosen, sparsity, corrections, verbose):
+    graph = _Graph(model)
+    layers = {l.name: l for l in _flat_layers(model)}
+    specs = {name: kernel_specs(layers[name]) for name in chosen}
+    notes = {}
+    do_eq = corrections in (True, "all", "equalization")
+    do_bc = corrections in (True, "all", "bias")
+    if corrections and not graph.known:
+        print(
+            "tfq.compress: the model has no layer graph (subclassed model); skipping the data-free corrections.",
+            file=sys.stderr,
+        )
+        do_eq = do_bc = False
+    if do_eq:
+        for name, note in _equalize(graph, chosen, specs).items():
+            notes.setdefault(name, []).append(note.split(" (")[0] if name not in chosen else note)
+
+    # Input statistics are read after equalization (which rescales BN gamma/beta).
+    stats = {}
+    if do_bc:
+        for name in chosen:
+            s = _input_stats(graph, layers[name])
+            if s is not None:
+                stats[name] = s
+
+    progress = _Progress(len(chosen), "data-free", verbose)
+    reports = {}
+    for name, quantizer in chosen.items():
+        layer = layers[name]
+        float_k, quant_k = {}, {}
+        err_num = err_den = 0.0
+        zeros = total = 0
+        for attr, var, axis in specs[name]:
+            k = _np(var).astype(np.float32)
+            if not np.all(np.isfinite(k)):
+                raise ValueError(f"Layer {name!r}: {attr} contains NaN or Inf; cannot compress it.")
+            mask = _magnitude_mask(k, sparsity)
+            q, _ = quantizer.project(k, mask=mask, channel_axis=axis)
+            q = _np(q).astype(np.float32)
+            var.assign(q)
+            float_k[attr], quant_k[attr] = k.astype(np.float64), q.astype(np.float64)
+            err_num += float(((q - k) ** 2).sum())
+            err_den += float((k.astype(np.float64) ** 2).sum())
+            zeros += int((q == 0).sum())
+            total += q.size
+        applied = list(notes.get(name, []))
+        if name in stats:
+            dist, tile, src = stats[name]
+            mu = np.tile(dist.mean(), tile)
+            r_q = _mean_response(layer, quant_k, mu)
+            r_f = _mean_response(layer, float_k, mu)
+            target = _bias_target(graph, layer)
+            if r_q is not None and target is not None:
+                delta = r_q - r_f
+                kind, holder = target
+                if kind == "bias":
+                    holder.bias.assign((_np(holder.bias) - delta).astype(np.float32))
+                else:
+                    holder.moving_mean.assign((_np(holder.moving_mean) + delta).astype(np.float32))
+                applied.append(f"bias corrected from {src[0]}" + (" via BN mean" if kind == "bn" else ""))
+        reports[name] = LayerReport(
+            name=name,
+            kind=_layer_kind(layer),
+            scheme=quantizer.name,
+            params=total,
+            sparsity=zeros / max(total, 1),
+            bits=_STORED_BITS.get(quantizer.name, getattr(quantizer, "bits", 32)),
+            relative_error=math.sqrt(err_num / max(err_den, 1e-30)),
+            corrections=tuple(applied),
+        )
+        progress.step(name)
+    return reports, notes
+
+
+# --------------------------------------------------------------------------
+# Sizes
+# --------------------------------------------------------------------------
+
+
+def weight_bytes(model, reports=None):
+    """(float bytes, compressed bytes) of a model's weights, as the converter stores them."""
+    reports = reports or {}
+    float_bytes = compressed = 0
+    seen = set()
+    for layer in _flat_layers(model):
+        compressed_attrs = {}
+        if layer.name in reports and reports[layer.name].scheme != "float":
+            bits = reports[layer.name].bits
+            for attr, var, axis in kernel_specs(layer):
+                compressed_attrs[id(var)] = (bits, var, axis)
+        for w in layer.weights:
+            if id(w) in seen:
+                continue
+            seen.add(id(w))
+            n = int(np.prod(w.shape))
+            if not w.trainable and _layer_kind(layer) != "BatchNormalization":
+                continue  # optimizer-free state such as masks and ADMM variables is not part of the model
+            float_bytes += 4 * n
+            if id(w) in compressed_attrs:
+                bits, var, axis = compressed_attrs[id(w)]
+                axes = axis if isinstance(axis, tuple) else (axis,)
+                channels = int(np.prod([w.shape[a] for a in axes]))
+                compressed += math.ceil(n * bits / 8) + 4 * channels
+            else:
+                compressed += 4 * n
+    return float_bytes, compressed
+
+
+# --------------------------------------------------------------------------
+# Public entry point
+# --------------------------------------------------------------------------
+
+
+def compress(
+    model,
+    scheme="ternary",
+    sparsity=None,
+    data=None,
+    validation_data=None,
+    epochs=None,
+    *,
+    corrections=True,
+    keep_first_last=True,
+    learning_rate=None,
+    batch_size=None,
+    verbose=1,
+    return_report=False,
+):
+    """Compresses a Keras 3 model to low-bit weights in one call.
+
+    Without `data`, every selected kernel is projected onto the scheme's set
+    with the optimal per-channel scale, after cross-layer equalization and
+    followed by bias correction from batch-norm statistics (Nagel et al.);
+    this takes seconds. With `data`, the model is fine-tuned with ADMM (and
+    gradient-aware pruning when `sparsity` is set); see `compress_with_data`
+    for the derived defaults.
+
+    Args:
+        model: a built Keras 3 model. It is not modified.
+        scheme: "binary", "ternary", "pow2_3bit", "pow2_4bit", a quantizer,
+            a dict {layer name: scheme or None}, or a function layer -> scheme
+            or None.
+        sparsity: fraction of weights to set to zero, in [0, 1). Without data
+            the smallest magnitudes are pruned per layer before projection.
+        data: training data (a `tf.data.Dataset` of (x, y) batches, or a tuple
+            (x, y) of arrays). None selects the data-free path.
+        validation_data: same forms as `data`; used for the accuracy in the
+            report (and, with data, for the Keras logs).
+        epochs: training epochs on the data path (derived when None).
+        corrections: data-free corrections: True (equalization and bias
+            correction), False, "bias" or "equalization".
+        keep_first_last: leave the first and last compressible layers in
+            float when `scheme` is a single scheme (the usual policy; their
+            few weights matter most for accuracy).
+        learning_rate: optimizer learning rate on the data path (derived when None).
+        batch_size: batch size when `data` is given as arrays (default 128).
+        verbose: 0 silent, 1 progress bars.
+        return_report: also return a `CompressionReport`.
+
+    Returns:
+        The compressed model, or (model, report) when `return_report` is set.
+
+    Raises:
+        ValueError: unknown scheme, sparsity outside [0, 1), a model with
+            nothing to compress, a layer named in `scheme` that cannot be
+            compressed, NaN or Inf in a kernel.
+
+    References:
+        Nagel et al., "Data-Free Quantization Through Weight Equalization and
+        Bias Correction", ICCV 2019.
+    """
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"compress expects a keras.Model, got {type(model).__name__}.")
+    if sparsity is not None and not (0.0 <= float(sparsity) < 1.0):
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}.")
+    if corrections not in (True, False, None, "all", "bias", "equalization"):
+        raise ValueError(f"corrections must be True, False, 'bias' or 'equalization', got {corrections!r}.")
+    if not model.built:
+        raise ValueError(f"Model {model.name!r} is not built; call it on an input or give it an Input first.")
+    t0 = time.perf_counter()
+    if data is None:
+        small = _clone(model)
+        chosen = _select_layers(small, scheme, keep_first_last)
+        if not chosen:
+            raise ValueError(f"No layer of model {model.name!r} was selected for compression.")
+        reports, _ = _data_free(small, chosen, sparsity, corrections, verbose)
+        mode = "data-free"
+        acc_before = acc_after = None
+        if validation_data is not None:
+            acc_before = evaluate_accuracy(model, validation_data, batch_size)
+            acc_after = evaluate_accuracy(small, validation_data, batch_size)
+        settings = {"corrections": corrections, "sparsity": sparsity, "keep_first_last": keep_first_last}
+    else:
+        from tfq import _compress_data
+
+        small, reports, acc_before, acc_after, settings = _compress_data.compress_with_data(
+            model, scheme, sparsity, data, validation_data, epochs,
+            keep_first_last=keep_first_last, learning_rate=learning_rate, batch_size=batch_size, verbose=verbose,
+        )
+        mode = "admm"
+    all_reports = []
+    for layer in _flat_layers(small):
+        if layer.name in reports:
+            all_reports.append(reports[layer.name])
+        elif kernel_specs(layer):
+            n = sum(int(np.prod(v.shape)) for _, v, _ in kernel_specs(layer))
+            all_reports.append(LayerReport(layer.name, _layer_kind(layer), "float", n))
+    float_bytes, comp_bytes = weight_bytes(small, reports)
+    report = CompressionReport(
+        mode=mode,
+        scheme=scheme if isinstance(scheme, str) else getattr(scheme, "name", "mixed"),
+        layers=all_reports,
+        float_bytes=float_bytes,
+        compressed_bytes=comp_bytes,
+        seconds=time.perf_counter() - t0,
+        accuracy_before=acc_before,
+        accuracy_after=acc_after,
+        settings=settings,
+    )
+    if return_report:
+        return small, report
+    return small
+
+
+def evaluate_accuracy(model, data, batch_size=None):
+    """Top-1 accuracy of a Keras classifier on (x, y) arrays or a dataset of (x, y) batches."""
+    correct = count = 0
+    for x, y in _batches(data, batch_size or 256):
+        logits = _np(model(x, training=False))
+        y = np.asarray(y).reshape(-1)
+        correct += int((logits.reshape(len(y), -1).argmax(-1) == y).sum())
+        count += len(y)
+    if count == 0:
+        raise ValueError("validation data is empty.")
+    return correct / count
+
+
+def _batches(data, batch_size):
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = data
+        for i in range(0, len(x), batch_size):
+            yield x[i : i + batch_size], y[i : i + batch_size]
+    else:
+        for x, y, *_ in data:
+            yield _np(x), _np(y)
