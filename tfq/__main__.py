@@ -1,0 +1,6 @@
+"""`python -m tfq COMMAND ...`: see tfq/cli.py."""
+
+from tfq.cli import run
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,117 @@
+"""The `tfq` command line (`python -m tfq COMMAND ...` or the `tfq` script).
+
+Each subcommand is a function `fn(args) -> exit code` registered in
+`COMMANDS` with a one-line help; flags are absl flags defined at module
+level. Adding a subcommand = define its flags, write the function, add one
+entry to COMMANDS.
+"""
+
+import importlib
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("model", None, "convert: input model (.keras file, or a float .tflite).")
+flags.DEFINE_string("out", None, "convert: output .tflite path.")
+flags.DEFINE_bool("portable", False, "convert: builtin INT2/INT4/INT8 weights, no custom ops.")
+flags.DEFINE_bool("json", False, "inspect: print JSON instead of a table.")
+
+
+class UsageError(ValueError):
+    """Bad command line: printed without a traceback, exit code 2."""
+
+
+def _load_keras_model(path):
+    import keras
+    # Registers tfq's serializable classes before deserialization.
+    for module in ("tfq.quantizers", "tfq.layers", "tfq.admm", "tfq.pruning", "tfq.callbacks"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+    if not os.path.exists(path):
+        raise UsageError(f"{path}: no such file")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (ValueError, OSError, TypeError) as err:
+        raise UsageError(f"{path}: cannot load Keras model ({err})") from None
+
+
+def cmd_convert(args):
+    """Converts a Keras model (or float .tflite) into a tfq .tflite."""
+    if args:
+        raise UsageError(f"convert takes no positional arguments, got {args}")
+    if not FLAGS.model or not FLAGS.out:
+        raise UsageError("convert needs --model PATH and --out PATH")
+    from tfq.converter import convert
+    from tfq.converter.inspect import format_table, inspect_model
+    if FLAGS.model.endswith(".tflite"):
+        result = convert(FLAGS.model, portable=FLAGS.portable)
+    else:
+        result = convert(_load_keras_model(FLAGS.model), portable=FLAGS.portable)
+    with open(FLAGS.out, "wb") as f:
+        f.write(result)
+    for r in result.report:
+        if not r.packed:
+            print(f"left builtin: {r.op} {r.weight}: {r.reason}", file=sys.stderr)
+    print(format_table(inspect_model(FLAGS.out)))
+    print(f"wrote {FLAGS.out} ({len(result)} bytes)")
+    return 0
+
+
+def cmd_inspect(args):
+    """Prints a per-op table (set, bits, sparsity, bytes) of any .tflite file."""
+    if len(args) != 1:
+        raise UsageError("inspect takes exactly one FILE")
+    from tfq.converter.inspect import format_table, inspect_model
+    info = inspect_model(args[0])
+    print(json.dumps(info, indent=1) if FLAGS.json else format_table(info))
+    return 0
+
+
+# name -> (function, one-line help); later subcommands are appended here
+COMMANDS = {
+    "convert": (cmd_convert, "convert --model M.keras --out M.tflite [--portable]"),
+    "inspect": (cmd_inspect, "inspect FILE.tflite [--json]"),
+}
+
+
+def usage():
+    lines = ["usage: python -m tfq COMMAND [flags]", "", "commands:"]
+    lines += [f"  {name:10s} {help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv):
+    if len(argv) < 2 or argv[1] in ("help", "-h"):
+        print(usage())
+        return 0 if len(argv) >= 2 else 2
+    command = argv[1]
+    if command not in COMMANDS:
+        print(f"tfq: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    from tfq.converter.tflite_io import TFLiteFileError
+    try:
+        return COMMANDS[command][0](argv[2:])
+    except UsageError as err:
+        print(f"tfq {command}: {err}", file=sys.stderr)
+        return 2
+    except (TFLiteFileError, ValueError, FileNotFoundError, NotImplementedError) as err:
+        print(f"tfq {command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+def run():
+    """Console-script entry point (`tfq = tfq.cli:run`)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    app.run(lambda argv: sys.exit(main(argv)))
+
+
+if __name__ == "__main__":
+    run()
