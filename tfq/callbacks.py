@@ -1,0 +1,550 @@
+"""Keras callbacks that compress a model during `fit`: ADMM and pruning.
+
+How they hook into training: each compressed kernel variable gets a
+constraint (`keras.Variable.constraint`, which the Keras optimizer applies
+in-graph right after every update). The constraint applies the per-step part
+(pruning masks, the ADMM proximal pull, the frozen-code scale fit), so it runs
+inside the compiled train step, also under `tf.distribute` and with
+`steps_per_execution > 1`. The infrequent parts (ADMM's projection and dual
+update, mask recomputation) run from `on_train_batch_end` as one `tf.function`.
+The layers' own `kernel_constraint` is kept (applied first) and put back when
+training ends. State lives in Keras layers attached to the model
+(`model._tfq_admm`, `model._tfq_pruning`), so `model.save`, `save_weights`
+and `BackupAndRestore` carry it.
+
+After `fit` with `ADMMCallback`, each compressed layer carries a plain attribute
+`tfq_compression`: `{variable name: {"scheme", "per_channel", "channel_axis"}}`.
+It does not survive `load_model` (the kernels' values do; they are exactly
+`scale[c] * level`).
+"""
+
+import warnings
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfq import admm as admm_lib
+from tfq import pruning as pruning_lib
+from tfq import quantizers
+from tfq.layers.kernels import select_kernels
+
+__all__ = ["ADMMCallback", "PruningCallback", "KernelHook"]
+
+
+class KernelHook(keras.constraints.Constraint):
+    """The constraint tfq puts on a kernel: the original constraint, then pruning, then ADMM."""
+
+    def __init__(self, original=None):
+        self.original = original
+        self.pruning = None
+        self.admm = None
+
+    def __call__(self, w):
+        if self.original is not None:
+            w = self.original(w)
+        if self.pruning is not None:
+            w = self.pruning(w)
+        if self.admm is not None:
+            w = self.admm(w)
+        return w
+
+    @property
+    def empty(self):
+        return self.pruning is None and self.admm is None
+
+    @staticmethod
+    def attach(variable):
+        hook = variable.constraint
+        if not isinstance(hook, KernelHook):
+            hook = KernelHook(hook)
+            variable.constraint = hook
+        return hook
+
+    @staticmethod
+    def detach_if_empty(variable):
+        hook = variable.constraint
+        if isinstance(hook, KernelHook) and hook.empty:
+            variable.constraint = hook.original
+
+
+def _strategy(model):
+    return getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
+
+
+def _numpy(v):
+    return np.asarray(keras.ops.convert_to_numpy(v))
+
+
+def _check_finite(spec, value=None):
+    w = _numpy(spec.variable if value is None else value)
+    if not np.all(np.isfinite(w)):
+        raise ValueError(f"Layer {spec.layer.name!r}: {spec.name} contains NaN or Inf")
+
+
+def _warn_empty_channels(spec, mask=None):
+    w = _numpy(spec.variable)
+    if mask is not None:
+        w = w * _numpy(mask)
+    axes = quantizers._normalize_axes(spec.channel_axis, w.ndim) if spec.quantizer is None or spec.quantizer.per_channel else ()
+    if not axes:
+        return
+    rest = tuple(a for a in range(w.ndim) if a not in axes)
+    live = np.any(w != 0, axis=rest).reshape(-1)
+    if not np.all(live):
+        dead = np.flatnonzero(~live)
+        warnings.warn(
+            f"Layer {spec.layer.name!r}: {spec.name} has {dead.size} empty output channel(s) "
+            f"(all weights zero or pruned), e.g. {dead[:8].tolist()}; their scale is 0",
+            stacklevel=3,
+        )
+
+
+def _rebuild_train_function(model):
+    # A train function traced before the constraints changed would not apply
+    # them; Keras reads `model.train_function` at every step, so a fresh one
+    # takes effect immediately.
+    if getattr(model, "train_function", None) is not None:
+        model.make_train_function(force=True)
+
+
+def _steps_per_epoch(params):
+    steps = params.get("steps") if params else None
+    return int(steps) if steps else None
+
+
+class ADMMCallback(keras.callbacks.Callback):
+    """Trains the model's kernels into a low-bit set with ADMM (Leng et al., AAAI 2018).
+
+    ADMM runs for the first `epochs - finetune_epochs` epochs; then every kernel
+    is replaced by its projection and, for the last `finetune_epochs` epochs,
+    kept in the set with frozen codes while the per-channel scales (and the
+    float layers) keep training. When `fit` ends every compressed kernel is
+    exactly `scale[c] * level`.
+
+    Args:
+        scheme: default scheme ("binary", "ternary", "pow2_3bit", "pow2_4bit",
+            a config dict or a `tfq.quantizers.Quantizer`).
+        layers: None (every supported layer except the first and the last), a
+            dict `{layer name: scheme | True | None}` naming exactly the layers
+            to compress, or a callable `layer -> scheme | True | None`.
+        skip_first_last: with `layers=None`, keep the first and the last
+            supported layer in float (default True).
+        rho: rho in the first epoch.
+        rho_growth: factor applied to rho every epoch.
+        rho_max: upper bound of rho.
+        update_every: steps between two projection/dual updates (k).
+        finetune_epochs: epochs at the end with frozen codes (0: none; the
+            kernels are projected when training ends).
+        verbose: print the phase changes.
+
+    Logs (per epoch, visible to CSVLogger/TensorBoard when this callback is
+    listed before them): `admm_rho`, `admm_residual` (||W - G|| / ||W|| over all
+    compressed kernels) and `admm_residual/<layer>/<variable>`.
+
+    References:
+        C. Leng, H. Li, S. Zhu, R. Jin. "Extremely Low Bit Neural Network:
+        Squeeze the Last Bit Out with ADMM". AAAI 2018.
+    """
+
+    def __init__(
+        self,
+        scheme="ternary",
+        layers=None,
+        skip_first_last=True,
+        rho=1.0,
+        rho_growth=2.0,
+        rho_max=1e4,
+        update_every=32,
+        finetune_epochs=1,
+        verbose=0,
+    ):
+        super().__init__()
+        self.scheme = quantizers.get(scheme)
+        if self.scheme is None:
+            raise ValueError(f"ADMMCallback needs a scheme; valid: {quantizers.names()}")
+        self.layers = layers
+        self.skip_first_last = bool(skip_first_last)
+        if not rho > 0 or not rho_growth >= 1 or not rho_max >= rho:
+            raise ValueError(f"need rho > 0, rho_growth >= 1 and rho_max >= rho; got {rho}, {rho_growth}, {rho_max}")
+        self.rho0, self.rho_growth, self.rho_max = float(rho), float(rho_growth), float(rho_max)
+        if int(update_every) < 1:
+            raise ValueError(f"update_every must be >= 1, got {update_every}")
+        self.update_every = int(update_every)
+        if int(finetune_epochs) < 0:
+            raise ValueError(f"finetune_epochs must be >= 0, got {finetune_epochs}")
+        self.finetune_epochs = int(finetune_epochs)
+        self.verbose = verbose
+        self.specs = None
+        self.state = None
+        self._hook_phase = None
+        self._update_fn = None
+        self._last_update = None
+        self._epoch_start_step = 0
+
+    # -- setup -----------------------------------------------------------------
+
+    def set_model(self, model):
+        super().set_model(model)
+        if model.built and self.specs is None:
+            self._setup()
+
+    def _setup(self):
+        model = self.model
+        if not model.built:
+            raise ValueError(f"ADMMCallback: model {model.name!r} must be built before fit")
+        self.specs = select_kernels(model, self.scheme, self.layers, self.skip_first_last, what="ADMM")
+        state = getattr(model, "_tfq_admm", None)
+        if state is None or state.keys != [s.key for s in self.specs]:
+            with _strategy(model).scope():
+                state = admm_lib.ADMMState(self.specs, name="tfq_admm_state")
+            # Not a layer of the model (its config must not change), but saved
+            # with it: Keras' saver walks all attributes.
+            object.__setattr__(model, "_tfq_admm", state)
+        self.state = state
+
+    def _masks(self):
+        pstate = getattr(self.model, "_tfq_pruning", None)
+        return [pstate.mask_for(s.key) if pstate is not None else None for s in self.specs]
+
+    # -- per-step constraint (in the train step graph) ---------------------------
+
+    def _make_step(self, i, phase):
+        spec = self.specs[i]
+        state = self.state
+        masks = self._masks()
+        mask = masks[i]
+        optimizer = self.model.optimizer
+        msg = f"tfq ADMM: NaN or Inf in layer {spec.layer.name!r} {spec.name} after the optimizer step (weights or gradients)"
+        axis = spec.channel_axis if spec.quantizer.per_channel else None
+
+        def step(w):
+            w = tf.debugging.check_numerics(tf.convert_to_tensor(w), msg)
+            if phase == admm_lib.PHASE_ADMM:
+                eta_rho = tf.cast(optimizer.learning_rate, w.dtype) * tf.cast(state.rho, w.dtype)
+                w = admm_lib.prox_step(w, state.g[i] - state.u[i], eta_rho)
+            elif phase == admm_lib.PHASE_FINETUNE:
+                w, _ = quantizers.fit_scale(w, state.codes[i], mask=mask, channel_axis=axis)
+            if mask is not None:
+                w = w * tf.cast(mask, w.dtype)
+            return w
+
+        return step
+
+    def _install(self, phase):
+        if self._hook_phase == phase:
+            return
+        for i, spec in enumerate(self.specs):
+            hook = KernelHook.attach(spec.variable)
+            hook.admm = self._make_step(i, phase) if phase in (admm_lib.PHASE_ADMM, admm_lib.PHASE_FINETUNE) else None
+        self._hook_phase = phase
+        _rebuild_train_function(self.model)
+
+    def _uninstall(self):
+        for spec in self.specs or []:
+            hook = spec.variable.constraint
+            if isinstance(hook, KernelHook):
+                hook.admm = None
+            KernelHook.detach_if_empty(spec.variable)
+        self._hook_phase = None
+        _rebuild_train_function(self.model)
+
+    # -- infrequent updates (tf.function, cross-replica) -------------------------
+
+    def _build_update_fn(self):
+        specs, state, masks = self.specs, self.state, self._masks()
+
+        @tf.function
+        def update(step):
+            for i, spec in enumerate(specs):
+                axis = spec.channel_axis if spec.quantizer.per_channel else None
+                g, u, _ = admm_lib.dual_update(
+                    tf.convert_to_tensor(spec.variable), tf.convert_to_tensor(state.u[i]), spec.quantizer, masks[i], axis
+                )
+                state.g[i].assign(g)
+                state.u[i].assign(u)
+            state.step.assign(step)
+
+        return update
+
+    def _project_all(self, reset_dual):
+        """G = Proj(W) (and U = 0), or W = G when switching to fine-tuning."""
+        masks = self._masks()
+        for i, spec in enumerate(self.specs):
+            _check_finite(spec)
+            _warn_empty_channels(spec, masks[i])
+            axis = spec.channel_axis if spec.quantizer.per_channel else None
+            q, scale = spec.quantizer.project(tf.convert_to_tensor(spec.variable), mask=masks[i], channel_axis=axis)
+            self.state.g[i].assign(q)
+            if reset_dual:
+                self.state.u[i].assign(tf.zeros_like(q))
+            else:
+                spec.variable.assign(q)
+                self.state.codes[i].assign(admm_lib._levels_of(q, scale, axis))
+
+    def _record(self):
+        for spec in self.specs:
+            info = dict(getattr(spec.layer, "tfq_compression", None) or {})
+            info[spec.name] = {
+                "scheme": spec.quantizer.name,
+                "per_channel": spec.quantizer.per_channel,
+                "channel_axis": spec.channel_axis,
+            }
+            object.__setattr__(spec.layer, "tfq_compression", info)
+
+    # -- callback events ---------------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        if self.specs is None:
+            self._setup()
+        if self.model.optimizer is None:
+            raise ValueError("ADMMCallback: compile the model before fit")
+        phase = int(_numpy(self.state.phase))
+        if phase in (admm_lib.PHASE_IDLE, admm_lib.PHASE_DONE):
+            with _strategy(self.model).scope():
+                self._project_all(reset_dual=True)
+                self.state.phase.assign(admm_lib.PHASE_ADMM)
+                self.state.step.assign(0)
+        self._update_fn = self._build_update_fn()
+        self._record()
+
+    def _switch_epoch(self):
+        epochs = int(self.params.get("epochs", 1)) if self.params else 1
+        return max(epochs - self.finetune_epochs, 0)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        strategy = _strategy(self.model)
+        with strategy.scope():
+            rho = min(self.rho0 * self.rho_growth**epoch, self.rho_max)
+            self.state.rho.assign(rho)
+            phase = int(_numpy(self.state.phase))
+            if phase == admm_lib.PHASE_ADMM and epoch >= self._switch_epoch() and self.finetune_epochs > 0:
+                self._project_all(reset_dual=False)
+                self.state.phase.assign(admm_lib.PHASE_FINETUNE)
+                phase = admm_lib.PHASE_FINETUNE
+                if self.verbose:
+                    print(f"[tfq] ADMM: epoch {epoch}: kernels projected, fine-tuning scales with frozen codes")
+        self._epoch_start_step = int(_numpy(self.model.optimizer.iterations))
+        self._last_update = self._epoch_start_step // self.update_every
+        self._install(phase)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._hook_phase != admm_lib.PHASE_ADMM:
+            return
+        step = self._epoch_start_step + batch + 1
+        if step // self.update_every != self._last_update:
+            self._last_update = step // self.update_every
+            with _strategy(self.model).scope():
+                self._update_fn(tf.constant(step, tf.int64))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        per, total = self.state.residuals([s.variable for s in self.specs])
+        logs["admm_rho"] = float(_numpy(self.state.rho))
+        logs["admm_residual"] = float(total)
+        for spec, r in zip(self.specs, per):
+            logs[f"admm_residual/{spec.key}"] = float(r)
+
+    def on_train_end(self, logs=None):
+        self._uninstall()
+        with _strategy(self.model).scope():
+            phase = int(_numpy(self.state.phase))
+            if phase == admm_lib.PHASE_ADMM:
+                self._project_all(reset_dual=False)
+            elif phase == admm_lib.PHASE_FINETUNE:
+                # Already in the set after every step; fit once more so the
+                # values are exactly scale * code even if training stopped early.
+                masks = self._masks()
+                for i, spec in enumerate(self.specs):
+                    axis = spec.channel_axis if spec.quantizer.per_channel else None
+                    w, _ = quantizers.fit_scale(spec.variable, self.state.codes[i], mask=masks[i], channel_axis=axis)
+                    spec.variable.assign(w)
+            self.state.phase.assign(admm_lib.PHASE_DONE)
+        for spec in self.specs:
+            _check_finite(spec)
+        self._record()
+
+
+class PruningCallback(keras.callbacks.Callback):
+    """Prunes kernels during `fit` by importance (value and slope), to a target sparsity.
+
+    Args:
+        target_sparsity: final fraction of zeros per kernel, in [0, 1).
+        schedule: None (polynomial decay from 0 reaching the target at
+            `end_fraction` of training), a `tfq.pruning` schedule or any
+            callable `step -> (should_prune, sparsity)`, e.g. TFMOT's
+            `PruningSchedule` objects.
+        importance: "gradient" (value and slope) or "magnitude" (value only).
+        gamma: weight of the slope term in the gradient-aware score.
+        beta: decay of the slope running average.
+        regrowth: let pruned connections come back when their score recovers.
+        frequency: steps between mask updates for the default schedule.
+        end_fraction: for the default schedule, fraction of the training
+            steps after which the target is reached.
+        layers / skip_first_last: which layers (see `ADMMCallback`); by
+            default every supported layer is pruned.
+
+    Logs (per epoch): `sparsity` (all pruned kernels) and `sparsity/<layer>/<variable>`.
+    """
+
+    def __init__(
+        self,
+        target_sparsity=0.9,
+        schedule=None,
+        importance="gradient",
+        gamma=1.0,
+        beta=0.9,
+        regrowth=False,
+        frequency=50,
+        end_fraction=0.6,
+        layers=None,
+        skip_first_last=False,
+    ):
+        super().__init__()
+        self.target_sparsity = pruning_lib.check_sparsity(target_sparsity)
+        if schedule is not None and not callable(schedule):
+            raise TypeError(f"schedule must be callable step -> (should_prune, sparsity), got {schedule!r}")
+        self.schedule = schedule
+        if importance not in ("gradient", "magnitude"):
+            raise ValueError(f"importance must be 'gradient' or 'magnitude', got {importance!r}")
+        self.importance = importance
+        self.gamma, self.beta = float(gamma), float(beta)
+        if not 0.0 <= self.beta < 1.0:
+            raise ValueError(f"beta must be in [0, 1), got {beta}")
+        self.regrowth = bool(regrowth)
+        self.frequency = int(frequency)
+        if self.frequency < 1:
+            raise ValueError(f"frequency must be >= 1, got {frequency}")
+        if not 0.0 < float(end_fraction) <= 1.0:
+            raise ValueError(f"end_fraction must be in (0, 1], got {end_fraction}")
+        self.end_fraction = float(end_fraction)
+        self.layers = layers
+        self.skip_first_last = bool(skip_first_last)
+        self.specs = None
+        self.state = None
+        self._installed = False
+        self._update_fn = None
+        self._epoch_start_step = 0
+
+    def set_model(self, model):
+        super().set_model(model)
+        if model.built and self.specs is None:
+            self._setup()
+
+    def _setup(self):
+        model = self.model
+        if not model.built:
+            raise ValueError(f"PruningCallback: model {model.name!r} must be built before fit")
+        self.specs = select_kernels(model, None, self.layers, self.skip_first_last, what="pruning")
+        state = getattr(model, "_tfq_pruning", None)
+        if state is None or state.keys != [s.key for s in self.specs]:
+            with _strategy(model).scope():
+                state = pruning_lib.PruningState(self.specs, name="tfq_pruning_state")
+            object.__setattr__(model, "_tfq_pruning", state)
+        self.state = state
+
+    def _make_step(self, i):
+        spec, state = self.specs[i], self.state
+        msg = f"tfq pruning: NaN or Inf in layer {spec.layer.name!r} {spec.name} after the optimizer step (weights or gradients)"
+        track = self.importance == "gradient"
+        beta = self.beta
+
+        def step(w):
+            w = tf.debugging.check_numerics(tf.convert_to_tensor(w), msg)
+            masked = w * tf.cast(state.mask[i], w.dtype)
+            if track:
+                delta = tf.abs(w - state.prev[i])
+                state.slope[i].assign(beta * state.slope[i] + (1.0 - beta) * delta)
+                state.prev[i].assign(masked)
+            return masked
+
+        return step
+
+    def _default_schedule(self):
+        epochs = int(self.params.get("epochs", 1)) if self.params else 1
+        steps = _steps_per_epoch(self.params)
+        if steps is None:
+            raise ValueError("PruningCallback: cannot infer the number of steps; pass schedule=")
+        start = int(_numpy(self.model.optimizer.iterations)) if self.model.optimizer.built else 0
+        total = max(epochs * steps - start, 1)
+        end = start + max(int(total * self.end_fraction), 1)
+        freq = min(self.frequency, max(1, (end - start) // 4))
+        return pruning_lib.PolynomialDecay(0.0, self.target_sparsity, start, end, power=3, frequency=freq)
+
+    def _build_update_fn(self, schedule):
+        specs, state = self.specs, self.state
+        gamma, regrowth, use_slope = self.gamma, self.regrowth, self.importance == "gradient"
+
+        @tf.function
+        def update(step):
+            should, sparsity = schedule(step)
+            should = tf.convert_to_tensor(should)
+
+            def prune():
+                for i, spec in enumerate(specs):
+                    w = tf.convert_to_tensor(spec.variable)
+                    if regrowth:
+                        # A pruned weight's value is the last optimizer step.
+                        w_score = tf.where(state.mask[i] > 0, w, state.slope[i])
+                    else:
+                        w_score = w
+                    score = pruning_lib.importance(w_score, state.slope[i] if use_slope else None, gamma)
+                    mask = pruning_lib.prune_mask(score, sparsity, state.mask[i], regrowth)
+                    state.mask[i].assign(mask)
+                    spec.variable.assign(w * mask)
+                    state.prev[i].assign(w * mask)
+                return tf.constant(True)
+
+            tf.cond(should, prune, lambda: tf.constant(False))
+            state.step.assign(step)
+
+        return update
+
+    def on_train_begin(self, logs=None):
+        if self.specs is None:
+            self._setup()
+        if self.model.optimizer is None:
+            raise ValueError("PruningCallback: compile the model before fit")
+        if int(_numpy(self.state.initialized)) == 0:
+            with _strategy(self.model).scope():
+                for i, spec in enumerate(self.specs):
+                    _check_finite(spec)
+                    self.state.prev[i].assign(spec.variable)
+                self.state.initialized.assign(1)
+        schedule = self.schedule if self.schedule is not None else self._default_schedule()
+        self._update_fn = self._build_update_fn(schedule)
+        for i, spec in enumerate(self.specs):
+            KernelHook.attach(spec.variable).pruning = self._make_step(i)
+        self._installed = True
+        _rebuild_train_function(self.model)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start_step = int(_numpy(self.model.optimizer.iterations))
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self._epoch_start_step + batch + 1
+        with _strategy(self.model).scope():
+            self._update_fn(tf.constant(step, tf.int64))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        zeros, total = 0, 0
+        for spec in self.specs:
+            w = _numpy(spec.variable)
+            z = int(np.sum(w == 0))
+            zeros, total = zeros + z, total + w.size
+            logs[f"sparsity/{spec.key}"] = z / w.size
+        logs["sparsity"] = zeros / max(total, 1)
+
+    def on_train_end(self, logs=None):
+        for spec in self.specs or []:
+            hook = spec.variable.constraint
+            if isinstance(hook, KernelHook):
+                hook.pruning = None
+            KernelHook.detach_if_empty(spec.variable)
+        self._installed = False
+        _rebuild_train_function(self.model)
+        for i, spec in enumerate(self.specs or []):
+            _warn_empty_channels(spec, self.state.mask[i])

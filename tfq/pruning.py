@@ -1,0 +1,167 @@
+"""Gradient-aware pruning: masks, importance scores and sparsity schedules.
+
+A weight is pruned only when both its value and its slope are small. The slope
+is the running average of the absolute change the optimizer makes to the weight
+each step (for plain SGD that is `lr * |gradient|`; for adaptive optimizers it is
+the step actually taken). Pruned weights keep receiving updates from the
+optimizer, which are measured and then zeroed, so with `regrowth=True` a pruned
+connection whose slope grows large can come back, as in Dynamic Network
+Surgery. The importance of a weight is
+
+    score = |w| / mean|w|  +  gamma * slope / mean(slope)
+
+per kernel (`importance="magnitude"` uses |w| alone, as TFMOT does).
+
+References:
+    Y. Guo, A. Yao, Y. Chen. "Dynamic Network Surgery for Efficient DNNs". NIPS 2016.
+    P. Molchanov et al. "Importance Estimation for Neural Network Pruning". CVPR 2019.
+    M. Zhu, S. Gupta. "To prune, or not to prune" (polynomial schedule). 2017.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["ConstantSparsity", "PolynomialDecay", "importance", "prune_mask", "PruningState", "check_sparsity"]
+
+
+def check_sparsity(value, what="target_sparsity"):
+    """Raises ValueError unless 0 <= value < 1."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number in [0, 1), got {value!r}") from None
+    if not (0.0 <= v < 1.0) or not np.isfinite(v):
+        raise ValueError(f"{what} must be in [0, 1), got {value!r}")
+    return v
+
+
+@keras.saving.register_keras_serializable(package="tfq")
+class ConstantSparsity:
+    """Prune to `target_sparsity` every `frequency` steps from `begin_step` to `end_step` (-1: forever).
+
+    Like TFMOT's schedules, a callable of the step returning `(should_prune, sparsity)`.
+    """
+
+    def __init__(self, target_sparsity, begin_step=0, end_step=-1, frequency=100):
+        self.target_sparsity = check_sparsity(target_sparsity)
+        self.begin_step, self.end_step, self.frequency = int(begin_step), int(end_step), int(frequency)
+        if self.frequency < 1:
+            raise ValueError(f"frequency must be >= 1, got {frequency}")
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.int64)
+        ok = tf.logical_and(step >= self.begin_step, tf.equal((step - self.begin_step) % self.frequency, 0))
+        if self.end_step >= 0:
+            ok = tf.logical_and(ok, step <= self.end_step)
+        return ok, tf.constant(self.target_sparsity, tf.float32)
+
+    def get_config(self):
+        return {
+            "target_sparsity": self.target_sparsity,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "frequency": self.frequency,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="tfq")
+class PolynomialDecay:
+    """Sparsity rising from `initial_sparsity` to `final_sparsity` as `1 - (1 - t)^power` (Zhu & Gupta).
+
+    A callable of the step returning `(should_prune, sparsity)`; pruning keeps
+    the final sparsity after `end_step`.
+    """
+
+    def __init__(self, initial_sparsity, final_sparsity, begin_step, end_step, power=3, frequency=100):
+        self.initial_sparsity = check_sparsity(initial_sparsity, "initial_sparsity")
+        self.final_sparsity = check_sparsity(final_sparsity, "final_sparsity")
+        self.begin_step, self.end_step = int(begin_step), int(end_step)
+        self.power, self.frequency = float(power), int(frequency)
+        if self.end_step <= self.begin_step:
+            raise ValueError(f"end_step ({end_step}) must be greater than begin_step ({begin_step})")
+        if self.frequency < 1:
+            raise ValueError(f"frequency must be >= 1, got {frequency}")
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.int64)
+        t = tf.clip_by_value(
+            tf.cast(step - self.begin_step, tf.float32) / float(self.end_step - self.begin_step), 0.0, 1.0
+        )
+        s = self.final_sparsity + (self.initial_sparsity - self.final_sparsity) * (1.0 - t) ** self.power
+        periodic = tf.equal((step - self.begin_step) % self.frequency, 0)
+        ok = tf.logical_and(step >= self.begin_step, tf.logical_or(periodic, tf.equal(step, self.end_step)))
+        return ok, s
+
+    def get_config(self):
+        return {
+            "initial_sparsity": self.initial_sparsity,
+            "final_sparsity": self.final_sparsity,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "power": self.power,
+            "frequency": self.frequency,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def importance(w, slope=None, gamma=1.0):
+    """Importance score per weight: |w|/mean|w| (+ gamma * slope/mean(slope))."""
+    a = tf.abs(w)
+    score = tf.math.divide_no_nan(a, tf.reduce_mean(a))
+    if slope is not None:
+        score = score + gamma * tf.math.divide_no_nan(slope, tf.reduce_mean(slope))
+    return score
+
+
+def prune_mask(score, sparsity, mask=None, regrowth=False):
+    """0/1 mask zeroing exactly `round(sparsity * size)` lowest-scoring entries.
+
+    Without regrowth the entries already pruned in `mask` stay pruned (they are
+    counted first).
+    """
+    flat = tf.reshape(score, [-1])
+    n = tf.size(flat)
+    if mask is not None and not regrowth:
+        flat = tf.where(tf.reshape(mask, [-1]) > 0, flat, tf.fill(tf.shape(flat), -np.inf))
+    k = tf.cast(tf.round(tf.cast(sparsity, tf.float32) * tf.cast(n, tf.float32)), tf.int32)
+    if mask is not None and not regrowth:
+        k = tf.maximum(k, tf.cast(tf.reduce_sum(1.0 - tf.reshape(mask, [-1])), tf.int32))
+    order = tf.argsort(flat, stable=True)
+    drop = order[:k]
+    new = tf.tensor_scatter_nd_update(tf.ones([n], score.dtype), drop[:, None], tf.zeros([k], score.dtype))
+    return tf.reshape(new, tf.shape(score))
+
+
+class PruningState(keras.layers.Layer):
+    """Variables of pruning for a list of kernels: masks, slope averages, last values.
+
+    Attached to the model as `model._tfq_pruning` (see `tfq.admm.ADMMState`).
+    """
+
+    def __init__(self, specs, **kwargs):
+        super().__init__(trainable=False, **kwargs)
+        self.keys = [s.key for s in specs]
+        self.mask, self.slope, self.prev = [], [], []
+        for s in specs:
+            shape = tuple(s.variable.shape)
+            tag = s.key.replace("/", "__")
+            self.mask.append(self.add_weight(shape=shape, initializer="ones", trainable=False, name=f"{tag}__mask", aggregation="mean"))
+            self.slope.append(self.add_weight(shape=shape, initializer="zeros", trainable=False, name=f"{tag}__slope", aggregation="mean"))
+            self.prev.append(self.add_weight(shape=shape, initializer="zeros", trainable=False, name=f"{tag}__prev", aggregation="mean"))
+        self.step = self.add_weight(shape=(), initializer="zeros", trainable=False, name="step", dtype="int64", aggregation="only_first_replica")
+        self.initialized = self.add_weight(shape=(), initializer="zeros", trainable=False, name="initialized", dtype="int32", aggregation="only_first_replica")
+        self.built = True
+
+    def call(self, inputs):  # pragma: no cover - never called; state only
+        return inputs
+
+    def mask_for(self, key):
+        return self.mask[self.keys.index(key)] if key in self.keys else None
