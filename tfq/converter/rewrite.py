@@ -94,15 +94,21 @@ def _iter_layers(model):
 def trained_scheme(layer):
     """The scheme a Keras layer says it was trained for, or None.
 
-    Looks for a tfq quantizer on the layer (the tfq layers and callbacks keep
-    one as `quantizer`, `kernel_quantizer` or `tfq_quantizer`) or a scheme name
-    in `tfq_scheme`.
+    Reads `layer.tfq_compression` (`{variable: {"scheme": ...}}`, recorded by
+    `tfq.ADMMCallback`; the widest scheme wins when the variables differ), or a
+    tfq quantizer kept as `quantizer` / `kernel_quantizer`, or `tfq_scheme`.
     """
-    for attr in ("tfq_scheme", "tfq_quantizer", "kernel_quantizer", "quantizer"):
+    info = getattr(layer, "tfq_compression", None)
+    if isinstance(info, dict) and info:
+        found = [v.get("scheme") for v in info.values() if isinstance(v, dict)]
+        found = [s for s in found if s in fmt.SCHEMES]
+        if found:
+            return max(found, key=fmt.SCHEMES.index)
+    for attr in ("tfq_scheme", "kernel_quantizer", "quantizer"):
         value = getattr(layer, attr, None)
         if value is None:
             continue
-        if isinstance(value, str):
+        if isinstance(value, str) and value in fmt.SCHEMES:
             return value
         name = getattr(value, "name", None)
         if isinstance(name, str) and name in fmt.SCHEMES:
@@ -121,17 +127,23 @@ def _layer_index(model):
 
 
 def _match_layer(tensor_name, layers):
-    """Finds the Keras layer whose name appears as a path component of a tensor name."""
-    best = None
+    """Finds the Keras layer a tensor comes from, from its name's path components.
+
+    Returns the innermost matching layer that records a trained scheme, else
+    the innermost match (RNN kernels are named after the cell inside the layer
+    that records the scheme), else None.
+    """
+    matches = []
     for part in tensor_name.replace(";", "/").split("/"):
-        if part in layers:
-            best = part      # the innermost match wins
-        else:
-            # Keras 3 name scopes append "_<n>" to layer names ("dense" -> "dense_1")
-            base = re.sub(r"_\d+$", "", part)
-            if base in layers:
-                best = base
-    return best
+        # Keras 3 name scopes append "_<n>" to layer names ("dense" -> "dense_1")
+        for cand in (part, re.sub(r"_\d+$", "", part)):
+            if cand in layers:
+                matches.append(cand)
+                break
+    for cand in reversed(matches):
+        if layers[cand] is not None:
+            return cand
+    return matches[-1] if matches else None
 
 
 def _keras_to_tflite(model):
