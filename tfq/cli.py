@@ -10,6 +10,8 @@ import importlib
 import json
 import os
 import sys
+import traceback
+import zipfile
 
 from absl import app
 from absl import flags
@@ -20,6 +22,7 @@ flags.DEFINE_string("model", None, "convert: input model (.keras file, or a floa
 flags.DEFINE_string("out", None, "convert: output .tflite path.")
 flags.DEFINE_bool("portable", False, "convert: builtin INT2/INT4/INT8 weights, no custom ops.")
 flags.DEFINE_bool("json", False, "inspect: print JSON instead of a table.")
+flags.DEFINE_bool("verbose", False, "all commands: print the full traceback of an error.")
 
 
 class UsageError(ValueError):
@@ -37,10 +40,18 @@ def _load_keras_model(path):
                 raise
     if not os.path.exists(path):
         raise UsageError(f"{path}: no such file")
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a Keras model file (not a .keras zip archive; corrupted or wrong file)")
     try:
         return keras.saving.load_model(path, compile=False)
     except (ValueError, OSError, TypeError) as err:
-        raise UsageError(f"{path}: cannot load Keras model ({err})") from None
+        # The path was right but the file is not a model: a failure (exit 1), not a usage error.
+        raise ValueError(f"{path}: cannot load Keras model ({_first_line(err)})") from err
+
+
+def _first_line(err):
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
 
 
 def cmd_convert(args):
@@ -80,6 +91,9 @@ COMMANDS = {
     "convert": (cmd_convert, "convert --model M.keras --out M.tflite [--portable]"),
     "inspect": (cmd_inspect, "inspect FILE.tflite [--json]"),
 }
+from tfq import cli_commands as _cli_commands  # noqa: E402  (compress, evaluate, benchmark, report)
+
+COMMANDS.update(_cli_commands.COMMANDS)
 
 
 def usage():
@@ -96,21 +110,38 @@ def main(argv):
     if command not in COMMANDS:
         print(f"tfq: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    from tfq.converter.tflite_io import TFLiteFileError
     try:
         return COMMANDS[command][0](argv[2:])
     except UsageError as err:
+        if FLAGS.verbose:
+            traceback.print_exc()
         print(f"tfq {command}: {err}", file=sys.stderr)
         return 2
-    except (TFLiteFileError, ValueError, FileNotFoundError, NotImplementedError) as err:
-        print(f"tfq {command}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"tfq {command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001  every failure ends the command with exit code 1
+        if FLAGS.verbose:
+            traceback.print_exc()
+        print(f"tfq {command}: error: {_first_line(err)}"
+              + ("" if FLAGS.verbose else " (--verbose shows the traceback)"), file=sys.stderr)
         return 1
+
+
+def _parse_flags(argv):
+    """absl flag parsing with usage errors as one line and exit code 2 (absl would exit 1)."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as err:
+        command = argv[1] if len(argv) > 1 and not argv[1].startswith("-") else ""
+        print(f"tfq {command}: {_first_line(err)}".replace("tfq :", "tfq:"), file=sys.stderr)
+        sys.exit(2)
 
 
 def run():
     """Console-script entry point (`tfq = tfq.cli:run`)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(lambda argv: sys.exit(main(argv)))
+    app.run(lambda argv: sys.exit(main(argv)), flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":
