@@ -1,0 +1,151 @@
+// The packed weight format (docs/format.md): scheme constants, code levels,
+// row sizes and validation.
+#include <climits>
+#include <cstdio>
+
+#include "kernels_internal.h"
+
+namespace tfq {
+
+const char* SchemeName(Scheme s) {
+  switch (s) {
+    case Scheme::kBinary: return "binary";
+    case Scheme::kTernary: return "ternary";
+    case Scheme::kPow2_3bit: return "pow2_3bit";
+    case Scheme::kPow2_4bit: return "pow2_4bit";
+  }
+  return "unknown";
+}
+
+const char* IsaName(Isa isa) {
+  switch (isa) {
+    case Isa::kReference: return "reference";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kNeon: return "neon";
+    case Isa::kNeonDotprod: return "neon_dotprod";
+  }
+  return "unknown";
+}
+
+int SchemeBits(Scheme s) {
+  switch (s) {
+    case Scheme::kBinary: return 1;
+    case Scheme::kTernary: return 2;
+    case Scheme::kPow2_3bit: return 4;
+    case Scheme::kPow2_4bit: return 4;
+  }
+  return 8;
+}
+
+int WeightsPerBlock(Scheme s) { return 256 / SchemeBits(s); }
+
+int MaxAbsLevel(Scheme s) {
+  switch (s) {
+    case Scheme::kBinary: return 1;
+    case Scheme::kTernary: return 1;
+    case Scheme::kPow2_3bit: return 4;
+    case Scheme::kPow2_4bit: return 64;
+  }
+  return 127;
+}
+
+int CodeLevel(Scheme s, int code) {
+  constexpr int kInvalid = 1000;
+  switch (s) {
+    case Scheme::kBinary: return code == 0 ? -1 : (code == 1 ? 1 : kInvalid);
+    case Scheme::kTernary: return code <= 2 && code >= 0 ? code - 1 : kInvalid;
+    case Scheme::kPow2_3bit:
+      if (code == 0) return 0;
+      if (code >= 1 && code <= 3) return 1 << (code - 1);
+      if (code >= 9 && code <= 11) return -(1 << (code - 9));
+      return kInvalid;
+    case Scheme::kPow2_4bit:
+      if (code == 0) return 0;
+      if (code >= 1 && code <= 7) return 1 << (code - 1);
+      if (code >= 9 && code <= 15) return -(1 << (code - 9));
+      return kInvalid;
+  }
+  return kInvalid;
+}
+
+int64_t PaddedK(Scheme s, int64_t k) {
+  const int64_t wpb = WeightsPerBlock(s);
+  if (k <= 0 || k > (int64_t{1} << 40)) return -1;
+  return (k + wpb - 1) / wpb * wpb;
+}
+
+int64_t RowBytes(Scheme s, int64_t k) {
+  const int64_t kp = PaddedK(s, k);
+  return kp < 0 ? -1 : kp * SchemeBits(s) / 8;
+}
+
+bool AccumulatorFits(Scheme s, int64_t k) {
+  const int64_t kp = PaddedK(s, k);
+  return kp > 0 && kp * MaxAbsLevel(s) * 127 < (int64_t{1} << 31);
+}
+
+bool ValidateCodes(Scheme s, const uint8_t* codes, int64_t rows, int64_t k, std::string* error) {
+  const int bits = SchemeBits(s);
+  const int fields = 8 / bits;
+  const int64_t row_bytes = RowBytes(s, k);
+  if (row_bytes < 0 || rows < 0) {
+    if (error) *error = "invalid packed size";
+    return false;
+  }
+  // One table lookup per byte: a byte is valid when all its fields are.
+  bool valid_byte[256];
+  for (int v = 0; v < 256; ++v) {
+    bool ok = true;
+    for (int t = 0; t < fields; ++t) {
+      if (CodeLevel(s, (v >> (t * bits)) & ((1 << bits) - 1)) > 64) ok = false;
+    }
+    valid_byte[v] = ok;
+  }
+  const int64_t total = rows * row_bytes;
+  for (int64_t i = 0; i < total; ++i) {
+    if (!valid_byte[codes[i]]) {
+      const int64_t r = i / row_bytes, in_row = i % row_bytes;
+      const int64_t b = in_row / 32, j = in_row % 32;
+      int bad_t = 0;
+      for (int t = 0; t < fields; ++t) {
+        if (CodeLevel(s, (codes[i] >> (t * bits)) & ((1 << bits) - 1)) > 64) {
+          bad_t = t;
+          break;
+        }
+      }
+      if (error) {
+        char buf[200];
+        std::snprintf(buf, sizeof(buf), "invalid %s code %d in packed row %lld at position %lld",
+                      SchemeName(s), (codes[i] >> (bad_t * bits)) & ((1 << bits) - 1),
+                      static_cast<long long>(r),
+                      static_cast<long long>(b * WeightsPerBlock(s) + bad_t * 32 + j));
+        *error = buf;
+      }
+      return false;
+    }
+  }
+  return true;
+}
+
+bool ComputeOutputSize(bool same_padding, int in, int kernel, int stride, int dilation, int* out,
+                       int* pad_before) {
+  if (in <= 0 || kernel <= 0 || stride <= 0 || dilation <= 0) return false;
+  if (in > (1 << 24) || kernel > (1 << 16) || stride > (1 << 16) || dilation > (1 << 16))
+    return false;
+  const int64_t eff = static_cast<int64_t>(kernel - 1) * dilation + 1;
+  int64_t o, pad = 0;
+  if (same_padding) {
+    o = (in + stride - 1) / stride;
+    const int64_t total = (o - 1) * stride + eff - in;
+    pad = total > 0 ? total / 2 : 0;
+  } else {
+    if (eff > in) return false;
+    o = (in - eff) / stride + 1;
+  }
+  if (o <= 0 || o > INT_MAX) return false;
+  *out = static_cast<int>(o);
+  *pad_before = static_cast<int>(pad);
+  return true;
+}
+
+}  // namespace tfq

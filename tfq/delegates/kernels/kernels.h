@@ -1,0 +1,102 @@
+// Portable low-bit kernels of tfq. This tier knows nothing of TFLite: it takes
+// float activations, packed weight codes (docs/format.md) and float scales and
+// bias, and writes float outputs.
+//
+// Arithmetic (docs/format.md, "Arithmetic"): activations are quantized to int8
+// on the fly with absmax, per row for fully connected layers and per image for
+// convolutions; the integer dot product with the weight levels is exact; the
+// epilogue is y = float(acc) * (scale[o] / s) + bias[o] followed by the fused
+// activation. The reference and the SIMD kernels produce the same int32
+// accumulators and share the float epilogue, so their outputs are bit-identical.
+#ifndef TFQ_DELEGATES_KERNELS_KERNELS_H_
+#define TFQ_DELEGATES_KERNELS_KERNELS_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace tfq {
+
+class ThreadPool;
+
+enum class Scheme : int { kBinary = 0, kTernary = 1, kPow2_3bit = 2, kPow2_4bit = 3 };
+enum class Activation : int { kNone = 0, kRelu = 1, kRelu6 = 2 };
+enum class Isa : int { kReference = 0, kAvx2 = 1, kNeon = 2, kNeonDotprod = 3 };
+
+const char* SchemeName(Scheme s);
+const char* IsaName(Isa isa);
+int SchemeBits(Scheme s);
+// Weights per 32-byte block: 256 / bits.
+int WeightsPerBlock(Scheme s);
+// Largest |level| of the scheme (binary 1, ternary 1, pow2_3bit 4, pow2_4bit 64).
+int MaxAbsLevel(Scheme s);
+// Level of one code, or a value > 64 when the code is invalid for the scheme.
+int CodeLevel(Scheme s, int code);
+// Padded row length and bytes per packed row; -1 when k is out of range.
+int64_t PaddedK(Scheme s, int64_t k);
+int64_t RowBytes(Scheme s, int64_t k);
+// True when k * MaxAbsLevel * 127 fits in int32 (the format's overflow rule).
+bool AccumulatorFits(Scheme s, int64_t k);
+// Scans every field of `rows` packed rows; returns false and fills *error
+// (naming the row and position) at the first invalid code.
+bool ValidateCodes(Scheme s, const uint8_t* codes, int64_t rows, int64_t k, std::string* error);
+
+// Packed weights as stored in the model (not copied).
+struct PackedWeights {
+  Scheme scheme = Scheme::kTernary;
+  const uint8_t* codes = nullptr;
+  int64_t rows = 0;       // packed rows (see docs/format.md)
+  int64_t k = 0;          // logical row length
+  int64_t row_bytes = 0;  // RowBytes(scheme, k)
+};
+
+struct Epilogue {
+  const float* scale = nullptr;  // per output channel, or one value
+  bool per_channel_scale = true;
+  const float* bias = nullptr;   // per output channel, or null
+  Activation activation = Activation::kNone;
+};
+
+struct ConvGeometry {
+  int batch = 1, in_h = 0, in_w = 0, in_c = 0;
+  int kernel_h = 1, kernel_w = 1;
+  int stride_h = 1, stride_w = 1, dilation_h = 1, dilation_w = 1;
+  int pad_top = 0, pad_left = 0;
+  int out_h = 0, out_w = 0, out_c = 0;
+  int depth_multiplier = 1;  // depthwise only
+};
+
+// Output size and leading padding of one spatial dimension with TFLite's
+// SAME / VALID semantics; returns false when the output would be empty or a
+// value is out of range.
+bool ComputeOutputSize(bool same_padding, int in, int kernel, int stride, int dilation, int* out,
+                       int* pad_before);
+
+// Execution options of one call.
+struct KernelOptions {
+  bool force_reference = false;
+  ThreadPool* pool = nullptr;  // null: run on the calling thread
+};
+
+// Scratch memory sizes (bytes) the calls below need for the given shapes and
+// thread count; callers allocate them once (e.g. when a node is prepared).
+size_t FullyConnectedScratchBytes(const PackedWeights& w, int64_t m);
+size_t Conv2DScratchBytes(const PackedWeights& w, const ConvGeometry& g, int num_threads);
+size_t DepthwiseScratchBytes(const PackedWeights& w, const ConvGeometry& g, int num_threads);
+
+// y[m, o] for x[m, k]; w.rows == number of outputs.
+void FullyConnected(const float* x, int64_t m, const PackedWeights& w, const Epilogue& e, float* y,
+                    void* scratch, const KernelOptions& opt);
+// NHWC convolution; w.rows == out_c, w.k == kernel_h*kernel_w*in_c in (kh, kw, i) order.
+void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const Epilogue& e,
+            float* y, void* scratch, const KernelOptions& opt);
+// NHWC depthwise convolution; w.rows == kernel_h*kernel_w taps, w.k == out_c.
+void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights& w,
+                     const Epilogue& e, float* y, void* scratch, const KernelOptions& opt);
+
+// The instruction set the dispatcher picks (force_reference -> kReference).
+Isa SelectedIsa(bool force_reference);
+
+}  // namespace tfq
+
+#endif  // TFQ_DELEGATES_KERNELS_KERNELS_H_

@@ -1,0 +1,51 @@
+// Internal dispatch table of the kernel tier: one table per instruction set
+// (reference, AVX2; NEON and NEON dot-product come later). ops.cc does the
+// orchestration (quantization, im2col, threading, epilogue) and calls the
+// inner loops through the table chosen at run time.
+#ifndef TFQ_DELEGATES_KERNELS_KERNELS_INTERNAL_H_
+#define TFQ_DELEGATES_KERNELS_KERNELS_INTERNAL_H_
+
+#include <cstdint>
+
+#include "kernels.h"
+
+namespace tfq {
+namespace internal {
+
+struct KernelTable {
+  Isa isa;
+  // max |x[i]|; sets *nonfinite when an element is NaN or infinite.
+  float (*absmax)(const float* x, int64_t n, bool* nonfinite);
+  // q[i] = clamp(rint(x[i] * s), -127, 127) for finite x*s; returns sum of q.
+  int64_t (*quantize)(const float* x, int64_t n, float s, int8_t* q);
+  // Sum of n int8 values.
+  int64_t (*sum_i8)(const int8_t* q, int64_t n);
+  // c[j * ldc + i] = sum_k level(w row i, k) * a[j * lda + k] over
+  // nblocks * WeightsPerBlock positions, for i < n_rows and j < n_act.
+  // sumq[j] is the sum of activation row j (used by offset-code kernels).
+  // Activation rows are zero beyond the logical k.
+  void (*gemm)(Scheme s, const uint8_t* w, int64_t row_bytes, int64_t n_rows, const int8_t* a,
+               int64_t lda, const int32_t* sumq, int64_t n_act, int64_t nblocks, int32_t* c,
+               int64_t ldc);
+  // acc[o] = sum_t level(tap row t, o) * taps[t][o / depth_multiplier] for
+  // o < out_c; taps[t] == nullptr means zero padding.
+  void (*depthwise_pixel)(Scheme s, const uint8_t* codes, int64_t row_bytes,
+                          const int8_t* const* taps, int ntaps, int depth_multiplier, int out_c,
+                          int32_t* acc);
+};
+
+const KernelTable& RefTable();
+// Null when the library was built without AVX2 code or the CPU lacks AVX2/FMA.
+const KernelTable* Avx2Table();
+const KernelTable& SelectTable(bool force_reference);
+
+// Unsigned field t (0 .. 8/bits - 1) of byte j in a block: the code of
+// position block*wpb + t*32 + j.
+inline int FieldCode(const uint8_t* block, int bits, int t, int j) {
+  return (block[j] >> (t * bits)) & ((1 << bits) - 1);
+}
+
+}  // namespace internal
+}  // namespace tfq
+
+#endif  // TFQ_DELEGATES_KERNELS_KERNELS_INTERNAL_H_

@@ -1,0 +1,346 @@
+// Orchestration of the low-bit layers: on-the-fly int8 quantization of the
+// activations, im2col of int8 pixels, threading, and the float epilogue shared
+// by every instruction set (so reference and SIMD outputs are bit-identical).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "kernels_internal.h"
+#include "thread_pool.h"
+
+namespace tfq {
+namespace {
+
+using internal::KernelTable;
+
+constexpr size_t kAlign = 64;
+constexpr int kConvTilePixels = 16;
+constexpr int64_t kDepthwiseSlack = 64;
+
+size_t AlignUp(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+// Bump allocator over a caller-provided scratch buffer.
+class Arena {
+ public:
+  explicit Arena(void* base) : base_(static_cast<char*>(base)) {}
+  template <class T>
+  T* Take(size_t count) {
+    T* p = reinterpret_cast<T*>(base_ + used_);
+    used_ += AlignUp(count * sizeof(T));
+    return p;
+  }
+  size_t used() const { return used_; }
+
+ private:
+  char* base_;
+  size_t used_ = 0;
+};
+
+enum class RowState : int { kOk = 0, kZero = 1, kNonFinite = 2 };
+
+struct RowQuant {
+  float s = 0.0f;
+  RowState state = RowState::kZero;
+};
+
+// Quantizes n floats into q[0, n) and zero-fills q[n, n_padded).
+RowQuant QuantizeActivations(const KernelTable& kt, const float* x, int64_t n, int64_t n_padded,
+                             int8_t* q, int32_t* sumq) {
+  RowQuant r;
+  bool nonfinite = false;
+  const float amax = kt.absmax(x, n, &nonfinite);
+  int64_t sum = 0;
+  if (nonfinite) {
+    r.state = RowState::kNonFinite;
+    std::memset(q, 0, n_padded);
+  } else {
+    const float s = 127.0f / amax;
+    // amax == 0 gives s = inf; a denormal amax too: both count as a zero row.
+    if (amax == 0.0f || !(s <= std::numeric_limits<float>::max())) {
+      r.state = RowState::kZero;
+      std::memset(q, 0, n_padded);
+    } else {
+      r.state = RowState::kOk;
+      r.s = s;
+      sum = kt.quantize(x, n, s, q);
+      std::memset(q + n, 0, n_padded - n);
+    }
+  }
+  if (sumq) *sumq = static_cast<int32_t>(sum);  // |sum| <= 127 * k < 2^31 (AccumulatorFits)
+  return r;
+}
+
+inline float ApplyActivation(float v, Activation a) {
+  switch (a) {
+    case Activation::kNone: return v;
+    case Activation::kRelu: return v < 0.0f ? 0.0f : v;
+    case Activation::kRelu6: return v < 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v);
+  }
+  return v;
+}
+
+// f[o] = scale[o] / s for o in [o0, o1).
+void ComputeFactors(const Epilogue& e, float s, int64_t o0, int64_t o1, float* f) {
+  if (e.per_channel_scale) {
+    for (int64_t o = o0; o < o1; ++o) f[o - o0] = e.scale[o] / s;
+  } else {
+    const float v = e.scale[0] / s;
+    for (int64_t o = o0; o < o1; ++o) f[o - o0] = v;
+  }
+}
+
+// y[o] = act(float(acc[o]) * f[o] + bias[o]) for o in [o0, o1) (arrays start at o0
+// except bias, which is indexed by o).
+void WriteOutputs(const Epilogue& e, RowState state, const int32_t* acc, const float* f,
+                  int64_t o0, int64_t o1, float* y) {
+  const int64_t n = o1 - o0;
+  if (state == RowState::kNonFinite) {
+    for (int64_t i = 0; i < n; ++i) y[i] = std::numeric_limits<float>::quiet_NaN();
+    return;
+  }
+  if (state == RowState::kZero) {
+    for (int64_t i = 0; i < n; ++i)
+      y[i] = ApplyActivation(e.bias ? e.bias[o0 + i] : 0.0f, e.activation);
+    return;
+  }
+  if (e.bias) {
+    const float* b = e.bias + o0;
+    for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(acc[i]) * f[i] + b[i];
+  } else {
+    for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(acc[i]) * f[i];
+  }
+  switch (e.activation) {
+    case Activation::kNone: break;
+    case Activation::kRelu:
+      for (int64_t i = 0; i < n; ++i) y[i] = y[i] < 0.0f ? 0.0f : y[i];
+      break;
+    case Activation::kRelu6:
+      for (int64_t i = 0; i < n; ++i) y[i] = y[i] < 0.0f ? 0.0f : (y[i] > 6.0f ? 6.0f : y[i]);
+      break;
+  }
+}
+
+int NumThreads(const KernelOptions& opt) { return opt.pool ? opt.pool->num_threads() : 1; }
+
+template <class F>
+void ParallelFor(const KernelOptions& opt, int64_t n, F&& fn) {
+  if (opt.pool && n > 1) {
+    opt.pool->ParallelFor(n, fn);
+  } else {
+    for (int64_t i = 0; i < n; ++i) fn(i, 0);
+  }
+}
+
+struct FcLayout {
+  int64_t kp, rows, m;
+};
+
+struct ConvLayout {
+  int64_t kp, image, tile, threads, out_c;
+};
+
+}  // namespace
+
+Isa SelectedIsa(bool force_reference) { return internal::SelectTable(force_reference).isa; }
+
+size_t FullyConnectedScratchBytes(const PackedWeights& w, int64_t m) {
+  const int64_t kp = PaddedK(w.scheme, w.k);
+  if (kp < 0 || m <= 0) return 0;
+  return AlignUp(m * kp) + AlignUp(m * sizeof(int32_t)) + AlignUp(m * sizeof(RowQuant)) +
+         AlignUp(m * w.rows * sizeof(int32_t)) + AlignUp(m * w.rows * sizeof(float)) + kAlign;
+}
+
+void FullyConnected(const float* x, int64_t m, const PackedWeights& w, const Epilogue& e, float* y,
+                    void* scratch, const KernelOptions& opt) {
+  const KernelTable& kt = internal::SelectTable(opt.force_reference);
+  const int64_t kp = PaddedK(w.scheme, w.k);
+  const int64_t nblocks = kp / WeightsPerBlock(w.scheme);
+  const int64_t rows = w.rows;
+  Arena arena(scratch);
+  int8_t* q = arena.Take<int8_t>(m * kp);
+  int32_t* sumq = arena.Take<int32_t>(m);
+  RowQuant* rq = arena.Take<RowQuant>(m);
+  int32_t* acc = arena.Take<int32_t>(m * rows);
+  float* f = arena.Take<float>(m * rows);
+  for (int64_t j = 0; j < m; ++j) {
+    rq[j] = QuantizeActivations(kt, x + j * w.k, w.k, kp, q + j * kp, sumq + j);
+  }
+  // Split the output rows in chunks of 8 (multiples of the SIMD row tiles).
+  const int threads = NumThreads(opt);
+  int64_t chunk = 8;
+  const int64_t wanted_tasks = threads > 1 ? threads * 4 : 1;
+  if (rows / wanted_tasks > chunk) chunk = (rows / wanted_tasks + 7) / 8 * 8;
+  const int64_t tasks = (rows + chunk - 1) / chunk;
+  ParallelFor(opt, tasks, [&](int64_t task, int) {
+    const int64_t o0 = task * chunk, o1 = std::min(rows, o0 + chunk);
+    kt.gemm(w.scheme, w.codes + o0 * w.row_bytes, w.row_bytes, o1 - o0, q, kp, sumq, m, nblocks,
+            acc + o0, rows);
+    for (int64_t j = 0; j < m; ++j) {
+      float* fj = f + j * rows + o0;
+      if (rq[j].state == RowState::kOk) ComputeFactors(e, rq[j].s, o0, o1, fj);
+      WriteOutputs(e, rq[j].state, acc + j * rows + o0, fj, o0, o1, y + j * rows + o0);
+    }
+  });
+}
+
+static ConvLayout MakeConvLayout(const PackedWeights& w, const ConvGeometry& g, int threads) {
+  ConvLayout l;
+  l.kp = PaddedK(w.scheme, w.k);
+  l.image = static_cast<int64_t>(g.in_h) * g.in_w * g.in_c;
+  l.tile = kConvTilePixels;
+  l.threads = threads < 1 ? 1 : threads;
+  l.out_c = g.out_c;
+  return l;
+}
+
+size_t Conv2DScratchBytes(const PackedWeights& w, const ConvGeometry& g, int num_threads) {
+  const ConvLayout l = MakeConvLayout(w, g, num_threads);
+  if (l.kp < 0) return 0;
+  const size_t per_thread = AlignUp(l.tile * l.kp) + AlignUp(l.tile * sizeof(int32_t)) +
+                            AlignUp(l.tile * l.out_c * sizeof(int32_t));
+  return AlignUp(l.image) + AlignUp(l.out_c * sizeof(float)) + l.threads * per_thread + kAlign;
+}
+
+void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const Epilogue& e,
+            float* y, void* scratch, const KernelOptions& opt) {
+  const KernelTable& kt = internal::SelectTable(opt.force_reference);
+  const int threads = NumThreads(opt);
+  const ConvLayout l = MakeConvLayout(w, g, threads);
+  const int64_t nblocks = l.kp / WeightsPerBlock(w.scheme);
+  Arena arena(scratch);
+  int8_t* qimg = arena.Take<int8_t>(l.image);
+  float* f = arena.Take<float>(g.out_c);
+  struct ThreadScratch {
+    int8_t* cols;
+    int32_t* sumq;
+    int32_t* acc;
+  };
+  ThreadScratch ts[64];
+  for (int t = 0; t < threads && t < 64; ++t) {
+    ts[t].cols = arena.Take<int8_t>(l.tile * l.kp);
+    ts[t].sumq = arena.Take<int32_t>(l.tile);
+    ts[t].acc = arena.Take<int32_t>(l.tile * l.out_c);
+  }
+  const int64_t npix = static_cast<int64_t>(g.out_h) * g.out_w;
+  const int64_t ntiles = (npix + l.tile - 1) / l.tile;
+  const int64_t C = g.in_c;
+  // 1x1, stride 1, no padding, and rows that need no zero tail: the quantized
+  // image is already the im2col matrix.
+  const bool direct = g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 && g.stride_w == 1 &&
+                      g.pad_top == 0 && g.pad_left == 0 && l.kp == C && g.out_h == g.in_h &&
+                      g.out_w == g.in_w;
+  for (int n = 0; n < g.batch; ++n) {
+    const float* xn = x + n * l.image;
+    float* yn = y + n * npix * g.out_c;
+    const RowQuant rq = QuantizeActivations(kt, xn, l.image, l.image, qimg, nullptr);
+    if (rq.state == RowState::kOk) ComputeFactors(e, rq.s, 0, g.out_c, f);
+    ParallelFor(opt, ntiles, [&](int64_t tile, int tid) {
+      const ThreadScratch& s = ts[tid];
+      const int64_t p0 = tile * l.tile, p1 = std::min(npix, p0 + l.tile);
+      const int64_t np = p1 - p0;
+      if (rq.state != RowState::kOk) {
+        for (int64_t p = p0; p < p1; ++p)
+          WriteOutputs(e, rq.state, nullptr, nullptr, 0, g.out_c, yn + p * g.out_c);
+        return;
+      }
+      const int8_t* a;
+      int64_t lda;
+      if (direct) {
+        a = qimg + p0 * C;
+        lda = C;
+        for (int64_t p = 0; p < np; ++p) s.sumq[p] = static_cast<int32_t>(kt.sum_i8(a + p * C, C));
+      } else {
+        for (int64_t p = 0; p < np; ++p) {
+          const int64_t pix = p0 + p;
+          const int oy = static_cast<int>(pix / g.out_w), ox = static_cast<int>(pix % g.out_w);
+          int8_t* row = s.cols + p * l.kp;
+          int8_t* dst = row;
+          for (int kh = 0; kh < g.kernel_h; ++kh) {
+            const int iy = oy * g.stride_h - g.pad_top + kh * g.dilation_h;
+            const bool row_in = iy >= 0 && iy < g.in_h;
+            for (int kw = 0; kw < g.kernel_w; ++kw) {
+              const int ix = ox * g.stride_w - g.pad_left + kw * g.dilation_w;
+              if (row_in && ix >= 0 && ix < g.in_w) {
+                std::memcpy(dst, qimg + (static_cast<int64_t>(iy) * g.in_w + ix) * C, C);
+              } else {
+                std::memset(dst, 0, C);
+              }
+              dst += C;
+            }
+          }
+          std::memset(dst, 0, l.kp - (dst - row));
+          s.sumq[p] = static_cast<int32_t>(kt.sum_i8(row, l.kp));
+        }
+        a = s.cols;
+        lda = l.kp;
+      }
+      kt.gemm(w.scheme, w.codes, w.row_bytes, g.out_c, a, lda, s.sumq, np, nblocks, s.acc,
+              g.out_c);
+      for (int64_t p = 0; p < np; ++p)
+        WriteOutputs(e, RowState::kOk, s.acc + p * g.out_c, f, 0, g.out_c,
+                     yn + (p0 + p) * g.out_c);
+    });
+  }
+}
+
+size_t DepthwiseScratchBytes(const PackedWeights& w, const ConvGeometry& g, int num_threads) {
+  const ConvLayout l = MakeConvLayout(w, g, num_threads);
+  const int64_t taps = static_cast<int64_t>(g.kernel_h) * g.kernel_w;
+  const size_t per_thread = AlignUp(taps * sizeof(int8_t*)) + AlignUp(g.out_c * sizeof(int32_t));
+  return AlignUp(l.image + kDepthwiseSlack) + AlignUp(g.out_c * sizeof(float)) + l.threads * per_thread + kAlign;
+}
+
+void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights& w,
+                     const Epilogue& e, float* y, void* scratch, const KernelOptions& opt) {
+  const KernelTable& kt = internal::SelectTable(opt.force_reference);
+  const int threads = NumThreads(opt);
+  const ConvLayout l = MakeConvLayout(w, g, threads);
+  const int ntaps = g.kernel_h * g.kernel_w;
+  Arena arena(scratch);
+  // SIMD depthwise kernels read whole groups of 32 channels: keep slack.
+  int8_t* qimg = arena.Take<int8_t>(l.image + kDepthwiseSlack);
+  std::memset(qimg + l.image, 0, kDepthwiseSlack);
+  float* f = arena.Take<float>(g.out_c);
+  struct ThreadScratch {
+    const int8_t** taps;
+    int32_t* acc;
+  };
+  ThreadScratch ts[64];
+  for (int t = 0; t < threads && t < 64; ++t) {
+    ts[t].taps = arena.Take<const int8_t*>(ntaps);
+    ts[t].acc = arena.Take<int32_t>(g.out_c);
+  }
+  const int64_t C = g.in_c;
+  for (int n = 0; n < g.batch; ++n) {
+    const float* xn = x + n * l.image;
+    float* yn = y + static_cast<int64_t>(n) * g.out_h * g.out_w * g.out_c;
+    const RowQuant rq = QuantizeActivations(kt, xn, l.image, l.image, qimg, nullptr);
+    if (rq.state == RowState::kOk) ComputeFactors(e, rq.s, 0, g.out_c, f);
+    ParallelFor(opt, g.out_h, [&](int64_t oy, int tid) {
+      const ThreadScratch& s = ts[tid];
+      for (int ox = 0; ox < g.out_w; ++ox) {
+        float* out = yn + (oy * g.out_w + ox) * g.out_c;
+        if (rq.state != RowState::kOk) {
+          WriteOutputs(e, rq.state, nullptr, nullptr, 0, g.out_c, out);
+          continue;
+        }
+        int t = 0;
+        for (int kh = 0; kh < g.kernel_h; ++kh) {
+          const int iy = static_cast<int>(oy) * g.stride_h - g.pad_top + kh * g.dilation_h;
+          for (int kw = 0; kw < g.kernel_w; ++kw, ++t) {
+            const int ix = ox * g.stride_w - g.pad_left + kw * g.dilation_w;
+            s.taps[t] = (iy >= 0 && iy < g.in_h && ix >= 0 && ix < g.in_w)
+                            ? qimg + (static_cast<int64_t>(iy) * g.in_w + ix) * C
+                            : nullptr;
+          }
+        }
+        kt.depthwise_pixel(w.scheme, w.codes, w.row_bytes, s.taps, ntaps, g.depth_multiplier,
+                           g.out_c, s.acc);
+        WriteOutputs(e, RowState::kOk, s.acc, f, 0, g.out_c, out);
+      }
+    });
+  }
+}
+
+}  // namespace tfq

@@ -1,0 +1,235 @@
+"""ctypes bindings of the delegate library's test-only C entry points.
+
+These run the kernel tier directly (no interpreter), so every kernel can be
+checked against the scalar reference and against NumPy. Also holds a small
+NumPy packer for the format of docs/format.md, written independently of the
+converter so that the two can be cross-checked.
+"""
+
+import ctypes
+
+import numpy as np
+
+SCHEMES = ("binary", "ternary", "pow2_3bit", "pow2_4bit")
+ACTIVATIONS = ("NONE", "RELU", "RELU6")
+BITS = {"binary": 1, "ternary": 2, "pow2_3bit": 4, "pow2_4bit": 4}
+ISA_NAMES = ("reference", "avx2", "neon", "neon_dotprod")
+
+_LIB = None
+
+
+def library(path=None):
+    """Loads (once) and returns the delegate library with typed entry points."""
+    global _LIB
+    default = path is None
+    if _LIB is not None and default:
+        return _LIB
+    if default:
+        from tfq.runtime import delegate_path
+
+        path = delegate_path()
+    lib = ctypes.CDLL(str(path))
+    f32p = ctypes.POINTER(ctypes.c_float)
+    u8p = ctypes.POINTER(ctypes.c_uint8)
+    i32p = ctypes.POINTER(ctypes.c_int)
+    i64 = ctypes.c_int64
+    c_int = ctypes.c_int
+    lib.tfq_testing_isa.argtypes = [c_int]
+    lib.tfq_testing_isa.restype = c_int
+    lib.tfq_testing_validate_codes.argtypes = [c_int, u8p, i64, i64, ctypes.c_char_p, c_int]
+    lib.tfq_testing_validate_codes.restype = c_int
+    lib.tfq_testing_fully_connected.argtypes = [
+        f32p, i64, c_int, u8p, i64, i64, f32p, c_int, f32p, c_int, f32p, c_int, c_int]
+    lib.tfq_testing_fully_connected.restype = c_int
+    lib.tfq_testing_conv.argtypes = [
+        c_int, f32p, i32p, c_int, u8p, f32p, c_int, f32p, c_int, f32p, i64, c_int, c_int, i32p]
+    lib.tfq_testing_conv.restype = c_int
+    lib.tfq_testing_parse_options.argtypes = [u8p, ctypes.c_size_t, ctypes.c_char_p, c_int]
+    lib.tfq_testing_parse_options.restype = c_int
+    if default:
+        _LIB = lib
+    return lib
+
+
+def _ptr(a, ctype):
+    return a.ctypes.data_as(ctypes.POINTER(ctype)) if a is not None else None
+
+
+def selected_isa(force_reference=False, lib=None):
+    return ISA_NAMES[(lib or library()).tfq_testing_isa(int(force_reference))]
+
+
+# ----------------------------------------------------------------------------
+# The packed format, in NumPy (docs/format.md)
+
+
+def levels_to_codes(levels, scheme):
+    """Maps integer levels to codes; raises ValueError for levels off the scheme."""
+    lv = np.asarray(levels, dtype=np.int64)
+    if scheme == "binary":
+        ok = np.isin(lv, (-1, 1))
+        codes = (lv > 0).astype(np.uint8)
+    elif scheme == "ternary":
+        ok = np.isin(lv, (-1, 0, 1))
+        codes = (lv + 1).astype(np.uint8)
+    elif scheme in ("pow2_3bit", "pow2_4bit"):
+        emax = 2 if scheme == "pow2_3bit" else 6
+        mags = np.abs(lv)
+        e = np.zeros_like(lv)
+        nz = mags > 0
+        e[nz] = np.log2(mags[nz]).astype(np.int64)
+        ok = (~nz) | ((2 ** e == mags) & (e <= emax))
+        codes = np.where(nz, np.where(lv > 0, e + 1, e + 9), 0).astype(np.uint8)
+    else:
+        raise ValueError(f"unknown scheme {scheme!r}; known: {SCHEMES}")
+    if not ok.all():
+        raise ValueError(f"levels not representable in scheme {scheme!r}")
+    return codes
+
+
+def zero_code(scheme):
+    return {"binary": 0, "ternary": 1, "pow2_3bit": 0, "pow2_4bit": 0}[scheme]
+
+
+def pack_codes(codes, scheme):
+    """Packs codes [rows, k] into the block layout; returns uint8 [rows * row_bytes]."""
+    codes = np.asarray(codes, dtype=np.uint8)
+    rows, k = codes.shape
+    bits = BITS[scheme]
+    wpb = 256 // bits
+    fields = 8 // bits
+    kp = -(-k // wpb) * wpb
+    full = np.full((rows, kp), zero_code(scheme), dtype=np.uint8)
+    full[:, :k] = codes
+    blocks = full.reshape(rows, kp // wpb, fields, 32).astype(np.uint16)
+    packed = np.zeros((rows, kp // wpb, 32), dtype=np.uint16)
+    for t in range(fields):
+        packed |= blocks[:, :, t, :] << (t * bits)
+    return packed.astype(np.uint8).reshape(-1)
+
+
+def pack_levels(levels, scheme):
+    return pack_codes(levels_to_codes(levels, scheme), scheme)
+
+
+def random_levels(rng, shape, scheme):
+    if scheme == "binary":
+        return rng.choice([-1, 1], size=shape)
+    if scheme == "ternary":
+        return rng.choice([-1, 0, 1], size=shape)
+    emax = 2 if scheme == "pow2_3bit" else 6
+    mags = np.concatenate([[0], 2 ** np.arange(emax + 1)])
+    return rng.choice(mags, size=shape) * rng.choice([-1, 1], size=shape)
+
+
+# ----------------------------------------------------------------------------
+# NumPy model of the delegate arithmetic (docs/format.md, "Arithmetic")
+
+
+def quantize_rows(x):
+    """Per-row absmax int8 quantization. Returns (q int64, s float32, state)."""
+    x = np.asarray(x, dtype=np.float32)
+    amax = np.max(np.abs(x), axis=-1)
+    finite = np.all(np.isfinite(x), axis=-1)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        s = (np.float32(127.0) / amax).astype(np.float32)
+        ok = finite & (amax > 0) & np.isfinite(s)
+        q = np.clip(np.rint(x * np.where(ok, s, 0)[..., None]), -127, 127)
+    q = np.where(ok[..., None], q, 0).astype(np.int64)
+    state = np.where(~finite, 2, np.where(ok, 0, 1))
+    return q, s, state
+
+
+def epilogue(acc, s, state, scale, bias, activation):
+    """acc [m, o] int64, s [m] -> float32 outputs, per docs/format.md."""
+    scale = np.asarray(scale, dtype=np.float32)
+    o = acc.shape[-1]
+    scale_o = np.broadcast_to(scale, (o,)) if scale.size == 1 else scale
+    bias_o = np.zeros(o, np.float32) if bias is None else np.asarray(bias, np.float32)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        f = (scale_o[None, :] / s[:, None]).astype(np.float32)
+        y = acc.astype(np.float32) * f + bias_o[None, :]
+    y = np.where((state == 1)[:, None], bias_o[None, :], y).astype(np.float32)
+    if activation == "RELU":
+        y = np.maximum(y, np.float32(0))
+    elif activation == "RELU6":
+        y = np.minimum(np.maximum(y, np.float32(0)), np.float32(6))
+    y = np.where((state == 2)[:, None], np.float32(np.nan), y)
+    return y.astype(np.float32)
+
+
+def numpy_fully_connected(x, levels, scale, bias, activation):
+    q, s, state = quantize_rows(x)
+    acc = q @ np.asarray(levels, np.int64).T
+    return epilogue(acc, s, state, scale, bias, activation)
+
+
+# ----------------------------------------------------------------------------
+# Calls into the library
+
+
+def fully_connected(x, packed, scheme, rows, k, scale, bias=None, activation="NONE",
+                    force_reference=False, threads=1, poison=np.float32(-7.25e30), lib=None):
+    lib = lib or library()
+    x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, k)
+    m = x.shape[0]
+    scale = np.ascontiguousarray(scale, dtype=np.float32)
+    bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
+    packed = np.ascontiguousarray(packed, dtype=np.uint8)
+    y = np.full((m, rows), poison, dtype=np.float32)
+    rc = lib.tfq_testing_fully_connected(
+        _ptr(x, ctypes.c_float), m, SCHEMES.index(scheme), _ptr(packed, ctypes.c_uint8), rows, k,
+        _ptr(scale, ctypes.c_float), int(scale.size != 1), _ptr(bias, ctypes.c_float),
+        ACTIVATIONS.index(activation), _ptr(y, ctypes.c_float), int(force_reference), threads)
+    if rc != 0:
+        raise ValueError(f"tfq_testing_fully_connected failed with {rc}")
+    return y
+
+
+def conv(x, packed, scheme, kernel, out_c, scale, bias=None, activation="NONE", stride=(1, 1),
+         dilation=(1, 1), padding="SAME", depthwise=False, depth_multiplier=1,
+         force_reference=False, threads=1, poison=np.float32(-7.25e30), lib=None):
+    """NHWC conv / depthwise conv through the kernel tier."""
+    lib = lib or library()
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, h, w, c = x.shape
+    geo = np.array([n, h, w, c, kernel[0], kernel[1], stride[0], stride[1], dilation[0],
+                    dilation[1], int(padding == "SAME"), out_c, depth_multiplier], dtype=np.int32)
+    out_hw = np.zeros(2, dtype=np.int32)
+    scale = np.ascontiguousarray(scale, dtype=np.float32)
+    bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
+    packed = np.ascontiguousarray(packed, dtype=np.uint8)
+    cap = n * (h + 2) * (w + 2) * out_c * 4 + 64
+    y = np.full(cap, poison, dtype=np.float32)
+    rc = lib.tfq_testing_conv(
+        int(depthwise), _ptr(x, ctypes.c_float), _ptr(geo, ctypes.c_int), SCHEMES.index(scheme),
+        _ptr(packed, ctypes.c_uint8), _ptr(scale, ctypes.c_float), int(scale.size != 1),
+        _ptr(bias, ctypes.c_float), ACTIVATIONS.index(activation), _ptr(y, ctypes.c_float),
+        y.size, int(force_reference), threads, _ptr(out_hw, ctypes.c_int))
+    if rc != 0:
+        raise ValueError(f"tfq_testing_conv failed with {rc}")
+    used = n * int(out_hw[0]) * int(out_hw[1]) * out_c
+    # Everything past the output must still hold the poison value.
+    if not np.all(y[used:] == poison):
+        raise AssertionError("kernel wrote past the end of its output")
+    return y[:used].reshape(n, int(out_hw[0]), int(out_hw[1]), out_c)
+
+
+def validate_codes(packed, scheme, rows, k, lib=None):
+    """Returns None when valid, else the library's error message."""
+    lib = lib or library()
+    packed = np.ascontiguousarray(packed, dtype=np.uint8)
+    buf = ctypes.create_string_buffer(256)
+    rc = lib.tfq_testing_validate_codes(SCHEMES.index(scheme), _ptr(packed, ctypes.c_uint8),
+                                        rows, k, buf, 256)
+    return None if rc == 0 else buf.value.decode()
+
+
+def parse_options(data, lib=None):
+    """Parses FlexBuffer options with the delegate's reader: (ok, text)."""
+    lib = lib or library()
+    arr = np.frombuffer(bytes(data), dtype=np.uint8).copy()
+    buf = ctypes.create_string_buffer(4096)
+    ptr = _ptr(arr, ctypes.c_uint8) if arr.size else None
+    rc = lib.tfq_testing_parse_options(ptr, arr.size, buf, 4096)
+    return rc == 0, buf.value.decode(errors="replace")

@@ -1,0 +1,267 @@
+#include "node_spec.h"
+
+#include <cstring>
+
+#include "flexbuffer_reader.h"
+
+namespace tfq {
+namespace {
+
+constexpr int64_t kMaxDim = int64_t{1} << 30;
+constexpr int64_t kMaxElements = int64_t{1} << 40;
+
+std::string Str(int64_t v) { return std::to_string(v); }
+
+bool Fail(std::string* error, const std::string& message) {
+  *error = message;
+  return false;
+}
+
+const TfLiteTensor* TensorAt(const TfLiteContext* context, const TfLiteIntArray* list, int i,
+                             int* index) {
+  if (list == nullptr || i >= list->size) return nullptr;
+  const int t = list->data[i];
+  *index = t;
+  if (t < 0 || static_cast<size_t>(t) >= context->tensors_size) return nullptr;
+  return &context->tensors[t];
+}
+
+int64_t NumElements(const TfLiteTensor* t) {
+  if (t->dims == nullptr) return -1;
+  int64_t n = 1;
+  for (int i = 0; i < t->dims->size; ++i) {
+    const int d = t->dims->data[i];
+    if (d < 0 || d > kMaxDim) return -1;
+    n *= d;
+    if (n > kMaxElements) return -1;
+  }
+  return n;
+}
+
+bool IsConstant(const TfLiteTensor* t) {
+  return t->data.raw != nullptr &&
+         (t->allocation_type == kTfLiteMmapRo || t->allocation_type == kTfLitePersistentRo);
+}
+
+bool CheckConstFloat(const TfLiteTensor* t, const char* what, int64_t want_a, int64_t want_b,
+                     std::string* error) {
+  const int64_t n = NumElements(t);
+  if (t->type != kTfLiteFloat32) return Fail(error, std::string(what) + " tensor must be float32");
+  if (!IsConstant(t)) return Fail(error, std::string(what) + " tensor must be constant");
+  if (n != want_a && n != want_b)
+    return Fail(error, std::string(what) + " tensor has " + Str(n) + " elements, expected " +
+                           Str(want_a) + (want_b != want_a ? " or " + Str(want_b) : std::string()));
+  if (t->bytes != static_cast<size_t>(n) * sizeof(float))
+    return Fail(error, std::string(what) + " tensor byte size does not match its shape");
+  return true;
+}
+
+}  // namespace
+
+bool IsTfqOp(const char* name, OpKind* kind) {
+  if (name == nullptr) return false;
+  if (std::strcmp(name, "TFQ_FULLY_CONNECTED") == 0) *kind = OpKind::kFullyConnected;
+  else if (std::strcmp(name, "TFQ_CONV_2D") == 0) *kind = OpKind::kConv2D;
+  else if (std::strcmp(name, "TFQ_DEPTHWISE_CONV_2D") == 0) *kind = OpKind::kDepthwiseConv2D;
+  else return false;
+  return true;
+}
+
+const char* OpName(OpKind kind) {
+  switch (kind) {
+    case OpKind::kFullyConnected: return "TFQ_FULLY_CONNECTED";
+    case OpKind::kConv2D: return "TFQ_CONV_2D";
+    case OpKind::kDepthwiseConv2D: return "TFQ_DEPTHWISE_CONV_2D";
+  }
+  return "?";
+}
+
+bool ParseNode(const TfLiteContext* context, const TfLiteNode* node, OpKind kind, NodeSpec* spec,
+               std::string* error) {
+  spec->kind = kind;
+  FlexMapReader opts;
+  if (node->custom_initial_data == nullptr || node->custom_initial_data_size <= 0)
+    return Fail(error, "missing custom options");
+  if (!opts.Parse(static_cast<const uint8_t*>(node->custom_initial_data),
+                  static_cast<size_t>(node->custom_initial_data_size), error))
+    return false;
+  using R = FlexMapReader::Result;
+  auto get_int = [&](const char* key, int64_t lo, int64_t hi, int64_t* out) {
+    const R r = opts.GetInt(key, out);
+    if (r == R::kMissing) return Fail(error, std::string("custom option '") + key + "' is missing");
+    if (r == R::kWrongType)
+      return Fail(error, std::string("custom option '") + key + "' is not an integer");
+    if (*out < lo || *out > hi)
+      return Fail(error, std::string("custom option '") + key + "' = " + Str(*out) +
+                             " is out of range [" + Str(lo) + ", " + Str(hi) + "]");
+    return true;
+  };
+  auto get_str = [&](const char* key, std::string* out) {
+    const R r = opts.GetString(key, out);
+    if (r == R::kMissing) return Fail(error, std::string("custom option '") + key + "' is missing");
+    if (r == R::kWrongType)
+      return Fail(error, std::string("custom option '") + key + "' is not a string");
+    return true;
+  };
+  int64_t version;
+  {
+    const R r = opts.GetInt("version", &version);
+    if (r != R::kOk) return Fail(error, "custom option 'version' is missing or not an integer");
+    if (version != 1)
+      return Fail(error, "unsupported format version " + Str(version) + " (supported: 1)");
+  }
+  std::string s;
+  if (!get_str("scheme", &s)) return false;
+  if (s == "binary") spec->scheme = Scheme::kBinary;
+  else if (s == "ternary") spec->scheme = Scheme::kTernary;
+  else if (s == "pow2_3bit") spec->scheme = Scheme::kPow2_3bit;
+  else if (s == "pow2_4bit") spec->scheme = Scheme::kPow2_4bit;
+  else return Fail(error, "unknown scheme '" + s + "' (known: binary, ternary, pow2_3bit, pow2_4bit)");
+  int64_t bits;
+  if (!get_int("bits", 1, 8, &bits)) return false;
+  if (bits != SchemeBits(spec->scheme))
+    return Fail(error, "bits = " + Str(bits) + " does not match scheme " + s + " (expects " +
+                           Str(SchemeBits(spec->scheme)) + ")");
+  if (!get_int("rows", 1, kMaxDim, &spec->rows) || !get_int("k", 1, kMaxDim, &spec->k)) return false;
+  if (!get_str("activation", &s)) return false;
+  if (s == "NONE") spec->activation = Activation::kNone;
+  else if (s == "RELU") spec->activation = Activation::kRelu;
+  else if (s == "RELU6") spec->activation = Activation::kRelu6;
+  else return Fail(error, "unknown activation '" + s + "' (known: NONE, RELU, RELU6)");
+  {
+    const R r = opts.GetIntVector("weight_shape", &spec->weight_shape);
+    if (r != R::kOk) return Fail(error, "custom option 'weight_shape' is missing or not an int vector");
+    for (int64_t d : spec->weight_shape)
+      if (d < 1 || d > kMaxDim) return Fail(error, "weight_shape has an invalid dimension " + Str(d));
+  }
+  const auto& ws = spec->weight_shape;
+  if (kind == OpKind::kFullyConnected) {
+    if (ws.size() != 2) return Fail(error, "weight_shape must be [O, K] for TFQ_FULLY_CONNECTED");
+    if (ws[0] != spec->rows || ws[1] != spec->k)
+      return Fail(error, "weight_shape [" + Str(ws[0]) + ", " + Str(ws[1]) +
+                             "] disagrees with rows/k " + Str(spec->rows) + "/" + Str(spec->k));
+    spec->out_channels = ws[0];
+  } else {
+    if (ws.size() != 4) return Fail(error, "weight_shape must have 4 dimensions");
+    int64_t v;
+    if (!get_int("stride_h", 1, 1 << 16, &v)) return false;
+    spec->stride_h = static_cast<int>(v);
+    if (!get_int("stride_w", 1, 1 << 16, &v)) return false;
+    spec->stride_w = static_cast<int>(v);
+    if (!get_int("dilation_h", 1, 1 << 16, &v)) return false;
+    spec->dilation_h = static_cast<int>(v);
+    if (!get_int("dilation_w", 1, 1 << 16, &v)) return false;
+    spec->dilation_w = static_cast<int>(v);
+    if (!get_str("padding", &s)) return false;
+    if (s == "SAME") spec->same_padding = true;
+    else if (s == "VALID") spec->same_padding = false;
+    else return Fail(error, "unknown padding '" + s + "' (known: SAME, VALID)");
+    if (ws[1] * ws[2] > 4096) return Fail(error, "kernel window larger than 4096 taps");
+    if (kind == OpKind::kConv2D) {
+      if (ws[0] != spec->rows || ws[1] * ws[2] * ws[3] != spec->k)
+        return Fail(error, "weight_shape [O, KH, KW, I] disagrees with rows/k " + Str(spec->rows) +
+                               "/" + Str(spec->k));
+      spec->out_channels = ws[0];
+    } else {
+      if (!get_int("depth_multiplier", 1, kMaxDim, &v)) return false;
+      spec->depth_multiplier = static_cast<int>(v);
+      if (ws[0] != 1 || ws[1] * ws[2] != spec->rows || ws[3] != spec->k)
+        return Fail(error, "weight_shape [1, KH, KW, O] disagrees with rows/k " + Str(spec->rows) +
+                               "/" + Str(spec->k));
+      if (ws[3] % spec->depth_multiplier != 0)
+        return Fail(error, "output channels are not a multiple of depth_multiplier");
+      spec->out_channels = ws[3];
+    }
+  }
+  if (!AccumulatorFits(spec->scheme, spec->k))
+    return Fail(error, "row length k = " + Str(spec->k) + " could overflow the int32 accumulator");
+
+  // Tensors.
+  if (node->inputs == nullptr || node->outputs == nullptr)
+    return Fail(error, "node has no input or output list");
+  if (node->inputs->size != 3 && node->inputs->size != 4)
+    return Fail(error, "expected 3 or 4 inputs, found " + Str(node->inputs->size));
+  if (node->outputs->size != 1) return Fail(error, "expected 1 output, found " + Str(node->outputs->size));
+  const TfLiteTensor* in = TensorAt(context, node->inputs, 0, &spec->input);
+  const TfLiteTensor* w = TensorAt(context, node->inputs, 1, &spec->weights);
+  const TfLiteTensor* sc = TensorAt(context, node->inputs, 2, &spec->scale);
+  const TfLiteTensor* out = TensorAt(context, node->outputs, 0, &spec->output);
+  if (!in || !w || !sc || !out) return Fail(error, "tensor index out of range");
+  if (in->type != kTfLiteFloat32) return Fail(error, "input 0 (activations) must be float32");
+  if (out->type != kTfLiteFloat32) return Fail(error, "output must be float32");
+  if (w->type != kTfLiteUInt8) return Fail(error, "input 1 (packed codes) must be uint8");
+  if (!IsConstant(w)) return Fail(error, "input 1 (packed codes) must be constant");
+  const int64_t row_bytes = RowBytes(spec->scheme, spec->k);
+  const int64_t packed = row_bytes * spec->rows;
+  if (NumElements(w) != packed || w->bytes != static_cast<size_t>(packed))
+    return Fail(error, "packed codes have " + Str(static_cast<int64_t>(w->bytes)) +
+                           " bytes, expected rows * row_bytes = " + Str(packed));
+  spec->bias = -1;
+  if (node->inputs->size == 4 && node->inputs->data[3] >= 0) {
+    const TfLiteTensor* b = TensorAt(context, node->inputs, 3, &spec->bias);
+    if (!b) return Fail(error, "bias tensor index out of range");
+    if (!CheckConstFloat(b, "bias", spec->out_channels, spec->out_channels, error)) return false;
+  }
+  if (!CheckConstFloat(sc, "scale", spec->out_channels, 1, error)) return false;
+  spec->per_channel_scale = NumElements(sc) == spec->out_channels;
+  if (!ValidateCodes(spec->scheme, w->data.uint8, spec->rows, spec->k, error)) return false;
+  return true;
+}
+
+bool ComputeShapes(const TfLiteContext* context, const NodeSpec& spec, ConvGeometry* g,
+                   int64_t* fc_rows, std::vector<int>* out_dims, std::string* error) {
+  if (spec.input < 0 || static_cast<size_t>(spec.input) >= context->tensors_size)
+    return Fail(error, "input tensor index out of range");
+  const TfLiteTensor* in = &context->tensors[spec.input];
+  const int64_t n = NumElements(in);
+  if (n < 0) return Fail(error, "input tensor has an invalid shape");
+  out_dims->clear();
+  if (spec.kind == OpKind::kFullyConnected) {
+    if (in->dims->size < 1) return Fail(error, "fully connected input must have rank >= 1");
+    const int last = in->dims->data[in->dims->size - 1];
+    if (n % spec.k != 0 || n == 0)
+      return Fail(error, "input size " + Str(n) + " is not a positive multiple of k = " + Str(spec.k));
+    *fc_rows = n / spec.k;
+    const TfLiteTensor* out = &context->tensors[spec.output];
+    if (out->dims != nullptr && out->dims->size == in->dims->size && last == spec.k) {
+      for (int i = 0; i + 1 < in->dims->size; ++i) out_dims->push_back(in->dims->data[i]);
+    } else {
+      out_dims->push_back(static_cast<int>(*fc_rows));
+    }
+    out_dims->push_back(static_cast<int>(spec.out_channels));
+    return true;
+  }
+  if (in->dims->size != 4) return Fail(error, "convolution input must be 4-D NHWC");
+  g->batch = in->dims->data[0];
+  g->in_h = in->dims->data[1];
+  g->in_w = in->dims->data[2];
+  g->in_c = in->dims->data[3];
+  const auto& ws = spec.weight_shape;
+  g->kernel_h = static_cast<int>(ws[1]);
+  g->kernel_w = static_cast<int>(ws[2]);
+  g->stride_h = spec.stride_h;
+  g->stride_w = spec.stride_w;
+  g->dilation_h = spec.dilation_h;
+  g->dilation_w = spec.dilation_w;
+  g->depth_multiplier = spec.depth_multiplier;
+  g->out_c = static_cast<int>(spec.out_channels);
+  if (spec.kind == OpKind::kConv2D) {
+    if (g->in_c != ws[3])
+      return Fail(error, "input has " + Str(g->in_c) + " channels, weights expect " + Str(ws[3]));
+  } else {
+    if (static_cast<int64_t>(g->in_c) * spec.depth_multiplier != spec.out_channels)
+      return Fail(error, "input channels * depth_multiplier != output channels");
+  }
+  if (g->batch < 1) return Fail(error, "empty batch");
+  if (!ComputeOutputSize(spec.same_padding, g->in_h, g->kernel_h, g->stride_h, g->dilation_h,
+                         &g->out_h, &g->pad_top) ||
+      !ComputeOutputSize(spec.same_padding, g->in_w, g->kernel_w, g->stride_w, g->dilation_w,
+                         &g->out_w, &g->pad_left))
+    return Fail(error, "convolution window does not fit the input");
+  const int64_t out_elems = static_cast<int64_t>(g->batch) * g->out_h * g->out_w * g->out_c;
+  if (out_elems > kMaxElements) return Fail(error, "output too large");
+  *out_dims = {g->batch, g->out_h, g->out_w, g->out_c};
+  return true;
+}
+
+}  // namespace tfq

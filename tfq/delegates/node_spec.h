@@ -1,0 +1,46 @@
+// Validation of one tfq custom node against docs/format.md: options, tensor
+// types, shapes and sizes, constant buffers and codes. Everything a kernel
+// needs is checked here before any byte of the packed buffer is touched.
+#ifndef TFQ_DELEGATES_NODE_SPEC_H_
+#define TFQ_DELEGATES_NODE_SPEC_H_
+
+#include <string>
+#include <vector>
+
+#include "kernels/kernels.h"
+#include "tflite_abi.h"
+
+namespace tfq {
+
+enum class OpKind { kFullyConnected, kConv2D, kDepthwiseConv2D };
+
+// Returns true and sets *kind when `custom_name` is one of the tfq ops.
+bool IsTfqOp(const char* custom_name, OpKind* kind);
+const char* OpName(OpKind kind);
+
+struct NodeSpec {
+  OpKind kind = OpKind::kFullyConnected;
+  int input = -1, weights = -1, scale = -1, bias = -1, output = -1;
+  Scheme scheme = Scheme::kTernary;
+  Activation activation = Activation::kNone;
+  int64_t rows = 0, k = 0;
+  std::vector<int64_t> weight_shape;
+  bool same_padding = false;
+  int stride_h = 1, stride_w = 1, dilation_h = 1, dilation_w = 1, depth_multiplier = 1;
+  bool per_channel_scale = true;
+  int64_t out_channels = 0;
+};
+
+// Parses the custom options and checks the constant tensors (and codes).
+// On failure returns false and sets *error to a message naming the problem.
+bool ParseNode(const TfLiteContext* context, const TfLiteNode* node, OpKind kind, NodeSpec* spec,
+               std::string* error);
+
+// Checks the activation tensor's current shape; fills the geometry (conv and
+// depthwise) or the row count (fully connected) and the expected output dims.
+bool ComputeShapes(const TfLiteContext* context, const NodeSpec& spec, ConvGeometry* geometry,
+                   int64_t* fc_rows, std::vector<int>* output_dims, std::string* error);
+
+}  // namespace tfq
+
+#endif  // TFQ_DELEGATES_NODE_SPEC_H_

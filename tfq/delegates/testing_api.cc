@@ -1,0 +1,162 @@
+// A thin C entry point for the tests (loaded with ctypes): runs the kernel
+// tier directly, without an interpreter, and exposes the option parser. Not
+// part of the user API.
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "flexbuffer_reader.h"
+#include "kernels/kernels.h"
+#include "kernels/thread_pool.h"
+
+#define TFQ_EXPORT extern "C" __attribute__((visibility("default")))
+
+namespace {
+
+bool MakeWeights(int scheme, const uint8_t* codes, int64_t rows, int64_t k, tfq::PackedWeights* w) {
+  if (scheme < 0 || scheme > 3 || rows < 1 || k < 1) return false;
+  w->scheme = static_cast<tfq::Scheme>(scheme);
+  w->codes = codes;
+  w->rows = rows;
+  w->k = k;
+  w->row_bytes = tfq::RowBytes(w->scheme, k);
+  return w->row_bytes > 0 && tfq::AccumulatorFits(w->scheme, k);
+}
+
+void* AlignedScratch(size_t bytes, std::vector<uint64_t>* storage) {
+  storage->assign(bytes / 8 + 16, 0);
+  auto p = reinterpret_cast<uintptr_t>(storage->data());
+  return reinterpret_cast<void*>((p + 63) / 64 * 64);
+}
+
+}  // namespace
+
+// Instruction set the dispatcher selects: 0 reference, 1 avx2, 2 neon, 3 neon dotprod.
+TFQ_EXPORT int tfq_testing_isa(int force_reference) {
+  return static_cast<int>(tfq::SelectedIsa(force_reference != 0));
+}
+
+TFQ_EXPORT int tfq_testing_validate_codes(int scheme, const uint8_t* codes, int64_t rows, int64_t k,
+                                          char* message, int message_size) {
+  if (scheme < 0 || scheme > 3) return -1;
+  std::string error;
+  const bool ok = tfq::ValidateCodes(static_cast<tfq::Scheme>(scheme), codes, rows, k, &error);
+  if (!ok && message && message_size > 0) std::snprintf(message, message_size, "%s", error.c_str());
+  return ok ? 0 : 1;
+}
+
+TFQ_EXPORT int tfq_testing_fully_connected(const float* x, int64_t m, int scheme,
+                                           const uint8_t* codes, int64_t rows, int64_t k,
+                                           const float* scale, int per_channel, const float* bias,
+                                           int activation, float* y, int force_reference,
+                                           int threads) {
+  tfq::PackedWeights w;
+  if (!MakeWeights(scheme, codes, rows, k, &w) || m < 1 || activation < 0 || activation > 2)
+    return -1;
+  tfq::Epilogue e;
+  e.scale = scale;
+  e.per_channel_scale = per_channel != 0;
+  e.bias = bias;
+  e.activation = static_cast<tfq::Activation>(activation);
+  std::unique_ptr<tfq::ThreadPool> pool(threads > 1 ? new tfq::ThreadPool(threads) : nullptr);
+  tfq::KernelOptions opt;
+  opt.force_reference = force_reference != 0;
+  opt.pool = pool.get();
+  std::vector<uint64_t> storage;
+  void* scratch = AlignedScratch(tfq::FullyConnectedScratchBytes(w, m), &storage);
+  tfq::FullyConnected(x, m, w, e, y, scratch, opt);
+  return 0;
+}
+
+// geo: batch, in_h, in_w, in_c, kernel_h, kernel_w, stride_h, stride_w,
+// dilation_h, dilation_w, same_padding, out_c, depth_multiplier.
+// out_hw receives out_h, out_w. depthwise: 0 conv, 1 depthwise. y_size is
+// the number of floats y can hold.
+TFQ_EXPORT int tfq_testing_conv(int depthwise, const float* x, const int* geo, int scheme,
+                                const uint8_t* codes, const float* scale, int per_channel,
+                                const float* bias, int activation, float* y, int64_t y_size,
+                                int force_reference, int threads, int* out_hw) {
+  tfq::ConvGeometry g;
+  g.batch = geo[0];
+  g.in_h = geo[1];
+  g.in_w = geo[2];
+  g.in_c = geo[3];
+  g.kernel_h = geo[4];
+  g.kernel_w = geo[5];
+  g.stride_h = geo[6];
+  g.stride_w = geo[7];
+  g.dilation_h = geo[8];
+  g.dilation_w = geo[9];
+  const bool same = geo[10] != 0;
+  g.out_c = geo[11];
+  g.depth_multiplier = depthwise ? geo[12] : 1;
+  if (g.batch < 1 || g.in_c < 1 || g.out_c < 1 || g.depth_multiplier < 1 || activation < 0 ||
+      activation > 2)
+    return -1;
+  if (!tfq::ComputeOutputSize(same, g.in_h, g.kernel_h, g.stride_h, g.dilation_h, &g.out_h,
+                              &g.pad_top) ||
+      !tfq::ComputeOutputSize(same, g.in_w, g.kernel_w, g.stride_w, g.dilation_w, &g.out_w,
+                              &g.pad_left))
+    return -2;
+  out_hw[0] = g.out_h;
+  out_hw[1] = g.out_w;
+  if (static_cast<int64_t>(g.batch) * g.out_h * g.out_w * g.out_c > y_size) return -3;
+  tfq::PackedWeights w;
+  if (depthwise) {
+    if (g.in_c * g.depth_multiplier != g.out_c) return -1;
+    if (!MakeWeights(scheme, codes, g.kernel_h * g.kernel_w, g.out_c, &w)) return -1;
+  } else {
+    if (!MakeWeights(scheme, codes, g.out_c, static_cast<int64_t>(g.kernel_h) * g.kernel_w * g.in_c,
+                     &w))
+      return -1;
+  }
+  tfq::Epilogue e;
+  e.scale = scale;
+  e.per_channel_scale = per_channel != 0;
+  e.bias = bias;
+  e.activation = static_cast<tfq::Activation>(activation);
+  const int nthreads = threads > 1 ? threads : 1;
+  std::unique_ptr<tfq::ThreadPool> pool(nthreads > 1 ? new tfq::ThreadPool(nthreads) : nullptr);
+  tfq::KernelOptions opt;
+  opt.force_reference = force_reference != 0;
+  opt.pool = pool.get();
+  std::vector<uint64_t> storage;
+  const size_t bytes = depthwise ? tfq::DepthwiseScratchBytes(w, g, nthreads)
+                                 : tfq::Conv2DScratchBytes(w, g, nthreads);
+  void* scratch = AlignedScratch(bytes, &storage);
+  if (depthwise) tfq::DepthwiseConv2D(x, g, w, e, y, scratch, opt);
+  else tfq::Conv2D(x, g, w, e, y, scratch, opt);
+  return 0;
+}
+
+// Parses a FlexBuffer options map; writes "key=value;..." for ints, strings
+// and int vectors (values joined by ','). Returns 0, or 1 with the error.
+TFQ_EXPORT int tfq_testing_parse_options(const uint8_t* data, size_t size, char* out,
+                                         int out_size) {
+  tfq::FlexMapReader reader;
+  std::string error, text;
+  if (!reader.Parse(data, size, &error)) {
+    if (out && out_size > 0) std::snprintf(out, out_size, "%s", error.c_str());
+    return 1;
+  }
+  for (const std::string& key : reader.keys()) {
+    int64_t i;
+    std::string s;
+    std::vector<int64_t> v;
+    text += key + "=";
+    if (reader.GetInt(key.c_str(), &i) == tfq::FlexMapReader::Result::kOk) {
+      text += std::to_string(i);
+    } else if (reader.GetString(key.c_str(), &s) == tfq::FlexMapReader::Result::kOk) {
+      text += s;
+    } else if (reader.GetIntVector(key.c_str(), &v) == tfq::FlexMapReader::Result::kOk) {
+      for (size_t j = 0; j < v.size(); ++j) text += (j ? "," : "") + std::to_string(v[j]);
+    } else {
+      text += "?";
+    }
+    text += ";";
+  }
+  if (out && out_size > 0) std::snprintf(out, out_size, "%s", text.c_str());
+  return 0;
+}
