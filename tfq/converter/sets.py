@@ -90,8 +90,30 @@ def detect(matrix, rtol=DEFAULT_RTOL, schemes=fmt.SCHEMES):
     scales = np.where(zero_channel, fill, scales).astype(np.float32)
     if np.all(scales == scales[0]):
         scales = scales[:1]
+    else:
+        levels, scales = _try_per_tensor(levels, scales, scheme, zero_channel)
     sparsity = float(1.0 - nonzero.mean())
     return Detection(scheme, levels, scales, max_rel, sparsity), None
+
+
+def _try_per_tensor(levels, scales, scheme, zero_channel):
+    """One shared scale when channel scales differ by exact powers of two.
+
+    A channel trained with a per-tensor scale that happens to lack level 1
+    shows a scale 2, 4, ... times larger; fold that factor back into its
+    levels when the scheme stays the same.
+    """
+    live = ~zero_channel
+    base = float(scales[live].min()) if live.any() else 1.0
+    ratio = scales.astype(np.float64) / base
+    factor = 2.0 ** np.rint(np.log2(ratio))
+    if not np.all(ratio[live] == factor[live]):
+        return levels, scales
+    factor = np.where(zero_channel, 1.0, factor)
+    merged = levels * factor[:, None].astype(np.float32)
+    if np.abs(merged).max() > fmt.MAX_LEVEL[scheme]:
+        return levels, scales
+    return merged.astype(np.float32), np.array([base], dtype=np.float32)
 
 
 def dequantize(levels, scales):
