@@ -28,7 +28,7 @@ flags.DEFINE_integer("epochs", None, "compress: training epochs with --data (der
 flags.DEFINE_float("learning_rate", None, "compress: learning rate with --data (derived when unset).")
 flags.DEFINE_integer("batch_size", None, "compress: batch size with --data (default 128).")
 flags.DEFINE_bool("corrections", True, "compress: data-free bias correction and cross-layer equalization.")
-flags.DEFINE_bool("keep_first_last", True, "compress: keep the first and last compressible layers in float.")
+flags.DEFINE_bool("skip_first_last", True, "compress: keep the first and last compressible layers in float.")
 flags.DEFINE_list("layers", None, "compress: compress exactly these layers (comma-separated names).")
 flags.DEFINE_string("baseline", None, "benchmark: the float .keras model, converted to LiteRT float and int8.")
 flags.DEFINE_list("threads", ["1"], "benchmark/evaluate/report: interpreter threads, e.g. 1,2.")
@@ -198,20 +198,14 @@ def cmd_compress(args):
     if FLAGS.epochs is not None and not FLAGS.data:
         raise _usage_error("--epochs needs --data (the data-free path does not train)")
     model = _load_keras_model(path)
-    spec = scheme
-    if FLAGS.layers:
-        names = {l.name for l in model.layers}
-        for name in FLAGS.layers:
-            if name not in names:
-                raise ValueError(f"{path}: no layer named {name!r} (layers: {', '.join(sorted(names))})")
-        spec = {name: scheme for name in FLAGS.layers}
+    layers = {name: True for name in FLAGS.layers} if FLAGS.layers else None
     import tfq
 
     _log(f"compressing {path} to {scheme}" + (f", {sparsity:.0%} sparse" if sparsity else "")
          + (" with ADMM training" if data is not None else " (data-free)"))
     small, report = tfq.compress(
-        model, spec, sparsity=sparsity, data=data, validation_data=validation, epochs=FLAGS.epochs,
-        corrections=FLAGS.corrections, keep_first_last=FLAGS.keep_first_last,
+        model, scheme, sparsity=sparsity, data=data, validation_data=validation, epochs=FLAGS.epochs,
+        layers=layers, corrections=FLAGS.corrections, skip_first_last=FLAGS.skip_first_last,
         learning_rate=FLAGS.learning_rate, batch_size=FLAGS.batch_size, verbose=1, return_report=True,
     )
     small.save(out)

@@ -114,87 +114,25 @@ def _layer_kind(layer):
     return type(layer).__name__
 
 
-def kernel_specs(layer):
-    """Returns [(attribute, variable, channel_axis)] for the kernels tfq compresses.
+def _select(model, scheme, layers, skip_first_last):
+    """Resolves the policy with the core's `select_kernels` (same layers and axes as ADMM).
 
-    channel_axis is the output-channel axis (a tuple for depthwise kernels,
-    whose output channel is (input channel, multiplier)); an empty list means
-    the layer has nothing to compress.
+    Returns:
+        ({layer name: quantizer}, {layer name: [(variable name, variable, channel axis)]}).
     """
-    import keras
+    from tfq.layers.kernels import select_kernels
 
-    L = keras.layers
-    if isinstance(layer, L.SeparableConv2D) or isinstance(layer, getattr(L, "SeparableConv1D", ())):
-        dw_axis = (1, 2) if layer.depthwise_kernel.ndim == 3 else (2, 3)
-        return [
-            ("depthwise_kernel", layer.depthwise_kernel, dw_axis),
-            ("pointwise_kernel", layer.pointwise_kernel, -1),
-        ]
-    if isinstance(layer, L.DepthwiseConv2D) or isinstance(layer, getattr(L, "DepthwiseConv1D", ())):
-        axis = (1, 2) if layer.kernel.ndim == 3 else (2, 3)
-        return [("kernel", layer.kernel, axis)]
-    if isinstance(layer, (L.Conv2DTranspose, L.Conv1DTranspose, L.Conv3DTranspose)):
-        # (k..., out, in): output channels sit second to last.
-        return [("kernel", layer.kernel, layer.kernel.ndim - 2)]
-    if isinstance(layer, (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D)):
-        return [("kernel", layer.kernel, -1)]
-    if isinstance(layer, L.Embedding):
-        return [("embeddings", layer.embeddings, -1)]
-    if isinstance(layer, (L.LSTM, L.GRU, L.SimpleRNN)):
-        return [("kernel", layer.cell.kernel, -1), ("recurrent_kernel", layer.cell.recurrent_kernel, -1)]
-    # tfq's own quantized layers and anything else with a plain kernel.
-    kernel = getattr(layer, "kernel", None)
-    if kernel is not None and hasattr(kernel, "shape") and len(kernel.shape) >= 2:
-        return [("kernel", kernel, -1)]
-    return []
+    chosen, specs = {}, {}
+    for spec in select_kernels(model, scheme, layers, skip_first_last, what="tfq.compress"):
+        chosen[spec.layer.name] = spec.quantizer
+        specs.setdefault(spec.layer.name, []).append((spec.name, spec.variable, spec.channel_axis))
+    return chosen, specs
 
 
-def _select_layers(model, scheme, keep_first_last):
-    """Maps layer name -> quantizer for the layers to compress.
+def _all_kernels(layer):
+    from tfq.layers.kernels import supported_kernels
 
-    `scheme` is a name/quantizer for every supported layer, a dict
-    {layer name: scheme or None}, or a function layer -> scheme or None.
-    """
-    from tfq import quantizers
-
-    candidates = [l for l in _flat_layers(model) if kernel_specs(l)]
-    if not candidates:
-        raise ValueError(
-            f"Model {model.name!r} has nothing to compress: no Dense, Conv, DepthwiseConv, "
-            "SeparableConv, Embedding or recurrent layer with a kernel."
-        )
-    names = {l.name for l in candidates}
-    chosen = {}
-    if isinstance(scheme, dict):
-        all_names = {l.name for l in _flat_layers(model)}
-        for name, s in scheme.items():
-            if name not in all_names:
-                raise ValueError(f"scheme names layer {name!r}, which is not in model {model.name!r}.")
-            if name not in names:
-                layer = next(l for l in _flat_layers(model) if l.name == name)
-                raise ValueError(
-                    f"Layer {name!r} ({_layer_kind(layer)}) cannot be compressed: it has no supported kernel."
-                )
-            if s is not None:
-                chosen[name] = quantizers.get(s)
-        return chosen
-    if callable(scheme) and not isinstance(scheme, (str, quantizers.Quantizer)):
-        for layer in candidates:
-            s = scheme(layer)
-            if s is not None:
-                chosen[layer.name] = quantizers.get(s)
-        return chosen
-    q = quantizers.get(scheme)
-    if q is None:
-        raise ValueError("scheme must be given: one of 'binary', 'ternary', 'pow2_3bit', 'pow2_4bit'.")
-    picked = candidates
-    if keep_first_last and len(candidates) > 2:
-        picked = candidates[1:-1]
-    elif keep_first_last:
-        picked = candidates  # a one- or two-layer model would otherwise keep nothing
-    for layer in picked:
-        chosen[layer.name] = q
-    return chosen
+    return [(k.name, k.variable, k.channel_axis) for k in (supported_kernels(layer) or [])]
 
 
 def _flat_layers(model):
@@ -703,10 +641,9 @@ def _magnitude_mask(k, sparsity):
     return mask
 
 
-def _data_free(model, chosen, sparsity, corrections, verbose):
+def _data_free(model, chosen, specs, sparsity, corrections, verbose):
     graph = _Graph(model)
     layers = {l.name: l for l in _flat_layers(model)}
-    specs = {name: kernel_specs(layers[name]) for name in chosen}
     notes = {}
     do_eq = corrections in (True, "all", "equalization")
     do_bc = corrections in (True, "all", "bias")
@@ -791,7 +728,7 @@ def weight_bytes(model, reports=None):
         compressed_attrs = {}
         if layer.name in reports and reports[layer.name].scheme != "float":
             bits = reports[layer.name].bits
-            for attr, var, axis in kernel_specs(layer):
+            for attr, var, axis in _all_kernels(layer):
                 compressed_attrs[id(var)] = (bits, var, axis)
         for w in layer.weights:
             if id(w) in seen:
@@ -824,8 +761,9 @@ def compress(
     validation_data=None,
     epochs=None,
     *,
+    layers=None,
+    skip_first_last=True,
     corrections=True,
-    keep_first_last=True,
     learning_rate=None,
     batch_size=None,
     verbose=1,
@@ -842,9 +780,8 @@ def compress(
 
     Args:
         model: a built Keras 3 model. It is not modified.
-        scheme: "binary", "ternary", "pow2_3bit", "pow2_4bit", a quantizer,
-            a dict {layer name: scheme or None}, or a function layer -> scheme
-            or None.
+        scheme: "binary", "ternary", "pow2_3bit", "pow2_4bit" or a
+            `tfq.quantizers` quantizer: the default scheme.
         sparsity: fraction of weights to set to zero, in [0, 1). Without data
             the smallest magnitudes are pruned per layer before projection.
         data: training data (a `tf.data.Dataset` of (x, y) batches, or a tuple
@@ -854,9 +791,13 @@ def compress(
         epochs: training epochs on the data path (derived when None).
         corrections: data-free corrections: True (equalization and bias
             correction), False, "bias" or "equalization".
-        keep_first_last: leave the first and last compressible layers in
-            float when `scheme` is a single scheme (the usual policy; their
-            few weights matter most for accuracy).
+        layers: which layers, as for `tfq.ADMMCallback`: None (every
+            supported layer, except the first and last when
+            `skip_first_last`), a dict {layer name: scheme, True or None}
+            naming exactly the layers to compress, or a function
+            layer -> scheme, True or None.
+        skip_first_last: with `layers=None`, keep the first and last
+            supported layers in float (their few weights matter most).
         learning_rate: optimizer learning rate on the data path (derived when None).
         batch_size: batch size when `data` is given as arrays (default 128).
         verbose: 0 silent, 1 progress bars.
@@ -887,30 +828,28 @@ def compress(
     t0 = time.perf_counter()
     if data is None:
         small = _clone(model)
-        chosen = _select_layers(small, scheme, keep_first_last)
-        if not chosen:
-            raise ValueError(f"No layer of model {model.name!r} was selected for compression.")
-        reports, _ = _data_free(small, chosen, sparsity, corrections, verbose)
+        chosen, specs = _select(small, scheme, layers, skip_first_last)
+        reports, _ = _data_free(small, chosen, specs, sparsity, corrections, verbose)
+        _record(small, specs, chosen)
         mode = "data-free"
         acc_before = acc_after = None
         if validation_data is not None:
             acc_before = evaluate_accuracy(model, validation_data, batch_size)
             acc_after = evaluate_accuracy(small, validation_data, batch_size)
-        settings = {"corrections": corrections, "sparsity": sparsity, "keep_first_last": keep_first_last}
+        settings = {"corrections": corrections, "sparsity": sparsity, "skip_first_last": skip_first_last}
     else:
-        from tfq import _compress_data
-
-        small, reports, acc_before, acc_after, settings = _compress_data.compress_with_data(
+        small, reports, acc_before, acc_after, settings = _with_data(
             model, scheme, sparsity, data, validation_data, epochs,
-            keep_first_last=keep_first_last, learning_rate=learning_rate, batch_size=batch_size, verbose=verbose,
+            layers=layers, skip_first_last=skip_first_last, learning_rate=learning_rate, batch_size=batch_size,
+            verbose=verbose,
         )
-        mode = "admm"
+        mode = "admm" + (" + pruning" if sparsity else "")
     all_reports = []
     for layer in _flat_layers(small):
         if layer.name in reports:
             all_reports.append(reports[layer.name])
-        elif kernel_specs(layer):
-            n = sum(int(np.prod(v.shape)) for _, v, _ in kernel_specs(layer))
+        elif _all_kernels(layer):
+            n = sum(int(np.prod(v.shape)) for _, v, _ in _all_kernels(layer))
             all_reports.append(LayerReport(layer.name, _layer_kind(layer), "float", n))
     float_bytes, comp_bytes = weight_bytes(small, reports)
     report = CompressionReport(
@@ -927,6 +866,183 @@ def compress(
     if return_report:
         return small, report
     return small
+
+
+# --------------------------------------------------------------------------
+# With data: ADMM (+ pruning) with derived hyper-parameters
+# --------------------------------------------------------------------------
+
+# Target pull per epoch, as the fraction of the distance to G a kernel keeps
+# after one epoch of proximal steps: (1 + lr*rho)^-S ~ exp(-S*lr*rho). The ADMM
+# phase starts gentle (S*lr*rho = 0.5: the loss still moves the weights) and
+# ends firm (S*lr*rho = 20: the kernels sit on the set before fine-tuning).
+_PULL_START, _PULL_END = 0.5, 20.0
+_TARGET_STEPS = 2500  # optimizer steps of the whole run when epochs is not given
+
+
+def derive_schedule(steps_per_epoch, epochs=None, learning_rate=None):
+    """The derived ADMM hyper-parameters for a run (see docs/cli.md, "Defaults with data").
+
+    Args:
+        steps_per_epoch: optimizer steps per epoch.
+        epochs: total epochs (ADMM + one fine-tuning epoch); derived when None
+            as about 2500 steps, between 3 and 30 epochs.
+        learning_rate: Adam learning rate (default 1e-3).
+
+    Returns:
+        dict with epochs, finetune_epochs, learning_rate, rho, rho_growth, rho_max.
+    """
+    steps = max(int(steps_per_epoch), 1)
+    lr = float(learning_rate) if learning_rate else 1e-3
+    if epochs is None:
+        epochs = min(max(math.ceil(_TARGET_STEPS / steps), 3), 30)
+    epochs = int(epochs)
+    finetune = 1 if epochs >= 2 else 0
+    admm_epochs = max(epochs - finetune, 1)
+    rho0 = _PULL_START / (steps * lr)
+    growth = (_PULL_END / _PULL_START) ** (1.0 / max(admm_epochs - 1, 1))
+    return {
+        "epochs": epochs,
+        "finetune_epochs": finetune,
+        "learning_rate": lr,
+        "rho": rho0,
+        "rho_growth": growth,
+        "rho_max": rho0 * (_PULL_END / _PULL_START) * 2,
+        "steps_per_epoch": steps,
+    }
+
+
+def _default_loss(model, y_sample):
+    import keras
+
+    last = model.layers[-1]
+    act = getattr(last, "activation", None)
+    softmax = (act is not None and keras.activations.serialize(act) == "softmax") or isinstance(
+        last, keras.layers.Softmax
+    ) or (isinstance(last, keras.layers.Activation) and last.get_config().get("activation") == "softmax")
+    y = np.asarray(y_sample)
+    one_hot = y.ndim >= 2 and y.shape[-1] > 1
+    if one_hot:
+        return keras.losses.CategoricalCrossentropy(from_logits=not softmax)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=not softmax)
+
+
+def _with_data(model, scheme, sparsity, data, validation_data, epochs, *, layers, skip_first_last, learning_rate,
+               batch_size, verbose):
+    import keras
+
+    from tfq import callbacks as tfq_callbacks
+
+    if epochs is not None and int(epochs) < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}.")
+    batch_size = int(batch_size or 128)
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = data
+        if len(x) == 0 or len(x) != len(y):
+            raise ValueError(f"data: x and y must be non-empty and of equal length, got {len(x)} and {len(y)}.")
+        steps = math.ceil(len(x) / batch_size)
+        fit_args = {"x": x, "y": y, "batch_size": batch_size}
+        y_sample = y[:1]
+    else:
+        card = int(_np(data.cardinality())) if hasattr(data, "cardinality") else -1
+        steps = card if card > 0 else 1000
+        fit_args = {"x": data}
+        y_sample = next(iter(data))[1]
+    hp = derive_schedule(steps, epochs, learning_rate)
+
+    small = _clone(model)
+    originals = {}
+    chosen, specs = _select(small, scheme, layers, skip_first_last)
+    for name, kernels in specs.items():
+        for attr, var, _ in kernels:
+            originals[(name, attr)] = _np(var).astype(np.float64)
+    loss = getattr(model, "loss", None) or _default_loss(small, y_sample)
+    small.compile(optimizer=keras.optimizers.Adam(hp["learning_rate"]), loss=loss, metrics=["accuracy"])
+    policy = {name: q for name, q in chosen.items()}
+    cbs = []
+    if sparsity:
+        cbs.append(tfq_callbacks.PruningCallback(target_sparsity=sparsity, layers={n: True for n in policy},
+                                                 end_fraction=0.5))
+    cbs.append(tfq_callbacks.ADMMCallback(
+        scheme=next(iter(policy.values())), layers=policy, rho=hp["rho"], rho_growth=hp["rho_growth"],
+        rho_max=hp["rho_max"], finetune_epochs=hp["finetune_epochs"], verbose=1 if verbose else 0,
+    ))
+    acc_before = evaluate_accuracy(model, validation_data, batch_size) if validation_data is not None else None
+    val = validation_data
+    if isinstance(val, list):
+        val = tuple(val)
+    small.fit(**fit_args, epochs=hp["epochs"], validation_data=val, callbacks=cbs, verbose=1 if verbose else 0)
+    recalibrated = _reestimate_batch_norm(small, fit_args, batch_size)
+    acc_after = evaluate_accuracy(small, validation_data, batch_size) if validation_data is not None else None
+
+    layer_map = {l.name: l for l in _flat_layers(small)}
+    reports = {}
+    for name, kernels in specs.items():
+        q = chosen[name]
+        num = den = 0.0
+        zeros = total = 0
+        for attr, var, _ in kernels:
+            w = _np(var).astype(np.float64)
+            w0 = originals[(name, attr)]
+            num += float(((w - w0) ** 2).sum())
+            den += float((w0**2).sum())
+            zeros += int((w == 0).sum())
+            total += w.size
+        reports[name] = LayerReport(
+            name=name, kind=_layer_kind(layer_map[name]), scheme=q.name, params=total,
+            sparsity=zeros / max(total, 1), bits=_STORED_BITS.get(q.name, q.bits),
+            relative_error=math.sqrt(num / max(den, 1e-30)), corrections=("ADMM",) + (("pruned",) if sparsity else ()),
+        )
+    settings = dict(hp, batch_size=batch_size, sparsity=sparsity, skip_first_last=skip_first_last,
+                    batch_norm_reestimated_on=recalibrated, optimizer="Adam", loss=getattr(loss, "name", str(loss)))
+    return small, reports, acc_before, acc_after, settings
+
+
+def _reestimate_batch_norm(model, fit_args, batch_size, max_batches=100):
+    """Recomputes the batch-norm moving statistics of the final weights from training batches.
+
+    The moving averages lag the weights (momentum 0.99), and the last epochs
+    change the weights a lot (projection, frozen codes); with few steps per
+    epoch the stale statistics cost many points. Averaging the batch
+    statistics of up to `max_batches` batches with the final weights fixes it.
+
+    Returns:
+        the number of batches used (0 when the model has no batch norm).
+    """
+    import keras
+
+    bns = [l for l in _flat_layers(model) if isinstance(l, keras.layers.BatchNormalization)]
+    if not bns:
+        return 0
+    momenta = [bn.momentum for bn in bns]
+    if "y" in fit_args:
+        x = fit_args["x"]
+        batches = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
+    else:
+        batches = (b[0] for b in fit_args["x"])
+    used = 0
+    try:
+        for k, xb in enumerate(batches):
+            if k >= max_batches:
+                break
+            for bn in bns:
+                bn.momentum = k / (k + 1.0)  # running value = mean over the batches so far
+            model(xb, training=True)
+            used += 1
+    finally:
+        for bn, m in zip(bns, momenta):
+            bn.momentum = m
+    return used
+
+
+def _record(model, specs, chosen):
+    """Marks compressed layers the way `ADMMCallback` does, for the converter's cross-check."""
+    layers = {l.name: l for l in _flat_layers(model)}
+    for name, kernels in specs.items():
+        q = chosen[name]
+        info = {attr: {"scheme": q.name, "per_channel": q.per_channel, "channel_axis": axis}
+                for attr, _, axis in kernels}
+        object.__setattr__(layers[name], "tfq_compression", info)
 
 
 def evaluate_accuracy(model, data, batch_size=None):
