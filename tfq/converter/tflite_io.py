@@ -31,6 +31,15 @@ ACTIVATION_NAMES = {v: k for k, v in vars(schema.ActivationFunctionType).items()
 PADDING_NAMES = {v: k for k, v in vars(schema.Padding).items() if not k.startswith("_")}
 
 
+class _StrictBytes(bytes):
+    """bytes whose slices refuse to run past the end (flatbuffers slices strings silently)."""
+
+    def __getitem__(self, key):
+        if isinstance(key, slice) and key.stop is not None and key.stop > len(self):
+            raise IndexError(f"read of bytes [{key.start}, {key.stop}) past the end ({len(self)})")
+        return bytes.__getitem__(self, key)
+
+
 class TFLiteFileError(ValueError):
     """A file that is not a readable .tflite model (names the file and the problem)."""
 
@@ -72,7 +81,7 @@ def load_model(source, name=None):
         raise TFLiteFileError(f"{name}: truncated or corrupted TFLite file "
                               f"(root table at offset {root} of a {len(data)}-byte file)")
     try:
-        model = schema.ModelT.InitFromPackedBuf(data, 0)
+        model = schema.ModelT.InitFromPackedBuf(_StrictBytes(data), 0)
     except (IndexError, struct.error, ValueError, TypeError, AttributeError, OverflowError,
             UnicodeDecodeError, RecursionError, MemoryError) as err:
         raise TFLiteFileError(f"{name}: truncated or corrupted TFLite file "

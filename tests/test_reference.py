@@ -1,0 +1,191 @@
+"""The NumPy reference executor: builtins vs LiteRT, tfq ops vs Keras, bad input."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfq.converter import convert, format as fmt, rewrite, testing, tflite_io
+from tfq.converter.reference import ReferenceError, ReferenceInterpreter
+from tfq.converter.tflite_io import TFLiteFileError
+
+
+def _litert(data, x):
+    from ai_edge_litert.interpreter import Interpreter
+    it = Interpreter(model_content=bytes(data))
+    out = []
+    for row in x:
+        it.allocate_tensors()
+        it.set_tensor(it.get_input_details()[0]["index"], row[None])
+        it.invoke()
+        out.append(it.get_tensor(it.get_output_details()[0]["index"])[0])
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("builder", ["lenet5", "lenet300_100", "small_bn_cnn"])
+def test_builtins_match_litert(builder):
+    from tfq import models
+    keras.utils.set_random_seed(0)
+    model = getattr(models, builder)()
+    data = tf.lite.TFLiteConverter.from_keras_model(model).convert()
+    x = np.random.default_rng(0).random((3, 28, 28, 1)).astype(np.float32)
+    want = _litert(data, x)
+    got = ReferenceInterpreter(data).predict(x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * np.abs(want).max())
+
+
+def _delegate_bound(x2, levels, scales):
+    """docs/format.md: |y - y_float| <= scale[o] * sum_k |level| * amax / 254 (per row)."""
+    amax = np.abs(x2).max(axis=1, keepdims=True)
+    return np.abs(levels).sum(axis=1)[None, :] * scales.reshape(1, -1) * amax / 254.0
+
+
+@pytest.mark.parametrize("scheme", fmt.SCHEMES)
+def test_delegate_mode_within_documented_bound(scheme):
+    rng = np.random.default_rng(1)
+    inputs = keras.Input((97,))
+    model = keras.Model(inputs, keras.layers.Dense(13, name="fc")(inputs))
+    testing.set_in_set_weights(model, scheme, seed=2)
+    data = convert(model)
+    x = rng.normal(size=(50, 97)).astype(np.float32) * rng.uniform(0.01, 10, size=(50, 1))
+    exact = ReferenceInterpreter(data, "float").predict(x)
+    approx = ReferenceInterpreter(data, "delegate").predict(x)
+    kernel = model.get_layer("fc").kernel.numpy().T
+    from tfq.converter import sets
+    det, _ = sets.detect(kernel)
+    bound = _delegate_bound(x, det.levels, np.broadcast_to(det.scales, (13,)))
+    assert np.all(np.abs(approx - exact) <= bound * (1 + 1e-5) + 1e-6)
+    assert np.abs(approx - exact).max() > 0          # int8 rounding is visible
+    # all-zero rows give the bias; a non-finite row gives non-finite outputs, others unaffected
+    x[3] = 0.0
+    x[5, 7] = np.nan
+    approx = ReferenceInterpreter(data, "delegate").predict(x)
+    np.testing.assert_allclose(approx[3], model.get_layer("fc").bias.numpy(), rtol=1e-6)
+    assert not np.isfinite(approx[5]).any() and np.isfinite(np.delete(approx, 5, axis=0)).all()
+
+
+def test_delegate_mode_conv_zero_padding_exact():
+    """A constant image quantizes exactly, so SAME-padded convolutions agree up to float rounding."""
+    model = testing.random_compressed_model("ternary", "cnn", seed=3)
+    data = convert(model)
+    x = np.full((2, 12, 12, 3), 0.5, np.float32)
+    ref = ReferenceInterpreter(data, "float")
+    dl = ReferenceInterpreter(data, "delegate")
+    first = lambda r: r._run_tfq("TFQ_CONV_2D", r._tfq[(0, 0)], x, 4)
+    np.testing.assert_allclose(first(dl), first(ref), rtol=1e-6, atol=1e-7)
+
+
+def _train_ternary(builder, x, y, epochs=1):
+    from tfq import models, quantizers
+    keras.utils.set_random_seed(0)
+    model = getattr(models, builder)()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, batch_size=128, epochs=epochs, verbose=0)
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None)
+        if kernel is not None:
+            q, _ = quantizers.project_ternary(kernel.numpy(), channel_axis=-1)
+            kernel.assign(q)
+            layer.tfq_compression = {"kernel": {"scheme": "ternary"}}
+    return model
+
+
+@pytest.mark.parametrize("builder,train", [("lenet300_100", 60000), ("lenet5", 12000)])
+def test_mnist_top1_agreement_with_keras(builder, train):
+    from tfq import datasets
+    (xtr, ytr), (xte, yte) = datasets.mnist()
+    model = _train_ternary(builder, xtr[:train], ytr[:train])
+    data = convert(model)
+    assert all(r.packed and r.scheme == "ternary" for r in data.report)
+    want = model.predict(xte, batch_size=1000, verbose=0)
+    exact = ReferenceInterpreter(data, "float").predict(xte, batch_size=500)
+    approx = ReferenceInterpreter(data, "delegate").predict(xte, batch_size=500)
+    scale = np.abs(want).max()
+    assert np.abs(exact - want).max() <= 1e-5 * scale
+    agree = np.mean(approx.argmax(1) == want.argmax(1))
+    acc = np.mean(want.argmax(1) == yte)
+    print(f"{builder}: keras acc {acc:.4f}, delegate-mode agreement {agree:.5f}, "
+          f"max |err| {np.abs(approx - want).max():.4g} (logit scale {scale:.3g})")
+    assert agree >= 0.999
+    assert acc > 0.8
+    # documented bound for the delegate arithmetic: 2% of the largest logit on MNIST
+    assert np.abs(approx - want).max() <= 0.02 * scale
+
+
+# ---------------------------------------------------------------- bad input
+
+@pytest.fixture(scope="module")
+def tfq_file(tmp_path_factory):
+    data, _ = testing.random_compressed_tflite("ternary", "mlp", seed=4)
+    path = tmp_path_factory.mktemp("ref") / "mlp_t.tflite"
+    path.write_bytes(data)
+    return path
+
+
+def test_truncated_corrupted_and_foreign_files(tfq_file, tmp_path):
+    data = tfq_file.read_bytes()
+    for cut in (0, 3, 7, 100, len(data) // 2, len(data) - 9):
+        bad = tmp_path / f"cut{cut}.tflite"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(TFLiteFileError, match=f"cut{cut}.tflite: (not a TFLite|truncated)"):
+            ReferenceInterpreter(bad)
+    text = tmp_path / "notes.tflite"
+    text.write_text("hello, this is not a model at all")
+    with pytest.raises(TFLiteFileError, match="notes.tflite: not a TFLite model"):
+        ReferenceInterpreter(text)
+    rng = np.random.default_rng(5)
+    for trial in range(20):
+        garbage = bytearray(data)
+        pos = rng.integers(8, len(data), size=16)
+        for p in pos:
+            garbage[p] = rng.integers(0, 256)
+        try:
+            ReferenceInterpreter(bytes(garbage), "delegate").predict(np.ones((1, 784), np.float32))
+        except (TFLiteFileError, ReferenceError, NotImplementedError, ValueError) as err:
+            assert "<bytes>" in str(err) or "node" in str(err) or "tensor" in str(err), err
+    with pytest.raises(TFLiteFileError, match="missing.tflite: cannot read"):
+        ReferenceInterpreter(tmp_path / "missing.tflite")
+
+
+def _edit_first_tfq_op(data, edit):
+    fb, raw, _ = tflite_io.load_model(data)
+    sg = fb.subgraphs[0]
+    op = next(o for o in sg.operators if tflite_io.op_name(fb, o).startswith("TFQ_"))
+    edit(fb, sg, op)
+    return tflite_io.save_model(fb)
+
+
+def test_wrong_version_invalid_codes_and_sizes_refused(tfq_file):
+    data = tfq_file.read_bytes()
+
+    def set_version(fb, sg, op):
+        opts = fmt.decode_options(bytes(op.customOptions))
+        opts["version"] = 2
+        op.customOptions = np.frombuffer(fmt.encode_options(opts), np.uint8)
+    with pytest.raises(ReferenceError, match=r"format version 2 is not supported \(supported: 1\)"):
+        ReferenceInterpreter(_edit_first_tfq_op(data, set_version))
+
+    def bad_code(fb, sg, op):
+        buf = fb.buffers[sg.tensors[op.inputs[1]].buffer]
+        buf.data = buf.data.copy()
+        buf.data[0] = 0xFF                 # ternary code 3 is invalid
+    with pytest.raises(ReferenceError, match="invalid ternary codes"):
+        ReferenceInterpreter(_edit_first_tfq_op(data, bad_code))
+
+    def short(fb, sg, op):
+        t = sg.tensors[op.inputs[1]]
+        fb.buffers[t.buffer].data = fb.buffers[t.buffer].data[:-32]
+        t.shape = np.array([t.shape[0] - 32], np.int32)
+    with pytest.raises(ReferenceError, match="packed weights have .* bytes, format v1 needs"):
+        ReferenceInterpreter(_edit_first_tfq_op(data, short))
+
+    def bad_scales(fb, sg, op):
+        t = sg.tensors[op.inputs[2]]
+        fb.buffers[t.buffer].data = np.zeros(4 * 7, np.uint8)
+        t.shape = np.array([7], np.int32)
+    with pytest.raises(ReferenceError, match="scales of size 1 or 300"):
+        ReferenceInterpreter(_edit_first_tfq_op(data, bad_scales))
