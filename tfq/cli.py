@@ -8,6 +8,7 @@ entry to COMMANDS.
 
 import importlib
 import json
+import logging
 import os
 import sys
 import traceback
@@ -15,6 +16,7 @@ import zipfile
 
 from absl import app
 from absl import flags
+from absl import logging as absl_logging
 
 FLAGS = flags.FLAGS
 
@@ -110,6 +112,10 @@ def main(argv):
     if command not in COMMANDS:
         print(f"tfq: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
+    if not FLAGS.verbose:
+        # Library INFO logs (TensorFlow's converter, tfq's own) only with --verbose.
+        absl_logging.set_verbosity(absl_logging.WARNING)
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)
     try:
         return COMMANDS[command][0](argv[2:])
     except UsageError as err:

@@ -7,7 +7,9 @@ latency; `markdown_table(...)` prints the same numbers. `tfq report` and
 `tfq benchmark` are thin layers over these.
 """
 
+import contextlib
 import dataclasses
+import io
 import os
 import statistics
 import sys
@@ -44,7 +46,8 @@ def keras_to_tflite(model, int8=False):
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if int8:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    return converter.convert()
+    with contextlib.redirect_stdout(io.StringIO()):  # the SavedModel export prints its signatures
+        return converter.convert()
 
 
 def has_tfq_ops(tflite_bytes):
