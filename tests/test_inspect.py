@@ -1,0 +1,106 @@
+"""`tfq.converter.inspect` and the `python -m tfq inspect/convert` command line."""
+
+import json
+import os
+import subprocess
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+from tfq.converter import convert, format as fmt, testing, tflite_io
+from tfq.converter.inspect import format_table, inspect_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cli(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "tfq", *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    import tensorflow as tf
+    d = tmp_path_factory.mktemp("inspect")
+    model = testing.random_compressed_model("ternary", "cnn", seed=1, sparsity=0.5)
+    (d / "t.tflite").write_bytes(convert(model))
+    (d / "p.tflite").write_bytes(convert(model, portable=True))
+    (d / "f.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    model.save(d / "m.keras")
+    return d
+
+
+def test_inspect_tfq_model(files):
+    info = inspect_model(files / "t.tflite")
+    assert [r["op"] for r in info["ops"]] == ["TFQ_CONV_2D", "TFQ_DEPTHWISE_CONV_2D", "TFQ_CONV_2D",
+                                             "TFQ_FULLY_CONNECTED"]
+    assert all(r["kind"] == "tfq" and r["set"] == "ternary" and r["bits"] == 2 for r in info["ops"])
+    fc = info["ops"][-1]
+    assert fc["params"] == 5 * 5 * 12 * 10
+    assert fc["bytes"] == fmt.packed_size(10, 300, 2) + 4 * 10
+    assert 0.35 < fc["sparsity"] < 0.65
+    assert info["compression"] == pytest.approx(info["float_weight_bytes"] / info["weight_bytes"])
+    table = format_table(info)
+    assert "TFQ_FULLY_CONNECTED" in table and "compression" in table
+
+
+def test_inspect_foreign_float_and_portable_models(files):
+    f = inspect_model(files / "f.tflite")
+    assert [r["kind"] for r in f["ops"]] == ["builtin"] * 4
+    # the float kernels lie in the ternary set: inspection detects it from the values
+    assert {r["set"] for r in f["ops"]} == {"ternary"} and {r["bits"] for r in f["ops"]} == {32}
+    assert f["compression"] == pytest.approx(1.0)
+    p = inspect_model(files / "p.tflite")
+    assert [(r["op"], r["type"], r["set"]) for r in p["ops"]] == [
+        ("CONV_2D", "INT8", "ternary"), ("DEPTHWISE_CONV_2D", "FLOAT32", "ternary"),
+        ("CONV_2D", "INT8", "ternary"), ("FULLY_CONNECTED", "INT2", "ternary")] or \
+        p["ops"][-1]["type"] == "INT2"
+
+
+def test_cli_inspect_json_and_table(files):
+    out = _cli("inspect", str(files / "t.tflite"), "--json")
+    assert out.returncode == 0, out.stderr
+    info = json.loads(out.stdout)
+    assert info["tfq_ops"] == 4 and info["file_bytes"] == (files / "t.tflite").stat().st_size
+    out = _cli("inspect", str(files / "p.tflite"))
+    assert out.returncode == 0 and "INT2" not in out.stderr and "FULLY_CONNECTED" in out.stdout
+
+
+def test_cli_convert_keras_file(files, tmp_path):
+    out = _cli("convert", "--model", str(files / "m.keras"), "--out", str(tmp_path / "o.tflite"))
+    assert out.returncode == 0, out.stderr
+    assert "TFQ_CONV_2D" in out.stdout
+    strip = lambda info: [{k: v for k, v in r.items() if k != "name"} for r in info["ops"]]
+    assert strip(inspect_model(tmp_path / "o.tflite")) == strip(inspect_model(files / "t.tflite"))
+    out = _cli("convert", "--model", str(files / "m.keras"), "--out", str(tmp_path / "p.tflite"),
+               "--portable")
+    assert out.returncode == 0 and "TFQ_" not in out.stdout
+
+
+def test_cli_bad_input_has_clear_errors(files, tmp_path):
+    data = (files / "t.tflite").read_bytes()
+    (tmp_path / "trunc.tflite").write_bytes(data[: len(data) // 3])
+    (tmp_path / "text.tflite").write_text("not a model")
+    for name, message in (("trunc.tflite", "truncated or corrupted"),
+                          ("text.tflite", "not a TFLite model"),
+                          ("missing.tflite", "cannot read file")):
+        out = _cli("inspect", str(tmp_path / name))
+        assert out.returncode == 1
+        assert f"{name}: {message}" in out.stderr and "Traceback" not in out.stderr
+    fb, _, _ = tflite_io.load_model(data)
+    op = fb.subgraphs[0].operators[0]
+    opts = fmt.decode_options(bytes(op.customOptions))
+    opts["version"] = 9
+    op.customOptions = np.frombuffer(fmt.encode_options(opts), np.uint8)
+    (tmp_path / "v9.tflite").write_bytes(tflite_io.save_model(fb))
+    out = _cli("inspect", str(tmp_path / "v9.tflite"))
+    assert out.returncode == 1 and "version 9 is not supported (supported: 1)" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = _cli("convert", "--model", str(tmp_path / "nope.keras"), "--out", str(tmp_path / "x"))
+    assert out.returncode == 2 and "no such file" in out.stderr
+    out = _cli("frobnicate")
+    assert out.returncode == 2 and "unknown command" in out.stderr
