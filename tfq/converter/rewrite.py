@@ -274,6 +274,9 @@ class _Rewriter:
 
     def rewrite_op(self, g, sg, i, op):
         name = tflite_io.op_name(self.model, op)
+        if name == "TRANSPOSE_CONV":
+            self._report_unsupported(g, sg, i, op, name)
+            return
         if name not in ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "BATCH_MATMUL"):
             return
         inputs = [int(x) for x in op.inputs]
@@ -310,6 +313,23 @@ class _Rewriter:
             portable.rewrite_op(self, sg, op, name, info, detection, report)
         else:
             self._to_custom(sg, op, name, info, detection, activation, report)
+        self._finish(report)
+
+    def _report_unsupported(self, g, sg, i, op, name):
+        """Ops with weights but no tfq op in format v1 (TRANSPOSE_CONV): report them."""
+        w_idx = int(op.inputs[1])
+        tensor = sg.tensors[w_idx]
+        w_name = tflite_io.tensor_name(tensor)
+        layer = _match_layer(w_name, self.layers)
+        report = OpReport(g, i, name, w_name, layer=layer,
+                          trained=self.layers.get(layer) if layer else None)
+        w = tflite_io.constant_array(self.model, self.data, tensor) \
+            if tensor.type == schema.TensorType.FLOAT32 else None
+        if w is not None:
+            report.float_bytes = w.size * 4
+            det, _ = sets.detect(w.reshape(w.shape[0], -1), rtol=self.rtol)
+            report.scheme = det.scheme if det is not None else None
+        report.reason = f"format v1 has no tfq op for {name}; weights kept float"
         self._finish(report)
 
     def _finish(self, report):
