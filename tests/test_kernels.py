@@ -21,10 +21,19 @@ def lib():
     return native.library()
 
 
-def _require_avx2(lib):
-    isa = native.selected_isa(False, lib)
-    if isa != "avx2":
-        pytest.skip(f"this CPU/build has no AVX2 kernels (dispatcher picked {isa})")
+SIMD_ISAS = ("avx2", "avx512vnni")
+
+
+@pytest.fixture(params=SIMD_ISAS)
+def simd(request, lib):
+    """Runs the test once per SIMD instruction set this CPU and build support."""
+    got = native.set_isa(request.param, lib)
+    try:
+        if got != request.param:
+            pytest.skip(f"no {request.param} kernels on this CPU/build (dispatcher picked {got})")
+        yield request.param
+    finally:
+        native.set_isa(None, lib)
 
 
 def test_dispatch_names(lib):
@@ -43,8 +52,7 @@ def _fc_case(rng, scheme, m, rows, k, per_channel=True, with_bias=True):
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_fully_connected_avx2_equals_reference_and_numpy(lib, scheme, seed):
-    _require_avx2(lib)
+def test_fully_connected_simd_equals_reference_and_numpy(lib, simd, scheme, seed):
     rng = np.random.default_rng(seed)
     shapes = [(1, 1, 1), (1, 5, 31), (1, 13, 127), (1, 7, 128), (1, 9, 129), (2, 3, 257),
               (3, 37, 383), (5, 4, 511), (1, 61, 1031), (7, 11, 67), (4, 8, 2053)]
@@ -58,13 +66,13 @@ def test_fully_connected_avx2_equals_reference_and_numpy(lib, scheme, seed):
         y_avx = native.fully_connected(x, packed, scheme, rows, k, scale, bias, act,
                                        threads=threads, lib=lib)
         y_np = native.numpy_fully_connected(x, levels, scale, bias, act)
-        ctx = f"scheme={scheme} seed={seed} m={m} rows={rows} k={k} act={act} threads={threads}"
+        ctx = f"isa={simd} scheme={scheme} seed={seed} m={m} rows={rows} k={k} act={act} threads={threads}"
         np.testing.assert_array_equal(y_avx, y_ref, err_msg=ctx)
         np.testing.assert_array_equal(y_ref, y_np, err_msg=ctx)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3, 4])
-def test_fully_connected_threads_identical(lib, threads):
+def test_fully_connected_threads_identical(lib, simd, threads):
     rng = np.random.default_rng(10 + threads)
     for scheme in SCHEMES:
         levels, packed, x, scale, bias = _fc_case(rng, scheme, 3, 97, 389)
@@ -85,7 +93,7 @@ def _worst_case_fc(scheme, k, sign_x, level):
                                           ("ternary", -1), ("pow2_3bit", 4), ("pow2_3bit", -4),
                                           ("pow2_4bit", 64), ("pow2_4bit", -64)])
 @pytest.mark.parametrize("sign_x", [1.0, -1.0])
-def test_int16_overflow_worst_case(lib, scheme, level, sign_x):
+def test_int16_overflow_worst_case(lib, simd, scheme, level, sign_x):
     """vpmaddubsw lanes at their extreme over long rows (KERNEL_NOTES.md)."""
     k = {"binary": 65536 + 256 * 3 + 5, "ternary": 65536 + 128 * 3 + 7,
          "pow2_3bit": 65536 + 77, "pow2_4bit": 65536 + 63}[scheme]
@@ -101,7 +109,7 @@ def test_int16_overflow_worst_case(lib, scheme, level, sign_x):
         np.testing.assert_allclose(y, want, rtol=1e-6)
 
 
-def test_alternating_extremes_do_not_overflow(lib):
+def test_alternating_extremes_do_not_overflow(lib, simd):
     """Largest codes against alternating-sign activations: partial sums swing."""
     rng = np.random.default_rng(3)
     for scheme, lv in (("ternary", (1, -1)), ("pow2_4bit", (64, -64)), ("binary", (1, -1))):
@@ -201,8 +209,7 @@ CONV_CASES = [
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_conv2d_avx2_equals_reference_and_numpy(lib, scheme):
-    _require_avx2(lib)
+def test_conv2d_simd_equals_reference_and_numpy(lib, simd, scheme):
     rng = np.random.default_rng(100 + SCHEMES.index(scheme))
     for i, (n, h, w, c, kh, kw, oc, stride, dil, pad) in enumerate(CONV_CASES):
         act = ACTS[i % 3]
@@ -236,8 +243,7 @@ DW_CASES = [
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_depthwise_avx2_equals_reference_and_numpy(lib, scheme):
-    _require_avx2(lib)
+def test_depthwise_simd_equals_reference_and_numpy(lib, simd, scheme):
     rng = np.random.default_rng(200 + SCHEMES.index(scheme))
     for i, (n, h, w, c, kh, kw, dm, stride, dil, pad) in enumerate(DW_CASES):
         act = ACTS[(i + 1) % 3]
@@ -260,9 +266,8 @@ def test_depthwise_avx2_equals_reference_and_numpy(lib, scheme):
             np.testing.assert_array_equal(y, y_ref, err_msg=f"{ctx} threads={threads}")
 
 
-def test_depthwise_worst_case_pow2(lib):
+def test_depthwise_worst_case_pow2(lib, simd):
     """Many taps at level +-64 against +-127: int16 partial sums must widen."""
-    _require_avx2(lib)
     c, kh, kw = 40, 7, 7
     for level, sign in ((64, 1.0), (-64, 1.0), (64, -1.0)):
         levels = np.full((kh * kw, c), level, np.int64)

@@ -13,7 +13,7 @@ import numpy as np
 SCHEMES = ("binary", "ternary", "pow2_3bit", "pow2_4bit")
 ACTIVATIONS = ("NONE", "RELU", "RELU6")
 BITS = {"binary": 1, "ternary": 2, "pow2_3bit": 4, "pow2_4bit": 4}
-ISA_NAMES = ("reference", "avx2", "neon", "neon_dotprod")
+ISA_NAMES = ("reference", "avx2", "neon", "neon_dotprod", "avx512vnni")
 
 _LIB = None
 
@@ -34,6 +34,8 @@ def library(path=None):
     i32p = ctypes.POINTER(ctypes.c_int)
     i64 = ctypes.c_int64
     c_int = ctypes.c_int
+    lib.tfq_testing_set_isa.argtypes = [c_int]
+    lib.tfq_testing_set_isa.restype = c_int
     lib.tfq_testing_isa.argtypes = [c_int]
     lib.tfq_testing_isa.restype = c_int
     lib.tfq_testing_validate_codes.argtypes = [c_int, u8p, i64, i64, ctypes.c_char_p, c_int]
@@ -53,6 +55,12 @@ def library(path=None):
 
 def _ptr(a, ctype):
     return a.ctypes.data_as(ctypes.POINTER(ctype)) if a is not None else None
+
+
+def set_isa(name, lib=None):
+    """Caps the kernel dispatcher at ISA `name` (None: best available); returns the ISA now used."""
+    lib = lib or library()
+    return ISA_NAMES[lib.tfq_testing_set_isa(-1 if name is None else ISA_NAMES.index(name))]
 
 
 def selected_isa(force_reference=False, lib=None):

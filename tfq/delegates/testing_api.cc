@@ -9,6 +9,7 @@
 
 #include "flexbuffer_reader.h"
 #include "kernels/kernels.h"
+#include "kernels/kernels_internal.h"
 #include "kernels/thread_pool.h"
 
 #define TFQ_EXPORT extern "C" __attribute__((visibility("default")))
@@ -32,6 +33,14 @@ void* AlignedScratch(size_t bytes, std::vector<uint64_t>* storage) {
 }
 
 }  // namespace
+
+// Caps the dispatcher's choice (-1: best available; else an Isa value) so
+// that every compiled instruction set can be tested on one machine. Returns
+// the instruction set now selected.
+TFQ_EXPORT int tfq_testing_set_isa(int isa) {
+  tfq::internal::SetIsaOverride(isa);
+  return static_cast<int>(tfq::SelectedIsa(false));
+}
 
 // Instruction set the dispatcher selects: 0 reference, 1 avx2, 2 neon, 3 neon dotprod.
 TFQ_EXPORT int tfq_testing_isa(int force_reference) {

@@ -23,6 +23,7 @@ const char* IsaName(Isa isa) {
     case Isa::kAvx2: return "avx2";
     case Isa::kNeon: return "neon";
     case Isa::kNeonDotprod: return "neon_dotprod";
+    case Isa::kAvx512Vnni: return "avx512vnni";
   }
   return "unknown";
 }

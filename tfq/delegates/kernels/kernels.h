@@ -21,7 +21,7 @@ class ThreadPool;
 
 enum class Scheme : int { kBinary = 0, kTernary = 1, kPow2_3bit = 2, kPow2_4bit = 3 };
 enum class Activation : int { kNone = 0, kRelu = 1, kRelu6 = 2 };
-enum class Isa : int { kReference = 0, kAvx2 = 1, kNeon = 2, kNeonDotprod = 3 };
+enum class Isa : int { kReference = 0, kAvx2 = 1, kNeon = 2, kNeonDotprod = 3, kAvx512Vnni = 4 };
 
 const char* SchemeName(Scheme s);
 const char* IsaName(Isa isa);

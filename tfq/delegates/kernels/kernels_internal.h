@@ -37,7 +37,15 @@ struct KernelTable {
 const KernelTable& RefTable();
 // Null when the library was built without AVX2 code or the CPU lacks AVX2/FMA.
 const KernelTable* Avx2Table();
+// Null when not built or not supported by the CPU.
+const KernelTable* Avx512VnniTable();
+// aarch64 (lowbit_neon.cc): null when the library was built without NEON
+// code; the dot-product table is also null when the CPU lacks HWCAP_ASIMDDP.
+const KernelTable* NeonTable();
+const KernelTable* NeonDotprodTable();
 const KernelTable& SelectTable(bool force_reference);
+// Test hook: -1 picks the best ISA; an Isa value caps the choice at it.
+void SetIsaOverride(int isa);
 
 // Unsigned field t (0 .. 8/bits - 1) of byte j in a block: the code of
 // position block*wpb + t*32 + j.

@@ -11,8 +11,11 @@
 
 namespace tfq {
 namespace {
-constexpr int kSpinIterations = 20000;  // roughly 50-100 us before sleeping
-}
+constexpr int kWorkerSpins = 4000;    // then sleep on the condition variable
+constexpr int kCallerSpins = 2000;    // then yield while a started task finishes
+constexpr uint64_t kClosed = 0xFFFFFFFFu;  // task index of a job being set up
+constexpr int64_t kMaxTasks = 0x7FFFFFFF;
+}  // namespace
 
 ThreadPool::ThreadPool(int num_threads) {
   if (num_threads < 1) num_threads = 1;
@@ -23,63 +26,86 @@ ThreadPool::ThreadPool(int num_threads) {
 
 ThreadPool::~ThreadPool() {
   {
-    std::lock_guard<std::mutex> lock(mutex_);
+    std::lock_guard<std::mutex> lock(sleep_mutex_);
     stop_.store(true);
-    generation_.fetch_add(1);
   }
   cv_.notify_all();
   for (auto& w : workers_) w.join();
 }
 
 void ThreadPool::Drain(int tid) {
+  uint64_t s = state_.load(std::memory_order_acquire);
   for (;;) {
-    const int64_t task = next_task_.fetch_add(1, std::memory_order_relaxed);
-    if (task >= num_tasks_) break;
-    fn_(ctx_, task, tid);
+    const uint64_t seq = s >> 32, next = s & 0xFFFFFFFFu;
+    if (next == kClosed) return;
+    const int64_t n = num_tasks_.load(std::memory_order_relaxed);
+    const TaskFn fn = fn_.load(std::memory_order_relaxed);
+    void* ctx = ctx_.load(std::memory_order_relaxed);
+    if (static_cast<int64_t>(next) >= n) return;
+    // Succeeds only if the job did not change since `s` was read, so n, fn
+    // and ctx belong to this job.
+    if (state_.compare_exchange_weak(s, (seq << 32) | (next + 1), std::memory_order_acq_rel,
+                                     std::memory_order_acquire)) {
+      fn(ctx, static_cast<int64_t>(next), tid);
+      done_.fetch_add(1, std::memory_order_acq_rel);
+      s = state_.load(std::memory_order_acquire);
+    }
   }
 }
 
 void ThreadPool::WorkerLoop(int tid) {
-  uint64_t seen = 0;
+  uint64_t seen_seq = 0;
   for (;;) {
-    uint64_t gen = generation_.load(std::memory_order_acquire);
-    for (int spin = 0; gen == seen && spin < kSpinIterations; ++spin) {
-      TFQ_PAUSE();
-      gen = generation_.load(std::memory_order_acquire);
+    int spins = 0;
+    for (;;) {
+      if (stop_.load(std::memory_order_acquire)) return;
+      const uint64_t s = state_.load(std::memory_order_acquire);
+      if ((s >> 32) != seen_seq && (s & 0xFFFFFFFFu) != kClosed) {
+        seen_seq = s >> 32;
+        break;
+      }
+      if (++spins < kWorkerSpins) {
+        TFQ_PAUSE();
+        continue;
+      }
+      std::unique_lock<std::mutex> lock(sleep_mutex_);
+      sleepers_.fetch_add(1);
+      cv_.wait(lock, [&] {
+        const uint64_t s2 = state_.load();
+        return stop_.load() || ((s2 >> 32) != seen_seq && (s2 & 0xFFFFFFFFu) != kClosed);
+      });
+      sleepers_.fetch_sub(1);
+      spins = 0;
     }
-    if (gen == seen) {
-      std::unique_lock<std::mutex> lock(mutex_);
-      cv_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
-      gen = generation_.load(std::memory_order_acquire);
-    }
-    seen = gen;
-    if (stop_.load()) return;
     Drain(tid);
-    active_.fetch_sub(1, std::memory_order_acq_rel);
   }
 }
 
 void ThreadPool::Run(int64_t n, TaskFn fn, void* ctx) {
   if (n <= 0) return;
-  if (workers_.empty() || n == 1) {
+  if (workers_.empty() || n == 1 || n > kMaxTasks) {
     for (int64_t i = 0; i < n; ++i) fn(ctx, i, 0);
     return;
   }
   std::lock_guard<std::mutex> run_lock(run_mutex_);
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    fn_ = fn;
-    ctx_ = ctx;
-    num_tasks_ = n;
-    next_task_.store(0, std::memory_order_relaxed);
-    active_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_release);
+  const uint64_t seq = (state_.load() >> 32) + 1;
+  state_.store((seq << 32) | kClosed, std::memory_order_release);  // close: no claims
+  num_tasks_.store(n, std::memory_order_relaxed);
+  fn_.store(fn, std::memory_order_relaxed);
+  ctx_.store(ctx, std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  // seq_cst store and load: a worker going to sleep either sees the open job
+  // or is counted in sleepers_ (a missed wake-up would only cost parallelism).
+  state_.store(seq << 32);  // open: task 0 is next
+  if (sleepers_.load() > 0) {
+    std::lock_guard<std::mutex> lock(sleep_mutex_);
+    cv_.notify_all();
   }
-  cv_.notify_all();
   Drain(0);
-  for (int spin = 0; active_.load(std::memory_order_acquire) != 0; ++spin) {
-    if (spin < kSpinIterations) TFQ_PAUSE();
-    else std::this_thread::yield();  // a worker was descheduled: give it the core
+  // Every task is claimed; wait for the ones workers are still running.
+  for (int spin = 0; done_.load(std::memory_order_acquire) != n; ++spin) {
+    if (spin < kCallerSpins) TFQ_PAUSE();
+    else std::this_thread::yield();
   }
 }
 

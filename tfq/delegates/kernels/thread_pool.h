@@ -1,6 +1,11 @@
 // A small thread pool created once (per delegate) and reused by every invoke.
-// Workers spin briefly after a job (batch-1 layers take tens of microseconds,
-// less than a futex wake-up), then sleep on a condition variable.
+//
+// The calling thread takes part in every job and waits only for tasks that a
+// worker has actually started, never for a worker to wake up: on a loaded
+// machine (2 cores shared with other processes) a sleeping worker can take
+// milliseconds to be scheduled, longer than a whole batch-1 layer. Tasks are
+// claimed with a compare-and-swap on (job sequence, next task), so a worker
+// that wakes late can never run a task of a job it did not read.
 #ifndef TFQ_DELEGATES_KERNELS_THREAD_POOL_H_
 #define TFQ_DELEGATES_KERNELS_THREAD_POOL_H_
 
@@ -37,19 +42,21 @@ class ThreadPool {
   using TaskFn = void (*)(void* ctx, int64_t task, int tid);
   void Run(int64_t n, TaskFn fn, void* ctx);
   void WorkerLoop(int tid);
+  // Claims and runs tasks of the current job; returns when none is left.
   void Drain(int tid);
 
   std::vector<std::thread> workers_;
   std::mutex run_mutex_;  // one job at a time
-  std::mutex mutex_;
+  std::mutex sleep_mutex_;
   std::condition_variable cv_;
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int64_t> next_task_{0};
-  std::atomic<int> active_{0};
+  std::atomic<int> sleepers_{0};
   std::atomic<bool> stop_{false};
-  int64_t num_tasks_ = 0;
-  TaskFn fn_ = nullptr;
-  void* ctx_ = nullptr;
+  // Job state: high 32 bits the job sequence, low 32 bits the next task.
+  std::atomic<uint64_t> state_{0};
+  std::atomic<int64_t> num_tasks_{0};
+  std::atomic<TaskFn> fn_{nullptr};
+  std::atomic<void*> ctx_{nullptr};
+  std::atomic<int64_t> done_{0};
 };
 
 }  // namespace tfq

@@ -1,0 +1,157 @@
+// AVX-512 VNNI kernels (x86-64 with AVX512F/BW/VL and AVX512-VNNI; this file
+// alone is compiled with those flags and only called after CPU detection).
+//
+// Same unsigned-code trick as lowbit_avx2.cc (level = mul*u - off, offset
+// removed with the activation sum), but `vpdpbusd` multiplies 64 unsigned
+// codes by 64 int8 activations and accumulates straight into int32 lanes: no
+// int16 stage, hence no overflow hazard (int32 lanes wrap, and the true
+// accumulator fits in int32 by the format's rule, so the wrapped result is
+// exact after the offset correction).
+//
+// One 32-byte block is broadcast to both halves of a zmm register and the two
+// halves are shifted by different amounts (vpsrlvw), so one register holds the
+// codes of fields t and t+1: positions [t*32, t*32+64) of the block, i.e. 64
+// consecutive activations. No activation shuffles are needed.
+#include <immintrin.h>
+
+#include "kernels_internal.h"
+
+namespace tfq {
+namespace internal {
+namespace {
+
+template <Scheme S>
+struct Z;
+
+template <>
+struct Z<Scheme::kBinary> {
+  static constexpr int kBits = 1, kFields = 8, kMul = 2, kOff = 1;
+  static __m512i Decode(__m512i raw, int pair) {
+    const __m512i shift = _mm512_inserti64x4(_mm512_set1_epi16(2 * pair), _mm256_set1_epi16(2 * pair + 1), 1);
+    return _mm512_and_si512(_mm512_srlv_epi16(raw, shift), _mm512_set1_epi8(0x01));
+  }
+};
+
+template <>
+struct Z<Scheme::kTernary> {
+  static constexpr int kBits = 2, kFields = 4, kMul = 1, kOff = 1;
+  static __m512i Decode(__m512i raw, int pair) {
+    const __m512i shift = _mm512_inserti64x4(_mm512_set1_epi16(4 * pair), _mm256_set1_epi16(4 * pair + 2), 1);
+    return _mm512_and_si512(_mm512_srlv_epi16(raw, shift), _mm512_set1_epi8(0x03));
+  }
+};
+
+inline __m512i Nibbles(__m512i raw) {
+  const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+  return _mm512_and_si512(_mm512_srlv_epi16(raw, shift), _mm512_set1_epi8(0x0F));
+}
+
+template <>
+struct Z<Scheme::kPow2_3bit> {
+  static constexpr int kBits = 4, kFields = 2, kMul = 1, kOff = 4;
+  static __m512i Decode(__m512i raw, int) {
+    const __m512i table = _mm512_broadcast_i32x4(
+        _mm_setr_epi8(4, 5, 6, 8, 4, 4, 4, 4, 4, 3, 2, 0, 4, 4, 4, 4));
+    return _mm512_shuffle_epi8(table, Nibbles(raw));
+  }
+};
+
+template <>
+struct Z<Scheme::kPow2_4bit> {
+  static constexpr int kBits = 4, kFields = 2, kMul = 1, kOff = 64;
+  static __m512i Decode(__m512i raw, int) {
+    const __m512i table = _mm512_broadcast_i32x4(
+        _mm_setr_epi8(64, 65, 66, 68, 72, 80, 96, (char)128, 64, 63, 62, 60, 56, 48, 32, 0));
+    return _mm512_shuffle_epi8(table, Nibbles(raw));
+  }
+};
+
+template <Scheme S, int MR, int NR>
+void Tile(const uint8_t* w, int64_t row_bytes, const int8_t* a, int64_t lda, const int32_t* sumq,
+          int64_t nblocks, int32_t* c, int64_t ldc) {
+  using K = Z<S>;
+  constexpr int kWpb = 32 * K::kFields;
+  constexpr int kPairs = K::kFields / 2;
+  __m512i acc[MR][NR];
+  for (int r = 0; r < MR; ++r)
+    for (int p = 0; p < NR; ++p) acc[r][p] = _mm512_setzero_si512();
+  for (int64_t b = 0; b < nblocks; ++b) {
+    __m512i raw[MR];
+    for (int r = 0; r < MR; ++r)
+      raw[r] = _mm512_broadcast_i64x4(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + r * row_bytes + b * 32)));
+    const int8_t* ab = a + b * kWpb;
+    for (int pair = 0; pair < kPairs; ++pair) {
+      __m512i u[MR];
+      for (int r = 0; r < MR; ++r) u[r] = K::Decode(raw[r], pair);
+      for (int p = 0; p < NR; ++p) {
+        const __m512i av = _mm512_loadu_si512(ab + p * lda + pair * 64);
+        for (int r = 0; r < MR; ++r) acc[r][p] = _mm512_dpbusd_epi32(acc[r][p], u[r], av);
+      }
+    }
+  }
+  for (int r = 0; r < MR; ++r) {
+    for (int p = 0; p < NR; ++p) {
+      const uint32_t sum_uq = static_cast<uint32_t>(_mm512_reduce_add_epi32(acc[r][p]));
+      const uint32_t v = static_cast<uint32_t>(K::kMul) * sum_uq -
+                         static_cast<uint32_t>(K::kOff) * static_cast<uint32_t>(sumq[p]);
+      c[p * ldc + r] = static_cast<int32_t>(v);
+    }
+  }
+}
+
+template <Scheme S, int MR, int NR>
+void RowPanel(const uint8_t* w, int64_t row_bytes, int64_t n_rows, const int8_t* a, int64_t lda,
+              const int32_t* sumq, int64_t nblocks, int32_t* c, int64_t ldc) {
+  int64_t i = 0;
+  for (; i + MR <= n_rows; i += MR)
+    Tile<S, MR, NR>(w + i * row_bytes, row_bytes, a, lda, sumq, nblocks, c + i, ldc);
+  for (; i < n_rows; ++i)
+    Tile<S, 1, NR>(w + i * row_bytes, row_bytes, a, lda, sumq, nblocks, c + i, ldc);
+}
+
+template <Scheme S>
+void GemmScheme(const uint8_t* w, int64_t row_bytes, int64_t n_rows, const int8_t* a, int64_t lda,
+                const int32_t* sumq, int64_t n_act, int64_t nblocks, int32_t* c, int64_t ldc) {
+  constexpr int NR = 4;
+  int64_t j = 0;
+  if (n_act >= NR) {
+    for (; j + NR <= n_act; j += NR)
+      RowPanel<S, 4, NR>(w, row_bytes, n_rows, a + j * lda, lda, sumq + j, nblocks, c + j * ldc,
+                         ldc);
+  }
+  const int64_t rest = n_act - j;
+  const int8_t* aj = a + j * lda;
+  int32_t* cj = c + j * ldc;
+  if (rest == 3) RowPanel<S, 4, 3>(w, row_bytes, n_rows, aj, lda, sumq + j, nblocks, cj, ldc);
+  if (rest == 2) RowPanel<S, 4, 2>(w, row_bytes, n_rows, aj, lda, sumq + j, nblocks, cj, ldc);
+  if (rest == 1) RowPanel<S, 8, 1>(w, row_bytes, n_rows, aj, lda, sumq + j, nblocks, cj, ldc);
+}
+
+void GemmAvx512Vnni(Scheme s, const uint8_t* w, int64_t row_bytes, int64_t n_rows, const int8_t* a,
+                    int64_t lda, const int32_t* sumq, int64_t n_act, int64_t nblocks, int32_t* c,
+                    int64_t ldc) {
+  switch (s) {
+    case Scheme::kBinary:
+      return GemmScheme<Scheme::kBinary>(w, row_bytes, n_rows, a, lda, sumq, n_act, nblocks, c, ldc);
+    case Scheme::kTernary:
+      return GemmScheme<Scheme::kTernary>(w, row_bytes, n_rows, a, lda, sumq, n_act, nblocks, c, ldc);
+    case Scheme::kPow2_3bit:
+      return GemmScheme<Scheme::kPow2_3bit>(w, row_bytes, n_rows, a, lda, sumq, n_act, nblocks, c,
+                                            ldc);
+    case Scheme::kPow2_4bit:
+      return GemmScheme<Scheme::kPow2_4bit>(w, row_bytes, n_rows, a, lda, sumq, n_act, nblocks, c,
+                                            ldc);
+  }
+}
+
+}  // namespace
+
+const KernelTable* Avx512VnniTableImpl(const KernelTable& avx2) {
+  static const KernelTable table = {Isa::kAvx512Vnni, avx2.absmax,     avx2.quantize,
+                                    avx2.sum_i8,      GemmAvx512Vnni,  avx2.depthwise_pixel};
+  return &table;
+}
+
+}  // namespace internal
+}  // namespace tfq
