@@ -97,15 +97,26 @@ def _prod(xs):
 
 
 def _nearest_level(t, levels):
-    """Nearest entry of the sorted `levels` (numpy) for every entry of `t`.
-
-    Done with midpoint comparisons so memory stays O(size of t).
-    """
+    """Nearest entry of the sorted integer `levels` (numpy) for every entry of `t`."""
+    levels = np.asarray(levels)
+    pos = levels[levels > 0]
+    symmetric = np.array_equal(-pos[::-1], levels[levels < 0])
+    if symmetric and 0 not in levels and pos.tolist() == [1]:  # binary
+        return tf.where(t > 0, tf.ones_like(t), -tf.ones_like(t))
+    if symmetric and 0 in levels and np.array_equal(pos, 2 ** np.arange(pos.size)):
+        # {0, ±1, ±2, ..., ±2^J}: the boundary between 2^j and 2^(j+1) is
+        # 1.5 * 2^j, so the exponent is floor(log2(|t| / 0.75)) clipped to [0, J];
+        # |t| <= 0.5 is 0. O(1) per entry instead of one compare per level.
+        a = tf.abs(t)
+        tiny = tf.constant(np.finfo(np.float32).tiny, t.dtype)
+        e = tf.floor(tf.math.log(tf.maximum(a, tiny) / 0.75) / np.log(2.0))
+        e = tf.clip_by_value(e, 0.0, float(pos.size - 1))
+        mag = tf.where(a > 0.5, tf.pow(tf.constant(2.0, t.dtype), e), tf.zeros_like(a))
+        return tf.where(t < 0, -mag, mag)
     mids = (levels[1:] + levels[:-1]) / 2.0
     lv = tf.fill(tf.shape(t), tf.constant(float(levels[0]), t.dtype))
     for j, m in enumerate(mids):
-        step = float(levels[j + 1] - levels[j])
-        lv = lv + step * tf.cast(t > m, t.dtype)
+        lv = lv + float(levels[j + 1] - levels[j]) * tf.cast(t > m, t.dtype)
     return lv
 
 
@@ -120,56 +131,55 @@ def _ls_scale(w, m, lv):
     return tf.math.divide_no_nan(num, den)
 
 
+def _codes(w, m, s, levels):
+    safe = tf.where(s > 0, s, tf.ones_like(s))
+    return _nearest_level(w / safe[..., None], levels) * m
+
+
 def _project_rows(w, m, levels):
     """Projects rows of `w` [C, n] (mask `m`) onto `levels`; returns (lv, scale)."""
     levels = np.asarray(levels, dtype=np.float64)
     lmax = float(np.max(np.abs(levels)))
-    # Starting scales: amax * 2^(-k/2), so the largest |w| lands on levels from
-    # 1 up to about 4 * lmax in half-octave steps. The objective is not convex
-    # in the scale; several starts find the global optimum on small tensors
-    # (see the tests), the best one is kept per channel.
-    n_starts = int(round(2 * np.log2(lmax))) + 4
-    factors = 2.0 ** (-0.5 * np.arange(n_starts))
+    # The objective is not convex in the scale. Starting scales amax * 2^(-k/4)
+    # put the largest |w| on levels from 1 up to about 4 * lmax in
+    # quarter-octave steps; each start gets two alternations, the best start
+    # per channel is then iterated to convergence. This finds the global
+    # optimum on small tensors (see the tests).
+    n_starts = 4 * (int(round(np.log2(lmax))) + 2)
+    factors = tf.constant(2.0 ** (-0.25 * np.arange(n_starts)), w.dtype)
     amax = tf.reduce_max(tf.abs(w) * m, axis=-1)  # [C]
-    w3 = tf.broadcast_to(w[None], [n_starts] + [tf.shape(w)[0], tf.shape(w)[1]])
-    m3 = tf.broadcast_to(m[None], tf.shape(w3))
-    s0 = tf.constant(factors, w.dtype)[:, None] * amax[None, :]  # [S, C]
-
-    def codes(s):
-        safe = tf.where(s > 0, s, tf.ones_like(s))
-        lv = _nearest_level(w3 / safe[..., None], levels)
-        return lv * m3
-
-    lv0 = codes(s0)
-    s1 = _ls_scale(w3, m3, lv0)
-    f1 = _objective(w3, m3, s1, lv0)
+    w3, m3 = w[None], m[None]
+    s = factors[:, None] * amax[None, :]  # [S, C]
+    for _ in range(2):
+        lv = _codes(w3, m3, s, levels)
+        s = _ls_scale(w3, m3, lv)
+    f = _objective(w3, m3, s, lv)
+    best = tf.argmin(f, axis=0, output_type=tf.int32)  # [C]
+    s = tf.gather(tf.transpose(s), best, batch_dims=1)
+    lv = _codes(w, m, s, levels)
+    s = _ls_scale(w, m, lv)
+    f = _objective(w, m, s, lv)
 
     def cond(i, s, lv, f, improved):
         return tf.logical_and(i < _MAX_ITERS, improved)
 
     def body(i, s, lv, f, improved):
-        lv_new = codes(s)
-        s_new = _ls_scale(w3, m3, lv_new)
-        f_new = _objective(w3, m3, s_new, lv_new)
+        lv_new = _codes(w, m, s, levels)
+        s_new = _ls_scale(w, m, lv_new)
+        f_new = _objective(w, m, s_new, lv_new)
         better = f_new < f * (1.0 - 1e-7)
-        take = better[..., None]
-        lv = tf.where(take, lv_new, lv)
+        lv = tf.where(better[:, None], lv_new, lv)
         s = tf.where(better, s_new, s)
         f = tf.where(better, f_new, f)
         return i + 1, s, lv, f, tf.reduce_any(better)
 
-    _, s, lv, f, _ = tf.while_loop(
-        cond, body, (tf.constant(0), s1, lv0, f1, tf.constant(True)), parallel_iterations=1
-    )
-    best = tf.argmin(f, axis=0, output_type=tf.int32)  # [C]
-    s_best = tf.gather(tf.transpose(s), best, batch_dims=1)
-    lv_best = tf.gather(tf.transpose(lv, [1, 0, 2]), best, batch_dims=1)
+    _, s, lv, f, _ = tf.while_loop(cond, body, (tf.constant(0), s, lv, f, tf.constant(True)))
     # A negative least-squares scale can only come from a degenerate channel.
-    s_best = tf.maximum(s_best, 0.0)
+    s = tf.maximum(s, 0.0)
     if levels.min() < 0 and 0 not in levels:
         # Binary: an all-zero channel still gets valid codes (+1), scale 0.
-        lv_best = tf.where(tf.equal(lv_best, 0), tf.ones_like(lv_best), lv_best) * m
-    return lv_best, s_best
+        lv = tf.where(tf.equal(lv, 0), tf.ones_like(lv), lv) * m
+    return lv, s
 
 
 def _is_numpy(x):
@@ -384,6 +394,6 @@ def get(identifier):
             raise ValueError(f"Unknown quantization scheme {name!r} in {identifier!r}; valid: {names()}")
         return _BY_NAME[name](**cfg)
     raise ValueError(
-        f"Cannot interpret {identifier!r} as a quantizer; pass None, one of {names()}, "
+        f"Cannot interpret {identifier!r} as a quantizer; pass None, one of the valid names {names()}, "
         "a config dict or a tfq.quantizers.Quantizer"
     )
