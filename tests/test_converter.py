@@ -263,3 +263,41 @@ def test_size_ratio_ternary_and_binary_mlp():
         model = testing.random_compressed_model(scheme, "mlp", seed=13)
         float_size = len(tf.lite.TFLiteConverter.from_keras_model(model).convert())
         assert float_size / len(convert(model)) >= limit
+
+
+def test_admm_trained_model_converts_with_cross_check():
+    """A model trained with tfq.ADMMCallback: every compressed layer packs in its trained set."""
+    import tfq
+    from tfq import datasets, models
+    (xtr, ytr), _ = datasets.mnist()
+    keras.utils.set_random_seed(0)
+    model = models.lenet300_100()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    callback = tfq.ADMMCallback(layers={"fc1": "ternary", "fc2": "pow2_3bit", "fc3": "binary"},
+                                finetune_epochs=1)
+    model.fit(xtr[:4096], ytr[:4096], batch_size=256, epochs=2, verbose=0, callbacks=[callback])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = convert(model)
+    by_layer = {r.layer: r for r in data.report}
+    for layer, scheme in (("fc1", "ternary"), ("fc2", "pow2_3bit"), ("fc3", "binary")):
+        assert by_layer[layer].trained == scheme and by_layer[layer].packed
+        # detection may find a narrower set than trained (never a wider one)
+        assert fmt.SCHEMES.index(by_layer[layer].scheme) <= fmt.SCHEMES.index(scheme)
+    x = xtr[:64]
+    np.testing.assert_allclose(ReferenceInterpreter(data).predict(x), model.predict(x, verbose=0),
+                               rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("builder", ["lenet5", "small_bn_cnn"])
+def test_quantize_model_layers_are_materialized(builder):
+    from tfq import layers, models
+    keras.utils.set_random_seed(1)
+    qmodel = layers.quantize_model(getattr(models, builder)(), "ternary", skip_first_last=False)
+    data = convert(qmodel)
+    assert data.report and all(r.packed and r.trained == "ternary" and r.scheme in ("binary", "ternary")
+                               for r in data.report)
+    x = np.random.default_rng(2).random((4, 28, 28, 1)).astype(np.float32)
+    want = qmodel.predict(x, verbose=0)
+    np.testing.assert_allclose(ReferenceInterpreter(data).predict(x), want, rtol=1e-4,
+                               atol=1e-5 * np.abs(want).max())

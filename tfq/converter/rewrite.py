@@ -146,6 +146,67 @@ def _match_layer(tensor_name, layers):
     return matches[-1] if matches else None
 
 
+def _is_quant_layer(layer):
+    return callable(getattr(layer, "quantized_weights", None)) and hasattr(layer, "_tfq_kernels")
+
+
+def _plain_keras_class(layer):
+    for cls in type(layer).__mro__[1:]:
+        if cls.__module__.startswith("keras."):
+            return cls
+    raise TypeError(f"layer {layer.name!r}: no Keras base class for {type(layer).__name__}")
+
+
+def materialize(model):
+    """Replaces tfq.layers quantized layers by their Keras counterparts.
+
+    tfq.layers project their float "shadow" kernels in the forward pass; the
+    TFLite converter would keep that projection as graph ops. The clone holds
+    the projected kernels (exactly `scale * level`) as ordinary weights, and
+    each replaced layer records its scheme in `tfq_compression` for the
+    cross-check. Models without tfq layers are returned unchanged.
+    """
+    import keras
+    quant = {layer.name: layer for layer in _iter_layers(model) if _is_quant_layer(layer)}
+    if not quant:
+        return model
+
+    def clone(layer):
+        if layer.name in quant:
+            cfg = dict(layer.get_config())
+            cfg.pop("scheme", None)
+            cfg.pop("mask", None)
+            return _plain_keras_class(layer).from_config(cfg)
+        return layer.__class__.from_config(layer.get_config())
+
+    try:
+        new = keras.models.clone_model(model, clone_function=clone)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"convert: cannot rebuild model {model.name!r} without its tfq layers "
+                         f"({err}); build it from Keras layers holding the projected kernels") from None
+    old = {layer.name: layer for layer in _iter_layers(model)}
+    for layer in _iter_layers(new):
+        src = old.get(layer.name)
+        if src is None or not layer.weights:
+            continue
+        if layer.name not in quant:
+            layer.set_weights(src.get_weights())
+            continue
+        projected = {name: np.asarray(q) for name, (q, _) in src.quantized_weights().items()}
+        src_vars = {v.name: v for v in src.weights}
+        for v in layer.weights:
+            key = v.name
+            if key in projected:
+                v.assign(projected[key])
+            elif key in src_vars:
+                v.assign(src_vars[key])
+            else:
+                raise ValueError(f"convert: cannot match weight {key!r} of layer {layer.name!r}")
+        scheme = getattr(getattr(src, "scheme", None), "name", None)
+        layer.tfq_compression = {name: {"scheme": scheme} for name in projected}
+    return new
+
+
 def _keras_to_tflite(model):
     """Runs the stock TFLite converter on a Keras 3 model."""
     import keras
@@ -507,6 +568,7 @@ def convert(model, portable=False, *, rtol=sets.DEFAULT_RTOL):
     """
     if isinstance(model, (bytes, bytearray, memoryview, str)) or hasattr(model, "__fspath__"):
         return rewrite_tflite(model, None, portable=portable, rtol=rtol)
+    model = materialize(model)
     float_bytes = _keras_to_tflite(model)
     return rewrite_tflite(float_bytes, model, portable=portable, rtol=rtol,
                           name=f"model {getattr(model, 'name', '?')!r}")
