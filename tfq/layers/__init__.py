@@ -89,6 +89,14 @@ class _QuantMixin:
             out[name] = self.scheme.project(w, mask=m, channel_axis=axis)
         return out
 
+    # Dense/Conv/Embedding save a fixed list of names (for their own int8
+    # modes); tfq layers save every variable they own, masks included.
+    def save_own_variables(self, store):
+        keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store):
+        keras.layers.Layer.load_own_variables(self, store)
+
     def _tfq_config(self, config):
         config = dict(config)
         config["scheme"] = keras.saving.serialize_keras_object(self.scheme)
@@ -314,18 +322,19 @@ def quantize_model(model, scheme="ternary", layers=None, skip_first_last=True):
     new = keras.models.clone_model(model, clone_function=clone)
     old_layers = {l.name: l for l in iter_layers(model)}
     for layer in iter_layers(new):
-        src = old_layers[layer.name]
+        if not layer.weights:
+            continue
+        src = old_layers.get(layer.name)
+        if src is None:
+            raise ValueError(f"quantize_model: no source layer for {layer.name!r}")
         if layer.name not in chosen:
             layer.set_weights(src.get_weights())
             continue
-        src_vars = {v.path.split("/")[-1] if "/" in v.path else v.name: v for v in src.weights}
         for v in layer.weights:
-            key = v.name
-            if key.endswith("_mask"):
-                continue
-            match = [s for s in src.weights if s.name == key]
+            if v.name.endswith("_mask"):
+                continue  # set from the pruning masks at construction
+            match = [w for w in src.weights if w.name == v.name]
             if len(match) != 1:
-                raise ValueError(f"quantize_model: cannot match weight {key!r} of layer {layer.name!r}")
+                raise ValueError(f"quantize_model: cannot match weight {v.name!r} of layer {layer.name!r}")
             v.assign(match[0])
-        del src_vars
     return new
