@@ -1,0 +1,55 @@
+"""End to end: what tfq.convert writes, run by the tfq delegate, equals the reference executor.
+
+The reference executor's "delegate" mode is the ground truth for the delegate's
+arithmetic (docs/format.md), so outputs agree up to float32 rounding of the
+epilogue. Needs the built delegate (scripts/test.sh builds it).
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import pytest
+
+from tfq.converter import convert, format as fmt, testing
+from tfq.converter.reference import ReferenceInterpreter
+
+
+def _run_delegate(data, x):
+    from tfq.runtime import Interpreter
+    it = Interpreter(model_content=bytes(data))
+    it.allocate_tensors()
+    out = []
+    for row in x:
+        it.set_tensor(it.get_input_details()[0]["index"], row[None])
+        it.invoke()
+        out.append(it.get_tensor(it.get_output_details()[0]["index"])[0].copy())
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("kind", ["cnn", "mlp"])
+@pytest.mark.parametrize("scheme", fmt.SCHEMES)
+def test_delegate_matches_reference(kind, scheme):
+    model = testing.random_compressed_model(scheme, kind, seed=3, batch_norm=kind == "cnn",
+                                            per_channel=scheme != "ternary")
+    data = convert(model)
+    x = np.random.default_rng(4).normal(size=(3,) + tuple(model.input_shape[1:])).astype(np.float32)
+    want = ReferenceInterpreter(data, "delegate").predict(x)
+    got = _run_delegate(data, x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+
+
+def test_delegate_runs_packed_lstm_loop():
+    rng = np.random.default_rng(5)
+    inputs = keras.Input((6, 5))
+    x = keras.layers.LSTM(8, name="lstm")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="fc")(x))
+    for v in model.get_layer("lstm").weights:
+        if "kernel" in v.path:
+            v.assign(testing.in_set_kernel(tuple(v.shape), "ternary", rng))
+    data = convert(model)
+    x = rng.normal(size=(2, 6, 5)).astype(np.float32)
+    want = ReferenceInterpreter(data, "delegate").predict(x)
+    np.testing.assert_allclose(_run_delegate(data, x), want, rtol=1e-5, atol=1e-6)
