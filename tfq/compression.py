@@ -491,7 +491,8 @@ def _equalization_pairs(graph, chosen):
                 ok = False
                 break
             node = graph.single_output(node.name)
-        if ok and node is not None and node.name in chosen:
+        per_tensor_first = name in chosen and not chosen[name].per_channel and bn is None
+        if ok and node is not None and (node.name in chosen or per_tensor_first):
             pairs.append((layer, bn, node))
     return pairs
 
@@ -541,8 +542,42 @@ def _quant_error(quantizer, k, axis, weight_in=None, in_axis=None, in_scale=None
     return float(d2.sum())
 
 
-def _equalize(graph, chosen, specs):
+def _input_power(graph, first, bn, second, centered):
+    """E[x_i^2] (Var[x_i] when `centered`) of the second layer's input channels, up to a common factor.
+
+    From the batch norm statistics when there are any (centered when bias
+    correction will remove the mean part of the error); otherwise from the
+    first layer's weights (output power ~ ||W1[..., i]||^2 for inputs of equal
+    power).
+    """
+    stats = _input_stats(graph, second)
+    if stats is not None and stats[1] == 1:
+        dist = stats[0]
+        power = dist.second_moment()
+        return np.maximum(power - dist.mean() ** 2, 1e-12 * power.max()) if centered else power
+    k1 = _np(first.kernel).astype(np.float64)
+    if _layer_kind(first) == "DepthwiseConv2D":
+        power = (k1**2).reshape(-1, k1.shape[-2] * k1.shape[-1]).sum(0)
+    else:
+        power = (k1**2).reshape(-1, k1.shape[-1]).sum(0)
+    if bn is not None:
+        power = power * (_np(bn.gamma) ** 2) / (_np(bn.moving_variance) + bn.epsilon)
+    return power
+
+
+def _equalize(graph, chosen, specs, bias_correction=False):
     """Cross-layer equalization (Nagel et al. sec. 4.1), kept only where it lowers the quantization error.
+
+    For each pair (first, second) with a positive-homogeneous path between
+    them, the output channel i of `first` is divided by s_i and the input
+    channel i of `second` multiplied by s_i, which leaves the float function
+    unchanged. With per-output-channel scales the first layer's error does not
+    move; the second layer's error, measured in the original coordinates and
+    weighted by the power of each input channel, decides. Candidates: Nagel's
+    range balance s = sqrt(r1 / r2), and the importance balance
+    s = (sqrt(p) / r2)^a for a in (0.5, 1) (rows of the second kernel get
+    ranges proportional to the signal they carry). The best candidate is kept
+    when it beats no scaling.
 
     Returns {layer name: note} for the layers that were rescaled.
     """
@@ -554,28 +589,39 @@ def _equalize(graph, chosen, specs):
         if r1.shape[0] != c:
             continue
         r2 = np.abs(np.moveaxis(k2, in_axis, 0).reshape(c, -1)).max(1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            s = np.sqrt(r1 / r2)
-        s = np.where(np.isfinite(s) & (s > 0), s, 1.0)
-        s = np.clip(s, 1e-4, 1e4)
-        # Weight the error by E[x^2] of the second layer's inputs when the BN tells us.
-        weight = None
-        stats = _input_stats(graph, second)
-        if stats is not None and stats[1] == 1:
-            weight = stats[0].second_moment()
-        axis2 = dict((a, ax) for a, _, ax in specs[second.name])[attr]
-        q2 = chosen[second.name]
-        base = _quant_error(q2, k2, axis2, weight, in_axis)
-        eq = _quant_error(q2, _scale_axis(k2, s, in_axis), axis2, weight, in_axis, in_scale=s)
-        err_first = 0.0
-        if first.name in chosen and bn is None:
-            # The first layer's own error only moves when its scale is not per output channel.
+        power = _input_power(graph, first, bn, second, centered=bias_correction)
+        if power.shape[0] != c:
+            continue
+        q2 = chosen.get(second.name)  # None: the second layer stays float, only the first one gains
+        if q2 is not None:
+            axis2 = dict((a, ax) for a, _, ax in specs[second.name])[attr]
+            base2 = _quant_error(q2, k2, axis2, power, in_axis)
+        per_tensor_first = first.name in chosen and bn is None and not chosen[first.name].per_channel
+        if per_tensor_first:
             k1 = _np(first.kernel).astype(np.float64)
             ax1 = dict((a, ax) for a, _, ax in specs[first.name])["kernel"]
-            q1 = chosen[first.name]
-            err_first = _quant_error(q1, _scale_out(first, k1, 1.0 / s), ax1) - _quant_error(q1, k1, ax1)
-        if not eq + err_first < base * (1 - 1e-6):
+            base1 = _quant_error(chosen[first.name], k1, ax1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            candidates = [np.sqrt(r1 / r2)] + [(np.sqrt(power) / r2) ** a for a in (0.5, 1.0)]
+        best, best_cost = None, 2.0 * (1 - 1e-3)
+        for s in candidates:
+            s = np.where(np.isfinite(s) & (s > 0), s, 1.0)
+            s = s / np.exp(np.mean(np.log(s)))  # only relative scales matter; keep magnitudes near 1
+            s = np.clip(s, 1e-4, 1e4)
+            cost = 1.0
+            if q2 is not None:
+                cost = _quant_error(q2, _scale_axis(k2, s, in_axis), axis2, power, in_axis, in_scale=s) / max(
+                    base2, 1e-30
+                )
+            if per_tensor_first:
+                cost += _quant_error(chosen[first.name], _scale_out(first, k1, 1.0 / s), ax1) / max(base1, 1e-30)
+            else:
+                cost += 1.0
+            if cost < best_cost:
+                best, best_cost = s, cost
+        if best is None:
             continue
+        s = best
         # Apply: first layer's outputs (or its BN) divided by s, second layer's inputs multiplied by s.
         if bn is not None:
             bn.gamma.assign(_np(bn.gamma) / s)
@@ -586,8 +632,7 @@ def _equalize(graph, chosen, specs):
             if getattr(first, "use_bias", False):
                 first.bias.assign((_np(first.bias) / s).astype(np.float32))
         getattr(second, attr).assign(_scale_axis(k2, s, in_axis).astype(np.float32))
-        gain = 1 - (eq + err_first) / max(base, 1e-30)
-        notes[second.name] = f"equalized with {first.name} (-{gain:.0%} error)"
+        notes[second.name] = f"equalized with {first.name} (-{2 - best_cost:.0%} error)"
         notes.setdefault(first.name, f"equalized with {second.name}")
     return notes
 
@@ -654,7 +699,7 @@ def _data_free(model, chosen, specs, sparsity, corrections, verbose):
         )
         do_eq = do_bc = False
     if do_eq:
-        for name, note in _equalize(graph, chosen, specs).items():
+        for name, note in _equalize(graph, chosen, specs, bias_correction=do_bc).items():
             notes.setdefault(name, []).append(note.split(" (")[0] if name not in chosen else note)
 
     # Input statistics are read after equalization (which rescales BN gamma/beta).
