@@ -1,0 +1,447 @@
+// Native test of the kernel tier, built for the host or cross-built for
+// aarch64 and run under qemu (tests/test_arm.py). No interpreter, no Python.
+//
+// Every SIMD kernel table the CPU supports (plain NEON, NEON dot product,
+// AVX2) is compared with the scalar reference table function by function, and
+// the three layer entry points (FullyConnected, Conv2D, DepthwiseConv2D) with
+// the dispatcher's choice against force_reference. The math is integer up to
+// the shared float epilogue, so every comparison is bit for bit (memcmp), and
+// the reference itself is checked against a naive sum over decoded levels.
+// Shapes step through primes and odd tails around the block sizes; outputs
+// are poisoned before each call; seeds are fixed and printed with failures.
+//
+// Usage: tfq_kernels_test --expect-isa=NAME [--seed=N]
+//   NAME is what the dispatcher must select on this CPU (neon_dotprod under
+//   `qemu-aarch64 -cpu max`, neon under `-cpu cortex-a53`, avx2 on x86-64);
+//   a mismatch fails, so a missing fast path never passes silently.
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/kernels.h"
+#include "kernels/kernels_internal.h"
+#include "kernels/thread_pool.h"
+
+namespace {
+
+using tfq::Scheme;
+using tfq::internal::KernelTable;
+
+int g_failures = 0;
+int g_checks = 0;
+
+#define EXPECT(cond, ...)                                  \
+  do {                                                     \
+    ++g_checks;                                            \
+    if (!(cond)) {                                         \
+      if (++g_failures <= 20) {                            \
+        std::fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+        std::fprintf(stderr, __VA_ARGS__);                 \
+        std::fputc('\n', stderr);                          \
+      }                                                    \
+    }                                                      \
+  } while (0)
+
+const Scheme kSchemes[] = {Scheme::kBinary, Scheme::kTernary, Scheme::kPow2_3bit,
+                           Scheme::kPow2_4bit};
+
+// Valid codes of a scheme and the code of the largest |level| (positive).
+std::vector<int> ValidCodes(Scheme s) {
+  std::vector<int> v;
+  for (int c = 0; c < (1 << tfq::SchemeBits(s)); ++c)
+    if (tfq::CodeLevel(s, c) <= 64) v.push_back(c);
+  return v;
+}
+
+int MaxCode(Scheme s, bool negative) {
+  int best = -1;
+  for (int c : ValidCodes(s)) {
+    const int l = tfq::CodeLevel(s, c);
+    if ((negative ? -l : l) == tfq::MaxAbsLevel(s)) best = c;
+  }
+  return best;
+}
+
+// Packs codes[r * k + i] (row-major, logical k) into the format of
+// docs/format.md; padding gets code 0.
+std::vector<uint8_t> Pack(Scheme s, const std::vector<int>& codes, int64_t rows, int64_t k) {
+  const int bits = tfq::SchemeBits(s), wpb = tfq::WeightsPerBlock(s);
+  const int64_t row_bytes = tfq::RowBytes(s, k);
+  std::vector<uint8_t> out(rows * row_bytes, 0);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t i = 0; i < k; ++i) {
+      const int64_t b = i / wpb, rem = i % wpb, t = rem / 32, j = rem % 32;
+      out[r * row_bytes + b * 32 + j] |= static_cast<uint8_t>(codes[r * k + i] << (t * bits));
+    }
+  }
+  return out;
+}
+
+std::vector<int> RandomCodes(std::mt19937& rng, Scheme s, int64_t n) {
+  const std::vector<int> valid = ValidCodes(s);
+  std::uniform_int_distribution<int> pick(0, static_cast<int>(valid.size()) - 1);
+  std::vector<int> c(n);
+  for (auto& x : c) x = valid[pick(rng)];
+  return c;
+}
+
+std::vector<int8_t> RandomQ(std::mt19937& rng, int64_t n) {
+  std::uniform_int_distribution<int> d(-127, 127);
+  std::vector<int8_t> q(n);
+  for (auto& x : q) x = static_cast<int8_t>(d(rng));
+  return q;
+}
+
+std::vector<float> RandomFloats(std::mt19937& rng, int64_t n, float spread) {
+  std::normal_distribution<float> d(0.0f, spread);
+  std::vector<float> x(n);
+  for (auto& v : x) v = d(rng);
+  return x;
+}
+
+bool SameBits(const void* a, const void* b, size_t bytes) { return std::memcmp(a, b, bytes) == 0; }
+
+// --------------------------------------------------------------------------
+// Table-level tests
+
+void TestAbsMax(const KernelTable& t, const KernelTable& ref, std::mt19937& rng) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (int64_t n : {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 127, 1031}) {
+    for (int variant = 0; variant < 5; ++variant) {
+      std::vector<float> x = RandomFloats(rng, n, 3.0f);
+      std::uniform_int_distribution<int64_t> pos(0, n - 1);
+      if (variant == 1) x[pos(rng)] = nan;
+      if (variant == 2) x[pos(rng)] = -inf;
+      if (variant == 3) x[n - 1] = -1e30f;  // the maximum in the scalar tail
+      if (variant == 4) x.assign(n, 0.0f);
+      bool bad_t = false, bad_r = false;
+      const float mt = t.absmax(x.data(), n, &bad_t);
+      const float mr = ref.absmax(x.data(), n, &bad_r);
+      EXPECT(bad_t == bad_r, "%s absmax nonfinite n=%lld variant=%d", tfq::IsaName(t.isa),
+             (long long)n, variant);
+      if (!bad_r) {
+        EXPECT(SameBits(&mt, &mr, sizeof(float)), "%s absmax n=%lld variant=%d: %g vs %g",
+               tfq::IsaName(t.isa), (long long)n, variant, mt, mr);
+      }
+    }
+  }
+}
+
+void TestQuantize(const KernelTable& t, const KernelTable& ref, std::mt19937& rng) {
+  for (int64_t n : {1, 5, 15, 16, 17, 32, 33, 47, 129, 1000}) {
+    for (int variant = 0; variant < 3; ++variant) {
+      std::vector<float> x = RandomFloats(rng, n, 2.0f);
+      float s;
+      if (variant == 2) {
+        // Ties: x * s lands exactly on k + 0.5 (round half to even).
+        s = 1.0f;
+        for (int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(static_cast<int>(i % 255) - 127) + 0.5f;
+      } else {
+        bool bad;
+        const float amax = ref.absmax(x.data(), n, &bad);
+        // variant 1: a scale a hair too large, so some values clamp at +-127.
+        s = 127.0f / amax * (variant == 1 ? 1.01f : 1.0f);
+      }
+      std::vector<int8_t> qt(n + 16, 99), qr(n + 16, 99);
+      const int64_t st = t.quantize(x.data(), n, s, qt.data());
+      const int64_t sr = ref.quantize(x.data(), n, s, qr.data());
+      EXPECT(st == sr, "%s quantize sum n=%lld variant=%d: %lld vs %lld", tfq::IsaName(t.isa),
+             (long long)n, variant, (long long)st, (long long)sr);
+      EXPECT(SameBits(qt.data(), qr.data(), n + 16), "%s quantize n=%lld variant=%d",
+             tfq::IsaName(t.isa), (long long)n, variant);
+    }
+  }
+}
+
+void TestSum(const KernelTable& t, const KernelTable& ref, std::mt19937& rng) {
+  for (int64_t n : {1, 15, 16, 17, 31, 100, 4099}) {
+    std::vector<int8_t> q = RandomQ(rng, n);
+    EXPECT(t.sum_i8(q.data(), n) == ref.sum_i8(q.data(), n), "%s sum_i8 n=%lld",
+           tfq::IsaName(t.isa), (long long)n);
+    std::vector<int8_t> hi(n, 127);
+    EXPECT(t.sum_i8(hi.data(), n) == 127 * n, "%s sum_i8 all 127 n=%lld", tfq::IsaName(t.isa),
+           (long long)n);
+  }
+}
+
+// Naive accumulator from unpacked codes: the executable definition.
+int32_t NaiveDot(Scheme s, const int* codes, const int8_t* a, int64_t n) {
+  int64_t acc = 0;
+  for (int64_t i = 0; i < n; ++i) acc += static_cast<int64_t>(tfq::CodeLevel(s, codes[i])) * a[i];
+  return static_cast<int32_t>(acc);
+}
+
+void GemmCase(const KernelTable& t, const KernelTable& ref, Scheme s, int64_t n_rows,
+              int64_t n_act, int64_t nblocks, int mode, std::mt19937& rng, uint32_t seed) {
+  const int64_t wpb = tfq::WeightsPerBlock(s);
+  const int64_t kp = nblocks * wpb;
+  const int64_t lda = kp + (n_act > 1 ? 32 : 0);  // rows need not be contiguous
+  const int64_t ldc = n_rows + 3;
+  std::vector<int> codes;
+  std::vector<int8_t> a;
+  if (mode == 0) {
+    codes = RandomCodes(rng, s, n_rows * kp);
+    a = RandomQ(rng, n_act * lda);
+  } else {
+    // Worst case for the int16 lanes: every product at +-127 * MaxAbsLevel
+    // with one sign (mode 1: positive, mode 2: negative).
+    codes.assign(n_rows * kp, MaxCode(s, false));
+    a.assign(n_act * lda, static_cast<int8_t>(mode == 1 ? 127 : -127));
+  }
+  const std::vector<uint8_t> w = Pack(s, codes, n_rows, kp);
+  const int64_t row_bytes = tfq::RowBytes(s, kp);
+  std::vector<int32_t> sumq(n_act);
+  for (int64_t j = 0; j < n_act; ++j) sumq[j] = static_cast<int32_t>(ref.sum_i8(&a[j * lda], kp));
+  std::vector<int32_t> ct(n_act * ldc, 0x5A5A5A5A), cr(n_act * ldc, 0x5A5A5A5A);
+  t.gemm(s, w.data(), row_bytes, n_rows, a.data(), lda, sumq.data(), n_act, nblocks, ct.data(), ldc);
+  ref.gemm(s, w.data(), row_bytes, n_rows, a.data(), lda, sumq.data(), n_act, nblocks, cr.data(), ldc);
+  int bad = 0;
+  for (int64_t j = 0; j < n_act; ++j) {
+    for (int64_t i = 0; i < n_rows; ++i) {
+      const int32_t want = NaiveDot(s, &codes[i * kp], &a[j * lda], kp);
+      if (ct[j * ldc + i] != want || cr[j * ldc + i] != want) ++bad;
+    }
+  }
+  EXPECT(bad == 0, "%s gemm %s rows=%lld act=%lld blocks=%lld mode=%d seed=%u: %d wrong",
+         tfq::IsaName(t.isa), tfq::SchemeName(s), (long long)n_rows, (long long)n_act,
+         (long long)nblocks, mode, seed, bad);
+  // Elements outside [0, n_rows) of each output row stay untouched.
+  EXPECT(SameBits(ct.data(), cr.data(), ct.size() * sizeof(int32_t)),
+         "%s gemm %s rows=%lld act=%lld blocks=%lld: wrote outside its tile", tfq::IsaName(t.isa),
+         tfq::SchemeName(s), (long long)n_rows, (long long)n_act, (long long)nblocks);
+}
+
+void TestGemm(const KernelTable& t, const KernelTable& ref, uint32_t seed) {
+  std::mt19937 rng(seed);
+  for (Scheme s : kSchemes) {
+    for (int64_t n_rows : {1, 2, 3, 4, 5, 7, 9, 13}) {
+      for (int64_t n_act : {1, 2, 3, 4, 5, 7}) {
+        const int64_t nblocks = 1 + (n_rows * 7 + n_act * 3) % 5;
+        GemmCase(t, ref, s, n_rows, n_act, nblocks, 0, rng, seed);
+      }
+    }
+    // Long rows cross every int16 widening window (binary 8, ternary 16,
+    // pow2_3bit 8 blocks, pow2_4bit every field), at the worst-case values.
+    for (int64_t nblocks : {7, 8, 9, 16, 17, 33}) {
+      if (!tfq::AccumulatorFits(s, nblocks * tfq::WeightsPerBlock(s))) continue;
+      GemmCase(t, ref, s, 5, 1, nblocks, 1, rng, seed);
+      GemmCase(t, ref, s, 3, 5, nblocks, 2, rng, seed);
+      GemmCase(t, ref, s, 4, 2, nblocks, 0, rng, seed);
+    }
+  }
+}
+
+void TestDepthwisePixel(const KernelTable& t, const KernelTable& ref, uint32_t seed) {
+  std::mt19937 rng(seed);
+  for (Scheme s : kSchemes) {
+    for (int out_c : {1, 5, 16, 31, 32, 33, 64, 100, 129}) {
+      for (int ntaps : {1, 9, 25, 260}) {
+        for (int dm : {1, 2}) {
+          if (out_c % dm) continue;
+          for (int mode = 0; mode < 2; ++mode) {
+            const int in_c = out_c / dm;
+            const int64_t row_bytes = tfq::RowBytes(s, out_c);
+            std::vector<int> codes = mode == 0 ? RandomCodes(rng, s, int64_t{ntaps} * out_c)
+                                               : std::vector<int>(int64_t{ntaps} * out_c,
+                                                                  MaxCode(s, true));
+            const std::vector<uint8_t> w = Pack(s, codes, ntaps, out_c);
+            // Each tap in its own buffer with 64 bytes of slack (the layer
+            // code keeps that much after the image).
+            std::vector<std::vector<int8_t>> bufs(ntaps);
+            std::vector<const int8_t*> taps(ntaps);
+            for (int k = 0; k < ntaps; ++k) {
+              bufs[k] = mode == 0 ? RandomQ(rng, in_c + 64) : std::vector<int8_t>(in_c + 64, 127);
+              taps[k] = (mode == 0 && k % 7 == 3) ? nullptr : bufs[k].data();  // zero padding
+            }
+            std::vector<int32_t> at(out_c + 8, 0x5A5A5A5A), ar(out_c + 8, 0x5A5A5A5A);
+            t.depthwise_pixel(s, w.data(), row_bytes, taps.data(), ntaps, dm, out_c, at.data());
+            ref.depthwise_pixel(s, w.data(), row_bytes, taps.data(), ntaps, dm, out_c, ar.data());
+            int bad = 0;
+            for (int o = 0; o < out_c; ++o) {
+              int64_t want = 0;
+              for (int k = 0; k < ntaps; ++k)
+                if (taps[k]) want += int64_t{tfq::CodeLevel(s, codes[int64_t{k} * out_c + o])} * taps[k][o / dm];
+              if (at[o] != want || ar[o] != want) ++bad;
+            }
+            EXPECT(bad == 0 && SameBits(at.data(), ar.data(), at.size() * 4),
+                   "%s depthwise %s out_c=%d taps=%d dm=%d mode=%d seed=%u: %d wrong",
+                   tfq::IsaName(t.isa), tfq::SchemeName(s), out_c, ntaps, dm, mode, seed, bad);
+          }
+        }
+      }
+    }
+  }
+}
+
+// --------------------------------------------------------------------------
+// Layer-level tests: dispatcher's choice vs force_reference, bit for bit.
+
+struct Scratch {
+  std::vector<uint64_t> storage;
+  void* Get(size_t bytes) {
+    storage.assign(bytes / 8 + 16, 0);
+    auto p = reinterpret_cast<uintptr_t>(storage.data());
+    return reinterpret_cast<void*>((p + 63) / 64 * 64);
+  }
+};
+
+void TestFullyConnected(uint32_t seed, tfq::ThreadPool* pool) {
+  std::mt19937 rng(seed);
+  struct Shape { int64_t m, rows, k; };
+  const Shape shapes[] = {{1, 1, 1},   {1, 5, 31},   {1, 13, 127}, {1, 7, 128}, {2, 9, 129},
+                          {3, 37, 383}, {5, 4, 511}, {1, 61, 1031}, {7, 11, 67}, {4, 8, 2053}};
+  int idx = 0;
+  for (Scheme s : kSchemes) {
+    for (const Shape& sh : shapes) {
+      ++idx;
+      const std::vector<int> codes = RandomCodes(rng, s, sh.rows * sh.k);
+      const std::vector<uint8_t> packed = Pack(s, codes, sh.rows, sh.k);
+      std::vector<float> x = RandomFloats(rng, sh.m * sh.k, 0.1f + (idx % 5));
+      if (sh.m > 2) x[sh.k + 1] = std::numeric_limits<float>::quiet_NaN();  // row 1 non-finite
+      if (sh.m > 3) std::fill(x.begin() + 2 * sh.k, x.begin() + 3 * sh.k, 0.0f);  // row 2 zero
+      std::vector<float> scale = RandomFloats(rng, sh.rows, 0.2f), bias = RandomFloats(rng, sh.rows, 1.0f);
+      tfq::PackedWeights w;
+      w.scheme = s;
+      w.codes = packed.data();
+      w.rows = sh.rows;
+      w.k = sh.k;
+      w.row_bytes = tfq::RowBytes(s, sh.k);
+      tfq::Epilogue e;
+      e.scale = scale.data();
+      e.per_channel_scale = idx % 4 != 3;
+      e.bias = idx % 3 == 2 ? nullptr : bias.data();
+      e.activation = static_cast<tfq::Activation>(idx % 3);
+      std::vector<float> yt(sh.m * sh.rows, -777.0f), yr(sh.m * sh.rows, 777.0f);
+      Scratch scratch;
+      tfq::KernelOptions opt;
+      opt.pool = pool;
+      tfq::FullyConnected(x.data(), sh.m, w, e, yt.data(),
+                          scratch.Get(tfq::FullyConnectedScratchBytes(w, sh.m)), opt);
+      opt.force_reference = true;
+      tfq::FullyConnected(x.data(), sh.m, w, e, yr.data(),
+                          scratch.Get(tfq::FullyConnectedScratchBytes(w, sh.m)), opt);
+      EXPECT(SameBits(yt.data(), yr.data(), yt.size() * sizeof(float)),
+             "FullyConnected %s m=%lld rows=%lld k=%lld threads=%d seed=%u", tfq::SchemeName(s),
+             (long long)sh.m, (long long)sh.rows, (long long)sh.k, pool ? pool->num_threads() : 1,
+             seed);
+    }
+  }
+}
+
+void TestConv(bool depthwise, uint32_t seed, tfq::ThreadPool* pool) {
+  std::mt19937 rng(seed);
+  struct Geo { int n, h, w, c, kh, kw, sh, sw, dh, dw, same, oc_or_dm; };
+  const Geo geos[] = {
+      {1, 5, 5, 3, 3, 3, 1, 1, 1, 1, 1, 7},    {2, 7, 6, 16, 3, 3, 2, 2, 1, 1, 1, 33},
+      {1, 8, 8, 32, 1, 1, 1, 1, 1, 1, 0, 17},  {1, 9, 7, 5, 5, 3, 1, 2, 2, 1, 0, 13},
+      {1, 6, 6, 64, 3, 3, 1, 1, 1, 1, 1, 64},  {1, 11, 13, 37, 3, 3, 1, 1, 1, 1, 1, 31}};
+  int idx = 0;
+  for (Scheme s : kSchemes) {
+    for (const Geo& G : geos) {
+      ++idx;
+      tfq::ConvGeometry g;
+      g.batch = G.n; g.in_h = G.h; g.in_w = G.w; g.in_c = G.c;
+      g.kernel_h = G.kh; g.kernel_w = G.kw; g.stride_h = G.sh; g.stride_w = G.sw;
+      g.dilation_h = G.dh; g.dilation_w = G.dw;
+      g.depth_multiplier = depthwise ? 1 + (idx % 2) : 1;
+      g.out_c = depthwise ? G.c * g.depth_multiplier : G.oc_or_dm;
+      if (!tfq::ComputeOutputSize(G.same, G.h, G.kh, G.sh, G.dh, &g.out_h, &g.pad_top) ||
+          !tfq::ComputeOutputSize(G.same, G.w, G.kw, G.sw, G.dw, &g.out_w, &g.pad_left)) {
+        EXPECT(false, "bad test geometry %d", idx);
+        continue;
+      }
+      tfq::PackedWeights w;
+      w.scheme = s;
+      w.rows = depthwise ? G.kh * G.kw : g.out_c;
+      w.k = depthwise ? g.out_c : int64_t{G.kh} * G.kw * G.c;
+      w.row_bytes = tfq::RowBytes(s, w.k);
+      const std::vector<int> codes = RandomCodes(rng, s, w.rows * w.k);
+      const std::vector<uint8_t> packed = Pack(s, codes, w.rows, w.k);
+      w.codes = packed.data();
+      std::vector<float> x = RandomFloats(rng, int64_t{G.n} * G.h * G.w * G.c, 1.0f + idx % 3);
+      if (G.n > 1) std::fill(x.begin() + G.h * G.w * G.c, x.end(), 0.0f);  // a zero image
+      std::vector<float> scale = RandomFloats(rng, g.out_c, 0.2f), bias = RandomFloats(rng, g.out_c, 1.0f);
+      tfq::Epilogue e;
+      e.scale = scale.data();
+      e.per_channel_scale = idx % 4 != 1;
+      e.bias = idx % 3 == 0 ? nullptr : bias.data();
+      e.activation = static_cast<tfq::Activation>(idx % 3);
+      const int threads = pool ? pool->num_threads() : 1;
+      const size_t bytes = depthwise ? tfq::DepthwiseScratchBytes(w, g, threads)
+                                     : tfq::Conv2DScratchBytes(w, g, threads);
+      const size_t ny = size_t(g.batch) * g.out_h * g.out_w * g.out_c;
+      std::vector<float> yt(ny, -777.0f), yr(ny, 777.0f);
+      Scratch scratch;
+      tfq::KernelOptions opt;
+      opt.pool = pool;
+      for (int pass = 0; pass < 2; ++pass) {
+        opt.force_reference = pass == 1;
+        float* y = pass == 0 ? yt.data() : yr.data();
+        void* sc = scratch.Get(bytes);
+        if (depthwise) tfq::DepthwiseConv2D(x.data(), g, w, e, y, sc, opt);
+        else tfq::Conv2D(x.data(), g, w, e, y, sc, opt);
+      }
+      EXPECT(SameBits(yt.data(), yr.data(), ny * sizeof(float)),
+             "%s %s geometry=%d threads=%d seed=%u", depthwise ? "DepthwiseConv2D" : "Conv2D",
+             tfq::SchemeName(s), idx, threads, seed);
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string expect;
+  uint32_t seed = 1234;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strncmp(argv[i], "--expect-isa=", 13)) expect = argv[i] + 13;
+    else if (!std::strncmp(argv[i], "--seed=", 7)) seed = static_cast<uint32_t>(std::atoi(argv[i] + 7));
+    else {
+      std::fprintf(stderr, "unknown argument %s (use --expect-isa=NAME [--seed=N])\n", argv[i]);
+      return 2;
+    }
+  }
+  const char* selected = tfq::IsaName(tfq::SelectedIsa(false));
+  std::printf("selected isa: %s\n", selected);
+  if (expect.empty() || expect != selected) {
+    std::fprintf(stderr, "FAIL: dispatcher selected %s, expected %s\n", selected,
+                 expect.empty() ? "(no --expect-isa given)" : expect.c_str());
+    return 1;
+  }
+  const KernelTable& ref = tfq::internal::RefTable();
+  std::vector<const KernelTable*> tables;
+  for (const KernelTable* t : {tfq::internal::NeonTable(), tfq::internal::NeonDotprodTable(),
+                               tfq::internal::Avx2Table()})
+    if (t) tables.push_back(t);
+  for (const KernelTable* t : tables) {
+    const int before = g_failures;
+    std::mt19937 rng(seed);
+    TestAbsMax(*t, ref, rng);
+    TestQuantize(*t, ref, rng);
+    TestSum(*t, ref, rng);
+    TestGemm(*t, ref, seed);
+    TestDepthwisePixel(*t, ref, seed + 1);
+    std::printf("table %-13s %s\n", tfq::IsaName(t->isa), g_failures == before ? "ok" : "FAILED");
+  }
+  for (int threads : {1, 3}) {
+    const int before = g_failures;
+    tfq::ThreadPool pool(threads);
+    tfq::ThreadPool* p = threads > 1 ? &pool : nullptr;
+    TestFullyConnected(seed + 2, p);
+    TestConv(false, seed + 3, p);
+    TestConv(true, seed + 4, p);
+    std::printf("layers (%s vs reference, %d thread%s) %s\n", selected, threads,
+                threads > 1 ? "s" : "", g_failures == before ? "ok" : "FAILED");
+  }
+  std::printf("%d checks, %d failures, tables tested:", g_checks, g_failures);
+  for (const KernelTable* t : tables) std::printf(" %s", tfq::IsaName(t->isa));
+  std::printf("\n");
+  return g_failures == 0 && !tables.empty() ? 0 : 1;
+}
