@@ -513,6 +513,7 @@ class PruningCallback(keras.callbacks.Callback):
                     self.state.prev[i].assign(spec.variable)
                 self.state.initialized.assign(1)
         schedule = self.schedule if self.schedule is not None else self._default_schedule()
+        self._schedule = schedule
         self._update_fn = self._build_update_fn(schedule)
         for i, spec in enumerate(self.specs):
             KernelHook.attach(spec.variable).pruning = self._make_step(i)
@@ -522,10 +523,21 @@ class PruningCallback(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start_step = int(_numpy(self.model.optimizer.iterations))
 
+    def _maybe_due(self, step):
+        # Skip the call on steps where a schedule with the usual attributes
+        # (tfq's and TFMOT's have them) cannot prune; the schedule itself
+        # decides in-graph on the others.
+        sch = self._schedule
+        freq, begin = getattr(sch, "frequency", None), getattr(sch, "begin_step", None)
+        if not isinstance(freq, int) or not isinstance(begin, int) or freq < 1:
+            return True
+        return step >= begin and ((step - begin) % freq == 0 or step == getattr(sch, "end_step", None))
+
     def on_train_batch_end(self, batch, logs=None):
         step = self._epoch_start_step + batch + 1
-        with _strategy(self.model).scope():
-            self._update_fn(tf.constant(step, tf.int64))
+        if self._maybe_due(step):
+            with _strategy(self.model).scope():
+                self._update_fn(tf.constant(step, tf.int64))
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
