@@ -301,3 +301,25 @@ def test_quantize_model_layers_are_materialized(builder):
     want = qmodel.predict(x, verbose=0)
     np.testing.assert_allclose(ReferenceInterpreter(data).predict(x), want, rtol=1e-4,
                                atol=1e-5 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("adj_y", [False, True])
+def test_batch_matmul_with_constant_right_side(adj_y):
+    import tensorflow as tf
+    rng = np.random.default_rng(14)
+    w = testing.in_set_kernel((1, 5, 8) if adj_y else (1, 8, 5), "ternary", rng,
+                              channel_axes=(-2,) if adj_y else (-1,))
+
+    @tf.function(input_signature=[tf.TensorSpec([2, 6, 8], tf.float32)])
+    def matmul(x):
+        return tf.matmul(x, tf.constant(w), adjoint_b=adj_y)
+
+    float_bytes = tf.lite.TFLiteConverter.from_concrete_functions(
+        [matmul.get_concrete_function()]).convert()
+    assert _ops(float_bytes) == ["BATCH_MATMUL"]
+    data = convert(float_bytes)
+    assert _ops(data) == ["TFQ_FULLY_CONNECTED"] and data.report[0].scheme == "ternary"
+    x = rng.normal(size=(2, 6, 8)).astype(np.float32)
+    got = ReferenceInterpreter(data).run(x)[0]
+    assert got.shape == (2, 6, 5)
+    np.testing.assert_allclose(got, matmul(x).numpy(), rtol=1e-5, atol=1e-6)
