@@ -105,6 +105,10 @@ def _tfq_ops_in(model_path=None, model_content=None):
 
 def _explain(err, model_path, model_content):
     text = str(err)
+    if "tfq delegate: refusing" in text:
+        return RuntimeError(
+            "The tfq delegate is loaded but refused invalid tfq node(s) of this model (the file "
+            "may be corrupt or written by an incompatible tfq version): " + text)
     if "unresolved custom op" in text.lower() or "TFQ_" in text:
         ops = _tfq_ops_in(model_path, model_content) or ["TFQ_*"]
         return RuntimeError(_HOW_TO_LOAD.format(ops=", ".join(ops), err=text))

@@ -99,7 +99,7 @@ void* KernelInit(TfLiteContext* context, const char* buffer, size_t) {
   kernel->state = StateOf(params->delegate);
   std::string error;
   if (!ParseNode(context, node, kind, &kernel->spec, &error)) {
-    context->ReportError(context, "tfq delegate: %s: %s", OpName(kind), error.c_str());
+    context->ReportError(context, "tfq delegate: %s: %s\n", OpName(kind), error.c_str());
     delete kernel;
     return nullptr;
   }
@@ -118,7 +118,7 @@ TfLiteStatus KernelPrepare(TfLiteContext* context, TfLiteNode* node) {
   std::vector<int> out_dims;
   std::string error;
   if (!ComputeShapes(context, spec, &kernel->geometry, &kernel->fc_rows, &out_dims, &error)) {
-    context->ReportError(context, "tfq delegate: %s: %s", OpName(spec.kind), error.c_str());
+    context->ReportError(context, "tfq delegate: %s: %s\n", OpName(spec.kind), error.c_str());
     return kTfLiteError;
   }
   TfLiteTensor* out = &context->tensors[spec.output];
@@ -212,7 +212,7 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
     std::string error;
     if (!ParseNode(context, node, kind, &spec, &error)) {
       // Refused: the interpreter then reports the custom op as unresolved.
-      context->ReportError(context, "tfq delegate: refusing node %d (%s): %s", index,
+      context->ReportError(context, "tfq delegate: refusing node %d (%s): %s\n", index,
                            OpName(kind), error.c_str());
       continue;
     }

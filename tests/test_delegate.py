@@ -1,0 +1,211 @@
+"""The tfq delegate inside the stock LiteRT interpreters.
+
+Converted models (tfq.convert) run with the delegate in ai_edge_litert's and
+tf.lite's Interpreter and are compared with the converter's NumPy reference
+executor (delegate arithmetic), with Keras, and across thread counts, forced
+reference kernels and batch sizes. Also: refusal of invalid nodes, options,
+and the explanation when the delegate is not loaded.
+"""
+
+import numpy as np
+import pytest
+
+import tfq
+from tfq.converter import format as fmt
+from tfq.converter import tflite_io
+from tfq.converter.reference import ReferenceInterpreter
+from tfq.converter.testing import random_compressed_tflite
+
+SCHEMES = ("binary", "ternary", "pow2_3bit", "pow2_4bit")
+
+
+@pytest.fixture(scope="module")
+def cnn_models():
+    """{scheme: (tflite bytes, keras model)} of the small CNN with every tfq op."""
+    return {s: random_compressed_tflite(s, "cnn", seed=i) for i, s in enumerate(SCHEMES)}
+
+
+def _run(interp, x):
+    interp.allocate_tensors()
+    d = interp.get_input_details()[0]
+    if list(d["shape"]) != list(x.shape):
+        interp.resize_tensor_input(d["index"], list(x.shape))
+        interp.allocate_tensors()
+    interp.set_tensor(d["index"], x)
+    interp.invoke()
+    return interp.get_tensor(interp.get_output_details()[0]["index"]).copy()
+
+
+def _litert(data, options=None, threads=None):
+    from ai_edge_litert.interpreter import Interpreter, load_delegate
+
+    delegate = load_delegate(tfq.delegate_path(), options or {})
+    return Interpreter(model_content=bytes(data), experimental_delegates=[delegate],
+                       num_threads=threads)
+
+
+def _tf_lite(data, options=None):
+    import tensorflow as tf
+
+    delegate = tf.lite.experimental.load_delegate(tfq.delegate_path(), options or {})
+    return tf.lite.Interpreter(model_content=bytes(data), experimental_delegates=[delegate])
+
+
+def _op_names(data):
+    fb, _, _ = tflite_io.load_model(bytes(data))
+    return [tflite_io.op_name(fb, op) for op in fb.subgraphs[0].operators]
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_matches_reference_executor_and_keras(cnn_models, scheme):
+    data, model = cnn_models[scheme]
+    assert {"TFQ_CONV_2D", "TFQ_DEPTHWISE_CONV_2D", "TFQ_FULLY_CONNECTED"} <= set(_op_names(data))
+    x = np.random.default_rng(0).standard_normal((1, 12, 12, 3)).astype(np.float32)
+    ref = ReferenceInterpreter(bytes(data), mode="delegate").run(x)[0]
+    y_litert = _run(_litert(data), x)
+    y_tf = _run(_tf_lite(data), x)
+    y_tfq = _run(tfq.Interpreter(model_content=bytes(data)), x)
+    scale = np.max(np.abs(ref))
+    # The reference computes the epilogue in float64: tiny rounding differences.
+    np.testing.assert_allclose(y_litert, ref, rtol=1e-4, atol=1e-5 * scale)
+    np.testing.assert_array_equal(y_tf, y_litert)
+    np.testing.assert_array_equal(y_tfq, y_litert)
+    y_keras = model(x).numpy()
+    # int8 activations: error bounded by half a quantization step per input.
+    assert np.max(np.abs(y_litert - y_keras)) <= 0.05 * np.max(np.abs(y_keras)) + 1e-3
+
+
+def test_options_threads_reference_and_batch(cnn_models):
+    data, _ = cnn_models["ternary"]
+    x = np.random.default_rng(1).standard_normal((1, 12, 12, 3)).astype(np.float32)
+    base = _run(_litert(data), x)
+    for opts in ({"num_threads": "2"}, {"num_threads": "3"}, {"force_reference": "1"},
+                 {"force_reference": "true", "num_threads": "4"}):
+        np.testing.assert_array_equal(_run(_litert(data, opts), x), base, err_msg=str(opts))
+    np.testing.assert_array_equal(_run(_litert(data, threads=2), x), base)
+    # Batched input (resized): the batched GEMM path must agree row by row.
+    xb = np.random.default_rng(2).standard_normal((5, 12, 12, 3)).astype(np.float32)
+    yb = _run(_litert(data), xb)
+    for i in range(5):
+        np.testing.assert_array_equal(yb[i:i + 1], _run(_litert(data), xb[i:i + 1]))
+
+
+def test_without_delegate_explains(cnn_models):
+    data, _ = cnn_models["ternary"]
+    from ai_edge_litert.interpreter import Interpreter
+
+    with pytest.raises((RuntimeError, ValueError), match="(?i)unresolved custom op"):
+        Interpreter(model_content=bytes(data)).allocate_tensors()
+    with pytest.raises(RuntimeError, match="tfq.delegate_path"):
+        tfq.Interpreter(model_content=bytes(data), use_delegate=False).allocate_tensors()
+
+
+def test_unknown_or_bad_option_is_refused():
+    from ai_edge_litert.interpreter import load_delegate
+
+    with pytest.raises(ValueError):
+        load_delegate(tfq.delegate_path(), {"bogus": "1"})
+    with pytest.raises(ValueError):
+        load_delegate(tfq.delegate_path(), {"num_threads": "many"})
+
+
+def test_verbosity_logs_claimed_nodes(cnn_models, capfd):
+    data, _ = cnn_models["ternary"]
+    _run(_litert(data, {"verbosity": "1"}), np.ones((1, 12, 12, 3), np.float32))
+    err = capfd.readouterr().err
+    assert "claimed node" in err and "TFQ_CONV_2D" in err and "3 node(s) claimed" in err or \
+        "node(s) claimed" in err, err
+
+
+def _with_options(data, mutate):
+    """Returns model bytes with every tfq node's custom options rewritten by mutate(dict)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytes(data), 0))
+    for op in model.subgraphs[0].operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        name = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
+        if name in fmt.CUSTOM_CODES:
+            opts = fmt.decode_options(bytes(op.customOptions))
+            mutate(opts)
+            op.customOptions = list(fmt.encode_options(opts))
+    import flatbuffers
+
+    b = flatbuffers.Builder(1024)
+    b.Finish(model.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())
+
+
+@pytest.mark.parametrize("mutation,message", [
+    (lambda o: o.update(version=2), "unsupported format version 2"),
+    (lambda o: o.update(scheme="quaternary"), "unknown scheme"),
+    (lambda o: o.update(bits=3), "does not match scheme"),
+    (lambda o: o.update(k=o["k"] + 1000), "disagrees"),
+    (lambda o: o.update(activation="GELU"), "unknown activation"),
+])
+def test_invalid_node_is_refused_with_message(cnn_models, mutation, message):
+    data, _ = cnn_models["ternary"]
+    bad = _with_options(data, mutation)
+    with pytest.raises((RuntimeError, ValueError), match="(?i)unresolved custom op") as info:
+        _run(_litert(bad), np.ones((1, 12, 12, 3), np.float32))
+    assert "tfq delegate: refusing node" in str(info.value) and message in str(info.value)
+    with pytest.raises(RuntimeError, match="refused invalid tfq node"):
+        tfq.Interpreter(model_content=bad).allocate_tensors()
+
+
+def test_mnist_top1_agreement():
+    """Trained MLP and CNN, ternary: delegate vs Keras and vs the reference, 10k test images."""
+    import keras
+
+    from tfq import datasets
+
+    (x, y), (xt, yt) = datasets.mnist()
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((28, 28, 1))
+    h = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="c1")(inp)
+    h = keras.layers.DepthwiseConv2D(3, activation="relu", name="dw")(h)
+    h = keras.layers.Conv2D(16, 1, activation="relu6", name="pw")(h)
+    h = keras.layers.Flatten()(h)
+    h = keras.layers.Dense(64, activation="relu", name="fc1")(h)
+    out = keras.layers.Dense(10, name="fc2")(h)
+    model = keras.Model(inp, out)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x[:20000], y[:20000], batch_size=128, epochs=1, verbose=0)
+    # Quantization-aware fine-tuning of every layer (straight-through estimator).
+    model = tfq.quantize_model(model, "ternary", skip_first_last=False)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x[20000:40000], y[20000:40000], batch_size=128, epochs=1, verbose=0)
+    data = tfq.convert(model)
+    names = _op_names(data)
+    assert names.count("TFQ_FULLY_CONNECTED") == 2 and "TFQ_CONV_2D" in names, names
+
+    n = len(xt)
+    interp = tfq.Interpreter(model_content=bytes(data), num_threads=2)
+    d = interp.get_input_details()[0]
+    interp.resize_tensor_input(d["index"], [500, 28, 28, 1])
+    interp.allocate_tensors()
+    logits = []
+    for i in range(0, n, 500):
+        interp.set_tensor(d["index"], xt[i:i + 500])
+        interp.invoke()
+        logits.append(interp.get_tensor(interp.get_output_details()[0]["index"]).copy())
+    y_del = np.concatenate(logits)
+    y_keras = model.predict(xt, batch_size=1000, verbose=0)
+    ref = ReferenceInterpreter(bytes(data), mode="delegate")
+    y_ref = ref.predict(xt[:2000], batch_size=500)
+    agree_keras = np.mean(np.argmax(y_del, 1) == np.argmax(y_keras, 1))
+    agree_ref = np.mean(np.argmax(y_del[:2000], 1) == np.argmax(y_ref, 1))
+    acc = np.mean(np.argmax(y_del, 1) == yt)
+    rel = np.max(np.abs(y_del - y_keras)) / np.max(np.abs(y_keras))
+    print(f"MNIST: delegate accuracy {acc:.4f}, top-1 agreement with Keras {agree_keras:.4f}, "
+          f"with the reference {agree_ref:.4f}, max relative error vs Keras {rel:.4f}")
+    assert acc > 0.85
+    assert agree_keras >= 0.995
+    assert agree_ref >= 0.999
+    # The reference's epilogue runs in float64, the delegate's in float32 (the
+    # format's arithmetic): a 1-ulp difference can flip one int8 rounding in
+    # the next layer. Nearly all logits agree to 1e-4; none by more than 5%.
+    big = np.max(np.abs(y_ref))
+    close = np.isclose(y_del[:2000], y_ref, rtol=1e-4, atol=1e-4 * big)
+    assert close.mean() >= 0.999, close.mean()
+    assert np.max(np.abs(y_del[:2000] - y_ref)) <= 0.05 * big
