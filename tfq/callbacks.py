@@ -297,7 +297,7 @@ class ADMMCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if self.specs is None:
             self._setup()
-        if self.model.optimizer is None:
+        if getattr(self.model, "optimizer", None) is None:
             raise ValueError("ADMMCallback: compile the model before fit")
         phase = int(_numpy(self.state.phase))
         if phase in (admm_lib.PHASE_IDLE, admm_lib.PHASE_DONE):
@@ -504,7 +504,7 @@ class PruningCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if self.specs is None:
             self._setup()
-        if self.model.optimizer is None:
+        if getattr(self.model, "optimizer", None) is None:
             raise ValueError("PruningCallback: compile the model before fit")
         if int(_numpy(self.state.initialized)) == 0:
             with _strategy(self.model).scope():
