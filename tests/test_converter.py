@@ -323,3 +323,20 @@ def test_batch_matmul_with_constant_right_side(adj_y):
     got = ReferenceInterpreter(data).run(x)[0]
     assert got.shape == (2, 6, 5)
     np.testing.assert_allclose(got, matmul(x).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("rnn", ["LSTM", "GRU"])
+def test_quantize_model_recurrent_layers_are_materialized(rnn):
+    from tfq import layers
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((6, 5))
+    x = getattr(keras.layers, rnn)(8, name="rnn")(inputs)
+    qmodel = layers.quantize_model(keras.Model(inputs, keras.layers.Dense(3, name="fc")(x)),
+                                   "ternary", skip_first_last=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = convert(qmodel)
+    assert sorted(r.layer for r in data.report if r.packed) == ["fc", "rnn", "rnn"]
+    x = np.random.default_rng(4).normal(size=(2, 6, 5)).astype(np.float32)
+    np.testing.assert_allclose(ReferenceInterpreter(data).predict(x), qmodel.predict(x, verbose=0),
+                               rtol=1e-4, atol=1e-5)

@@ -147,7 +147,16 @@ def _match_layer(tensor_name, layers):
 
 
 def _is_quant_layer(layer):
-    return callable(getattr(layer, "quantized_weights", None)) and hasattr(layer, "_tfq_kernels")
+    """A tfq.layers layer: it projects its kernels in the forward pass."""
+    return callable(getattr(layer, "quantized_weights", None)) and hasattr(layer, "scheme")
+
+
+def _iter_model_layers(model):
+    """Layers of a model and of nested models (not RNN cells or wrapped layers)."""
+    for layer in getattr(model, "layers", []):
+        yield layer
+        if hasattr(layer, "layers") and not _is_quant_layer(layer):
+            yield from _iter_model_layers(layer)
 
 
 def _plain_keras_class(layer):
@@ -167,7 +176,7 @@ def materialize(model):
     cross-check. Models without tfq layers are returned unchanged.
     """
     import keras
-    quant = {layer.name: layer for layer in _iter_layers(model) if _is_quant_layer(layer)}
+    quant = {layer.name: layer for layer in _iter_model_layers(model) if _is_quant_layer(layer)}
     if not quant:
         return model
 
@@ -184,8 +193,8 @@ def materialize(model):
     except (ValueError, TypeError) as err:
         raise ValueError(f"convert: cannot rebuild model {model.name!r} without its tfq layers "
                          f"({err}); build it from Keras layers holding the projected kernels") from None
-    old = {layer.name: layer for layer in _iter_layers(model)}
-    for layer in _iter_layers(new):
+    old = {layer.name: layer for layer in _iter_model_layers(model)}
+    for layer in _iter_model_layers(new):
         src = old.get(layer.name)
         if src is None or not layer.weights:
             continue
