@@ -289,7 +289,7 @@ def test_admm_trained_model_converts_with_cross_check():
                                rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("builder", ["lenet5", "small_bn_cnn"])
+@pytest.mark.parametrize("builder", ["small_bn_cnn"])
 def test_quantize_model_layers_are_materialized(builder):
     from tfq import layers, models
     keras.utils.set_random_seed(1)
