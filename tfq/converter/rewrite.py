@@ -8,7 +8,9 @@ tfq custom op (docs/format.md). Float weight buffers no longer used are
 dropped. Weights not exactly in a set stay builtin and are reported.
 """
 
+import contextlib
 import dataclasses
+import io
 import logging
 import re
 import warnings
@@ -229,8 +231,10 @@ def _keras_to_tflite(model):
                   for t in model.inputs]
         outputs = model(inputs if len(inputs) > 1 else inputs[0])
         model = keras.Model(inputs, outputs)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    return converter.convert()
+    # Keras' SavedModel export prints the exported signature to stdout; keep it quiet.
+    with contextlib.redirect_stdout(io.StringIO()):
+        converter = tf.lite.TFLiteConverter.from_keras_model(model)
+        return converter.convert()
 
 
 # ------------------------------------------------------------------ rewriting
