@@ -22,6 +22,7 @@ import argparse
 import pathlib
 import struct
 import sys
+import warnings
 
 import numpy as np
 
@@ -74,8 +75,11 @@ def collect_nodes(tflite_path, images, num_threads=1):
     ops = [op for op in sg.operators if tflite_io.op_name(model, op) in CUSTOM_CODES]
     if not ops:
         raise ValueError(f"{name}: no tfq custom op to export (is it a tfq-converted model?)")
-    interp = tfq.Interpreter(model_path=str(tflite_path), num_threads=num_threads,
-                             experimental_preserve_all_tensors=True)
+    with warnings.catch_warnings():
+        # Keeping every tensor is the point here (debug-only in LiteRT's words).
+        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
+        interp = tfq.Interpreter(model_path=str(tflite_path), num_threads=num_threads,
+                                 experimental_preserve_all_tensors=True)
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]
     out = interp.get_output_details()[0]

@@ -1,0 +1,181 @@
+"""aarch64: the NEON kernels under qemu, and the delegate's node-level path on ARM.
+
+Cross-builds tfq/delegates with Debian's g++-aarch64-linux-gnu
+(cmake/aarch64-linux-gnu.toolchain.cmake) once into build-aarch64/, then runs:
+
+* tests/native/kernels_test.cc under `qemu-aarch64 -cpu max` (the CPU has the
+  dot product: the dispatcher must pick neon_dotprod) and `-cpu cortex-a53`
+  (it has not: plain neon). Every table function and every layer is compared
+  with the scalar reference bit for bit.
+* tests/native/node_runner.cc on tensors exported on x86 from converted models
+  (every tfq op and scheme, and the Android demo's ternary LeNet-5 on MNIST):
+  each node runs through the delegate's own entry points on aarch64 and its
+  output must equal the output the x86 delegate produced inside LiteRT, bit
+  for bit. No aarch64 LiteRT runtime is used (none can be run here), so this
+  is the node-level path, not a whole-graph run; docs/arm.md says so.
+
+Emulated run times say nothing about speed; nothing here times anything.
+"""
+
+import fcntl
+import importlib.util
+import os
+import pathlib
+import shutil
+import struct
+import subprocess
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BUILD = ROOT / "build-aarch64"
+TOOLCHAIN = ROOT / "cmake" / "aarch64-linux-gnu.toolchain.cmake"
+SYSROOT = "/usr/aarch64-linux-gnu"
+CPUS = {"max": "neon_dotprod", "cortex-a53": "neon"}
+
+
+def _require_tools():
+    missing = [t for t in ("aarch64-linux-gnu-g++", "qemu-aarch64", "cmake") if not shutil.which(t)]
+    if missing:
+        pytest.skip(f"ARM cross tools not installed ({', '.join(missing)}); "
+                    "scripts/setup_env.sh installs g++-aarch64-linux-gnu and qemu-user")
+
+
+def build_aarch64(build_dir=BUILD):
+    """Configures (once) and builds the aarch64 delegate and native tests; returns build_dir.
+
+    A file lock keeps parallel pytest workers from building at the same time;
+    later calls only let CMake check that everything is up to date.
+    """
+    build_dir.mkdir(exist_ok=True)
+    with open(build_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (build_dir / "CMakeCache.txt").exists():
+            subprocess.run(
+                ["cmake", "-S", str(ROOT / "tfq" / "delegates"), "-B", str(build_dir),
+                 f"-DCMAKE_TOOLCHAIN_FILE={TOOLCHAIN}", "-DCMAKE_BUILD_TYPE=Release",
+                 "-DTFQ_BUILD_NATIVE_TESTS=ON", "-DTFQ_COPY_TO_SOURCE=OFF"],
+                check=True, capture_output=True, text=True)
+        r = subprocess.run(["cmake", "--build", str(build_dir), "-j2"], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, f"aarch64 build failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    return build_dir
+
+
+def qemu(cpu, *cmd, timeout=300):
+    return subprocess.run(["qemu-aarch64", "-cpu", cpu, "-L", SYSROOT, *map(str, cmd)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def arm_build():
+    _require_tools()
+    return build_aarch64()
+
+
+def _load_exporter():
+    spec = importlib.util.spec_from_file_location(
+        "tfq_export_nodes", ROOT / "benchmarks" / "arm" / "export_nodes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def exported_nodes(tmp_path_factory):
+    """.tfqnodes files exported on x86: a mixed-scheme CNN and the demo's LeNet-5."""
+    from tfq.converter import convert, testing
+    from tfq.datasets import mnist
+
+    exporter = _load_exporter()
+    out = tmp_path_factory.mktemp("nodes")
+    files = {}
+    # Every op and scheme; depthwise with multiplier 1 (NEON path) and 2 (fallback).
+    for dm in (1, 2):
+        model = testing.small_cnn(input_shape=(13, 11, 5), depth_multiplier=dm,
+                                  name=f"arm_mixed_dm{dm}")
+        testing.set_in_set_weights(model, {"conv": "binary", "dwconv": "pow2_4bit",
+                                           "pwconv": "pow2_3bit", "fc": "ternary"}, seed=dm)
+        path = out / f"mixed_dm{dm}.tflite"
+        path.write_bytes(convert(model))
+        rng = np.random.default_rng(dm)
+        nodes, _ = exporter.collect_nodes(path, rng.standard_normal((2, 13, 11, 5)) * 3)
+        assert sorted({n[0] for n in nodes}) == ["TFQ_CONV_2D", "TFQ_DEPTHWISE_CONV_2D",
+                                                   "TFQ_FULLY_CONNECTED"]
+        files[f"mixed_dm{dm}"] = out / f"mixed_dm{dm}.tfqnodes"
+        files[f"mixed_dm{dm}"].write_bytes(exporter.encode(nodes))
+    lenet = ROOT / "android_demo" / "app" / "src" / "main" / "assets" / "lenet5_tfq_ternary.tflite"
+    (_, _), (x_test, _) = mnist()
+    nodes, _ = exporter.collect_nodes(lenet, x_test[:3])
+    files["lenet5_ternary"] = out / "lenet5.tfqnodes"
+    files["lenet5_ternary"].write_bytes(exporter.encode(nodes))
+    return files
+
+
+@pytest.mark.parametrize("cpu", sorted(CPUS))
+def test_neon_kernels_equal_reference_under_qemu(arm_build, cpu):
+    r = qemu(cpu, arm_build / "tfq_kernels_test", f"--expect-isa={CPUS[cpu]}")
+    assert r.returncode == 0, f"qemu -cpu {cpu}:\n{r.stdout}\n{r.stderr}"
+    assert f"selected isa: {CPUS[cpu]}" in r.stdout
+    assert ", 0 failures" in r.stdout
+    # -cpu max tests both tables (plain NEON is always there); cortex-a53 only plain NEON.
+    tested = r.stdout.strip().splitlines()[-1].split("tables tested:")[1].split()
+    assert tested == (["neon", "neon_dotprod"] if cpu == "max" else ["neon"])
+
+
+def test_wrong_isa_expectation_fails(arm_build):
+    r = qemu("cortex-a53", arm_build / "tfq_kernels_test", "--expect-isa=neon_dotprod")
+    assert r.returncode == 1
+    assert "dispatcher selected neon, expected neon_dotprod" in r.stderr
+
+
+def test_aarch64_shared_library_exports_delegate_entry_points(arm_build):
+    lib = arm_build / "libtfq_delegate.so"
+    head = lib.read_bytes()[:20]
+    assert head[:4] == b"\x7fELF" and struct.unpack_from("<H", head, 18)[0] == 183  # EM_AARCH64
+    nm = shutil.which("aarch64-linux-gnu-nm") or "nm"
+    syms = subprocess.run([nm, "-D", "--defined-only", str(lib)], capture_output=True, text=True,
+                          check=True).stdout
+    for name in ("tflite_plugin_create_delegate", "tflite_plugin_destroy_delegate"):
+        assert f" T {name}" in syms
+
+
+@pytest.mark.parametrize("cpu", sorted(CPUS))
+@pytest.mark.parametrize("model", ["mixed_dm1", "mixed_dm2", "lenet5_ternary"])
+def test_node_path_on_aarch64_matches_x86_bit_for_bit(arm_build, exported_nodes, cpu, model):
+    threads = 2 if model == "mixed_dm1" else 1
+    r = qemu(cpu, arm_build / "tfq_node_runner", exported_nodes[model],
+             f"--expect-isa={CPUS[cpu]}", f"--threads={threads}")
+    assert r.returncode == 0, f"qemu -cpu {cpu} {model}:\n{r.stdout}\n{r.stderr}"
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("node ")]
+    assert lines and all(ln.endswith("bit-identical to x86") for ln in lines), r.stdout
+
+
+def test_node_runner_reports_a_mismatch_and_a_bad_file(arm_build, exported_nodes, tmp_path):
+    exporter = _load_exporter()
+    data = bytearray(exported_nodes["mixed_dm1"].read_bytes())
+    # Flip the last float of the last node's expected output.
+    data[-4:] = struct.pack("<f", struct.unpack("<f", bytes(data[-4:]))[0] + 1.0)
+    bad = tmp_path / "bad.tfqnodes"
+    bad.write_bytes(bytes(data))
+    r = qemu("max", arm_build / "tfq_node_runner", bad)
+    assert r.returncode == 1 and "MISMATCH (1 differ" in r.stdout, r.stdout
+    trunc = tmp_path / "truncated.tfqnodes"
+    trunc.write_bytes(bytes(data[:100]))
+    r = qemu("max", arm_build / "tfq_node_runner", trunc)
+    assert r.returncode == 1 and "truncated" in r.stderr, r.stderr
+    assert exporter.MAGIC == b"TFQNODES"
+
+
+def test_exporter_refuses_a_float_model(tmp_path):
+    from tfq.converter import convert, testing
+
+    model = testing.small_cnn(input_shape=(8, 8, 2), name="float_only")
+    path = tmp_path / "float.tflite"
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        path.write_bytes(convert(model))
+    with pytest.raises(ValueError, match="no tfq custom op"):
+        _load_exporter().collect_nodes(path, np.zeros((1, 8, 8, 2), np.float32))
