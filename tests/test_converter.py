@@ -340,3 +340,21 @@ def test_quantize_model_recurrent_layers_are_materialized(rnn):
     x = np.random.default_rng(4).normal(size=(2, 6, 5)).astype(np.float32)
     np.testing.assert_allclose(ReferenceInterpreter(data).predict(x), qmodel.predict(x, verbose=0),
                                rtol=1e-4, atol=1e-5)
+
+
+def test_corrupted_custom_options_give_value_errors():
+    """Fuzzed option bytes fail with ValueError naming the node, never another exception."""
+    good = fmt.encode_options({"version": 1, "scheme": "ternary", "bits": 2, "rows": 4, "k": 9,
+                               "weight_shape": [4, 9], "activation": "RELU"})
+    rng = np.random.default_rng(15)
+    for trial in range(1500):
+        data = bytearray(good)
+        for _ in range(rng.integers(1, 4)):
+            data[rng.integers(0, len(data))] = rng.integers(0, 256)
+        if trial % 3 == 0:
+            data = data[:rng.integers(0, len(data))]
+        try:
+            fmt.validate_options(fmt.decode_options(bytes(data), "node 7"), "TFQ_FULLY_CONNECTED",
+                                 "node 7")
+        except ValueError as err:
+            assert "node 7" in str(err)

@@ -6,6 +6,8 @@ converter and the reference executor go through this module, so the format
 has exactly one Python implementation.
 """
 
+import struct
+
 import numpy as np
 from flatbuffers import flexbuffers
 
@@ -182,7 +184,8 @@ def decode_options(data, where="custom op"):
     """
     try:
         value = flexbuffers.Loads(bytes(data))
-    except (IndexError, ValueError, TypeError, KeyError, UnicodeDecodeError) as err:
+    except (IndexError, ValueError, TypeError, KeyError, UnicodeDecodeError, struct.error,
+            AssertionError, OverflowError, RecursionError, AttributeError) as err:
         raise ValueError(f"{where}: custom options are not a valid FlexBuffer map ({err})") from None
     if not isinstance(value, dict):
         raise ValueError(f"{where}: custom options are not a FlexBuffer map")
@@ -222,8 +225,18 @@ def validate_options(opts, op_name, where="custom op"):
     if out["activation"] not in ACTIVATIONS:
         raise ValueError(f"{where}: unknown activation {out['activation']!r} "
                          f"(valid: {', '.join(ACTIVATIONS)})")
-    shape = [int(v) for v in out["weight_shape"]]
+    raw_shape = out["weight_shape"]
+    if not isinstance(raw_shape, (list, tuple)) or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in raw_shape):
+        raise ValueError(f"{where}: weight_shape must be a vector of ints, got {raw_shape!r}")
+    for key in ("scheme", "activation", "padding"):
+        if key in out and not isinstance(out[key], str):
+            raise ValueError(f"{where}: option {key!r} must be a string, got {out[key]!r}")
+    shape = [int(v) for v in raw_shape]
     out["weight_shape"] = shape
+    rank = {"TFQ_FULLY_CONNECTED": 2}.get(op_name, 4)
+    if len(shape) != rank:
+        raise ValueError(f"{where}: weight_shape {shape} must have rank {rank} for {op_name}")
     if any(v < 1 for v in shape):
         raise ValueError(f"{where}: weight_shape {shape} has non-positive sizes")
     if op_name == "TFQ_FULLY_CONNECTED":
