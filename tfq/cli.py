@@ -32,6 +32,11 @@ class UsageError(ValueError):
 
 
 def _load_keras_model(path):
+    # File checks first: they need no TensorFlow.
+    if not os.path.exists(path):
+        raise UsageError(f"{path}: no such file")
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a Keras model file (not a .keras zip archive; corrupted or wrong file)")
     import keras
     # Registers tfq's serializable classes before deserialization.
     for module in ("tfq.quantizers", "tfq.layers", "tfq.admm", "tfq.pruning", "tfq.callbacks"):
@@ -40,10 +45,6 @@ def _load_keras_model(path):
         except ModuleNotFoundError as err:
             if err.name != module:
                 raise
-    if not os.path.exists(path):
-        raise UsageError(f"{path}: no such file")
-    if path.endswith(".keras") and not zipfile.is_zipfile(path):
-        raise ValueError(f"{path}: not a Keras model file (not a .keras zip archive; corrupted or wrong file)")
     try:
         return keras.saving.load_model(path, compile=False)
     except (ValueError, OSError, TypeError) as err:

@@ -79,13 +79,15 @@ def _log(msg):
 # --------------------------------------------------------------------------
 
 
-def _scheme():
-    from tfq import quantizers
+# The scheme names of tfq.quantizers and docs/format.md, checked here without importing TensorFlow.
+_SCHEMES = ("binary", "ternary", "pow2_3bit", "pow2_4bit")
 
-    try:
-        return quantizers.get(FLAGS.scheme).name
-    except ValueError:
-        raise _usage_error(f"unknown scheme {FLAGS.scheme!r}; valid: {', '.join(quantizers.names())}") from None
+
+def _scheme():
+    name = (FLAGS.scheme or "").lower()
+    if name not in _SCHEMES:
+        raise _usage_error(f"unknown scheme {FLAGS.scheme!r}; valid: {', '.join(_SCHEMES)}")
+    return name
 
 
 def _sparsity():
@@ -138,6 +140,17 @@ def _out_path(suffix):
 # --------------------------------------------------------------------------
 
 
+def _check_data_spec(spec):
+    """Usage checks of a --data value that need no loading."""
+    if spec is None or spec == "mnist" or os.path.isdir(spec):
+        return
+    if spec.endswith(".npz"):
+        if not os.path.exists(spec):
+            raise _usage_error(f"{spec}: no such file")
+        return
+    raise _usage_error(f"--data must be 'mnist', a directory or an .npz file, got {spec!r}")
+
+
 def load_data(spec, limit=None):
     """((x_train, y_train), (x_test, y_test)) for a --data value (see the flag's help)."""
     from tfq import datasets
@@ -178,7 +191,6 @@ def cmd_compress(args):
     """Compresses a .keras model: data-free by default, ADMM training with --data."""
     if args:
         raise _usage_error(f"compress takes no positional arguments, got {' '.join(args)}")
-    quiet_tensorflow()
     from tfq.cli import _load_keras_model
 
     path = _existing(FLAGS.model, "--model PATH.keras", (".keras",))
@@ -189,14 +201,17 @@ def cmd_compress(args):
     _positive("batch_size")
     if FLAGS.learning_rate is not None and not FLAGS.learning_rate > 0:
         raise _usage_error(f"--learning_rate must be positive, got {FLAGS.learning_rate}")
+    if FLAGS.epochs is not None and not FLAGS.data:
+        raise _usage_error("--epochs needs --data (the data-free path does not train)")
+    for spec in (FLAGS.data, FLAGS.eval_data):
+        _check_data_spec(spec)
+    quiet_tensorflow()
     data = validation = None
     if FLAGS.data:
         (x, y), (xt, yt) = load_data(FLAGS.data)
         data, validation = (x, y), (xt, yt)
     elif FLAGS.eval_data:
         _, validation = load_data(FLAGS.eval_data, FLAGS.limit)
-    if FLAGS.epochs is not None and not FLAGS.data:
-        raise _usage_error("--epochs needs --data (the data-free path does not train)")
     model = _load_keras_model(path)
     layers = {name: True for name in FLAGS.layers} if FLAGS.layers else None
     import tfq
@@ -227,12 +242,12 @@ def cmd_evaluate(args):
     """Top-1 accuracy of a .tflite classifier through LiteRT (with the tfq delegate when needed)."""
     if len(args) != 1:
         raise _usage_error("evaluate takes exactly one FILE.tflite")
-    quiet_tensorflow()
     from tfq import report
 
-    blob = _read_tflite(args[0])
     threads = _threads()[0]
     _positive("limit")
+    blob = _read_tflite(args[0])
+    _check_data_spec(FLAGS.data or "mnist")
     _, (xt, yt) = load_data(FLAGS.data or "mnist", FLAGS.limit)
     runtime = "LiteRT + tfq delegate" if report.has_tfq_ops(blob) else "LiteRT"
     acc = report.tflite_accuracy(blob, xt, yt, threads=threads, progress=report.stderr_progress("evaluate"))
@@ -245,20 +260,21 @@ def cmd_benchmark(args):
     """Median latency of a tfq .tflite against LiteRT float and dynamic-range int8 of the baseline."""
     if len(args) != 1:
         raise _usage_error("benchmark takes exactly one FILE.tflite")
-    quiet_tensorflow()
     from tfq import report
 
-    blob = _read_tflite(args[0])
     threads = _threads()
     runs = _positive("runs")
     warmup = FLAGS.warmup
     if warmup is None or warmup < 0:
         raise _usage_error(f"--warmup must be >= 0, got {warmup}")
+    blob = _read_tflite(args[0])
     models = {"tfq": blob}
     if FLAGS.baseline:
         from tfq.cli import _load_keras_model
 
-        base = _load_keras_model(_existing(FLAGS.baseline, "--baseline PATH.keras", (".keras",)))
+        baseline = _existing(FLAGS.baseline, "--baseline PATH.keras", (".keras",))
+        quiet_tensorflow()
+        base = _load_keras_model(baseline)
         _log(f"converting {FLAGS.baseline} to LiteRT float and dynamic-range int8")
         models = {"LiteRT float": report.keras_to_tflite(base), "LiteRT int8": report.keras_to_tflite(base, True),
                   "tfq": blob}
@@ -286,7 +302,6 @@ def cmd_benchmark(args):
 
 def cmd_report(args):
     """Accuracy against size and latency for several models: a PNG figure and a Markdown table."""
-    quiet_tensorflow()
     from tfq import report
 
     paths = list(FLAGS.models or []) + list(args)
@@ -298,12 +313,15 @@ def cmd_report(args):
     threads = _threads()[0]
     runs = _positive("runs")
     _positive("limit")
+    _check_data_spec(FLAGS.data or "mnist")
+    for p in paths:
+        if p.endswith(".tflite"):
+            _read_tflite(p)
+    quiet_tensorflow()
     _, (xt, yt) = load_data(FLAGS.data or "mnist", FLAGS.limit)
     measurements = []
     for i, p in enumerate(paths):
         _log(f"model {i + 1}/{len(paths)}: {p}")
-        if p.endswith(".tflite"):
-            _read_tflite(p)
         measurements.extend(report.measurements_for(p, xt, yt, threads=threads, int8_baseline=FLAGS.int8_baseline,
                                                     runs=runs, log=_log))
     report.plot(measurements, out)

@@ -1,0 +1,141 @@
+"""The `tfq` command line as a user runs it: subprocesses, real files, MNIST from TFQ_DATA_DIR."""
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tfq_cli(*args, cwd, timeout=600):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    proc = subprocess.run(
+        [sys.executable, "-m", "tfq", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, mnist_small):
+    """A trained float LeNet-5 (M.keras), a small .npz dataset and garbage files."""
+    import keras
+
+    import tfq
+
+    d = tmp_path_factory.mktemp("cli")
+    (x, y), (xt, yt) = mnist_small
+    keras.utils.set_random_seed(0)
+    model = tfq.models.lenet5()
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=3, batch_size=32, verbose=0)
+    model.save(str(d / "M.keras"))
+    np.savez(d / "small.npz", x_train=x, y_train=y, x_test=xt, y_test=yt)
+    (d / "garbage.keras").write_bytes(b"this is not a zip archive")
+    (d / "garbage.tflite").write_bytes(b"\x00" * 64)
+    return d
+
+
+def _one_line_error(stderr, *needles):
+    assert "Traceback" not in stderr, stderr
+    lines = [l for l in stderr.splitlines() if l.startswith("tfq")]
+    assert len(lines) == 1, stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+def test_pipeline_compress_convert_evaluate_benchmark_report(workdir):
+    from PIL import Image
+
+    rc, out, err = tfq_cli("compress", "--model", "M.keras", "--scheme", "pow2_4bit", "--out", "M_p4.keras",
+                           "--eval_data", "small.npz", cwd=workdir)
+    assert rc == 0, err
+    assert (workdir / "M_p4.keras").exists()
+    assert "| conv2 | Conv2D | pow2_4bit |" in out and "| fc1 | Dense | pow2_4bit |" in out, out
+    assert "data-free [" in err  # the per-layer progress bar
+
+    rc, out, err = tfq_cli("convert", "--model", "M_p4.keras", "--out", "M_p4.tflite", cwd=workdir)
+    assert rc == 0, err
+    rc, out, err = tfq_cli("inspect", "M_p4.tflite", cwd=workdir)
+    assert rc == 0 and "TFQ_" in out, out + err
+
+    rc, out, err = tfq_cli("evaluate", "M_p4.tflite", "--data", "mnist", "--limit", "500", cwd=workdir)
+    assert rc == 0, err
+    acc = float(re.search(r"accuracy ([\d.]+)%", out).group(1))
+    assert acc > 80, out  # LeNet-5 after three short epochs, pow2_4bit data-free
+    assert "tfq delegate" in out
+
+    rc, out, err = tfq_cli("benchmark", "M_p4.tflite", "--baseline", "M.keras", "--threads", "1,2", "--runs", "5",
+                           cwd=workdir)
+    assert rc == 0, err
+    for label in ("LiteRT float", "LiteRT int8", "tfq"):
+        for t in (1, 2):
+            assert re.search(rf"\| {label} \| {t} \| [\d.]+ \|", out), out
+
+    rc, out, err = tfq_cli("report", "--models", "M.keras,M_p4.keras", "M_p4.tflite", "--data", "mnist",
+                           "--limit", "300", "--runs", "5", "--out", "report.png", cwd=workdir)
+    assert rc == 0, err
+    with Image.open(workdir / "report.png") as img:
+        img.verify()
+    with Image.open(workdir / "report.png") as img:
+        assert img.format == "PNG" and img.size[0] >= 800 and img.size[1] >= 350, img.size
+        colors = np.asarray(img.convert("RGB")).reshape(-1, 3)
+        assert len(np.unique(colors[:: 97], axis=0)) > 20  # a drawn figure, not a blank canvas
+    table = (workdir / "report.md").read_text()
+    for row in ("| M | float |", "| M int8 | int8", "| M_p4 | tfq pow2_4bit |"):
+        assert row in table, table
+    assert table.count("\n") == 2 + 4  # header, separator, float, int8, .keras tfq, .tflite tfq
+
+
+def test_compress_with_data_and_sparsity(workdir):
+    rc, out, err = tfq_cli("compress", "--model", "M.keras", "--scheme", "ternary", "--sparsity", "0.5",
+                           "--data", "small.npz", "--epochs", "2", "--out", "M_t.keras", cwd=workdir)
+    assert rc == 0, err
+    assert "admm + pruning" in out and "| fc1 | Dense | ternary |" in out, out
+    sparsity = float(re.search(r"\| fc1 \| Dense \| ternary \| [\d,]+ \| 2 \| ([\d.]+)% \|", out).group(1))
+    assert sparsity >= 50.0
+
+
+@pytest.mark.parametrize(
+    "args, code, needles",
+    [
+        (("frobnicate",), 2, ("unknown command",)),
+        (("compress", "--model", "M.keras", "--out", "x.keras", "--no_such_flag"), 2, ("no_such_flag",)),
+        (("compress", "--model", "missing.keras", "--out", "x.keras"), 2, ("missing.keras", "no such file")),
+        (("compress", "--model", "M.keras", "--scheme", "quad", "--out", "x.keras"), 2, ("unknown scheme", "quad")),
+        (("compress", "--model", "M.keras", "--sparsity", "1.5", "--out", "x.keras"), 2, ("--sparsity",)),
+        (("compress", "--model", "M.keras", "--out", "x.h5"), 2, ("--out",)),
+        (("compress", "--model", "garbage.keras", "--out", "x.keras"), 1, ("garbage.keras", "not a Keras model")),
+        (("compress", "--model", "M.keras", "--layers", "pool1", "--out", "x.keras"), 1, ("pool1", "not supported")),
+        (("evaluate", "garbage.tflite", "--data", "small.npz"), 1, ("garbage.tflite", "not a TFLite")),
+        (("evaluate", "missing.tflite"), 2, ("missing.tflite", "no such file")),
+        (("evaluate", "M.keras"), 2, (".tflite",)),
+        (("benchmark", "garbage.tflite", "--threads", "0"), 2, ("--threads",)),
+        (("report", "--data", "mnist", "--out", "r.png"), 2, ("--models",)),
+        (("evaluate", "garbage.tflite", "--data", "nowhere"), 1, ("garbage.tflite",)),
+    ],
+    ids=[
+        "unknown-command", "unknown-flag", "missing-model", "unknown-scheme", "bad-sparsity", "bad-out",
+        "corrupted-model", "unsupported-layer", "corrupted-tflite", "missing-tflite", "wrong-file-type",
+        "bad-threads", "report-without-models", "corrupted-before-data",
+    ],
+)
+def test_errors_are_one_line_with_exit_codes(workdir, args, code, needles):
+    rc, out, err = tfq_cli(*args, cwd=workdir)
+    assert rc == code, (rc, out, err)
+    if args[0] == "frobnicate":
+        assert "Traceback" not in err and "unknown command" in err
+    else:
+        _one_line_error(err, *needles)
+
+
+def test_verbose_shows_the_traceback(workdir):
+    rc, out, err = tfq_cli("compress", "--model", "garbage.keras", "--out", "x.keras", "--verbose", cwd=workdir)
+    assert rc == 1
+    assert "Traceback" in err and "not a Keras model" in err.splitlines()[-1]
