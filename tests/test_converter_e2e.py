@@ -53,3 +53,38 @@ def test_delegate_runs_packed_lstm_loop():
     x = rng.normal(size=(2, 6, 5)).astype(np.float32)
     want = ReferenceInterpreter(data, "delegate").predict(x)
     np.testing.assert_allclose(_run_delegate(data, x), want, rtol=1e-5, atol=1e-6)
+
+
+def _layer_model(kind):
+    if kind == "conv1d_dilated":
+        inputs = keras.Input((16, 4))
+        return keras.Model(inputs, keras.layers.Conv1D(6, 3, padding="same", dilation_rate=2,
+                                                       name="c")(inputs)), (2, 16, 4)
+    if kind == "separable":
+        inputs = keras.Input((10, 10, 4))
+        return keras.Model(inputs, keras.layers.SeparableConv2D(
+            6, 3, strides=2, padding="same", depth_multiplier=2, name="c")(inputs)), (2, 10, 10, 4)
+    inputs = keras.Input((10, 10, 4))
+    return keras.Model(inputs, keras.layers.Conv2D(8, 3, groups=2, name="c")(inputs)), (2, 10, 10, 4)
+
+
+@pytest.mark.parametrize("kind", ["conv1d_dilated", "separable", "grouped"])
+def test_more_layer_types(kind):
+    """Dilated Conv1D (SPACE_TO_BATCH_ND around CONV_2D) and SeparableConv2D pack; grouped
+    convolutions (no tfq op) stay builtin. Reference = Keras, delegate = reference."""
+    from tfq import layers
+    keras.utils.set_random_seed(6)
+    model, shape = _layer_model(kind)
+    if kind != "grouped":
+        model = layers.quantize_model(model, "ternary", skip_first_last=False)
+        data = convert(model)
+        assert data.report and all(r.packed for r in data.report)
+    else:
+        with pytest.warns(UserWarning, match="plain float model"):
+            data = convert(model)
+        assert [r.reason for r in data.report] == ["grouped convolution"]
+    x = np.random.default_rng(7).normal(size=shape).astype(np.float32)
+    np.testing.assert_allclose(ReferenceInterpreter(data).predict(x), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)
+    want = ReferenceInterpreter(data, "delegate").predict(x)
+    np.testing.assert_allclose(_run_delegate(data, x), want, rtol=1e-5, atol=1e-6 * np.abs(want).max())

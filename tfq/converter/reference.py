@@ -79,7 +79,14 @@ def conv2d(x, w, bias, stride, dilation, padding, activation="NONE"):
     """x [N,H,W,I], w [O,KH,KW,I] (TFLite order) -> [N,OH,OW,O] in float64."""
     o, kh, kw, i = w.shape
     p = _patches(np.asarray(x, np.float64), kh, kw, *stride, *dilation, padding)
-    y = p.reshape(*p.shape[:3], -1) @ np.asarray(w, np.float64).reshape(o, -1).T
+    groups = x.shape[3] // i
+    if groups * i != x.shape[3] or o % groups:
+        raise ValueError(f"convolution input has {x.shape[3]} channels, weights {list(w.shape)}")
+    w = np.asarray(w, np.float64)
+    og = o // groups
+    y = np.concatenate([
+        p[..., g * i:(g + 1) * i].reshape(*p.shape[:3], -1) @ w[g * og:(g + 1) * og].reshape(og, -1).T
+        for g in range(groups)], axis=-1)
     if bias is not None:
         y = y + bias
     return _act(y, activation)
@@ -639,3 +646,45 @@ def _fill(self, op, ins, sg, outs):
 @_builtin("ZEROS_LIKE")
 def _zeros_like(self, op, ins, sg, outs):
     return np.zeros_like(ins[0])
+
+
+@_builtin("SPACE_TO_BATCH_ND")
+def _space_to_batch(self, op, ins, sg, outs):
+    x = np.asarray(ins[0])
+    block = [int(v) for v in np.asarray(ins[1]).reshape(-1)]
+    pads = np.asarray(ins[2]).reshape(-1, 2).astype(np.int64)
+    m = len(block)
+    rest = x.ndim - 1 - m
+    x = np.pad(x, [(0, 0)] + [tuple(p) for p in pads] + [(0, 0)] * rest)
+    n = x.shape[0]
+    shape = [n]
+    for d, b in enumerate(block):
+        shape += [x.shape[1 + d] // b, b]
+    shape += list(x.shape[1 + m:])
+    x = x.reshape(shape)
+    # [n, s0, b0, s1, b1, ..., rest] -> [b0, b1, ..., n, s0, s1, ..., rest]
+    perm = [2 + 2 * d for d in range(m)] + [0] + [1 + 2 * d for d in range(m)] + \
+        list(range(1 + 2 * m, x.ndim))
+    x = x.transpose(perm)
+    return x.reshape([n * int(np.prod(block))] + [shape[1 + 2 * d] for d in range(m)] +
+                     list(shape[1 + 2 * m:]))
+
+
+@_builtin("BATCH_TO_SPACE_ND")
+def _batch_to_space(self, op, ins, sg, outs):
+    x = np.asarray(ins[0])
+    block = [int(v) for v in np.asarray(ins[1]).reshape(-1)]
+    crops = np.asarray(ins[2]).reshape(-1, 2).astype(np.int64)
+    m = len(block)
+    n = x.shape[0] // int(np.prod(block))
+    x = x.reshape(block + [n] + list(x.shape[1:]))
+    # [b0, ..., n, s0, ..., rest] -> [n, s0, b0, s1, b1, ..., rest]
+    perm = [m]
+    for d in range(m):
+        perm += [m + 1 + d, d]
+    perm += list(range(2 * m + 1, x.ndim))
+    x = x.transpose(perm)
+    spatial = [x.shape[1 + 2 * d] * block[d] for d in range(m)]
+    x = x.reshape([n] + spatial + list(x.shape[1 + 2 * m:]))
+    index = [slice(None)] + [slice(int(c[0]), s - int(c[1])) for c, s in zip(crops, spatial)]
+    return x[tuple(index)]
