@@ -2,7 +2,7 @@
 // aarch64 and run under qemu (tests/test_arm.py). No interpreter, no Python.
 //
 // Every SIMD kernel table the CPU supports (plain NEON, NEON dot product,
-// AVX2) is compared with the scalar reference table function by function, and
+// AVX2, AVX-512 VNNI) is compared with the scalar reference table function by function, and
 // the three layer entry points (FullyConnected, Conv2D, DepthwiseConv2D) with
 // the dispatcher's choice against force_reference. The math is integer up to
 // the shared float epilogue, so every comparison is bit for bit (memcmp), and
@@ -421,7 +421,7 @@ int main(int argc, char** argv) {
   const KernelTable& ref = tfq::internal::RefTable();
   std::vector<const KernelTable*> tables;
   for (const KernelTable* t : {tfq::internal::NeonTable(), tfq::internal::NeonDotprodTable(),
-                               tfq::internal::Avx2Table()})
+                               tfq::internal::Avx2Table(), tfq::internal::Avx512VnniTable()})
     if (t) tables.push_back(t);
   for (const KernelTable* t : tables) {
     const int before = g_failures;
