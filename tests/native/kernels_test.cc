@@ -2,9 +2,9 @@
 // aarch64 and run under qemu (tests/test_arm.py). No interpreter, no Python.
 //
 // Every SIMD kernel table the CPU supports (plain NEON, NEON dot product,
-// AVX2, AVX-512 VNNI) is compared with the scalar reference table function by function, and
-// the three layer entry points (FullyConnected, Conv2D, DepthwiseConv2D) with
-// the dispatcher's choice against force_reference. The math is integer up to
+// AVX2, AVX-512 VNNI) is compared with the scalar reference table function
+// by function, and the three layer entry points (FullyConnected, Conv2D,
+// DepthwiseConv2D) with the dispatcher's choice against force_reference. The math is integer up to
 // the shared float epilogue, so every comparison is bit for bit (memcmp), and
 // the reference itself is checked against a naive sum over decoded levels.
 // Shapes step through primes and odd tails around the block sizes; outputs
