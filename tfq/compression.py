@@ -1016,7 +1016,9 @@ def _with_data(model, scheme, sparsity, data, validation_data, epochs, *, layers
     val = validation_data
     if isinstance(val, list):
         val = tuple(val)
-    small.fit(**fit_args, epochs=hp["epochs"], validation_data=val, callbacks=cbs, verbose=1 if verbose else 0)
+    # Keras' bar redraws in place on a terminal; in a log file one line per epoch reads better.
+    fit_verbose = (1 if sys.stdout.isatty() else 2) if verbose else 0
+    small.fit(**fit_args, epochs=hp["epochs"], validation_data=val, callbacks=cbs, verbose=fit_verbose)
     recalibrated = _reestimate_batch_norm(small, fit_args, batch_size)
     acc_after = evaluate_accuracy(small, validation_data, batch_size) if validation_data is not None else None
 
