@@ -1,0 +1,248 @@
+"""The speed table of benchmarks/speed.py, measured on a real ARM board or phone.
+
+Timings under qemu say nothing about speed, so this script only runs on real
+hardware. It reuses speed.py's cases and variants (the same .tflite files,
+made once on an x86 host) and prints the same table: median invoke times in
+microseconds and the ratios t2/fp32, t2/best, p4/fp32, p4/best.
+
+  prepare  (x86 host)  make the model variants of speed.py into --cache
+  board    (aarch64 Linux with Python, e.g. Raspberry Pi OS 64-bit, Jetson,
+           Graviton): times them with ai-edge-litert and the tfq delegate
+           (NEON), interleaved in one process, exactly like speed.py
+  adb      (host with a phone on adb): pushes the models, the Android build of
+           libtfq_delegate.so and TensorFlow's `benchmark_model` tool, runs
+           `benchmark_model` once per variant and round, interleaving the
+           variants (ABCABC...), and reports the median over rounds of
+           benchmark_model's average
+
+Usage:
+  python benchmarks/arm/bench_arm.py prepare [--cases ...] [--cache out/bench]
+  python benchmarks/arm/bench_arm.py board   [--cases ...] [--cache DIR] [--threads 1,4]
+  python benchmarks/arm/bench_arm.py adb --benchmark-model PATH --delegate PATH
+         [--cases ...] [--cache DIR] [--threads 1,4] [--rounds 5] [--serial ID]
+See docs/arm.md and benchmarks/arm/run_adb.sh, run_board.sh.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import speed  # noqa: E402  (benchmarks/speed.py: cases, variants, targets)
+
+VARIANTS = speed.LITERT_VARIANTS + speed.TFQ_VARIANTS
+DEVICE_DIR = "/data/local/tmp/tfq_bench"
+_AVG = re.compile(r"Inference \(avg\):\s*([0-9.eE+]+)")
+
+
+def table_header():
+    return ("case", "thr") + VARIANTS + ("t2/fp32", "t2/best", "p4/fp32", "p4/best", "target")
+
+
+def table_row(case, threads, med_us):
+    """One row of speed.py's table from {variant: median microseconds}."""
+    cells = [case, str(threads)]
+    for v in VARIANTS:
+        cells.append(f"{med_us[v]:.0f}" if v in med_us else "-")
+    lit = {v: med_us[v] for v in speed.LITERT_VARIANTS if v in med_us}
+    best_v = min(lit, key=lit.get) if lit else None
+    for v in speed.TFQ_VARIANTS:
+        if v in med_us and best_v is not None and "fp32" in med_us:
+            cells += [f"{med_us['fp32'] / med_us[v]:.2f}x",
+                      f"{lit[best_v] / med_us[v]:.2f}x ({best_v})"]
+        else:
+            cells += ["-", "-"]
+    tg = speed.TARGETS.get(case)
+    cells.append(f">={tg[0]}x / >={tg[1]}x" if tg else "")
+    return cells
+
+
+def print_table(title, rows):
+    print(title)
+    print("# batch 1, median invoke time in microseconds")
+    header = table_header()
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for cells in rows:
+        print("| " + " | ".join(cells) + " |")
+
+
+def cached_models(case, cache):
+    folder = pathlib.Path(cache) / case
+    paths = {v: folder / f"{v}.tflite" for v in VARIANTS if (folder / f"{v}.tflite").exists()}
+    if "fp32" not in paths or not any(v in paths for v in speed.TFQ_VARIANTS):
+        raise FileNotFoundError(
+            f"{folder}: no prepared models (run `bench_arm.py prepare --cases {case}` on an x86 "
+            "host and copy the cache folder here)")
+    return paths
+
+
+# ------------------------------------------------------------------ prepare
+
+def cmd_prepare(args):
+    for case in args.cases:
+        paths = speed.make_models(case, args.cache)
+        print(f"{case}: {', '.join(sorted(paths))} in {pathlib.Path(args.cache) / case}")
+    return 0
+
+
+# ------------------------------------------------------------------ board
+
+def cmd_board(args):
+    machine = platform.machine()
+    if machine not in ("aarch64", "arm64") and not args.allow_non_arm:
+        print(f"this is a {machine} machine: run `board` on the ARM board itself "
+              "(or pass --allow-non-arm to try the script here)", file=sys.stderr)
+        return 2
+    from tfq.delegates import native
+
+    rows, results = [], {}
+    for case in args.cases:
+        paths = cached_models(case, args.cache)
+        for t in args.threads:
+            med = speed.time_case(paths, t, args.seconds)
+            med_us = {v: s * 1e6 for v, s in med.items()}
+            results[f"{case}/{t}"] = med_us
+            rows.append(table_row(case, t, med_us))
+            print("| " + " | ".join(rows[-1]) + " |", flush=True)
+    print()
+    print_table(f"# tfq speed on {speed.cpu_name() or machine}, {os.cpu_count()} CPUs, "
+                f"tfq kernels: {native.selected_isa()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+                rows)
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+# ------------------------------------------------------------------ adb
+
+class Adb:
+    def __init__(self, adb, serial=None):
+        self.base = [adb] + (["-s", serial] if serial else [])
+
+    def run(self, *args, check=True):
+        r = subprocess.run(self.base + list(args), capture_output=True, text=True)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"{' '.join(self.base + list(args))} failed: {r.stderr or r.stdout}")
+        return r.stdout
+
+    def shell(self, command):
+        return self.run("shell", command)
+
+    def push(self, local, remote):
+        self.run("push", str(local), remote)
+
+
+def parse_avg_us(output):
+    """benchmark_model's 'Inference (avg): N' in microseconds (None if absent)."""
+    m = _AVG.findall(output)
+    return float(m[-1]) if m else None
+
+
+def cmd_adb(args):
+    adb = Adb(args.adb, args.serial)
+    DEVICE_DIR = args.device_dir  # noqa: N806
+    abi = adb.shell("getprop ro.product.cpu.abi").strip()
+    model = adb.shell("getprop ro.product.model").strip()
+    features = adb.shell("grep -m1 -i '^Features' /proc/cpuinfo || true").strip()
+    has_dot = " asimddp" in f" {features.split(':', 1)[-1]} "
+    adb.shell(f"mkdir -p {DEVICE_DIR}")
+    adb.push(args.benchmark_model, f"{DEVICE_DIR}/benchmark_model")
+    adb.push(args.delegate, f"{DEVICE_DIR}/libtfq_delegate.so")
+    adb.shell(f"chmod 755 {DEVICE_DIR}/benchmark_model")
+    rows, results = [], {}
+    for case in args.cases:
+        paths = cached_models(case, args.cache)
+        adb.shell(f"mkdir -p {DEVICE_DIR}/{case}")
+        for v, p in paths.items():
+            adb.push(p, f"{DEVICE_DIR}/{case}/{v}.tflite")
+        for t in args.threads:
+            times = {v: [] for v in paths}
+            failed = {}
+            for _ in range(args.rounds):
+                for v in paths:  # interleaved: one run of every variant per round
+                    if v in failed:
+                        continue
+                    cmd = [f"{DEVICE_DIR}/benchmark_model", f"--graph={DEVICE_DIR}/{case}/{v}.tflite",
+                           f"--num_threads={t}", f"--num_runs={args.runs}",
+                           f"--warmup_runs={args.warmup}", "--use_xnnpack=true"]
+                    if v in speed.TFQ_VARIANTS:
+                        cmd += [f"--external_delegate_path={DEVICE_DIR}/libtfq_delegate.so",
+                                f"--external_delegate_options=num_threads:{t}"]
+                    out = subprocess.run(adb.base + ["shell", " ".join(shlex.quote(c) for c in cmd)],
+                                         capture_output=True, text=True)
+                    avg = parse_avg_us(out.stdout + out.stderr)
+                    if avg is None:
+                        failed[v] = (out.stdout + out.stderr).strip().splitlines()[-1:] or ["?"]
+                        print(f"  {case}/{t} {v}: cannot run ({failed[v][0]})", file=sys.stderr)
+                    else:
+                        times[v].append(avg)
+            med_us = {v: statistics.median(ts) for v, ts in times.items() if ts}
+            results[f"{case}/{t}"] = med_us
+            rows.append(table_row(case, t, med_us))
+            print("| " + " | ".join(rows[-1]) + " |", flush=True)
+    print()
+    print_table(f"# tfq speed on {model} ({abi}, dot product: {'yes' if has_dot else 'no'}), "
+                f"benchmark_model, median over {args.rounds} interleaved rounds of "
+                f"{args.runs}-run averages, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+                rows)
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def common(p):
+        p.add_argument("--cases", default="dense4096,dense1024x3,conv3x3,conv1x1",
+                       type=lambda s: [c for c in s.split(",") if c])
+        p.add_argument("--cache", default=str(ROOT / "out" / "bench"))
+
+    p = sub.add_parser("prepare", help="make the model variants (x86 host, needs TensorFlow)")
+    common(p)
+    for name in ("board", "adb"):
+        p = sub.add_parser(name)
+        common(p)
+        p.add_argument("--threads", default=[1, 4], type=lambda s: [int(t) for t in s.split(",")])
+        p.add_argument("--json", help="also write the medians here")
+        if name == "board":
+            p.add_argument("--seconds", type=float, default=2.0)
+            p.add_argument("--allow-non-arm", action="store_true", help=argparse.SUPPRESS)
+        else:
+            p.add_argument("--benchmark-model", required=True, type=pathlib.Path,
+                           help="TensorFlow's benchmark_model for android_aarch64")
+            p.add_argument("--delegate", required=True, type=pathlib.Path,
+                           help="libtfq_delegate.so built for arm64-v8a (build_android.sh)")
+            p.add_argument("--adb", default="adb")
+            p.add_argument("--serial")
+            p.add_argument("--rounds", type=int, default=5)
+            p.add_argument("--runs", type=int, default=20, help="benchmark_model --num_runs")
+            p.add_argument("--warmup", type=int, default=5)
+            p.add_argument("--device-dir", default=DEVICE_DIR, help="scratch folder on the device")
+    args = ap.parse_args(argv)
+    for c in args.cases:
+        if c not in speed.CASES:
+            ap.error(f"unknown case {c!r}; valid: {', '.join(speed.CASES)}")
+    try:
+        return {"prepare": cmd_prepare, "board": cmd_board, "adb": cmd_adb}[args.cmd](args)
+    except (FileNotFoundError, RuntimeError) as err:
+        print(f"bench_arm.py {args.cmd}: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
