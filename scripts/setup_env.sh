@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Creates (or reuses) .venv with the pinned Python packages, installs the Debian
-# packages the native builds need, and builds/installs tfq itself (which compiles
+# packages the native builds need (the JDK for jni.h: the Android demo's JNI
+# bridge is compile-checked), and builds/installs tfq itself (which compiles
 # the C++ delegate through scikit-build-core). Sourced by demo.sh and test.sh.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 need_apt=()
-for pkg in cmake g++ qemu-user g++-aarch64-linux-gnu bazel-bootstrap; do
+for pkg in cmake g++ qemu-user g++-aarch64-linux-gnu bazel-bootstrap default-jdk-headless; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then
