@@ -12,6 +12,20 @@ constexpr int64_t kMaxElements = int64_t{1} << 40;
 
 std::string Str(int64_t v) { return std::to_string(v); }
 
+// Enum fields read as raw ints: a crafted model may hold values outside the
+// enumerators we (or an older header) declare, and loading such a value as the
+// enum type is undefined behaviour.
+int RawType(const TfLiteTensor* t) {
+  int v;
+  std::memcpy(&v, &t->type, sizeof(v));
+  return v;
+}
+int RawAllocation(const TfLiteTensor* t) {
+  int v;
+  std::memcpy(&v, &t->allocation_type, sizeof(v));
+  return v;
+}
+
 bool Fail(std::string* error, const std::string& message) {
   *error = message;
   return false;
@@ -39,14 +53,14 @@ int64_t NumElements(const TfLiteTensor* t) {
 }
 
 bool IsConstant(const TfLiteTensor* t) {
-  return t->data.raw != nullptr &&
-         (t->allocation_type == kTfLiteMmapRo || t->allocation_type == kTfLitePersistentRo);
+  const int a = RawAllocation(t);
+  return t->data.raw != nullptr && (a == kTfLiteMmapRo || a == kTfLitePersistentRo);
 }
 
 bool CheckConstFloat(const TfLiteTensor* t, const char* what, int64_t want_a, int64_t want_b,
                      std::string* error) {
   const int64_t n = NumElements(t);
-  if (t->type != kTfLiteFloat32) return Fail(error, std::string(what) + " tensor must be float32");
+  if (RawType(t) != kTfLiteFloat32) return Fail(error, std::string(what) + " tensor must be float32");
   if (!IsConstant(t)) return Fail(error, std::string(what) + " tensor must be constant");
   if (n != want_a && n != want_b)
     return Fail(error, std::string(what) + " tensor has " + Str(n) + " elements, expected " +
@@ -187,9 +201,9 @@ bool ParseNode(const TfLiteContext* context, const TfLiteNode* node, OpKind kind
   const TfLiteTensor* sc = TensorAt(context, node->inputs, 2, &spec->scale);
   const TfLiteTensor* out = TensorAt(context, node->outputs, 0, &spec->output);
   if (!in || !w || !sc || !out) return Fail(error, "tensor index out of range");
-  if (in->type != kTfLiteFloat32) return Fail(error, "input 0 (activations) must be float32");
-  if (out->type != kTfLiteFloat32) return Fail(error, "output must be float32");
-  if (w->type != kTfLiteUInt8) return Fail(error, "input 1 (packed codes) must be uint8");
+  if (RawType(in) != kTfLiteFloat32) return Fail(error, "input 0 (activations) must be float32");
+  if (RawType(out) != kTfLiteFloat32) return Fail(error, "output must be float32");
+  if (RawType(w) != kTfLiteUInt8) return Fail(error, "input 1 (packed codes) must be uint8");
   if (!IsConstant(w)) return Fail(error, "input 1 (packed codes) must be constant");
   const int64_t row_bytes = RowBytes(spec->scheme, spec->k);
   const int64_t packed = row_bytes * spec->rows;

@@ -51,6 +51,7 @@ typedef enum TfLiteType {
   kTfLiteComplex64 = 8,
   kTfLiteInt8 = 9,
   kTfLiteFloat16 = 10,
+  kTfLiteTypeRangeEnd_ = 0x7FFFFFFF,  // ours: any int value is representable
 } TfLiteType;
 
 typedef enum TfLiteAllocationType {
@@ -63,6 +64,7 @@ typedef enum TfLiteAllocationType {
   kTfLiteCustom = 6,
   kTfLiteVariantObject = 7,
   kTfLiteNonCpu = 8,
+  kTfLiteAllocationRangeEnd_ = 0x7FFFFFFF,  // ours: any int value is representable
 } TfLiteAllocationType;
 
 // kTfLiteDelegateFlagsAllowDynamicTensors also makes the runtime apply the

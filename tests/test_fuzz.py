@@ -1,0 +1,261 @@
+"""Bounded fuzzing of the delegate with crafted models, under ASan + UBSan.
+
+The delegate reads shapes, custom options and packed buffers from model files
+that may be crafted. This test builds the library with AddressSanitizer and
+UndefinedBehaviorSanitizer (cmake into build-asan/), converts a few models,
+then runs in subprocesses (LD_PRELOAD=libasan) a few thousand mutations:
+
+  * the FlexBuffer custom options alone, through the delegate's reader;
+  * the custom options inside converted models (bytes flipped, truncated,
+    grown, values replaced) run through LiteRT with the delegate;
+  * bytes of the packed weights / scales / bias buffers and of the tfq tensors'
+    shapes, and random bytes anywhere in the file.
+
+It requires no signal and no sanitizer report. Failures print the case id
+(seed and mutation) so it can be replayed with `python tests/test_fuzz.py
+--replay ...`. The whole test is bounded in time (about 40 s, plus the build).
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+ASAN_DIR = ROOT / "build-asan"
+TIME_BUDGET = {"options": 4.0, "models": 16.0}
+
+
+def _libasan():
+    out = subprocess.run(["g++", "-print-file-name=libasan.so"], capture_output=True, text=True)
+    path = out.stdout.strip()
+    return path if os.path.isabs(path) and os.path.exists(path) else None
+
+
+def _libstdcxx():
+    out = subprocess.run(["g++", "-print-file-name=libstdc++.so.6"], capture_output=True, text=True)
+    path = out.stdout.strip()
+    return path if os.path.isabs(path) and os.path.exists(path) else None
+
+
+@pytest.fixture(scope="module")
+def asan_lib():
+    if _libasan() is None:
+        pytest.fail("libasan.so not found (g++ -print-file-name=libasan.so): install g++")
+    subprocess.run(["cmake", "-S", str(ROOT / "tfq" / "delegates"), "-B", str(ASAN_DIR),
+                    "-DTFQ_SANITIZE=ON", "-DTFQ_COPY_TO_SOURCE=OFF", "-DCMAKE_BUILD_TYPE=Debug"],
+                   check=True, capture_output=True)
+    build = subprocess.run(["cmake", "--build", str(ASAN_DIR), "-j2"], capture_output=True,
+                           text=True)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    lib = ASAN_DIR / "libtfq_delegate.so"
+    assert lib.exists()
+    return lib
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from tfq.converter.testing import random_compressed_tflite
+
+    d = tmp_path_factory.mktemp("fuzz_models")
+    paths = []
+    for i, (scheme, kind) in enumerate([("ternary", "cnn"), ("pow2_4bit", "cnn"),
+                                        ("binary", "mlp"), ("pow2_3bit", "cnn")]):
+        data, _ = random_compressed_tflite(scheme, kind, seed=i)
+        p = d / f"{kind}_{scheme}.tflite"
+        p.write_bytes(bytes(data))
+        paths.append(str(p))
+    return paths
+
+
+def _run_sanitized(lib, args, timeout=120):
+    env = dict(os.environ)
+    # libstdc++ preloaded too: ASan resolves its __cxa_throw interceptor at start
+    # and Python itself does not link libstdc++ (pybind11 exceptions would trip it).
+    env["LD_PRELOAD"] = " ".join(p for p in (_libasan(), _libstdcxx()) if p)
+    env["ASAN_OPTIONS"] = "detect_leaks=0:exitcode=86:abort_on_error=0:allocator_may_return_null=1"
+    env["UBSAN_OPTIONS"] = "halt_on_error=1:print_stacktrace=1:exitcode=87"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    env["TFQ_DELEGATE_PATH"] = str(lib)
+    cmd = [sys.executable, __file__, "--lib", str(lib)] + args
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def _check(proc, what):
+    tail = (proc.stdout[-2000:] + "\n" + proc.stderr[-6000:])
+    assert proc.returncode == 0, f"{what}: exit {proc.returncode} (negative: signal)\n{tail}"
+    for marker in ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer"):
+        assert marker not in proc.stderr, f"{what}: sanitizer report\n{tail}"
+    assert "FUZZ DONE" in proc.stdout, tail
+
+
+def test_fuzz_custom_options(asan_lib, models):
+    proc = _run_sanitized(asan_lib, ["--mode", "options", "--seconds",
+                                     str(TIME_BUDGET["options"])] + models)
+    _check(proc, "options fuzz")
+    runs = int(proc.stdout.split("FUZZ DONE")[1].split()[0])
+    assert runs >= 1000, proc.stdout[-500:]
+
+
+def test_fuzz_models(asan_lib, models):
+    proc = _run_sanitized(asan_lib, ["--mode", "models", "--seconds",
+                                     str(TIME_BUDGET["models"])] + models)
+    _check(proc, "model fuzz")
+    runs = int(proc.stdout.split("FUZZ DONE")[1].split()[0])
+    assert runs >= 300, proc.stdout[-500:]
+
+
+# ---------------------------------------------------------------------------
+# The runner (executed in the sanitized subprocess; imports no TensorFlow).
+
+
+def _tfq_regions(data):
+    """Byte ranges (start, end, kind) of tfq custom options, buffers and shapes."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAsModel(data, 0)
+    regions = []
+    sg = model.Subgraphs(0)
+    codes = [model.OperatorCodes(i) for i in range(model.OperatorCodesLength())]
+    for i in range(sg.OperatorsLength()):
+        op = sg.Operators(i)
+        code = codes[op.OpcodeIndex()].CustomCode()
+        if not code or not code.startswith(b"TFQ_"):
+            continue
+        opts = op.CustomOptionsAsNumpy()
+        if not isinstance(opts, int):
+            start = data.find(opts.tobytes())
+            if start >= 0:
+                regions.append((start, start + opts.size, "options"))
+        for j in range(op.InputsLength()):
+            t = op.Inputs(j)
+            if t < 0:
+                continue
+            tensor = sg.Tensors(t)
+            shape = tensor.ShapeAsNumpy()
+            if not isinstance(shape, int) and shape.size:
+                s = data.find(shape.astype("<i4").tobytes())
+                if s >= 0:
+                    regions.append((s, s + 4 * shape.size, "shape"))
+            buf = model.Buffers(tensor.Buffer())
+            raw = buf.DataAsNumpy() if buf is not None else 0
+            if not isinstance(raw, int) and raw.size:
+                s = data.find(raw.tobytes())
+                if s >= 0:
+                    regions.append((s, min(s + raw.size, s + 4096), "buffer"))
+    return regions
+
+
+def _mutate_bytes(rng, blob, start, end):
+    b = bytearray(blob)
+    n = int(rng.integers(1, 9))
+    for _ in range(n):
+        pos = int(rng.integers(start, end))
+        choice = rng.random()
+        if choice < 0.5:
+            b[pos] = int(rng.integers(0, 256))
+        elif choice < 0.8:
+            b[pos] ^= 1 << int(rng.integers(0, 8))
+        else:
+            b[pos] = (0, 1, 0x7F, 0x80, 0xFF)[int(rng.integers(0, 5))]
+    return bytes(b)
+
+
+def _options_fuzz(args, lib_path):
+    import ctypes
+
+    from tfq.converter import format as fmt  # noqa: F401 - imported for encode_options below
+
+    lib = ctypes.CDLL(lib_path)
+    lib.tfq_testing_parse_options.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p,
+                                              ctypes.c_int]
+    seeds = []
+    for path in args.models:
+        data = pathlib.Path(path).read_bytes()
+        for start, end, kind in _tfq_regions(data):
+            if kind == "options":
+                seeds.append(data[start:end])
+    rng = np.random.default_rng(args.seed)
+    out = ctypes.create_string_buffer(4096)
+    runs = 0
+    deadline = time.time() + args.seconds
+    while time.time() < deadline:
+        base = seeds[runs % len(seeds)]
+        r = rng.random()
+        if r < 0.7:
+            blob = _mutate_bytes(rng, base, 0, len(base))
+        elif r < 0.85:
+            blob = base[: int(rng.integers(0, len(base)))]
+        else:
+            blob = bytes(rng.integers(0, 256, int(rng.integers(0, 64)), dtype=np.uint8))
+        lib.tfq_testing_parse_options(blob, len(blob), out, 4096)
+        runs += 1
+    print(f"FUZZ DONE {runs} option blobs", flush=True)
+
+
+def _models_fuzz(args, lib_path):
+    from ai_edge_litert.interpreter import Interpreter, load_delegate
+
+    rng = np.random.default_rng(args.seed)
+    bases = [pathlib.Path(p).read_bytes() for p in args.models]
+    regions = [_tfq_regions(b) for b in bases]
+    delegate = load_delegate(lib_path, {"num_threads": "2"})
+    runs = 0
+    deadline = time.time() + args.seconds
+    while time.time() < deadline or (args.only is not None and runs <= args.only):
+        m = runs % len(bases)
+        base, regs = bases[m], regions[m]
+        r = rng.random()
+        if r < 0.45:
+            start, end, kind = [g for g in regs if g[2] == "options"][int(rng.integers(0, 100)) % max(
+                1, len([g for g in regs if g[2] == "options"]))]
+        elif r < 0.85:
+            start, end, kind = regs[int(rng.integers(0, len(regs)))]
+        else:
+            start, end, kind = 0, len(base), "anywhere"
+        blob = _mutate_bytes(rng, base, start, end)
+        case = f"run {runs} model {m} {kind} [{start},{end})"
+        if args.only is not None and runs != args.only:
+            runs += 1
+            continue
+        print(case, flush=True)
+        try:
+            interp = Interpreter(model_content=blob, experimental_delegates=[delegate])
+            interp.allocate_tensors()
+            details = interp.get_input_details()
+            if any(np.prod(d["shape"], dtype=np.int64) > 4_000_000 for d in details):
+                raise ValueError("input too large for a quick run")  # a valid but huge model
+            for d in details:
+                x = np.random.default_rng(runs).standard_normal(d["shape"])
+                interp.set_tensor(d["index"], x.astype(d["dtype"]))
+            interp.invoke()
+        except (RuntimeError, ValueError, TypeError, IndexError, MemoryError):
+            pass
+        runs += 1
+    print(f"FUZZ DONE {runs} mutated models", flush=True)
+
+
+def main():
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lib", required=True)
+    ap.add_argument("--mode", choices=("options", "models"), required=True)
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--only", type=int, help="replay: execute only this run index")
+    ap.add_argument("models", nargs="+")
+    args = ap.parse_args()
+    sys.path.insert(0, str(ROOT))
+    if args.mode == "options":
+        _options_fuzz(args, args.lib)
+    else:
+        _models_fuzz(args, args.lib)
+
+
+if __name__ == "__main__":
+    main()
