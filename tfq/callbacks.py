@@ -152,8 +152,8 @@ class ADMMCallback(keras.callbacks.Callback):
         scheme="ternary",
         layers=None,
         skip_first_last=True,
-        rho=1.0,
-        rho_growth=2.0,
+        rho=5.0,
+        rho_growth=3.0,
         rho_max=1e4,
         update_every=32,
         finetune_epochs=1,
@@ -438,23 +438,27 @@ class PruningCallback(keras.callbacks.Callback):
             raise ValueError(f"PruningCallback: model {model.name!r} must be built before fit")
         self.specs = select_kernels(model, None, self.layers, self.skip_first_last, what="pruning")
         state = getattr(model, "_tfq_pruning", None)
-        if state is None or state.keys != [s.key for s in self.specs]:
+        if state is None or state.keys != [s.key for s in self.specs] or state.regrowth != self.regrowth:
             with _strategy(model).scope():
-                state = pruning_lib.PruningState(self.specs, name="tfq_pruning_state")
+                state = pruning_lib.PruningState(self.specs, regrowth=self.regrowth, name="tfq_pruning_state")
             object.__setattr__(model, "_tfq_pruning", state)
         self.state = state
 
     def _make_step(self, i):
         spec, state = self.specs[i], self.state
         msg = f"tfq pruning: NaN or Inf in layer {spec.layer.name!r} {spec.name} after the optimizer step (weights or gradients)"
-        track = self.importance == "gradient"
-        beta = self.beta
+        track = self.importance == "gradient" or self.regrowth
+        beta, regrowth = self.beta, self.regrowth
 
         def step(w):
             w = tf.debugging.check_numerics(tf.convert_to_tensor(w), msg)
             masked = w * tf.cast(state.mask[i], w.dtype)
+            if regrowth:
+                alive = state.mask[i] > 0
+                state.shadow[i].assign(tf.where(alive, w, state.shadow[i] + (w - state.prev[i])))
             if track:
-                delta = tf.abs(w - state.prev[i])
+                # Signed running average: the steady drift survives, noise cancels.
+                delta = w - state.prev[i]
                 state.slope[i].assign(beta * state.slope[i] + (1.0 - beta) * delta)
                 state.prev[i].assign(masked)
             return masked
@@ -485,11 +489,9 @@ class PruningCallback(keras.callbacks.Callback):
                 for i, spec in enumerate(specs):
                     w = tf.convert_to_tensor(spec.variable)
                     if regrowth:
-                        # A pruned weight's value is the last optimizer step.
-                        w_score = tf.where(state.mask[i] > 0, w, state.slope[i])
-                    else:
-                        w_score = w
-                    score = pruning_lib.importance(w_score, state.slope[i] if use_slope else None, gamma)
+                        # Pruned weights compete with the value they would have.
+                        w = tf.where(state.mask[i] > 0, w, state.shadow[i])
+                    score = pruning_lib.importance(w, tf.abs(state.slope[i]) if use_slope else None, gamma)
                     mask = pruning_lib.prune_mask(score, sparsity, state.mask[i], regrowth)
                     state.mask[i].assign(mask)
                     spec.variable.assign(w * mask)

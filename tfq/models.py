@@ -58,3 +58,46 @@ def small_bn_cnn(input_shape=(28, 28, 1), num_classes=10):
         ],
         name="small_bn_cnn",
     )
+
+
+# Bits per stored code in the packed format (docs/format.md).
+STORAGE_BITS = {"binary": 1, "ternary": 2, "pow2_3bit": 4, "pow2_4bit": 4}
+
+
+def weight_bytes(model):
+    """Bytes of a model's weights as tfq stores them.
+
+    Kernels compressed by `tfq.ADMMCallback` (the layer attribute
+    `tfq_compression`) or held by `tfq.layers` take their packed code size
+    (rows padded to 32-byte blocks are ignored here) plus one float32 scale per
+    channel; every other weight counts 4 bytes per value. Pruning masks of tfq
+    layers are not counted (they are implied by the zero codes).
+
+    Returns:
+        `(compressed_bytes, float_bytes, n_params)`.
+    """
+    import numpy as np
+
+    from tfq.layers.kernels import iter_layers, supported_kernels
+
+    total, float_total, n_params = 0, 0, 0
+    for layer in iter_layers(model):
+        info = dict(getattr(layer, "tfq_compression", None) or {})
+        scheme = getattr(layer, "scheme", None) or getattr(getattr(layer, "cell", None), "scheme", None)
+        if scheme is not None and hasattr(scheme, "name"):
+            for spec in supported_kernels(layer) or []:
+                info.setdefault(spec.name, {"scheme": scheme.name, "per_channel": scheme.per_channel, "channel_axis": spec.channel_axis})
+        for v in layer.weights:
+            if v.name.endswith("_mask"):
+                continue
+            n = int(np.prod(v.shape))
+            n_params += n
+            float_total += 4 * n
+            if v.name in info:
+                c = info[v.name]
+                axes = c["channel_axis"] if isinstance(c["channel_axis"], (tuple, list)) else (c["channel_axis"],)
+                channels = int(np.prod([v.shape[a] for a in axes])) if c["per_channel"] else 1
+                total += (n * STORAGE_BITS[c["scheme"]] + 7) // 8 + 4 * channels
+            else:
+                total += 4 * n
+    return total, float_total, n_params

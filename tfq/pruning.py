@@ -1,14 +1,15 @@
 """Gradient-aware pruning: masks, importance scores and sparsity schedules.
 
 A weight is pruned only when both its value and its slope are small. The slope
-is the running average of the absolute change the optimizer makes to the weight
-each step (for plain SGD that is `lr * |gradient|`; for adaptive optimizers it is
-the step actually taken). Pruned weights keep receiving updates from the
+is the absolute value of the running average of the change the optimizer makes
+to the weight each step, its drift (for plain SGD that is `lr * |running
+average of the gradient|`; for adaptive optimizers it is the step actually
+taken; Keras callbacks do not see gradients). Pruned weights keep receiving updates from the
 optimizer, which are measured and then zeroed, so with `regrowth=True` a pruned
 connection whose slope grows large can come back, as in Dynamic Network
-Surgery. The importance of a weight is
+Surgery (it returns with the value its steps accumulated while pruned). The importance of a weight is
 
-    score = |w| / mean|w|  +  gamma * slope / mean(slope)
+    score = |w| / mean|w|  *  (1 + gamma * slope / mean(slope))
 
 per kernel (`importance="magnitude"` uses |w| alone, as TFMOT does).
 
@@ -113,11 +114,15 @@ class PolynomialDecay:
 
 
 def importance(w, slope=None, gamma=1.0):
-    """Importance score per weight: |w|/mean|w| (+ gamma * slope/mean(slope))."""
+    """Importance score per weight: |w|/mean|w| (times 1 + gamma * slope/mean(slope)).
+
+    The slope factor only protects: a small weight that the optimizer keeps
+    pushing ranks above an equally small one left alone.
+    """
     a = tf.abs(w)
     score = tf.math.divide_no_nan(a, tf.reduce_mean(a))
     if slope is not None:
-        score = score + gamma * tf.math.divide_no_nan(slope, tf.reduce_mean(slope))
+        score = score * (1.0 + gamma * tf.math.divide_no_nan(slope, tf.reduce_mean(slope)))
     return score
 
 
@@ -146,16 +151,21 @@ class PruningState(keras.layers.Layer):
     Attached to the model as `model._tfq_pruning` (see `tfq.admm.ADMMState`).
     """
 
-    def __init__(self, specs, **kwargs):
+    def __init__(self, specs, regrowth=False, **kwargs):
         super().__init__(trainable=False, **kwargs)
         self.keys = [s.key for s in specs]
-        self.mask, self.slope, self.prev = [], [], []
+        self.regrowth = bool(regrowth)
+        self.mask, self.slope, self.prev, self.shadow = [], [], [], []
         for s in specs:
             shape = tuple(s.variable.shape)
             tag = s.key.replace("/", "__")
             self.mask.append(self.add_weight(shape=shape, initializer="ones", trainable=False, name=f"{tag}__mask", aggregation="mean"))
             self.slope.append(self.add_weight(shape=shape, initializer="zeros", trainable=False, name=f"{tag}__slope", aggregation="mean"))
             self.prev.append(self.add_weight(shape=shape, initializer="zeros", trainable=False, name=f"{tag}__prev", aggregation="mean"))
+            if self.regrowth:
+                # Pruned weights keep accumulating their optimizer steps here
+                # (Dynamic Network Surgery); they come back with this value.
+                self.shadow.append(self.add_weight(shape=shape, initializer="zeros", trainable=False, name=f"{tag}__shadow", aggregation="mean"))
         self.step = self.add_weight(shape=(), initializer="zeros", trainable=False, name="step", dtype="int64", aggregation="only_first_replica")
         self.initialized = self.add_weight(shape=(), initializer="zeros", trainable=False, name="initialized", dtype="int32", aggregation="only_first_replica")
         self.built = True

@@ -1,0 +1,235 @@
+"""Accuracy of compressed LeNet-300-100 and LeNet-5 on MNIST, at equal training budgets.
+
+Every compressed model starts from the same float model pre-trained for
+`--pre` epochs and trains `--comp` more epochs with its compression; the float
+reference trains `--pre + --comp` epochs in total (the same budget), and the
+naive projections project that float model without any training. Baselines
+(TFMOT magnitude pruning, Larq `ste_tern`) run in a subprocess under tf_keras
+with the same budget (`_legacy_baselines.py`).
+
+Prints one table: accuracy, difference to float, sparsity of the weights,
+stored bits per weight, bytes of all weights (packed codes + float32 scales
+for compressed kernels, float32 for the rest; pruning alone is counted dense),
+and the compression ratio. Then the issue's targets, each marked.
+
+Usage:
+    python benchmarks/accuracy.py            # full: both models, whole MNIST (about 30 min on 2 cores)
+    python benchmarks/accuracy.py --quick    # smoke run: small data, 1+1 epochs
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import tfq  # noqa: E402
+from tfq import datasets, models  # noqa: E402
+from tfq.layers.kernels import select_kernels  # noqa: E402
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+SCHEMES = ["binary", "ternary", "pow2_3bit", "pow2_4bit"]
+BUILDERS = {"lenet300_100": models.lenet300_100, "lenet5": models.lenet5}
+
+
+def fresh(builder, weights=None, lr=1e-3):
+    model = builder()
+    model.compile(keras.optimizers.Adam(lr), LOSS, metrics=["accuracy"])
+    if weights is not None:
+        model.set_weights(weights)
+    return model
+
+
+def evaluate(model, test):
+    return float(model.evaluate(test[0], test[1], batch_size=1000, verbose=0)[1])
+
+
+def sparsity(model):
+    """Fraction of exact zeros over all kernels (biases excluded)."""
+    zeros = total = 0
+    for layer in model.layers:
+        for v in layer.weights:
+            if len(v.shape) >= 2:
+                w = np.asarray(v)
+                zeros += int(np.sum(w == 0))
+                total += w.size
+    return zeros / max(total, 1)
+
+
+def project_naive(model, scheme, skip_first_last):
+    """Post-training projection of every selected kernel (no training)."""
+    for spec in select_kernels(model, scheme, None, skip_first_last, what="naive"):
+        q, _ = spec.quantizer.project(np.asarray(spec.variable), channel_axis=spec.channel_axis)
+        spec.variable.assign(q)
+        info = dict(getattr(spec.layer, "tfq_compression", None) or {})
+        info[spec.name] = {"scheme": scheme, "per_channel": True, "channel_axis": spec.channel_axis}
+        object.__setattr__(spec.layer, "tfq_compression", info)
+    return model
+
+
+def row(model_name, method, policy, model, test, seconds):
+    size, float_size, n = models.weight_bytes(model)
+    return {
+        "model": model_name, "method": method, "policy": policy, "acc": evaluate(model, test),
+        "sparsity": sparsity(model), "bits": 8.0 * size / n, "bytes": size, "ratio": float_size / size,
+        "seconds": seconds,
+    }
+
+
+def run_model(name, train, test, pre, comp, batch, log):
+    builder = BUILDERS[name]
+    x, y = train
+    results = []
+
+    def fit(model, epochs, callbacks=()):
+        t = time.time()
+        model.fit(x, y, epochs=epochs, batch_size=batch, verbose=0, callbacks=list(callbacks))
+        return time.time() - t
+
+    keras.utils.set_random_seed(0)
+    base = fresh(builder)
+    t_pre = fit(base, pre)
+    pre_weights = base.get_weights()
+    log(f"{name}: float pre-training {pre} epochs: {evaluate(base, test) * 100:.2f}% ({t_pre:.0f} s)")
+
+    t = fit(base, comp)  # the float reference gets the same budget
+    results.append(row(name, "float", "-", base, test, t_pre + t))
+    float_weights = base.get_weights()
+    log(f"{name}: float {pre + comp} epochs: {results[-1]['acc'] * 100:.2f}%")
+
+    for policy, skip in (("default", True), ("all", False)):
+        for scheme in SCHEMES:
+            m = project_naive(fresh(builder, float_weights), scheme, skip)
+            results.append(row(name, f"naive {scheme}", policy, m, test, 0.0))
+            log(f"{name}: naive {scheme} ({policy}): {results[-1]['acc'] * 100:.2f}%")
+        for scheme in SCHEMES:
+            keras.utils.set_random_seed(1)
+            m = fresh(builder, pre_weights)
+            t = fit(m, comp, [tfq.ADMMCallback(scheme, skip_first_last=skip)])
+            results.append(row(name, f"ADMM {scheme}", policy, m, test, t))
+            log(f"{name}: ADMM {scheme} ({policy}): {results[-1]['acc'] * 100:.2f}% ({t:.0f} s)")
+
+    for target in (0.9, 0.95):
+        for importance in ("gradient", "magnitude"):
+            keras.utils.set_random_seed(1)
+            m = fresh(builder, pre_weights)
+            t = fit(m, comp, [tfq.PruningCallback(target, importance=importance)])
+            label = "grad" if importance == "gradient" else "mag"
+            results.append(row(name, f"prune {int(target * 100)}% {label}", "all", m, test, t))
+            log(f"{name}: prune {target} {importance}: {results[-1]['acc'] * 100:.2f}% ({t:.0f} s)")
+            if target == 0.9:
+                keras.utils.set_random_seed(1)
+                m = fresh(builder, pre_weights)
+                t = fit(m, comp, [tfq.PruningCallback(target, importance=importance), tfq.ADMMCallback("ternary")])
+                results.append(row(name, f"prune 90% {label} + ternary", "default", m, test, t))
+                log(f"{name}: prune 90% {importance} + ternary: {results[-1]['acc'] * 100:.2f}% ({t:.0f} s)")
+    return results
+
+
+def run_baselines(names, pre, comp, batch, limit, log):
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_legacy_baselines.py")
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
+    cmd = [sys.executable, script, "--models", ",".join(names), "--pre", str(pre), "--comp", str(comp),
+           "--batch", str(batch)]
+    if limit:
+        cmd += ["--limit", str(limit)]
+    log("baselines: " + " ".join(cmd[1:]))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        log("baselines FAILED:\n" + proc.stderr[-4000:])
+        return []
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def print_table(results):
+    header = f"{'model':<13}{'method':<28}{'policy':<9}{'acc %':>7}{'vs float':>9}{'sparsity':>9}{'bits/w':>7}{'KB':>9}{'ratio':>7}"
+    print(header)
+    print("-" * len(header))
+    floats = {r["model"]: r["acc"] for r in results if r["method"] == "float"}
+    for r in results:
+        delta = (r["acc"] - floats.get(r["model"], r["acc"])) * 100
+        print(
+            f"{r['model']:<13}{r['method']:<28}{r['policy']:<9}{r['acc'] * 100:>7.2f}{delta:>+9.2f}"
+            f"{r['sparsity'] * 100:>8.1f}%{r['bits']:>7.2f}{r['bytes'] / 1024:>9.1f}{r['ratio']:>6.1f}x"
+        )
+
+
+def check_targets(results):
+    def acc(model, method, policy):
+        for r in results:
+            if r["model"] == model and r["method"] == method and r["policy"] == policy:
+                return r["acc"] * 100
+        return None
+
+    lines = []
+    f = acc("lenet5", "float", "-")
+    checks = [
+        ("LeNet-5 ternary within 0.3 of float (default policy)", acc("lenet5", "ADMM ternary", "default"), f, 0.3),
+        ("LeNet-5 ternary within 0.6 of float (every layer)", acc("lenet5", "ADMM ternary", "all"), f, 0.6),
+        ("LeNet-5 pow2_3bit within 0.2 of float (default)", acc("lenet5", "ADMM pow2_3bit", "default"), f, 0.2),
+        ("LeNet-5 binary within 1.0 of float (default)", acc("lenet5", "ADMM binary", "default"), f, 1.0),
+        ("LeNet-5 90% sparse + ternary within 0.5 of float", acc("lenet5", "prune 90% grad + ternary", "default"), f, 0.5),
+    ]
+    for text, a, ref, tol in checks:
+        if a is None or ref is None:
+            continue
+        lines.append(f"[{'MET ' if ref - a <= tol else 'MISS'}] {text}: {a:.2f} vs {ref:.2f} (diff {a - ref:+.2f})")
+    for model in sorted({r["model"] for r in results}):
+        for scheme in ("binary", "ternary"):
+            for policy in ("default", "all"):
+                a, n = acc(model, f"ADMM {scheme}", policy), acc(model, f"naive {scheme}", policy)
+                if a is not None and n is not None:
+                    lines.append(f"[{'MET ' if a > n + 0.5 else 'MISS'}] {model} ADMM {scheme} ahead of naive ({policy}): {a:.2f} vs {n:.2f}")
+        g, m = acc(model, "prune 95% grad", "all"), acc(model, "prune 95% mag", "all")
+        if g is not None and m is not None:
+            lines.append(f"[{'MET ' if g >= m else 'MISS'}] {model} gradient-aware >= magnitude at 95%: {g:.2f} vs {m:.2f}")
+    print("\n".join(lines))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small data and 1+1 epochs (smoke test)")
+    parser.add_argument("--models", default="lenet300_100,lenet5")
+    parser.add_argument("--pre", type=int, default=3, help="float pre-training epochs")
+    parser.add_argument("--comp", type=int, default=4, help="compression epochs (float gets pre+comp)")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--no-baselines", action="store_true", help="skip TFMOT/Larq")
+    args = parser.parse_args()
+    names = args.models.split(",")
+    for n in names:
+        if n not in BUILDERS:
+            parser.error(f"unknown model {n!r}; choose from {sorted(BUILDERS)}")
+    (x, y), (xt, yt) = datasets.mnist()
+    limit = None
+    if args.quick:
+        limit, args.pre, args.comp = 4096, 1, 2
+        x, y, xt, yt = x[:limit], y[:limit], xt[:2000], yt[:2000]
+
+    def log(msg):
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    t0 = time.time()
+    results = []
+    for name in names:
+        results += run_model(name, (x, y), (xt, yt), args.pre, args.comp, args.batch, log)
+    if not args.no_baselines:
+        results += run_baselines(names, args.pre, args.comp, args.batch, limit, log)
+    order = {n: i for i, n in enumerate(names)}
+    results.sort(key=lambda r: order.get(r["model"], 99))
+    print(f"\nMNIST, equal budgets: float {args.pre}+{args.comp} epochs; compressed = {args.pre} float + {args.comp} "
+          f"compression epochs; Adam 1e-3, batch {args.batch}; {len(x)} training / {len(xt)} test images")
+    print_table(results)
+    print()
+    check_targets(results)
+    print(f"\n(total {time.time() - t0:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
