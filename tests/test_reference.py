@@ -79,39 +79,38 @@ def test_delegate_mode_conv_zero_padding_exact():
     np.testing.assert_allclose(first(dl), first(ref), rtol=1e-6, atol=1e-7)
 
 
-def _train_ternary(builder, x, y, epochs=1):
-    from tfq import models, quantizers
+def _train_ternary(builder, x, y, epochs):
+    """ADMM training of every layer to ternary (the converter's real input)."""
+    import tfq
+    from tfq import models
     keras.utils.set_random_seed(0)
     model = getattr(models, builder)()
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(x, y, batch_size=128, epochs=epochs, verbose=0)
-    for layer in model.layers:
-        kernel = getattr(layer, "kernel", None)
-        if kernel is not None:
-            q, _ = quantizers.project_ternary(kernel.numpy(), channel_axis=-1)
-            kernel.assign(q)
-            layer.tfq_compression = {"kernel": {"scheme": "ternary"}}
+    model.compile(keras.optimizers.Adam(1e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    callback = tfq.ADMMCallback("ternary", skip_first_last=False, finetune_epochs=1)
+    model.fit(x, y, batch_size=128, epochs=epochs, verbose=0, callbacks=[callback])
     return model
 
 
-@pytest.mark.parametrize("builder,train", [("lenet300_100", 60000), ("lenet5", 12000)])
-def test_mnist_top1_agreement_with_keras(builder, train):
+@pytest.mark.parametrize("builder,train,epochs", [("lenet300_100", 60000, 3), ("lenet5", 20000, 2)])
+def test_mnist_top1_agreement_with_keras(builder, train, epochs):
     from tfq import datasets
     (xtr, ytr), (xte, yte) = datasets.mnist()
-    model = _train_ternary(builder, xtr[:train], ytr[:train])
+    model = _train_ternary(builder, xtr[:train], ytr[:train], epochs)
     data = convert(model)
-    assert all(r.packed and r.scheme == "ternary" for r in data.report)
+    assert all(r.packed and r.trained == "ternary" for r in data.report)
     want = model.predict(xte, batch_size=1000, verbose=0)
-    exact = ReferenceInterpreter(data, "float").predict(xte, batch_size=500)
+    # float mode on a subset (it is the slow float64 path); delegate mode on all 10000
+    exact = ReferenceInterpreter(data, "float").predict(xte[:2000], batch_size=500)
     approx = ReferenceInterpreter(data, "delegate").predict(xte, batch_size=500)
     scale = np.abs(want).max()
-    assert np.abs(exact - want).max() <= 1e-5 * scale
+    assert np.abs(exact - want[:2000]).max() <= 1e-5 * scale
     agree = np.mean(approx.argmax(1) == want.argmax(1))
     acc = np.mean(want.argmax(1) == yte)
     print(f"{builder}: keras acc {acc:.4f}, delegate-mode agreement {agree:.5f}, "
           f"max |err| {np.abs(approx - want).max():.4g} (logit scale {scale:.3g})")
     assert agree >= 0.999
-    assert acc > 0.8
+    assert acc > 0.9
     # documented bound for the delegate arithmetic: 2% of the largest logit on MNIST
     assert np.abs(approx - want).max() <= 0.02 * scale
 

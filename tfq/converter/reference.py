@@ -75,14 +75,17 @@ def _patches(x, kh, kw, sh, sw, dh, dw, padding):
     return out
 
 
-def conv2d(x, w, bias, stride, dilation, padding, activation="NONE"):
-    """x [N,H,W,I], w [O,KH,KW,I] (TFLite order) -> [N,OH,OW,O] in float64."""
+def conv2d(x, w, bias, stride, dilation, padding, activation="NONE", dtype=np.float64):
+    """x [N,H,W,I], w [O,KH,KW,I] (TFLite order) -> [N,OH,OW,O] in `dtype`.
+
+    float32 is used only for integer operands whose sums are exact in it.
+    """
     o, kh, kw, i = w.shape
-    p = _patches(np.asarray(x, np.float64), kh, kw, *stride, *dilation, padding)
+    p = _patches(np.asarray(x, dtype), kh, kw, *stride, *dilation, padding)
     groups = x.shape[3] // i
     if groups * i != x.shape[3] or o % groups:
         raise ValueError(f"convolution input has {x.shape[3]} channels, weights {list(w.shape)}")
-    w = np.asarray(w, np.float64)
+    w = np.asarray(w, dtype)
     og = o // groups
     y = np.concatenate([
         p[..., g * i:(g + 1) * i].reshape(*p.shape[:3], -1) @ w[g * og:(g + 1) * og].reshape(og, -1).T
@@ -92,12 +95,13 @@ def conv2d(x, w, bias, stride, dilation, padding, activation="NONE"):
     return _act(y, activation)
 
 
-def depthwise_conv2d(x, w, bias, stride, dilation, padding, multiplier, activation="NONE"):
-    """x [N,H,W,C], w [1,KH,KW,C*M] -> [N,OH,OW,C*M] in float64."""
+def depthwise_conv2d(x, w, bias, stride, dilation, padding, multiplier, activation="NONE",
+                     dtype=np.float64):
+    """x [N,H,W,C], w [1,KH,KW,C*M] -> [N,OH,OW,C*M] in `dtype`."""
     _, kh, kw, o = w.shape
-    p = _patches(np.asarray(x, np.float64), kh, kw, *stride, *dilation, padding)
+    p = _patches(np.asarray(x, dtype), kh, kw, *stride, *dilation, padding)
     p = np.repeat(p, multiplier, axis=-1)                      # channel c*M+m reads c
-    y = np.einsum("nhwijc,ijc->nhwc", p, np.asarray(w, np.float64)[0])
+    y = np.einsum("nhwijc,ijc->nhwc", p, np.asarray(w, dtype)[0])
     if bias is not None:
         y = y + bias
     return _act(y, activation)
@@ -215,7 +219,11 @@ class ReferenceInterpreter:
         else:
             lv = levels.reshape(opts["weight_shape"])
             w = lv * scales.reshape([-1] + [1] * (lv.ndim - 1))
+        # integer accumulation is exact in float32 while |acc| < 2^24
+        bound = opts["k"] * fmt.MAX_LEVEL[opts["scheme"]] * 127
+        acc_dtype = np.float32 if bound < 2 ** 24 else np.float64
         return {"opts": opts, "levels": lv.astype(np.float64), "weights": w.astype(np.float32),
+                "acc_dtype": acc_dtype,
                 "scales": scales.astype(np.float64), "bias": bias, "where": where}
 
     def _run_tfq(self, name, node, x, out_rank):
@@ -232,7 +240,8 @@ class ReferenceInterpreter:
                 y = x2.astype(np.float64) @ node["weights"].astype(np.float64).T
             else:
                 q, s = quantize_activations(x2, axes=1)
-                acc = q @ node["levels"].T
+                acc = (q.astype(node["acc_dtype"]) @ node["levels"].T.astype(node["acc_dtype"])
+                       ).astype(np.float64)
                 y = _dequant(acc, node["scales"], s)
             if node["bias"] is not None:
                 y = y + node["bias"]
@@ -249,7 +258,8 @@ class ReferenceInterpreter:
             if mode == "float":
                 return conv2d(x, node["weights"], node["bias"], stride, dil, opts["padding"], act)
             q, s = quantize_activations(x, axes=(1, 2, 3))
-            acc = conv2d(q, node["levels"], None, stride, dil, opts["padding"])
+            acc = conv2d(q, node["levels"], None, stride, dil, opts["padding"],
+                         dtype=node["acc_dtype"]).astype(np.float64)
         else:
             mult = opts["depth_multiplier"]
             if x.shape[3] * mult != opts["weight_shape"][3]:
@@ -259,7 +269,8 @@ class ReferenceInterpreter:
                 return depthwise_conv2d(x, node["weights"], node["bias"], stride, dil,
                                         opts["padding"], mult, act)
             q, s = quantize_activations(x, axes=(1, 2, 3))
-            acc = depthwise_conv2d(q, node["levels"], None, stride, dil, opts["padding"], mult)
+            acc = depthwise_conv2d(q, node["levels"], None, stride, dil, opts["padding"], mult,
+                                   dtype=node["acc_dtype"]).astype(np.float64)
         y = _dequant(acc, node["scales"], s)
         if node["bias"] is not None:
             y = y + node["bias"]
