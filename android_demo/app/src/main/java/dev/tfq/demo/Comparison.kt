@@ -33,12 +33,13 @@ class Assets(private val context: Context) {
         require(labels.size == count) { "$LABELS has ${labels.size} labels, expected $count" }
     }
 
-    fun model(name: String): MappedByteBuffer {
-        val fd = context.assets.openFd(name)
-        FileInputStream(fd.fileDescriptor).channel.use { ch ->
-            return ch.map(FileChannel.MapMode.READ_ONLY, fd.startOffset, fd.declaredLength)
+    /** A model memory-mapped from the APK (assets are stored uncompressed, see build.gradle.kts). */
+    fun model(name: String): MappedByteBuffer =
+        context.assets.openFd(name).use { fd ->
+            FileInputStream(fd.fileDescriptor).channel.use { ch ->
+                ch.map(FileChannel.MapMode.READ_ONLY, fd.startOffset, fd.declaredLength)
+            }
         }
-    }
 
     fun modelBytes(name: String): Long = context.assets.openFd(name).use { it.length }
 
@@ -88,7 +89,7 @@ class Comparison(private val assets: Assets, private val threads: Int, private v
         Config("ternary INT2 · LiteRT XNNPACK", "portable_ternary", Assets.PORTABLE, xnnpack = true),
     )
 
-    fun run(progress: (String) -> Unit): List<Row> = configs.map { c ->
+    fun runAll(progress: (String) -> Unit): List<Row> = configs.map { c ->
         progress(c.label)
         try {
             runOne(c)
@@ -101,7 +102,7 @@ class Comparison(private val assets: Assets, private val threads: Int, private v
 
     private fun runOne(c: Config): Row {
         val delegate = if (c.tfq) TfqDelegate(threads, c.reference) else null
-        try {
+        return try {
             val options = Interpreter.Options().setNumThreads(threads).setUseXNNPACK(c.xnnpack)
             if (delegate != null) options.addDelegate(delegate)
             Interpreter(assets.model(c.file), options).use { interp ->
@@ -123,7 +124,7 @@ class Comparison(private val assets: Assets, private val threads: Int, private v
                 }
                 times.sort()
                 val note = if (delegate != null) "kernels: ${delegate.kernels}" else ""
-                return Row(c.label, c.file, assets.modelBytes(c.file), correct, assets.count,
+                Row(c.label, c.file, assets.modelBytes(c.file), correct, assets.count,
                     assets.expectedCorrect(c.key), times[runs / 2], note)
             }
         } finally {

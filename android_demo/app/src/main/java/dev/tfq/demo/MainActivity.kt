@@ -46,7 +46,7 @@ class MainActivity : Activity() {
         table.removeAllViews()
         worker.execute {
             val rows = try {
-                Comparison(assets, threads = THREADS, runs = RUNS).run { label ->
+                Comparison(assets, threads = THREADS, runs = RUNS).runAll { label ->
                     runOnUiThread { status.text = getString(R.string.running, label) }
                 }
             } catch (e: Exception) {
