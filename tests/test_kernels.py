@@ -55,7 +55,8 @@ def _fc_case(rng, scheme, m, rows, k, per_channel=True, with_bias=True):
 def test_fully_connected_simd_equals_reference_and_numpy(lib, simd, scheme, seed):
     rng = np.random.default_rng(seed)
     shapes = [(1, 1, 1), (1, 5, 31), (1, 13, 127), (1, 7, 128), (1, 9, 129), (2, 3, 257),
-              (3, 37, 383), (5, 4, 511), (1, 61, 1031), (7, 11, 67), (4, 8, 2053)]
+              (3, 37, 383), (5, 4, 511), (1, 61, 1031), (7, 11, 67), (4, 8, 2053), (6, 45, 300),
+              (9, 64, 129), (13, 33, 777)]
     for i, (m, rows, k) in enumerate(shapes):
         act = ACTS[(i + seed) % 3]
         per_channel = (i + seed) % 4 != 3

@@ -67,6 +67,8 @@ struct DelegateState {
 struct Kernel {
   DelegateState* state = nullptr;
   NodeSpec spec;
+  std::vector<uint8_t> exec;  // optional execution layout of the weights
+  int exec_group = 0;
   ConvGeometry geometry;
   int64_t fc_rows = 0;
 };
@@ -139,6 +141,16 @@ TfLiteStatus KernelPrepare(TfLiteContext* context, TfLiteNode* node) {
   w.rows = spec.rows;
   w.k = spec.k;
   w.row_bytes = RowBytes(spec.scheme, spec.k);
+  if (spec.kind != OpKind::kDepthwiseConv2D && kernel->exec.empty()) {
+    w.codes = context->tensors[spec.weights].data.uint8;
+    int group = 0;
+    const size_t exec_bytes = ExecWeightsBytes(w, state->options.force_reference, &group);
+    if (exec_bytes > 0) {
+      kernel->exec.resize(exec_bytes);
+      PrepareExecWeights(w, group, kernel->exec.data());
+      kernel->exec_group = group;
+    }
+  }
   size_t bytes = 0;
   switch (spec.kind) {
     case OpKind::kFullyConnected: bytes = FullyConnectedScratchBytes(w, kernel->fc_rows); break;
@@ -171,6 +183,10 @@ TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
   w.rows = spec.rows;
   w.k = spec.k;
   w.row_bytes = RowBytes(spec.scheme, spec.k);
+  if (!kernel->exec.empty()) {
+    w.exec = kernel->exec.data();
+    w.exec_group = kernel->exec_group;
+  }
   Epilogue e;
   e.scale = context->tensors[spec.scale].data.f;
   e.per_channel_scale = spec.per_channel_scale;

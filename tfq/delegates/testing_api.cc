@@ -73,6 +73,15 @@ TFQ_EXPORT int tfq_testing_fully_connected(const float* x, int64_t m, int scheme
   tfq::KernelOptions opt;
   opt.force_reference = force_reference != 0;
   opt.pool = pool.get();
+  std::vector<uint8_t> exec;
+  int group = 0;
+  const size_t exec_bytes = tfq::ExecWeightsBytes(w, force_reference != 0, &group);
+  if (exec_bytes > 0) {
+    exec.resize(exec_bytes);
+    tfq::PrepareExecWeights(w, group, exec.data());
+    w.exec = exec.data();
+    w.exec_group = group;
+  }
   std::vector<uint64_t> storage;
   void* scratch = AlignedScratch(tfq::FullyConnectedScratchBytes(w, m), &storage);
   tfq::FullyConnected(x, m, w, e, y, scratch, opt);
@@ -120,6 +129,17 @@ TFQ_EXPORT int tfq_testing_conv(int depthwise, const float* x, const int* geo, i
     if (!MakeWeights(scheme, codes, g.out_c, static_cast<int64_t>(g.kernel_h) * g.kernel_w * g.in_c,
                      &w))
       return -1;
+  }
+  std::vector<uint8_t> exec;
+  if (!depthwise) {
+    int group = 0;
+    const size_t exec_bytes = tfq::ExecWeightsBytes(w, force_reference != 0, &group);
+    if (exec_bytes > 0) {
+      exec.resize(exec_bytes);
+      tfq::PrepareExecWeights(w, group, exec.data());
+      w.exec = exec.data();
+      w.exec_group = group;
+    }
   }
   tfq::Epilogue e;
   e.scale = scale;

@@ -48,6 +48,11 @@ struct PackedWeights {
   int64_t rows = 0;       // packed rows (see docs/format.md)
   int64_t k = 0;          // logical row length
   int64_t row_bytes = 0;  // RowBytes(scheme, k)
+  // Optional execution layout (PrepareExecWeights): a permutation of the
+  // codes, same size (rows rounded up to exec_group), used by ISAs that
+  // support it; null: the kernels read `codes` directly.
+  const uint8_t* exec = nullptr;
+  int exec_group = 0;
 };
 
 struct Epilogue {
@@ -93,6 +98,13 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
 // NHWC depthwise convolution; w.rows == kernel_h*kernel_w taps, w.k == out_c.
 void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights& w,
                      const Epilogue& e, float* y, void* scratch, const KernelOptions& opt);
+
+// Bytes of the execution layout the selected ISA wants for these weights (0:
+// none; also 0 when it would exceed 2x the packed size), its channel group,
+// and the builder. Build it once per weight tensor (e.g. when a node is
+// prepared) and set PackedWeights::exec / exec_group.
+size_t ExecWeightsBytes(const PackedWeights& w, bool force_reference, int* exec_group);
+void PrepareExecWeights(const PackedWeights& w, int exec_group, uint8_t* out);
 
 // The instruction set the dispatcher picks (force_reference -> kReference).
 Isa SelectedIsa(bool force_reference);

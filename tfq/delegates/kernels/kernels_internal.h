@@ -32,6 +32,14 @@ struct KernelTable {
   void (*depthwise_pixel)(Scheme s, const uint8_t* codes, int64_t row_bytes,
                           const int8_t* const* taps, int ntaps, int depth_multiplier, int out_c,
                           int32_t* acc);
+  // Optional: GEMM on the channel-interleaved execution layout (see
+  // PrepareExecWeights); exec_group is its channel group (0: not supported).
+  // c[j * ldc + o] for o < out_c, same meaning as gemm; positions >= k_valid
+  // (zero activations) may be skipped.
+  int exec_group;
+  void (*gemm_exec)(Scheme s, const uint8_t* wx, int64_t out_c, int64_t nblocks, int64_t k_valid,
+                    const int8_t* a, int64_t lda, const int32_t* sumq, int64_t n_act, int32_t* c,
+                    int64_t ldc);
 };
 
 const KernelTable& RefTable();

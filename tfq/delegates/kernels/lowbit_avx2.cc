@@ -331,8 +331,8 @@ void DepthwisePixelAvx2(Scheme s, const uint8_t* codes, int64_t row_bytes,
 }  // namespace
 
 const KernelTable* Avx2TableImpl() {
-  static const KernelTable table = {Isa::kAvx2, AbsMaxAvx2, QuantizeAvx2,
-                                    SumI8Avx2,  GemmAvx2,   DepthwisePixelAvx2};
+  static const KernelTable table = {Isa::kAvx2, AbsMaxAvx2, QuantizeAvx2,      SumI8Avx2,
+                                    GemmAvx2,    DepthwisePixelAvx2, 0, nullptr};
   return &table;
 }
 

@@ -2,13 +2,25 @@
 // alone is compiled with -march=armv8.2-a+dotprod and is called only when
 // getauxval(AT_HWCAP) reports HWCAP_ASIMDDP (see lowbit_neon.cc).
 //
-// The codes of one field of a block (32 positions) are decoded to int8 levels
-// with a table lookup and multiplied with the 32 matching int8 activations by
-// two `vdotq_s32` (16 products each, four per int32 lane). Levels times
-// activations are signed times signed, so no offset correction is needed, and
-// int32 lanes cannot overflow: each lane holds a partial sum of the products,
-// whose absolute total the format bounds below 2^31 (AccumulatorFits).
+// One field of a block holds the codes of 32 consecutive positions, lined up
+// with 32 int8 activations (two registers); two `vdotq_s32` make the 32
+// products, four per int32 lane.
+//
+// Binary and ternary multiply the raw codes u (0/1, 0/1/2) and remove the
+// offset once per row with the activation sum, as the x86 kernels do
+// (bitnet.cpp's I2_S and llama.cpp's TQ2_0 use the same idea):
+//   ternary  level = u - 1      acc = sum(u*q) - sum(q)
+//   binary   level = 2u - 1     acc = 2*sum(u*q) - sum(q)
+// so a field costs one shift and/or one mask, no table lookup. The power-of-
+// two schemes decode to signed levels with `vqtbl1q_s8` (lowbit_neon.h).
+//
+// Overflow: the int32 lanes and the final offset step use wrap-around
+// arithmetic; the true accumulator fits in int32 (AccumulatorFits), so the
+// wrapped result is exact even when sum(u*q) alone would not fit.
 #include <arm_neon.h>
+
+#include <type_traits>
+#include <utility>
 
 #include "lowbit_neon.h"
 
@@ -20,17 +32,73 @@ namespace tfq {
 namespace internal {
 namespace {
 
-template <int kBits>
-struct Geometry {
-  static constexpr int kFields = 8 / kBits;
-  static constexpr int kWpb = 32 * kFields;
+template <Scheme S>
+struct Dot;
+template <>
+struct Dot<Scheme::kBinary> {
+  static constexpr int kBits = 1, kMul = 2, kOff = 1;
+  static constexpr bool kOffsetCodes = true;
+};
+template <>
+struct Dot<Scheme::kTernary> {
+  static constexpr int kBits = 2, kMul = 1, kOff = 1;
+  static constexpr bool kOffsetCodes = true;
+};
+template <>
+struct Dot<Scheme::kPow2_3bit> {
+  static constexpr int kBits = 4, kMul = 1, kOff = 0;
+  static constexpr bool kOffsetCodes = false;
+};
+template <>
+struct Dot<Scheme::kPow2_4bit> {
+  static constexpr int kBits = 4, kMul = 1, kOff = 0;
+  static constexpr bool kOffsetCodes = false;
 };
 
+// Unsigned field T of every byte: (raw >> T*bits) & mask, with the shift or
+// the mask left out where it does nothing.
+template <int kBits, int T>
+inline uint8x16_t Field(uint8x16_t raw) {
+  constexpr int kShift = T * kBits;
+  const uint8x16_t mask = vdupq_n_u8(static_cast<uint8_t>((1 << kBits) - 1));
+  if constexpr (kShift == 0) {
+    return vandq_u8(raw, mask);
+  } else if constexpr (kShift + kBits == 8) {
+    return vshrq_n_u8(raw, kShift);
+  } else {
+    return vandq_u8(vshrq_n_u8(raw, kShift), mask);
+  }
+}
+
+// The 32 multiplicands of field T: raw codes (offset schemes) or levels.
+template <Scheme S, int T>
+inline neon::Levels32 Operand(uint8x16_t raw_lo, uint8x16_t raw_hi, int8x16_t table) {
+  using K = Dot<S>;
+  const uint8x16_t f_lo = Field<K::kBits, T>(raw_lo);
+  const uint8x16_t f_hi = Field<K::kBits, T>(raw_hi);
+  neon::Levels32 l;
+  if constexpr (K::kOffsetCodes) {
+    l.lo = vreinterpretq_s8_u8(f_lo);
+    l.hi = vreinterpretq_s8_u8(f_hi);
+  } else {
+    l.lo = vqtbl1q_s8(table, f_lo);
+    l.hi = vqtbl1q_s8(table, f_hi);
+  }
+  return l;
+}
+
+template <int... Ts, class F>
+inline void ForFields(std::integer_sequence<int, Ts...>, F&& f) {
+  (f(std::integral_constant<int, Ts>()), ...);
+}
+
 // MR weight rows x NR activation rows; c[p * ldc + r] = accumulator.
-template <int kBits, int MR, int NR>
+template <Scheme S, int MR, int NR>
 void Tile(int8x16_t table, const uint8_t* w, int64_t row_bytes, const int8_t* a, int64_t lda,
-          int64_t nblocks, int32_t* c, int64_t ldc) {
-  using G = Geometry<kBits>;
+          const int32_t* sumq, int64_t nblocks, int32_t* c, int64_t ldc) {
+  using K = Dot<S>;
+  constexpr int kFields = 8 / K::kBits;
+  constexpr int kWpb = 32 * kFields;
   int32x4_t acc[MR][NR];
   for (int r = 0; r < MR; ++r)
     for (int p = 0; p < NR; ++p) acc[r][p] = vdupq_n_s32(0);
@@ -41,10 +109,11 @@ void Tile(int8x16_t table, const uint8_t* w, int64_t row_bytes, const int8_t* a,
       raw_lo[r] = vld1q_u8(blk);
       raw_hi[r] = vld1q_u8(blk + 16);
     }
-    const int8_t* ab = a + b * G::kWpb;
-    for (int t = 0; t < G::kFields; ++t) {
+    const int8_t* ab = a + b * kWpb;
+    ForFields(std::make_integer_sequence<int, kFields>(), [&](auto tc) {
+      constexpr int t = decltype(tc)::value;
       neon::Levels32 l[MR];
-      for (int r = 0; r < MR; ++r) l[r] = neon::DecodeField(raw_lo[r], raw_hi[r], kBits, t, table);
+      for (int r = 0; r < MR; ++r) l[r] = Operand<S, t>(raw_lo[r], raw_hi[r], table);
       for (int p = 0; p < NR; ++p) {
         const int8x16_t q_lo = vld1q_s8(ab + p * lda + t * 32);
         const int8x16_t q_hi = vld1q_s8(ab + p * lda + t * 32 + 16);
@@ -53,52 +122,66 @@ void Tile(int8x16_t table, const uint8_t* w, int64_t row_bytes, const int8_t* a,
           acc[r][p] = vdotq_s32(acc[r][p], l[r].hi, q_hi);
         }
       }
+    });
+  }
+  for (int r = 0; r < MR; ++r) {
+    for (int p = 0; p < NR; ++p) {
+      const uint32_t sum = vaddvq_u32(vreinterpretq_u32_s32(acc[r][p]));
+      const uint32_t v = static_cast<uint32_t>(K::kMul) * sum -
+                         static_cast<uint32_t>(K::kOff) * static_cast<uint32_t>(sumq[p]);
+      c[p * ldc + r] = static_cast<int32_t>(v);
     }
   }
-  for (int r = 0; r < MR; ++r)
-    for (int p = 0; p < NR; ++p) c[p * ldc + r] = vaddvq_s32(acc[r][p]);
 }
 
-template <int kBits, int MR, int NR>
+template <Scheme S, int MR, int NR>
 void RowPanel(int8x16_t table, const uint8_t* w, int64_t row_bytes, int64_t n_rows,
-              const int8_t* a, int64_t lda, int64_t nblocks, int32_t* c, int64_t ldc) {
+              const int8_t* a, int64_t lda, const int32_t* sumq, int64_t nblocks, int32_t* c,
+              int64_t ldc) {
   int64_t i = 0;
   for (; i + MR <= n_rows; i += MR)
-    Tile<kBits, MR, NR>(table, w + i * row_bytes, row_bytes, a, lda, nblocks, c + i, ldc);
+    Tile<S, MR, NR>(table, w + i * row_bytes, row_bytes, a, lda, sumq, nblocks, c + i, ldc);
   for (; i < n_rows; ++i)
-    Tile<kBits, 1, NR>(table, w + i * row_bytes, row_bytes, a, lda, nblocks, c + i, ldc);
+    Tile<S, 1, NR>(table, w + i * row_bytes, row_bytes, a, lda, sumq, nblocks, c + i, ldc);
 }
 
-template <int kBits>
-void GemmBits(int8x16_t table, const uint8_t* w, int64_t row_bytes, int64_t n_rows,
-              const int8_t* a, int64_t lda, int64_t n_act, int64_t nblocks, int32_t* c,
-              int64_t ldc) {
+template <Scheme S>
+void GemmScheme(const uint8_t* w, int64_t row_bytes, int64_t n_rows, const int8_t* a, int64_t lda,
+                const int32_t* sumq, int64_t n_act, int64_t nblocks, int32_t* c, int64_t ldc) {
+  const int8x16_t table = neon::LevelTable(S);
   if (n_act == 1) {
-    RowPanel<kBits, 4, 1>(table, w, row_bytes, n_rows, a, lda, nblocks, c, ldc);
+    RowPanel<S, 4, 1>(table, w, row_bytes, n_rows, a, lda, sumq, nblocks, c, ldc);
     return;
   }
   constexpr int NR = 4;
   int64_t j = 0;
   for (; j + NR <= n_act; j += NR)
-    RowPanel<kBits, 2, NR>(table, w, row_bytes, n_rows, a + j * lda, lda, nblocks, c + j * ldc, ldc);
+    RowPanel<S, 2, NR>(table, w, row_bytes, n_rows, a + j * lda, lda, sumq + j, nblocks,
+                       c + j * ldc, ldc);
   const int64_t rest = n_act - j;
   const int8_t* aj = a + j * lda;
   int32_t* cj = c + j * ldc;
-  if (rest == 3) RowPanel<kBits, 2, 3>(table, w, row_bytes, n_rows, aj, lda, nblocks, cj, ldc);
-  if (rest == 2) RowPanel<kBits, 2, 2>(table, w, row_bytes, n_rows, aj, lda, nblocks, cj, ldc);
-  if (rest == 1) RowPanel<kBits, 4, 1>(table, w, row_bytes, n_rows, aj, lda, nblocks, cj, ldc);
+  if (rest == 3) RowPanel<S, 2, 3>(table, w, row_bytes, n_rows, aj, lda, sumq + j, nblocks, cj, ldc);
+  if (rest == 2) RowPanel<S, 2, 2>(table, w, row_bytes, n_rows, aj, lda, sumq + j, nblocks, cj, ldc);
+  if (rest == 1) RowPanel<S, 4, 1>(table, w, row_bytes, n_rows, aj, lda, sumq + j, nblocks, cj, ldc);
 }
 
 }  // namespace
 
 void GemmNeonDotprod(Scheme s, const uint8_t* w, int64_t row_bytes, int64_t n_rows,
-                     const int8_t* a, int64_t lda, const int32_t* /*sumq*/, int64_t n_act,
+                     const int8_t* a, int64_t lda, const int32_t* sumq, int64_t n_act,
                      int64_t nblocks, int32_t* c, int64_t ldc) {
-  const int8x16_t table = neon::LevelTable(s);
-  switch (SchemeBits(s)) {
-    case 1: return GemmBits<1>(table, w, row_bytes, n_rows, a, lda, n_act, nblocks, c, ldc);
-    case 2: return GemmBits<2>(table, w, row_bytes, n_rows, a, lda, n_act, nblocks, c, ldc);
-    default: return GemmBits<4>(table, w, row_bytes, n_rows, a, lda, n_act, nblocks, c, ldc);
+  switch (s) {
+    case Scheme::kBinary:
+      return GemmScheme<Scheme::kBinary>(w, row_bytes, n_rows, a, lda, sumq, n_act, nblocks, c, ldc);
+    case Scheme::kTernary:
+      return GemmScheme<Scheme::kTernary>(w, row_bytes, n_rows, a, lda, sumq, n_act, nblocks, c, ldc);
+    case Scheme::kPow2_3bit:
+      return GemmScheme<Scheme::kPow2_3bit>(w, row_bytes, n_rows, a, lda, sumq, n_act, nblocks, c,
+                                            ldc);
+    case Scheme::kPow2_4bit:
+      return GemmScheme<Scheme::kPow2_4bit>(w, row_bytes, n_rows, a, lda, sumq, n_act, nblocks, c,
+                                            ldc);
   }
 }
 

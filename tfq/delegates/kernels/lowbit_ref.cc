@@ -86,8 +86,8 @@ void DepthwisePixelRef(Scheme s, const uint8_t* codes, int64_t row_bytes,
 }  // namespace
 
 const KernelTable& RefTable() {
-  static const KernelTable table = {Isa::kReference, AbsMaxRef,        QuantizeRef, SumI8Ref,
-                                    GemmRef,         DepthwisePixelRef};
+  static const KernelTable table = {Isa::kReference, AbsMaxRef, QuantizeRef, SumI8Ref,
+                                    GemmRef, DepthwisePixelRef, 0, nullptr};
   return table;
 }
 

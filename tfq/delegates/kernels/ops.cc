@@ -144,6 +144,36 @@ struct ConvLayout {
 
 Isa SelectedIsa(bool force_reference) { return internal::SelectTable(force_reference).isa; }
 
+size_t ExecWeightsBytes(const PackedWeights& w, bool force_reference, int* exec_group) {
+  const KernelTable& kt = internal::SelectTable(force_reference);
+  *exec_group = 0;
+  if (kt.exec_group <= 0 || kt.gemm_exec == nullptr || w.rows <= 0 || w.row_bytes <= 0) return 0;
+  const int64_t padded = (w.rows + kt.exec_group - 1) / kt.exec_group * kt.exec_group;
+  if (padded > 2 * w.rows) return 0;  // keep any execution copy within 2x of the packed size
+  *exec_group = kt.exec_group;
+  return static_cast<size_t>(padded * w.row_bytes);
+}
+
+void PrepareExecWeights(const PackedWeights& w, int group, uint8_t* out) {
+  const int64_t nblocks = w.row_bytes / 32;
+  const int64_t groups = (w.rows + group - 1) / group;
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t b = 0; b < nblocks; ++b) {
+      for (int q = 0; q < 8; ++q) {
+        uint8_t* dst = out + ((g * nblocks + b) * 8 + q) * 4 * group;
+        for (int c = 0; c < group; ++c) {
+          const int64_t row = g * group + c;
+          if (row < w.rows) {
+            std::memcpy(dst + 4 * c, w.codes + row * w.row_bytes + b * 32 + 4 * q, 4);
+          } else {
+            std::memset(dst + 4 * c, 0, 4);  // padding channels: computed, never stored
+          }
+        }
+      }
+    }
+  }
+}
+
 size_t FullyConnectedScratchBytes(const PackedWeights& w, int64_t m) {
   const int64_t kp = PaddedK(w.scheme, w.k);
   if (kp < 0 || m <= 0) return 0;
@@ -166,8 +196,31 @@ void FullyConnected(const float* x, int64_t m, const PackedWeights& w, const Epi
   for (int64_t j = 0; j < m; ++j) {
     rq[j] = QuantizeActivations(kt, x + j * w.k, w.k, kp, q + j * kp, sumq + j);
   }
-  // Split the output rows in chunks of 8 (multiples of the SIMD row tiles).
   const int threads = NumThreads(opt);
+  const bool use_exec = m >= 4 && w.exec != nullptr && kt.gemm_exec != nullptr &&
+                        kt.exec_group == w.exec_group;
+  if (use_exec) {
+    // Batched rows: channel-interleaved layout, threads over channel groups.
+    const int64_t group = w.exec_group;
+    const int64_t groups = (rows + group - 1) / group;
+    const int64_t group_bytes = nblocks * 32 * group;
+    int64_t per = 1;
+    if (threads > 1) per = std::max<int64_t>(1, groups / (threads * 2));
+    const int64_t tasks = (groups + per - 1) / per;
+    ParallelFor(opt, tasks, [&](int64_t task, int) {
+      const int64_t g0 = task * per, g1 = std::min(groups, g0 + per);
+      const int64_t o0 = g0 * group, o1 = std::min(rows, g1 * group);
+      kt.gemm_exec(w.scheme, w.exec + g0 * group_bytes, o1 - o0, nblocks, w.k, q, kp, sumq, m,
+                   acc + o0, rows);
+      for (int64_t j = 0; j < m; ++j) {
+        float* fj = f + j * rows + o0;
+        if (rq[j].state == RowState::kOk) ComputeFactors(e, rq[j].s, o0, o1, fj);
+        WriteOutputs(e, rq[j].state, acc + j * rows + o0, fj, o0, o1, y + j * rows + o0);
+      }
+    });
+    return;
+  }
+  // Split the output rows in chunks of 8 (multiples of the SIMD row tiles).
   int64_t chunk = 8;
   const int64_t wanted_tasks = threads > 1 ? threads * 4 : 1;
   if (rows / wanted_tasks > chunk) chunk = (rows / wanted_tasks + 7) / 8 * 8;
@@ -199,7 +252,9 @@ size_t Conv2DScratchBytes(const PackedWeights& w, const ConvGeometry& g, int num
   if (l.kp < 0) return 0;
   const size_t per_thread = AlignUp(l.tile * l.kp) + AlignUp(l.tile * sizeof(int32_t)) +
                             AlignUp(l.tile * l.out_c * sizeof(int32_t));
-  return AlignUp(l.image) + AlignUp(l.out_c * sizeof(float)) + l.threads * per_thread + kAlign;
+  return AlignUp(l.image) + AlignUp(l.out_c * sizeof(float)) +
+         AlignUp(static_cast<int64_t>(g.in_h) * g.in_w * sizeof(int32_t)) +
+         l.threads * per_thread + kAlign;
 }
 
 void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const Epilogue& e,
@@ -211,6 +266,7 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
   Arena arena(scratch);
   int8_t* qimg = arena.Take<int8_t>(l.image);
   float* f = arena.Take<float>(g.out_c);
+  int32_t* pixsum = arena.Take<int32_t>(static_cast<int64_t>(g.in_h) * g.in_w);
   struct ThreadScratch {
     int8_t* cols;
     int32_t* sumq;
@@ -224,6 +280,7 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
   }
   const int64_t npix = static_cast<int64_t>(g.out_h) * g.out_w;
   const int64_t ntiles = (npix + l.tile - 1) / l.tile;
+  const bool use_exec = w.exec != nullptr && kt.gemm_exec != nullptr && kt.exec_group == w.exec_group;
   const int64_t C = g.in_c;
   // 1x1, stride 1, no padding, and rows that need no zero tail: the quantized
   // image is already the im2col matrix.
@@ -234,7 +291,13 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
     const float* xn = x + n * l.image;
     float* yn = y + n * npix * g.out_c;
     const RowQuant rq = QuantizeActivations(kt, xn, l.image, l.image, qimg, nullptr);
-    if (rq.state == RowState::kOk) ComputeFactors(e, rq.s, 0, g.out_c, f);
+    if (rq.state == RowState::kOk) {
+      ComputeFactors(e, rq.s, 0, g.out_c, f);
+      // Sum of each input pixel's channels: the im2col row sums add them up.
+      const int64_t in_pix = static_cast<int64_t>(g.in_h) * g.in_w;
+      for (int64_t i = 0; i < in_pix; ++i)
+        pixsum[i] = static_cast<int32_t>(kt.sum_i8(qimg + i * C, C));
+    }
     ParallelFor(opt, ntiles, [&](int64_t tile, int tid) {
       const ThreadScratch& s = ts[tid];
       const int64_t p0 = tile * l.tile, p1 = std::min(npix, p0 + l.tile);
@@ -249,20 +312,33 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
       if (direct) {
         a = qimg + p0 * C;
         lda = C;
-        for (int64_t p = 0; p < np; ++p) s.sumq[p] = static_cast<int32_t>(kt.sum_i8(a + p * C, C));
+        for (int64_t p = 0; p < np; ++p) s.sumq[p] = pixsum[p0 + p];
       } else {
         for (int64_t p = 0; p < np; ++p) {
           const int64_t pix = p0 + p;
           const int oy = static_cast<int>(pix / g.out_w), ox = static_cast<int>(pix % g.out_w);
           int8_t* row = s.cols + p * l.kp;
           int8_t* dst = row;
+          int64_t sum = 0;
+          const int ix0 = ox * g.stride_w - g.pad_left;
+          const bool run = g.dilation_w == 1 && ix0 >= 0 && ix0 + g.kernel_w <= g.in_w;
           for (int kh = 0; kh < g.kernel_h; ++kh) {
             const int iy = oy * g.stride_h - g.pad_top + kh * g.dilation_h;
             const bool row_in = iy >= 0 && iy < g.in_h;
+            if (row_in && run) {
+              // The kw taps of this kernel row are adjacent pixels: one copy.
+              const int64_t base = static_cast<int64_t>(iy) * g.in_w + ix0;
+              std::memcpy(dst, qimg + base * C, g.kernel_w * C);
+              for (int kw = 0; kw < g.kernel_w; ++kw) sum += pixsum[base + kw];
+              dst += g.kernel_w * C;
+              continue;
+            }
             for (int kw = 0; kw < g.kernel_w; ++kw) {
-              const int ix = ox * g.stride_w - g.pad_left + kw * g.dilation_w;
+              const int ix = ix0 + kw * g.dilation_w;
               if (row_in && ix >= 0 && ix < g.in_w) {
-                std::memcpy(dst, qimg + (static_cast<int64_t>(iy) * g.in_w + ix) * C, C);
+                const int64_t pi = static_cast<int64_t>(iy) * g.in_w + ix;
+                std::memcpy(dst, qimg + pi * C, C);
+                sum += pixsum[pi];
               } else {
                 std::memset(dst, 0, C);
               }
@@ -270,13 +346,17 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
             }
           }
           std::memset(dst, 0, l.kp - (dst - row));
-          s.sumq[p] = static_cast<int32_t>(kt.sum_i8(row, l.kp));
+          s.sumq[p] = static_cast<int32_t>(sum);
         }
         a = s.cols;
         lda = l.kp;
       }
-      kt.gemm(w.scheme, w.codes, w.row_bytes, g.out_c, a, lda, s.sumq, np, nblocks, s.acc,
-              g.out_c);
+      if (use_exec) {
+        kt.gemm_exec(w.scheme, w.exec, g.out_c, nblocks, w.k, a, lda, s.sumq, np, s.acc, g.out_c);
+      } else {
+        kt.gemm(w.scheme, w.codes, w.row_bytes, g.out_c, a, lda, s.sumq, np, nblocks, s.acc,
+                g.out_c);
+      }
       for (int64_t p = 0; p < np; ++p)
         WriteOutputs(e, RowState::kOk, s.acc + p * g.out_c, f, 0, g.out_c,
                      yn + (p0 + p) * g.out_c);
