@@ -214,9 +214,12 @@ void GemmCase(const KernelTable& t, const KernelTable& ref, Scheme s, int64_t n_
          tfq::IsaName(t.isa), tfq::SchemeName(s), (long long)n_rows, (long long)n_act,
          (long long)nblocks, mode, seed, bad);
   // Elements outside [0, n_rows) of each output row stay untouched.
-  EXPECT(SameBits(ct.data(), cr.data(), ct.size() * sizeof(int32_t)),
-         "%s gemm %s rows=%lld act=%lld blocks=%lld: wrote outside its tile", tfq::IsaName(t.isa),
-         tfq::SchemeName(s), (long long)n_rows, (long long)n_act, (long long)nblocks);
+  int outside = 0;
+  for (int64_t j = 0; j < n_act; ++j)
+    for (int64_t i = n_rows; i < ldc; ++i) outside += ct[j * ldc + i] != 0x5A5A5A5A;
+  EXPECT(outside == 0, "%s gemm %s rows=%lld act=%lld blocks=%lld: wrote outside its tile",
+         tfq::IsaName(t.isa), tfq::SchemeName(s), (long long)n_rows, (long long)n_act,
+         (long long)nblocks);
 }
 
 void TestGemm(const KernelTable& t, const KernelTable& ref, uint32_t seed) {
