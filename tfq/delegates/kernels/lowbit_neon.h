@@ -3,10 +3,11 @@
 // function here is `static inline`, so each file gets its own copy compiled
 // with its own flags (no ODR mix-up between the two instruction sets).
 //
-// Weights are decoded to signed int8 levels with one table lookup per 16
-// codes (vqtbl1q_s8 over a 16-entry code -> level table), so the products are
-// level * q directly: no offset correction, and the accumulators are the
-// exact sums the scalar reference computes.
+// DecodeField turns codes into signed int8 levels with one table lookup per
+// 16 codes (vqtbl1q_s8 over a 16-entry code -> level table), so the products
+// are level * q directly: no offset correction, and the accumulators are the
+// exact sums the scalar reference computes. (The dot-product GEMM uses it for
+// the power-of-two schemes; binary and ternary multiply raw codes there.)
 #ifndef TFQ_DELEGATES_KERNELS_LOWBIT_NEON_H_
 #define TFQ_DELEGATES_KERNELS_LOWBIT_NEON_H_
 
