@@ -226,10 +226,8 @@ class _ChannelDist:
     """Per-channel distributions as weighted support points, shape [C, K].
 
     A batch norm's output channel c is taken to be N(beta_c, gamma_c^2)
-    (Nagel et al., sec. 4.2); elementwise activations map the support points,
-    max pooling over n positions reweights them with the CDF of the maximum
-    of n independent draws (an approximation: neighbouring activations are
-    correlated, so the true maximum is smaller).
+    (Nagel et al., sec. 4.2); elementwise activations map the support points;
+    after averaging only the mean is kept meaningful.
     """
 
     _grid = None
@@ -254,12 +252,6 @@ class _ChannelDist:
         return _ChannelDist(
             np.take_along_axis(values, order, 1), np.take_along_axis(self.weights, order, 1), self.exact_shape
         )
-
-    def max_of(self, n):
-        cdf = np.cumsum(self.weights, axis=1)
-        cdf = np.minimum(cdf / cdf[:, -1:], 1.0)
-        prev = np.concatenate([np.zeros_like(cdf[:, :1]), cdf[:, :-1]], axis=1)
-        return _ChannelDist(self.values, cdf**n - prev**n, self.exact_shape)
 
     def averaged(self):
         return _ChannelDist(self.values, self.weights, exact_shape=False)
@@ -318,11 +310,13 @@ def _input_stats(graph, layer):
     while node is not None and not isinstance(node, L.BatchNormalization):
         path.append(node)
         node = graph.single_input(node.name)
-    if node is None:
+    if node is None or node.axis not in (-1, len(node.input.shape) - 1):
         return None
     dist = _bn_output_dist(node)
     tile = 1
     for op in reversed(path):
+        if getattr(op, "data_format", "channels_last") == "channels_first":
+            return None
         fn = _activation_fn(op)
         if fn is not None:
             if not dist.exact_shape or tile > 1:
@@ -333,8 +327,8 @@ def _input_stats(graph, layer):
         elif isinstance(op, (L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D)):
             # Neighbouring activations are strongly correlated, so the maximum of
             # a small window is close to any one of them: keep the distribution.
-            # (The independent-maximum formula, `max_of`, overestimates the mean
-            # two- to three-fold after conv-BN-ReLU on MNIST.)
+            # (The maximum of independent draws overestimated the mean two- to
+            # three-fold after conv-BN-ReLU on MNIST.)
             continue
         elif isinstance(
             op,
@@ -348,8 +342,6 @@ def _input_stats(graph, layer):
                 return None
             tile *= int(np.prod(spatial)) if len(spatial) else 1
         else:
-            return None
-        if getattr(op, "data_format", "channels_last") == "channels_first":
             return None
     return dist, tile, [node.name] + [op.name for op in reversed(path)]
 
