@@ -9,14 +9,26 @@
 #   qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu max build-aarch64/tfq_kernels_test
 # Override the compiler prefix with -DTFQ_CROSS_PREFIX=... (e.g. a Linaro or
 # Buildroot toolchain) and the sysroot with -DTFQ_CROSS_SYSROOT=....
+# -DTFQ_CROSS_COMPILER=clang compiles with clang++ --target=aarch64-linux-gnu
+# instead (the compiler the Android NDK uses), linking with the GNU cross tools.
 set(CMAKE_SYSTEM_NAME Linux)
 set(CMAKE_SYSTEM_PROCESSOR aarch64)
 
 set(TFQ_CROSS_PREFIX "aarch64-linux-gnu-" CACHE STRING "Cross compiler prefix")
 set(TFQ_CROSS_SYSROOT "/usr/aarch64-linux-gnu" CACHE PATH "Target root (libc, libstdc++)")
+set(TFQ_CROSS_COMPILER "gcc" CACHE STRING "gcc or clang")
+# try_compile projects re-read this file: pass the choices on.
+list(APPEND CMAKE_TRY_COMPILE_PLATFORM_VARIABLES TFQ_CROSS_PREFIX TFQ_CROSS_SYSROOT TFQ_CROSS_COMPILER)
 
-set(CMAKE_C_COMPILER "${TFQ_CROSS_PREFIX}gcc")
-set(CMAKE_CXX_COMPILER "${TFQ_CROSS_PREFIX}g++")
+if(TFQ_CROSS_COMPILER STREQUAL "clang")
+  set(CMAKE_C_COMPILER clang)
+  set(CMAKE_CXX_COMPILER clang++)
+  set(CMAKE_C_COMPILER_TARGET aarch64-linux-gnu)
+  set(CMAKE_CXX_COMPILER_TARGET aarch64-linux-gnu)
+else()
+  set(CMAKE_C_COMPILER "${TFQ_CROSS_PREFIX}gcc")
+  set(CMAKE_CXX_COMPILER "${TFQ_CROSS_PREFIX}g++")
+endif()
 
 set(CMAKE_FIND_ROOT_PATH "${TFQ_CROSS_SYSROOT}")
 set(CMAKE_FIND_ROOT_PATH_MODE_PROGRAM NEVER)

@@ -8,7 +8,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 need_apt=()
-for pkg in cmake g++ qemu-user g++-aarch64-linux-gnu bazel-bootstrap default-jdk-headless; do
+for pkg in cmake g++ clang qemu-user g++-aarch64-linux-gnu bazel-bootstrap default-jdk-headless; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then

@@ -1,7 +1,9 @@
 """aarch64: the NEON kernels under qemu, and the delegate's node-level path on ARM.
 
-Cross-builds tfq/delegates with Debian's g++-aarch64-linux-gnu
-(cmake/aarch64-linux-gnu.toolchain.cmake) once into build-aarch64/, then runs:
+Cross-builds tfq/delegates for aarch64 (cmake/aarch64-linux-gnu.toolchain.cmake)
+twice, once with Debian's g++-aarch64-linux-gnu (build-aarch64/) and once with
+clang++ --target=aarch64-linux-gnu (build-aarch64-clang/; the Android NDK
+compiles with clang), each folder reused by later runs, then runs with each:
 
 * tests/native/kernels_test.cc under `qemu-aarch64 -cpu max` (the CPU has the
   dot product: the dispatcher must pick neon_dotprod) and `-cpu cortex-a53`
@@ -29,39 +31,47 @@ import numpy as np
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-BUILD = ROOT / "build-aarch64"
+BUILDS = {"gcc": ROOT / "build-aarch64", "clang": ROOT / "build-aarch64-clang"}
 TOOLCHAIN = ROOT / "cmake" / "aarch64-linux-gnu.toolchain.cmake"
 SYSROOT = "/usr/aarch64-linux-gnu"
 CPUS = {"max": "neon_dotprod", "cortex-a53": "neon"}
 
 
-def _require_tools():
-    missing = [t for t in ("aarch64-linux-gnu-g++", "qemu-aarch64", "cmake") if not shutil.which(t)]
+def _require_tools(compiler):
+    tools = ("aarch64-linux-gnu-g++", "qemu-aarch64", "cmake") + (
+        ("clang++",) if compiler == "clang" else ())
+    missing = [t for t in tools if not shutil.which(t)]
     if missing:
-        pytest.skip(f"ARM cross tools not installed ({', '.join(missing)}); "
-                    "scripts/setup_env.sh installs g++-aarch64-linux-gnu and qemu-user")
+        pytest.skip(f"ARM cross tools not installed ({', '.join(missing)}); scripts/setup_env.sh "
+                    "installs g++-aarch64-linux-gnu, clang and qemu-user")
 
 
-def build_aarch64(build_dir=BUILD):
-    """Configures (once) and builds the aarch64 native tests; returns build_dir.
+def build_aarch64(compiler="gcc"):
+    """Configures (once) and builds the aarch64 native tests; returns the build folder.
+
+    compiler "gcc" is Debian's aarch64-linux-gnu-g++; "clang" is clang++
+    --target=aarch64-linux-gnu, the compiler family of the Android NDK.
 
     A file lock keeps parallel pytest workers from building at the same time;
     later calls only let CMake check that everything is up to date.
     """
+    build_dir = BUILDS[compiler]
     build_dir.mkdir(exist_ok=True)
     with open(build_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (build_dir / "CMakeCache.txt").exists():
             subprocess.run(
                 ["cmake", "-S", str(ROOT / "tfq" / "delegates"), "-B", str(build_dir),
-                 f"-DCMAKE_TOOLCHAIN_FILE={TOOLCHAIN}", "-DCMAKE_BUILD_TYPE=Release",
-                 "-DTFQ_BUILD_NATIVE_TESTS=ON", "-DTFQ_COPY_TO_SOURCE=OFF"],
+                 f"-DCMAKE_TOOLCHAIN_FILE={TOOLCHAIN}", f"-DTFQ_CROSS_COMPILER={compiler}",
+                 "-DCMAKE_BUILD_TYPE=Release", "-DTFQ_BUILD_NATIVE_TESTS=ON",
+                 "-DTFQ_COPY_TO_SOURCE=OFF"],
                 check=True, capture_output=True, text=True)
         # The test programs only; the aarch64 shared library itself is built
         # (and its exports checked) by tests/test_android_demo.py.
         r = subprocess.run(["cmake", "--build", str(build_dir), "-j2", "--target",
                             "tfq_kernels_test", "tfq_node_runner"], capture_output=True, text=True)
-        assert r.returncode == 0, f"aarch64 build failed:\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+        assert r.returncode == 0, (f"aarch64 build ({compiler}) failed:\n{r.stdout[-4000:]}\n"
+                                   f"{r.stderr[-4000:]}")
     return build_dir
 
 
@@ -70,10 +80,10 @@ def qemu(cpu, *cmd, timeout=300):
                           capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def arm_build():
-    _require_tools()
-    return build_aarch64()
+@pytest.fixture(scope="module", params=["gcc", "clang"])
+def arm_build(request):
+    _require_tools(request.param)
+    return build_aarch64(request.param)
 
 
 def _load_exporter():
