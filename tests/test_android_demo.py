@@ -4,8 +4,8 @@
   assets match their manifest (hashes, op lists, sizes) and give the recorded
   accuracies when re-measured here; corrupted assets are refused by name.
 * The app's native part (its own CMakeLists.txt: the tfq delegate from
-  tfq/delegates plus the JNI bridge) cross-compiles for aarch64 against the
-  JDK's jni.h, and the bridge runs under qemu through a JVM-less JNIEnv:
+  tfq/delegates plus the JNI bridge) cross-compiles for aarch64 with clang
+  (the NDK's compiler family) against the JDK's jni.h, and the bridge runs under qemu through a JVM-less JNIEnv:
   it creates a delegate, reports the kernels (neon_dotprod / neon) and turns a
   bad argument into the right Java exception.
 * The Kotlin side agrees with the native one (every `external fun` has its
@@ -28,7 +28,7 @@ DEMO = ROOT / "android_demo"
 APP = DEMO / "app"
 ASSETS = APP / "src" / "main" / "assets"
 KOTLIN = APP / "src" / "main" / "java" / "dev" / "tfq" / "demo"
-JNI_BUILD = ROOT / "build-aarch64-jni"
+JNI_BUILD = ROOT / "build-aarch64-jni-clang"
 JDK_INCLUDE = pathlib.Path("/usr/lib/jvm/default-java/include")
 SYSROOT = "/usr/aarch64-linux-gnu"
 
@@ -75,7 +75,8 @@ def test_make_assets_script_runs_quick(tmp_path):
 
 
 def _require_cross():
-    missing = [t for t in ("aarch64-linux-gnu-g++", "qemu-aarch64", "cmake") if not shutil.which(t)]
+    missing = [t for t in ("aarch64-linux-gnu-g++", "clang++", "qemu-aarch64", "cmake")
+               if not shutil.which(t)]
     if missing or not (JDK_INCLUDE / "jni.h").exists():
         pytest.skip(f"cross tools or JDK headers missing ({missing or JDK_INCLUDE / 'jni.h'}); "
                     "scripts/setup_env.sh installs them")
@@ -93,7 +94,8 @@ def jni_build():
             subprocess.run(
                 ["cmake", "-S", str(APP / "src" / "main" / "cpp"), "-B", str(JNI_BUILD),
                  f"-DCMAKE_TOOLCHAIN_FILE={ROOT / 'cmake' / 'aarch64-linux-gnu.toolchain.cmake'}",
-                 "-DCMAKE_BUILD_TYPE=Release",
+                 # clang, as the NDK compiles (GCC is covered by tests/test_arm.py).
+                 "-DTFQ_CROSS_COMPILER=clang", "-DCMAKE_BUILD_TYPE=Release",
                  f"-DTFQ_JNI_INCLUDE_DIRS={JDK_INCLUDE};{JDK_INCLUDE / 'linux'}"],
                 check=True, capture_output=True, text=True)
         r = subprocess.run(["cmake", "--build", str(JNI_BUILD), "-j2"], capture_output=True,
