@@ -214,6 +214,8 @@ def main(argv=None):
 
     p = sub.add_parser("prepare", help="make the model variants (x86 host, needs TensorFlow)")
     common(p)
+    # run_adb.sh passes the same arguments to prepare and adb.
+    p.add_argument("--threads", help=argparse.SUPPRESS)
     for name in ("board", "adb"):
         p = sub.add_parser(name)
         common(p)
