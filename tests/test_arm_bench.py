@@ -156,3 +156,15 @@ def test_parse_benchmark_model_output():
            "Warmup (avg): 301.5, Inference (avg): 296.25\n")
     assert bench_arm.parse_avg_us(out) == pytest.approx(296.25)
     assert bench_arm.parse_avg_us("ERROR: Failed to apply delegate") is None
+
+
+@pytest.mark.parametrize("script", ["build_android.sh", "run_adb.sh", "run_board.sh"])
+def test_shell_scripts_parse_and_refuse_clearly(script, tmp_path):
+    path = BENCH.parent / script
+    assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    r = subprocess.run(["bash", str(path)], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode != 0
+    expected = {"build_android.sh": "set ANDROID_NDK", "run_adb.sh": "BENCHMARK_MODEL",
+                "run_board.sh": "run this on the ARM board"}[script]
+    assert expected in r.stderr, r.stderr
