@@ -1,6 +1,7 @@
 // aarch64 NEON kernels (plain ARMv8-A: every aarch64 core has these) and the
 // run-time choice of the dot-product GEMM (lowbit_dotprod_neon.cc) when
-// getauxval(AT_HWCAP) reports HWCAP_ASIMDDP.
+// getauxval(AT_HWCAP) reports HWCAP_ASIMDDP (Linux, Android; macOS: sysctl
+// hw.optional.arm.FEAT_DotProd).
 //
 // GEMM without the dot product: the codes are decoded to int8 levels with a
 // table lookup (lowbit_neon.h) and multiplied with int8 activations by
@@ -16,7 +17,6 @@
 // does not help there (nothing is summed along a contiguous vector), so both
 // tables share this file's depthwise, absmax, quantize and sum kernels.
 #include <arm_neon.h>
-#include <sys/auxv.h>
 
 #include <cstring>
 
@@ -24,9 +24,12 @@
 
 #if defined(__linux__) || defined(__ANDROID__)
 #include <asm/hwcap.h>
-#endif
+#include <sys/auxv.h>
 #ifndef HWCAP_ASIMDDP
 #define HWCAP_ASIMDDP (1 << 20)
+#endif
+#elif defined(__APPLE__)
+#include <sys/sysctl.h>
 #endif
 
 namespace tfq {
@@ -286,7 +289,17 @@ const KernelTable* NeonTableImpl() {
   return &table;
 }
 
-bool CpuHasDotprod() { return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0; }
+bool CpuHasDotprod() {
+#if defined(__linux__) || defined(__ANDROID__)
+  return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#elif defined(__APPLE__)
+  int value = 0;
+  size_t size = sizeof(value);
+  return sysctlbyname("hw.optional.arm.FEAT_DotProd", &value, &size, nullptr, 0) == 0 && value != 0;
+#else
+  return false;  // unknown OS: the plain NEON path is always correct
+#endif
+}
 
 const KernelTable* NeonDotprodTableImpl() {
 #if defined(TFQ_HAVE_NEON_DOTPROD)
