@@ -167,3 +167,20 @@ def test_bad_shapes():
         Q.Ternary().project(np.ones((3, 2)), mask=np.ones((2, 3)))
     with pytest.raises(ValueError, match="out of range"):
         Q.Ternary().project(np.ones((3, 2)), channel_axis=2)
+
+
+@pytest.mark.parametrize("name", SCHEMES)
+def test_warm_start_from_previous_scale(name):
+    q = Q.get(name)
+    rng = np.random.default_rng(8)
+    w = rng.normal(size=(40, 6)).astype(np.float32)
+    full, scale = q.project(w)
+    moved = w + 0.01 * rng.normal(size=w.shape).astype(np.float32)
+    warm, s2 = q.project(moved, init_scale=scale)
+    cold, _ = q.project(moved)
+    # Values in the set, and the warm start is (near) as good as the full search.
+    lv = warm / np.where(s2 > 0, s2, 1)[None]
+    assert np.allclose(lv, np.round(lv), atol=1e-4)
+    assert objective(moved, warm) <= objective(moved, cold) * 1.02 + 1e-9
+    zero_start, _ = q.project(moved, init_scale=np.zeros(6, np.float32))
+    assert objective(moved, zero_start) < objective(moved, np.zeros_like(moved))

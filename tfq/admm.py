@@ -36,9 +36,13 @@ def prox_step(w, target, eta_rho):
     return (w + eta_rho * target) / (1.0 + eta_rho)
 
 
-def dual_update(w, u, quantizer, mask=None, channel_axis=-1):
-    """`G = Proj(W + U)`, `U + W - G`: returns `(G, U_new, scale)`."""
-    g, scale = quantizer.project(w + u, mask=mask, channel_axis=channel_axis)
+def dual_update(w, u, quantizer, mask=None, channel_axis=-1, init_scale=None):
+    """`G = Proj(W + U)`, `U + W - G`: returns `(G, U_new, scale)`.
+
+    `init_scale` warm-starts the projection from the previous scale (W moves
+    little between two updates), which skips the projection's multi-start.
+    """
+    g, scale = quantizer.project(w + u, mask=mask, channel_axis=channel_axis, init_scale=init_scale)
     return g, u + w - g, scale
 
 
@@ -54,7 +58,7 @@ def _levels_of(q, scale, channel_axis):
 
 
 class ADMMState(keras.layers.Layer):
-    """Variables of ADMM for a list of kernels: G, U, frozen codes, rho, phase.
+    """Variables of ADMM for a list of kernels: G, U, frozen codes, scales, rho, phase.
 
     Attached to the model (as `model._tfq_admm`) so that `model.save`,
     `save_weights` and `BackupAndRestore` carry it; it is not one of the
@@ -67,15 +71,21 @@ class ADMMState(keras.layers.Layer):
     def __init__(self, specs, **kwargs):
         super().__init__(trainable=False, **kwargs)
         self.keys = [s.key for s in specs]
-        self.g, self.u, self.codes = [], [], []
+        self.g, self.u, self.codes, self.scale = [], [], [], []
         for s in specs:
             shape = tuple(s.variable.shape)
+            if s.quantizer.per_channel:
+                axes = quantizers._normalize_axes(s.channel_axis, len(shape))
+                channels = int(np.prod([shape[a] for a in axes]))
+            else:
+                channels = 1
             tag = s.key.replace("/", "__")
             # "mean" aggregation lets replicas assign identical values in
             # replica context under tf.distribute.
             self.g.append(self.add_weight(shape=shape, initializer="zeros", trainable=False, name=f"{tag}__g", aggregation="mean"))
             self.u.append(self.add_weight(shape=shape, initializer="zeros", trainable=False, name=f"{tag}__u", aggregation="mean"))
             self.codes.append(self.add_weight(shape=shape, initializer="zeros", trainable=False, name=f"{tag}__codes", aggregation="mean"))
+            self.scale.append(self.add_weight(shape=(channels,), initializer="zeros", trainable=False, name=f"{tag}__scale", aggregation="mean"))
         self.rho = self.add_weight(shape=(), initializer="zeros", trainable=False, name="rho", aggregation="only_first_replica")
         self.phase = self.add_weight(shape=(), initializer="zeros", trainable=False, name="phase", dtype="int32", aggregation="only_first_replica")
         self.step = self.add_weight(shape=(), initializer="zeros", trainable=False, name="step", dtype="int64", aggregation="only_first_replica")

@@ -258,11 +258,13 @@ class ADMMCallback(keras.callbacks.Callback):
         def update(step):
             for i, spec in enumerate(specs):
                 axis = spec.channel_axis if spec.quantizer.per_channel else None
-                g, u, _ = admm_lib.dual_update(
-                    tf.convert_to_tensor(spec.variable), tf.convert_to_tensor(state.u[i]), spec.quantizer, masks[i], axis
+                g, u, scale = admm_lib.dual_update(
+                    tf.convert_to_tensor(spec.variable), tf.convert_to_tensor(state.u[i]), spec.quantizer, masks[i], axis,
+                    init_scale=tf.convert_to_tensor(state.scale[i]),
                 )
                 state.g[i].assign(g)
                 state.u[i].assign(u)
+                state.scale[i].assign(scale)
             state.step.assign(step)
 
         return update
@@ -276,6 +278,7 @@ class ADMMCallback(keras.callbacks.Callback):
             axis = spec.channel_axis if spec.quantizer.per_channel else None
             q, scale = spec.quantizer.project(tf.convert_to_tensor(spec.variable), mask=masks[i], channel_axis=axis)
             self.state.g[i].assign(q)
+            self.state.scale[i].assign(tf.reshape(scale, [-1]))
             if reset_dual:
                 self.state.u[i].assign(tf.zeros_like(q))
             else:

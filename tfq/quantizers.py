@@ -136,8 +136,12 @@ def _codes(w, m, s, levels):
     return _nearest_level(w / safe[..., None], levels) * m
 
 
-def _project_rows(w, m, levels):
-    """Projects rows of `w` [C, n] (mask `m`) onto `levels`; returns (lv, scale)."""
+def _project_rows(w, m, levels, init_scale=None):
+    """Projects rows of `w` [C, n] (mask `m`) onto `levels`; returns (lv, scale).
+
+    With `init_scale` [C] (a warm start, e.g. the previous projection's scale)
+    the grid of starting scales is skipped.
+    """
     levels = np.asarray(levels, dtype=np.float64)
     lmax = float(np.max(np.abs(levels)))
     # The objective is not convex in the scale. Starting scales amax * 2^(-k/4)
@@ -147,15 +151,21 @@ def _project_rows(w, m, levels):
     # optimum on small tensors (see the tests).
     n_starts = 4 * (int(round(np.log2(lmax))) + 2)
     factors = tf.constant(2.0 ** (-0.25 * np.arange(n_starts)), w.dtype)
-    amax = tf.reduce_max(tf.abs(w) * m, axis=-1)  # [C]
-    w3, m3 = w[None], m[None]
-    s = factors[:, None] * amax[None, :]  # [S, C]
-    for _ in range(2):
-        lv = _codes(w3, m3, s, levels)
-        s = _ls_scale(w3, m3, lv)
-    f = _objective(w3, m3, s, lv)
-    best = tf.argmin(f, axis=0, output_type=tf.int32)  # [C]
-    s = tf.gather(tf.transpose(s), best, batch_dims=1)
+    if init_scale is None:
+        amax = tf.reduce_max(tf.abs(w) * m, axis=-1)  # [C]
+        w3, m3 = w[None], m[None]
+        s = factors[:, None] * amax[None, :]  # [S, C]
+        for _ in range(2):
+            lv = _codes(w3, m3, s, levels)
+            s = _ls_scale(w3, m3, lv)
+        f = _objective(w3, m3, s, lv)
+        best = tf.argmin(f, axis=0, output_type=tf.int32)  # [C]
+        s = tf.gather(tf.transpose(s), best, batch_dims=1)
+    else:
+        s = tf.cast(tf.reshape(init_scale, [-1]), w.dtype)
+        amax = tf.reduce_max(tf.abs(w) * m, axis=-1)
+        # A dead start (scale 0) restarts from the largest weight.
+        s = tf.where(s > 0, s, amax / lmax)
     lv = _codes(w, m, s, levels)
     s = _ls_scale(w, m, lv)
     f = _objective(w, m, s, lv)
@@ -186,7 +196,7 @@ def _is_numpy(x):
     return isinstance(x, (np.ndarray, np.generic, list, tuple, float, int))
 
 
-def project(w, levels, mask=None, channel_axis=-1):
+def project(w, levels, mask=None, channel_axis=-1, init_scale=None):
     """Projects `w` onto `{scale[c] * level}` for the given integer levels.
 
     Args:
@@ -197,6 +207,9 @@ def project(w, levels, mask=None, channel_axis=-1):
         channel_axis: the output-channel axis (int), a tuple of axes whose
             product forms the channels (e.g. `(2, 3)` for a depthwise kernel),
             or None for one scale for the whole tensor.
+        init_scale: optional `[channels]` warm start (e.g. the scale of the
+            previous projection); skips the grid of starting scales, so it is
+            much cheaper but only finds the local optimum near it.
 
     Returns:
         `(q, scale)`: q has w's shape and equals `scale[c] * level` entrywise;
@@ -220,7 +233,7 @@ def project(w, levels, mask=None, channel_axis=-1):
         raise ValueError(f"mask shape {mt.shape.as_list()} does not match weight shape {shape}")
     rows, perm = _to_rows(wt, axes)
     mrows, _ = _to_rows(mt, axes)
-    lv, s = _project_rows(rows, mrows, np.asarray(levels))
+    lv, s = _project_rows(rows, mrows, np.asarray(levels), init_scale)
     q = _from_rows(s[:, None] * lv, shape, perm)
     if as_numpy:
         return q.numpy(), s.numpy()
@@ -291,12 +304,12 @@ class Quantizer:
         """Sorted numpy int32 array of the integer levels."""
         return _levels_for(self.name)
 
-    def project(self, w, mask=None, channel_axis=-1):
+    def project(self, w, mask=None, channel_axis=-1, init_scale=None):
         """Projects `w` onto this set. See `tfq.quantizers.project`.
 
         With `per_channel=False` the channel axis is ignored and scale has shape [1].
         """
-        return project(w, self.levels, mask, channel_axis if self.per_channel else None)
+        return project(w, self.levels, mask, channel_axis if self.per_channel else None, init_scale)
 
     def get_config(self):
         return {"per_channel": self.per_channel}
