@@ -238,12 +238,13 @@ def measurements_for(path, x, y, threads=1, int8_baseline=True, runs=50, log=Non
 
 
 def markdown_table(measurements):
-    """The measurements as a Markdown table (size ratio against the largest model)."""
+    """The measurements as a Markdown table (size ratio against the first float model, else the largest)."""
     if not measurements:
         return ""
-    ref = max(m.size_bytes for m in measurements)
+    floats = [m.size_bytes for m in measurements if m.kind == "float"]
+    ref = floats[0] if floats else max(m.size_bytes for m in measurements)
     lines = [
-        "| model | kind | size (KiB) | size ratio | accuracy | latency (ms, median) | threads | runtime |",
+        "| model | kind | size (KiB) | smaller than float by | accuracy | latency (ms, median) | threads | runtime |",
         "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for m in measurements:
