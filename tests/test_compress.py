@@ -244,6 +244,36 @@ def test_nothing_to_compress_and_nan():
         tfq.compress(np.zeros(3), "ternary")
 
 
+def test_subclassed_model_without_config_is_a_clear_error():
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = keras.layers.Dense(8), keras.layers.Dense(8), keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.c(self.b(self.a(x)))
+
+    model = Sub()
+    model(np.zeros((1, 4), "float32"))
+    with pytest.raises(ValueError, match="cannot copy model"):
+        tfq.compress(model, "ternary", verbose=0)
+
+
+def test_data_path_accepts_datasets(mnist_small):
+    import tensorflow as tf
+
+    (x, y), (xt, yt) = mnist_small
+    model = tfq.models.small_bn_cnn()
+    model.build((None, 28, 28, 1))
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+    val = tf.data.Dataset.from_tensor_slices((xt, yt)).batch(64)
+    small, report = tfq.compress(model, "pow2_3bit", data=ds, validation_data=val, epochs=1, verbose=0,
+                                 return_report=True)
+    assert report.settings["steps_per_epoch"] == 8 and report.settings["batch_norm_reestimated_on"] == 8
+    assert report.accuracy_after is not None
+    assert _in_set(small.get_layer("conv2").kernel, tfq.quantizers.get("pow2_3bit"), -1)
+
+
 def test_derived_schedule():
     hp = compression.derive_schedule(469)  # MNIST at batch 128
     assert hp["epochs"] == 6 and hp["finetune_epochs"] == 1 and hp["learning_rate"] == 1e-3

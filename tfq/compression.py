@@ -153,7 +153,14 @@ def _clone(model):
 
     import tfq.layers  # noqa: F401  (registers tfq layers for cloning)
 
-    clone = keras.models.clone_model(model)
+    try:
+        clone = keras.models.clone_model(model)
+    except (TypeError, ValueError, NotImplementedError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ValueError(
+            f"tfq.compress cannot copy model {model.name!r} ({type(model).__name__}): it needs a Sequential or "
+            f"functional model, or a subclassed model whose get_config/from_config round-trip ({first})"
+        ) from err
     clone.set_weights(model.get_weights())
     return clone
 
@@ -991,7 +998,7 @@ def _with_data(model, scheme, sparsity, data, validation_data, epochs, *, layers
     else:
         card = int(_np(data.cardinality())) if hasattr(data, "cardinality") else -1
         steps = card if card > 0 else 1000
-        fit_args = {"x": data}
+        fit_args = {"x": data, "shuffle": False}  # a dataset shuffles itself (or not)
         y_sample = next(iter(data))[1]
     hp = derive_schedule(steps, epochs, learning_rate)
 
