@@ -19,9 +19,6 @@
 // wrapped result is exact even when sum(u*q) alone would not fit.
 #include <arm_neon.h>
 
-#include <type_traits>
-#include <utility>
-
 #include "lowbit_neon.h"
 
 #if !defined(__ARM_FEATURE_DOTPROD)
@@ -55,43 +52,6 @@ struct Dot<Scheme::kPow2_4bit> {
   static constexpr bool kOffsetCodes = false;
 };
 
-// Unsigned field T of every byte: (raw >> T*bits) & mask, with the shift or
-// the mask left out where it does nothing.
-template <int kBits, int T>
-inline uint8x16_t Field(uint8x16_t raw) {
-  constexpr int kShift = T * kBits;
-  const uint8x16_t mask = vdupq_n_u8(static_cast<uint8_t>((1 << kBits) - 1));
-  if constexpr (kShift == 0) {
-    return vandq_u8(raw, mask);
-  } else if constexpr (kShift + kBits == 8) {
-    return vshrq_n_u8(raw, kShift);
-  } else {
-    return vandq_u8(vshrq_n_u8(raw, kShift), mask);
-  }
-}
-
-// The 32 multiplicands of field T: raw codes (offset schemes) or levels.
-template <Scheme S, int T>
-inline neon::Levels32 Operand(uint8x16_t raw_lo, uint8x16_t raw_hi, int8x16_t table) {
-  using K = Dot<S>;
-  const uint8x16_t f_lo = Field<K::kBits, T>(raw_lo);
-  const uint8x16_t f_hi = Field<K::kBits, T>(raw_hi);
-  neon::Levels32 l;
-  if constexpr (K::kOffsetCodes) {
-    l.lo = vreinterpretq_s8_u8(f_lo);
-    l.hi = vreinterpretq_s8_u8(f_hi);
-  } else {
-    l.lo = vqtbl1q_s8(table, f_lo);
-    l.hi = vqtbl1q_s8(table, f_hi);
-  }
-  return l;
-}
-
-template <int... Ts, class F>
-inline void ForFields(std::integer_sequence<int, Ts...>, F&& f) {
-  (f(std::integral_constant<int, Ts>()), ...);
-}
-
 // MR weight rows x NR activation rows; c[p * ldc + r] = accumulator.
 template <Scheme S, int MR, int NR>
 void Tile(int8x16_t table, const uint8_t* w, int64_t row_bytes, const int8_t* a, int64_t lda,
@@ -110,10 +70,11 @@ void Tile(int8x16_t table, const uint8_t* w, int64_t row_bytes, const int8_t* a,
       raw_hi[r] = vld1q_u8(blk + 16);
     }
     const int8_t* ab = a + b * kWpb;
-    ForFields(std::make_integer_sequence<int, kFields>(), [&](auto tc) {
+    neon::ForFields(std::make_integer_sequence<int, kFields>(), [&](auto tc) {
       constexpr int t = decltype(tc)::value;
       neon::Levels32 l[MR];
-      for (int r = 0; r < MR; ++r) l[r] = Operand<S, t>(raw_lo[r], raw_hi[r], table);
+      for (int r = 0; r < MR; ++r)
+        l[r] = neon::Operand<K::kBits, K::kOffsetCodes, t>(raw_lo[r], raw_hi[r], table);
       for (int p = 0; p < NR; ++p) {
         const int8x16_t q_lo = vld1q_s8(ab + p * lda + t * 32);
         const int8x16_t q_hi = vld1q_s8(ab + p * lda + t * 32 + 16);

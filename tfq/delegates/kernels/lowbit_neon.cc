@@ -3,14 +3,15 @@
 // getauxval(AT_HWCAP) reports HWCAP_ASIMDDP (Linux, Android; macOS: sysctl
 // hw.optional.arm.FEAT_DotProd).
 //
-// GEMM without the dot product: the codes are decoded to int8 levels with a
-// table lookup (lowbit_neon.h) and multiplied with int8 activations by
-// `vmull_s8` / `vmlal_s8` into int16 lanes, which are widened into int32 with
-// `vpadalq_s16` before they can overflow. One field of a block adds four
-// products to each int16 lane, each at most 127 * MaxAbsLevel in magnitude,
-// so a lane holds at most 258 products for binary and ternary (|level| 1),
-// 64 for pow2_3bit (|level| 4) and 4 for pow2_4bit (|level| 64): the code
-// widens after 64, 64, 16 and 1 fields respectively.
+// GEMM without the dot product: `vmlal_s8` multiplies 8 int8 weights with 8
+// int8 activations into int16 lanes, which are widened into int32 with
+// `vpadalq_s16` before they can overflow. Binary and ternary multiply the raw
+// codes u (shift/mask only; acc = mul*sum(u*q) - off*sum(q), as in
+// lowbit_dotprod_neon.cc), the power-of-two schemes the signed levels from a
+// table lookup (lowbit_neon.h). One field of a block adds four products to
+// each int16 lane, each at most 127 * max|u or level|: 127 for binary (u <= 1),
+// 254 for ternary (u <= 2), 508 for pow2_3bit, 8128 for pow2_4bit, so the
+// code widens after 64, 32, 16 and 1 fields (at most 32512 per lane).
 //
 // Depthwise: 32 channels of one tap at a time, products in int16 lanes (one
 // per tap), widened after 256 / 64 / 4 taps by the same rule. The dot product
@@ -40,25 +41,29 @@ template <Scheme S>
 struct Plain;
 template <>
 struct Plain<Scheme::kBinary> {
-  static constexpr int kBits = 1, kFieldsPerWiden = 64, kTapsPerWiden = 256;
+  static constexpr int kBits = 1, kMul = 2, kOff = 1, kFieldsPerWiden = 64, kTapsPerWiden = 256;
+  static constexpr bool kOffsetCodes = true;
 };
 template <>
 struct Plain<Scheme::kTernary> {
-  static constexpr int kBits = 2, kFieldsPerWiden = 64, kTapsPerWiden = 256;
+  static constexpr int kBits = 2, kMul = 1, kOff = 1, kFieldsPerWiden = 32, kTapsPerWiden = 256;
+  static constexpr bool kOffsetCodes = true;
 };
 template <>
 struct Plain<Scheme::kPow2_3bit> {
-  static constexpr int kBits = 4, kFieldsPerWiden = 16, kTapsPerWiden = 64;
+  static constexpr int kBits = 4, kMul = 1, kOff = 0, kFieldsPerWiden = 16, kTapsPerWiden = 64;
+  static constexpr bool kOffsetCodes = false;
 };
 template <>
 struct Plain<Scheme::kPow2_4bit> {
-  static constexpr int kBits = 4, kFieldsPerWiden = 1, kTapsPerWiden = 4;
+  static constexpr int kBits = 4, kMul = 1, kOff = 0, kFieldsPerWiden = 1, kTapsPerWiden = 4;
+  static constexpr bool kOffsetCodes = false;
 };
 
 // MR weight rows x NR activation rows; c[p * ldc + r] = accumulator.
 template <Scheme S, int MR, int NR>
 void Tile(int8x16_t table, const uint8_t* w, int64_t row_bytes, const int8_t* a, int64_t lda,
-          int64_t nblocks, int32_t* c, int64_t ldc) {
+          const int32_t* sumq, int64_t nblocks, int32_t* c, int64_t ldc) {
   using K = Plain<S>;
   constexpr int kFields = 8 / K::kBits;
   constexpr int kWpb = 32 * kFields;
@@ -79,10 +84,11 @@ void Tile(int8x16_t table, const uint8_t* w, int64_t row_bytes, const int8_t* a,
       raw_hi[r] = vld1q_u8(blk + 16);
     }
     const int8_t* ab = a + b * kWpb;
-    for (int t = 0; t < kFields; ++t) {
+    neon::ForFields(std::make_integer_sequence<int, kFields>(), [&](auto tc) {
+      constexpr int t = decltype(tc)::value;
       neon::Levels32 l[MR];
       for (int r = 0; r < MR; ++r)
-        l[r] = neon::DecodeField(raw_lo[r], raw_hi[r], K::kBits, t, table);
+        l[r] = neon::Operand<K::kBits, K::kOffsetCodes, t>(raw_lo[r], raw_hi[r], table);
       for (int p = 0; p < NR; ++p) {
         const int8x16_t q_lo = vld1q_s8(ab + p * lda + t * 32);
         const int8x16_t q_hi = vld1q_s8(ab + p * lda + t * 32 + 16);
@@ -104,57 +110,67 @@ void Tile(int8x16_t table, const uint8_t* w, int64_t row_bytes, const int8_t* a,
           }
         }
       }
-    }
+    });
   }
   for (int r = 0; r < MR; ++r) {
     for (int p = 0; p < NR; ++p) {
-      c[p * ldc + r] = vaddvq_s32(vpadalq_s16(acc32[r][p], acc16[r][p]));
+      // Wrap-around arithmetic: the true accumulator fits in int32 even when
+      // the sum of u*q alone does not.
+      const uint32_t sum =
+          vaddvq_u32(vreinterpretq_u32_s32(vpadalq_s16(acc32[r][p], acc16[r][p])));
+      const uint32_t v = static_cast<uint32_t>(K::kMul) * sum -
+                         static_cast<uint32_t>(K::kOff) * static_cast<uint32_t>(sumq[p]);
+      c[p * ldc + r] = static_cast<int32_t>(v);
     }
   }
 }
 
 template <Scheme S, int MR, int NR>
 void RowPanel(int8x16_t table, const uint8_t* w, int64_t row_bytes, int64_t n_rows,
-              const int8_t* a, int64_t lda, int64_t nblocks, int32_t* c, int64_t ldc) {
+              const int8_t* a, int64_t lda, const int32_t* sumq, int64_t nblocks, int32_t* c,
+              int64_t ldc) {
   int64_t i = 0;
   for (; i + MR <= n_rows; i += MR)
-    Tile<S, MR, NR>(table, w + i * row_bytes, row_bytes, a, lda, nblocks, c + i, ldc);
+    Tile<S, MR, NR>(table, w + i * row_bytes, row_bytes, a, lda, sumq, nblocks, c + i, ldc);
   for (; i < n_rows; ++i)
-    Tile<S, 1, NR>(table, w + i * row_bytes, row_bytes, a, lda, nblocks, c + i, ldc);
+    Tile<S, 1, NR>(table, w + i * row_bytes, row_bytes, a, lda, sumq, nblocks, c + i, ldc);
 }
 
 template <Scheme S>
 void GemmScheme(const uint8_t* w, int64_t row_bytes, int64_t n_rows, const int8_t* a, int64_t lda,
-                int64_t n_act, int64_t nblocks, int32_t* c, int64_t ldc) {
+                const int32_t* sumq, int64_t n_act, int64_t nblocks, int32_t* c, int64_t ldc) {
   const int8x16_t table = neon::LevelTable(S);
   if (n_act == 1) {
-    RowPanel<S, 4, 1>(table, w, row_bytes, n_rows, a, lda, nblocks, c, ldc);
+    RowPanel<S, 4, 1>(table, w, row_bytes, n_rows, a, lda, sumq, nblocks, c, ldc);
     return;
   }
   constexpr int NR = 4;
   int64_t j = 0;
   for (; j + NR <= n_act; j += NR)
-    RowPanel<S, 2, NR>(table, w, row_bytes, n_rows, a + j * lda, lda, nblocks, c + j * ldc, ldc);
+    RowPanel<S, 2, NR>(table, w, row_bytes, n_rows, a + j * lda, lda, sumq + j, nblocks,
+                       c + j * ldc, ldc);
   const int64_t rest = n_act - j;
   const int8_t* aj = a + j * lda;
   int32_t* cj = c + j * ldc;
-  if (rest == 3) RowPanel<S, 2, 3>(table, w, row_bytes, n_rows, aj, lda, nblocks, cj, ldc);
-  if (rest == 2) RowPanel<S, 2, 2>(table, w, row_bytes, n_rows, aj, lda, nblocks, cj, ldc);
-  if (rest == 1) RowPanel<S, 4, 1>(table, w, row_bytes, n_rows, aj, lda, nblocks, cj, ldc);
+  if (rest == 3) RowPanel<S, 2, 3>(table, w, row_bytes, n_rows, aj, lda, sumq + j, nblocks, cj, ldc);
+  if (rest == 2) RowPanel<S, 2, 2>(table, w, row_bytes, n_rows, aj, lda, sumq + j, nblocks, cj, ldc);
+  if (rest == 1) RowPanel<S, 4, 1>(table, w, row_bytes, n_rows, aj, lda, sumq + j, nblocks, cj, ldc);
 }
 
 void GemmNeon(Scheme s, const uint8_t* w, int64_t row_bytes, int64_t n_rows, const int8_t* a,
-              int64_t lda, const int32_t* /*sumq*/, int64_t n_act, int64_t nblocks, int32_t* c,
+              int64_t lda, const int32_t* sumq, int64_t n_act, int64_t nblocks, int32_t* c,
               int64_t ldc) {
   switch (s) {
     case Scheme::kBinary:
-      return GemmScheme<Scheme::kBinary>(w, row_bytes, n_rows, a, lda, n_act, nblocks, c, ldc);
+      return GemmScheme<Scheme::kBinary>(w, row_bytes, n_rows, a, lda, sumq, n_act, nblocks, c, ldc);
     case Scheme::kTernary:
-      return GemmScheme<Scheme::kTernary>(w, row_bytes, n_rows, a, lda, n_act, nblocks, c, ldc);
+      return GemmScheme<Scheme::kTernary>(w, row_bytes, n_rows, a, lda, sumq, n_act, nblocks, c, ldc);
     case Scheme::kPow2_3bit:
-      return GemmScheme<Scheme::kPow2_3bit>(w, row_bytes, n_rows, a, lda, n_act, nblocks, c, ldc);
+      return GemmScheme<Scheme::kPow2_3bit>(w, row_bytes, n_rows, a, lda, sumq, n_act, nblocks, c,
+                                            ldc);
     case Scheme::kPow2_4bit:
-      return GemmScheme<Scheme::kPow2_4bit>(w, row_bytes, n_rows, a, lda, n_act, nblocks, c, ldc);
+      return GemmScheme<Scheme::kPow2_4bit>(w, row_bytes, n_rows, a, lda, sumq, n_act, nblocks, c,
+                                            ldc);
   }
 }
 

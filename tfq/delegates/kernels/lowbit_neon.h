@@ -14,6 +14,8 @@
 #include <arm_neon.h>
 
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 
 #include "kernels_internal.h"
 
@@ -55,6 +57,51 @@ static inline Levels32 DecodeField(uint8x16_t raw_lo, uint8x16_t raw_hi, int bit
   return l;
 }
 
+// Templates get internal linkage too (an unnamed namespace in this header):
+// a shared out-of-line instantiation could otherwise carry the other file's
+// instruction set.
+namespace {
+
+// Unsigned field T of every byte: (raw >> T*bits) & mask, leaving out the
+// shift or the mask where it does nothing.
+template <int kBits, int T>
+inline uint8x16_t Field(uint8x16_t raw) {
+  constexpr int kShift = T * kBits;
+  const uint8x16_t mask = vdupq_n_u8(static_cast<uint8_t>((1 << kBits) - 1));
+  if constexpr (kShift == 0) {
+    return vandq_u8(raw, mask);
+  } else if constexpr (kShift + kBits == 8) {
+    return vshrq_n_u8(raw, kShift);
+  } else {
+    return vandq_u8(vshrq_n_u8(raw, kShift), mask);
+  }
+}
+
+// The 32 multiplicands of field T of a block: the raw codes (binary and
+// ternary, whose offset the caller removes with the activation sum) or the
+// signed levels from the lookup table.
+template <int kBits, bool kOffsetCodes, int T>
+inline Levels32 Operand(uint8x16_t raw_lo, uint8x16_t raw_hi, int8x16_t table) {
+  const uint8x16_t f_lo = Field<kBits, T>(raw_lo);
+  const uint8x16_t f_hi = Field<kBits, T>(raw_hi);
+  Levels32 l;
+  if constexpr (kOffsetCodes) {
+    l.lo = vreinterpretq_s8_u8(f_lo);
+    l.hi = vreinterpretq_s8_u8(f_hi);
+  } else {
+    l.lo = vqtbl1q_s8(table, f_lo);
+    l.hi = vqtbl1q_s8(table, f_hi);
+  }
+  return l;
+}
+
+// f(std::integral_constant<int, T>) for T = 0 .. N-1, unrolled.
+template <int... Ts, class F>
+inline void ForFields(std::integer_sequence<int, Ts...>, F&& f) {
+  (f(std::integral_constant<int, Ts>()), ...);
+}
+
+}  // namespace
 }  // namespace neon
 
 // Defined in lowbit_dotprod_neon.cc (built with the dot-product extension);
