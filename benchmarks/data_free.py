@@ -120,8 +120,8 @@ def main():
         times.append(time.perf_counter() - t0)
     print()
     print(f"Data-free ternary with corrections on MobileNetV2 (224x224, {mnv2.count_params():,} parameters, "
-          f"{len(mnv2.layers)} layers): median {sorted(times)[1]:.2f} s of 3 runs (target < 10 s), "
-          f"{os.cpu_count()} CPU cores.")
+          f"{len(mnv2.layers)} layers): median {sorted(times)[1]:.2f} s of 3 runs (target < 10 s); "
+          f"{report.machine_summary()}.")
 
 
 if __name__ == "__main__":

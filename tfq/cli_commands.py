@@ -296,7 +296,7 @@ def cmd_benchmark(args):
         lines.append(f"| {label} | {t} | {ms:.3f} | {vs_f} | {vs_i} | {size / 1024:.1f} | {rt} |")
     print("\n".join(lines))
     print(f"({runs} timed invokes per model after {warmup} warm-up, interleaved, batch 1; "
-          "ratios > 1 mean tfq is faster)")
+          f"ratios > 1 mean tfq is faster; {report.machine_summary()})")
     return 0
 
 

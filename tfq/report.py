@@ -295,6 +295,22 @@ def plot(measurements, out_path, title="tfq: accuracy against size and latency")
     return out_path
 
 
+def machine_summary():
+    """One line naming the CPU, its SIMD extensions that matter here and the core count."""
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and model == "unknown CPU":
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith(("flags", "Features")) and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    isa = [name for name in ("avx2", "avx512f", "avx512_vnni", "asimd", "asimddp") if name in flags]
+    return f"{model}; {', '.join(isa) or 'no AVX2/NEON flags'}; {os.cpu_count()} cores"
+
+
 def stderr_progress(label):
     """A callback (done, total) that draws a one-line progress bar on stderr."""
     tty = sys.stderr.isatty()
