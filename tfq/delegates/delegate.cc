@@ -7,6 +7,7 @@
 // tflite_plugin_destroy_delegate. Options: num_threads (default: the
 // interpreter's), force_reference (0/1), verbosity (0: silent, 1: claimed and
 // refused nodes, 2: also shapes at prepare).
+#include <chrono>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -42,8 +43,13 @@ struct DelegateState {
   void* scratch = nullptr;
   size_t scratch_bytes = 0;
   int claimed = 0;
+  // verbosity 3: per-node timing report printed when the delegate is destroyed.
+  std::vector<std::string> profile;
 
-  ~DelegateState() { std::free(scratch); }
+  ~DelegateState() {
+    for (const std::string& line : profile) std::fprintf(stderr, "%s\n", line.c_str());
+    std::free(scratch);
+  }
 
   bool EnsureScratch(size_t bytes) {
     if (bytes <= scratch_bytes) return true;
@@ -66,11 +72,14 @@ struct DelegateState {
 
 struct Kernel {
   DelegateState* state = nullptr;
+  double seconds = 0;  // cumulative invoke time (verbosity 3)
+  int64_t invokes = 0;
   NodeSpec spec;
   std::vector<uint8_t> exec;  // optional execution layout of the weights
   int exec_group = 0;
   ConvGeometry geometry;
   int64_t fc_rows = 0;
+  int64_t in_elems = 0;
 };
 
 DelegateState* StateOf(TfLiteDelegate* d) { return static_cast<DelegateState*>(d->data_); }
@@ -108,7 +117,19 @@ void* KernelInit(TfLiteContext* context, const char* buffer, size_t) {
   return kernel;
 }
 
-void KernelFree(TfLiteContext*, void* buffer) { delete static_cast<Kernel*>(buffer); }
+void KernelFree(TfLiteContext*, void* buffer) {
+  auto* kernel = static_cast<Kernel*>(buffer);
+  if (kernel != nullptr && kernel->invokes > 0 && kernel->state->options.verbosity >= 3) {
+    char line[256];
+    std::snprintf(line, sizeof(line),
+                  "tfq delegate: profile %s rows %lld k %lld in %lld elements: %.1f us/invoke",
+                  OpName(kernel->spec.kind), static_cast<long long>(kernel->spec.rows),
+                  static_cast<long long>(kernel->spec.k), static_cast<long long>(kernel->in_elems),
+                  kernel->seconds * 1e6 / kernel->invokes);
+    kernel->state->profile.push_back(line);
+  }
+  delete kernel;
+}
 
 TfLiteStatus KernelPrepare(TfLiteContext* context, TfLiteNode* node) {
   auto* kernel = static_cast<Kernel*>(node->user_data);
@@ -194,6 +215,8 @@ TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
   e.activation = spec.activation;
   DelegateState* state = kernel->state;
   std::lock_guard<std::mutex> lock(state->mutex);
+  const bool timing = state->options.verbosity >= 3;
+  const auto start = timing ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
   KernelOptions opt;
   opt.force_reference = state->options.force_reference;
   opt.pool = state->pool.get();
@@ -207,6 +230,11 @@ TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
     case OpKind::kDepthwiseConv2D:
       DepthwiseConv2D(in->data.f, kernel->geometry, w, e, out->data.f, state->scratch, opt);
       break;
+  }
+  if (timing) {
+    kernel->seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    kernel->invokes += 1;
+    kernel->in_elems = static_cast<int64_t>(in->bytes / sizeof(float));
   }
   return kTfLiteOk;
 }

@@ -32,6 +32,11 @@ struct KernelTable {
   void (*depthwise_pixel)(Scheme s, const uint8_t* codes, int64_t row_bytes,
                           const int8_t* const* taps, int ntaps, int depth_multiplier, int out_c,
                           int32_t* acc);
+  // Optional (depth_multiplier 1): like depthwise_pixel with the levels
+  // already decoded to int16, levels[t * stride + o] (stride a multiple of 32,
+  // zero beyond out_c).
+  void (*depthwise_levels)(const int16_t* levels, int64_t stride, const int8_t* const* taps,
+                           int ntaps, int out_c, int32_t* acc);
   // Optional: GEMM on the channel-interleaved execution layout (see
   // PrepareExecWeights); exec_group is its channel group (0: not supported).
   // c[j * ldc + o] for o < out_c, same meaning as gemm; positions >= k_valid

@@ -300,7 +300,7 @@ namespace internal {
 const KernelTable* Avx512VnniTableImpl(const KernelTable& avx2) {
   static const KernelTable table = {Isa::kAvx512Vnni, avx2.absmax,          avx2.quantize,
                                     avx2.sum_i8,      GemmAvx512Vnni,       avx2.depthwise_pixel,
-                                    16,               GemmExecAvx512Vnni};
+                                    avx2.depthwise_levels, 16,          GemmExecAvx512Vnni};
   return &table;
 }
 

@@ -284,9 +284,11 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
   const int64_t C = g.in_c;
   // 1x1, stride 1, no padding, and rows that need no zero tail: the quantized
   // image is already the im2col matrix.
+  // With the execution-layout GEMM (which reads no position >= k when k is a
+  // multiple of 4), rows need no zero tail either.
   const bool direct = g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 && g.stride_w == 1 &&
-                      g.pad_top == 0 && g.pad_left == 0 && l.kp == C && g.out_h == g.in_h &&
-                      g.out_w == g.in_w;
+                      g.pad_top == 0 && g.pad_left == 0 && g.out_h == g.in_h &&
+                      g.out_w == g.in_w && (l.kp == C || (use_exec && C % 4 == 0));
   for (int n = 0; n < g.batch; ++n) {
     const float* xn = x + n * l.image;
     float* yn = y + n * npix * g.out_c;
@@ -367,8 +369,9 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
 size_t DepthwiseScratchBytes(const PackedWeights& w, const ConvGeometry& g, int num_threads) {
   const ConvLayout l = MakeConvLayout(w, g, num_threads);
   const int64_t taps = static_cast<int64_t>(g.kernel_h) * g.kernel_w;
+  const int64_t stride = (static_cast<int64_t>(g.out_c) + 31) / 32 * 32;
   const size_t per_thread = AlignUp(taps * sizeof(int8_t*)) + AlignUp(g.out_c * sizeof(int32_t));
-  return AlignUp(l.image + kDepthwiseSlack) + AlignUp(g.out_c * sizeof(float)) + l.threads * per_thread + kAlign;
+  return AlignUp(taps * stride * sizeof(int16_t)) + AlignUp(l.image + kDepthwiseSlack) + AlignUp(g.out_c * sizeof(float)) + l.threads * per_thread + kAlign;
 }
 
 void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights& w,
@@ -382,6 +385,7 @@ void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights&
   int8_t* qimg = arena.Take<int8_t>(l.image + kDepthwiseSlack);
   std::memset(qimg + l.image, 0, kDepthwiseSlack);
   float* f = arena.Take<float>(g.out_c);
+  const int64_t stride = (static_cast<int64_t>(g.out_c) + 31) / 32 * 32;
   struct ThreadScratch {
     const int8_t** taps;
     int32_t* acc;
@@ -391,12 +395,34 @@ void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights&
     ts[t].taps = arena.Take<const int8_t*>(ntaps);
     ts[t].acc = arena.Take<int32_t>(g.out_c);
   }
+  // Levels decoded once per invoke into scratch (transient, taps x channels
+  // int16, a few KB): the weights stay packed at rest.
+  int16_t* levels = arena.Take<int16_t>(ntaps * stride);
+  const bool use_levels = kt.depthwise_levels != nullptr && g.depth_multiplier == 1;
+  const int bits = SchemeBits(w.scheme), wpb = WeightsPerBlock(w.scheme);
   const int64_t C = g.in_c;
   for (int n = 0; n < g.batch; ++n) {
     const float* xn = x + n * l.image;
     float* yn = y + static_cast<int64_t>(n) * g.out_h * g.out_w * g.out_c;
     const RowQuant rq = QuantizeActivations(kt, xn, l.image, l.image, qimg, nullptr);
     if (rq.state == RowState::kOk) ComputeFactors(e, rq.s, 0, g.out_c, f);
+    if (use_levels && rq.state == RowState::kOk && n == 0) {
+      // Level of every code of every byte value, then one lookup per weight.
+      int8_t table[256][8];
+      const int fields = 8 / bits;
+      for (int v = 0; v < 256; ++v)
+        for (int t = 0; t < fields; ++t)
+          table[v][t] = static_cast<int8_t>(CodeLevel(w.scheme, (v >> (t * bits)) & ((1 << bits) - 1)));
+      for (int t = 0; t < ntaps; ++t) {
+        int16_t* lv = levels + t * stride;
+        const uint8_t* row = w.codes + t * w.row_bytes;
+        for (int o = 0; o < g.out_c; ++o) {
+          const int r = o % wpb;
+          lv[o] = table[row[(o / wpb) * 32 + r % 32]][r / 32];
+        }
+        for (int64_t o = g.out_c; o < stride; ++o) lv[o] = 0;
+      }
+    }
     ParallelFor(opt, g.out_h, [&](int64_t oy, int tid) {
       const ThreadScratch& s = ts[tid];
       for (int ox = 0; ox < g.out_w; ++ox) {
@@ -415,8 +441,12 @@ void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights&
                             : nullptr;
           }
         }
-        kt.depthwise_pixel(w.scheme, w.codes, w.row_bytes, s.taps, ntaps, g.depth_multiplier,
-                           g.out_c, s.acc);
+        if (use_levels) {
+          kt.depthwise_levels(levels, stride, s.taps, ntaps, g.out_c, s.acc);
+        } else {
+          kt.depthwise_pixel(w.scheme, w.codes, w.row_bytes, s.taps, ntaps, g.depth_multiplier,
+                             g.out_c, s.acc);
+        }
         WriteOutputs(e, RowState::kOk, s.acc, f, 0, g.out_c, out);
       }
     });
