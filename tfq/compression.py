@@ -827,8 +827,8 @@ def compress(
     with the optimal per-channel scale, after cross-layer equalization and
     followed by bias correction from batch-norm statistics (Nagel et al.);
     this takes seconds. With `data`, the model is fine-tuned with ADMM (and
-    gradient-aware pruning when `sparsity` is set); see `compress_with_data`
-    for the derived defaults.
+    gradient-aware pruning when `sparsity` is set) with hyper-parameters
+    derived from the data size (`derive_schedule`, docs/cli.md).
 
     Args:
         model: a built Keras 3 model. It is not modified.
@@ -860,12 +860,15 @@ def compress(
 
     Raises:
         ValueError: unknown scheme, sparsity outside [0, 1), a model with
-            nothing to compress, a layer named in `scheme` that cannot be
-            compressed, NaN or Inf in a kernel.
+            nothing to compress, a layer named in `layers` that is missing or
+            cannot be compressed, NaN or Inf in a kernel, a model that cannot
+            be copied.
+        TypeError: `model` is not a Keras model.
 
     References:
         Nagel et al., "Data-Free Quantization Through Weight Equalization and
-        Bias Correction", ICCV 2019.
+        Bias Correction", ICCV 2019. Leng et al., "Extremely Low Bit Neural
+        Network: Squeeze the Last Bit Out with ADMM", AAAI 2018.
     """
     import keras
 
