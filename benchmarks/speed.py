@@ -26,6 +26,7 @@ Usage: python benchmarks/speed.py [--cases dense4096,conv3x3,...] [--threads 1,2
 """
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -40,6 +41,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 CASES = ("dense4096", "dense1024x3", "conv3x3", "conv1x1", "mobilenetv2", "resnet50")
 LITERT_VARIANTS = ("fp32", "dyn-int8", "full-int8", "aeq-int4", "aeq-int2", "tfq-portable")
@@ -127,15 +130,20 @@ def aeq(float_bytes, bits):
 
 def make_models(case, cache):
     """Returns {variant: path} (cached under `cache`)."""
-    from tfq.converter import convert
-    from tfq.converter.testing import set_in_set_weights
-
     cache = pathlib.Path(cache) / case
     cache.mkdir(parents=True, exist_ok=True)
     variants = LITERT_VARIANTS + TFQ_VARIANTS
     paths = {v: cache / f"{v}.tflite" for v in variants}
     if all(p.exists() for p in paths.values()):
         return paths
+    with contextlib.redirect_stdout(sys.stderr):  # the TF converter prints to stdout
+        return _make_models(case, cache, paths, variants)
+
+
+def _make_models(case, cache, paths, variants):
+    from tfq.converter import convert
+    from tfq.converter.testing import set_in_set_weights
+
     model, keep = build_keras(case)
     names = [n for n in weighted_layers(model) if not keep or n not in keep]
     t0 = time.time()
@@ -155,6 +163,33 @@ def make_models(case, cache):
     paths["tfq-p4"].write_bytes(bytes(convert(float_tflite(model))))
     print(f"[{case}] converted {len(variants)} variants in {time.time() - t0:.0f} s", file=sys.stderr)
     return {v: p for v, p in paths.items() if p.exists()}
+
+
+def time_case_subprocess(case, paths, threads, seconds, variants=None):
+    """Runs time_case in a fresh process (no TensorFlow loaded next to LiteRT).
+
+    A baseline that crashes LiteRT (seen once with an ai-edge-quantizer model)
+    is reported and the case is re-run without it.
+    """
+    variants = [v for v in (variants or paths) if v in paths]
+    code = ("import sys, json, pathlib; sys.path.insert(0, %r); from speed import time_case; "
+            "paths = {k: pathlib.Path(v) for k, v in json.loads(sys.argv[1]).items()}; "
+            "print('RESULT ' + json.dumps(time_case(paths, int(sys.argv[2]), float(sys.argv[3]))))"
+            % str(pathlib.Path(__file__).resolve().parent))
+    arg = json.dumps({v: str(paths[v]) for v in variants})
+    out = subprocess.run([sys.executable, "-c", code, arg, str(threads), str(seconds)],
+                         capture_output=True, text=True, timeout=3600)
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    print(f"[{case}] timing process failed (exit {out.returncode}); stderr tail:\n"
+          + out.stderr[-1500:], file=sys.stderr)
+    suspects = [v for v in variants if v.startswith("aeq-")]
+    if suspects:
+        print(f"[{case}] retrying without {suspects}", file=sys.stderr)
+        return time_case_subprocess(case, paths, threads, seconds,
+                                    [v for v in variants if v not in suspects])
+    return {}
 
 
 def make_interpreter(variant, path, threads):
@@ -271,7 +306,10 @@ def main(argv=None):
     for case in cases:
         paths = make_models(case, args.cache)
         for t in threads:
-            med = time_case(paths, t, args.seconds)
+            med = time_case_subprocess(case, paths, t, args.seconds)
+            if "fp32" not in med:
+                print(f"| {case} | {t} | failed |", flush=True)
+                continue
             lit = {v: med[v] for v in LITERT_VARIANTS if v in med}
             best_v = min(lit, key=lit.get)
             r = {"times_us": {v: med[v] * 1e6 for v in med}, "best_litert": best_v}

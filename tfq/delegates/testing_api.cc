@@ -73,6 +73,7 @@ TFQ_EXPORT int tfq_testing_fully_connected(const float* x, int64_t m, int scheme
   tfq::KernelOptions opt;
   opt.force_reference = force_reference != 0;
   opt.pool = pool.get();
+  opt.min_parallel_macs = 0;  // the tests use small shapes: split them anyway
   std::vector<uint8_t> exec;
   int group = 0;
   const size_t exec_bytes = tfq::ExecWeightsBytes(w, force_reference != 0, &group);
@@ -151,6 +152,7 @@ TFQ_EXPORT int tfq_testing_conv(int depthwise, const float* x, const int* geo, i
   tfq::KernelOptions opt;
   opt.force_reference = force_reference != 0;
   opt.pool = pool.get();
+  opt.min_parallel_macs = 0;  // the tests use small shapes: split them anyway
   std::vector<uint64_t> storage;
   const size_t bytes = depthwise ? tfq::DepthwiseScratchBytes(w, g, nthreads)
                                  : tfq::Conv2DScratchBytes(w, g, nthreads);

@@ -81,6 +81,10 @@ bool ComputeOutputSize(bool same_padding, int in, int kernel, int stride, int di
 struct KernelOptions {
   bool force_reference = false;
   ThreadPool* pool = nullptr;  // null: run on the calling thread
+  // Below this many multiply-adds a layer runs on the calling thread: handing
+  // out tasks costs microseconds, and on a loaded machine a worker preempted
+  // mid-task can stall the caller for a whole time slice.
+  int64_t min_parallel_macs = int64_t{1} << 21;
 };
 
 // Scratch memory sizes (bytes) the calls below need for the given shapes and

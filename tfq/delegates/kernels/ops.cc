@@ -124,8 +124,8 @@ void WriteOutputs(const Epilogue& e, RowState state, const int32_t* acc, const f
 int NumThreads(const KernelOptions& opt) { return opt.pool ? opt.pool->num_threads() : 1; }
 
 template <class F>
-void ParallelFor(const KernelOptions& opt, int64_t n, F&& fn) {
-  if (opt.pool && n > 1) {
+void ParallelFor(const KernelOptions& opt, int64_t n, F&& fn, int64_t macs = INT64_MAX) {
+  if (opt.pool && n > 1 && macs >= opt.min_parallel_macs) {
     opt.pool->ParallelFor(n, fn);
   } else {
     for (int64_t i = 0; i < n; ++i) fn(i, 0);
@@ -207,6 +207,7 @@ void FullyConnected(const float* x, int64_t m, const PackedWeights& w, const Epi
     int64_t per = 1;
     if (threads > 1) per = std::max<int64_t>(1, groups / (threads * 2));
     const int64_t tasks = (groups + per - 1) / per;
+    const int64_t macs = m * rows * kp;
     ParallelFor(opt, tasks, [&](int64_t task, int) {
       const int64_t g0 = task * per, g1 = std::min(groups, g0 + per);
       const int64_t o0 = g0 * group, o1 = std::min(rows, g1 * group);
@@ -217,7 +218,7 @@ void FullyConnected(const float* x, int64_t m, const PackedWeights& w, const Epi
         if (rq[j].state == RowState::kOk) ComputeFactors(e, rq[j].s, o0, o1, fj);
         WriteOutputs(e, rq[j].state, acc + j * rows + o0, fj, o0, o1, y + j * rows + o0);
       }
-    });
+    }, macs);
     return;
   }
   // Split the output rows in chunks of 8 (multiples of the SIMD row tiles).
@@ -225,6 +226,7 @@ void FullyConnected(const float* x, int64_t m, const PackedWeights& w, const Epi
   const int64_t wanted_tasks = threads > 1 ? threads * 4 : 1;
   if (rows / wanted_tasks > chunk) chunk = (rows / wanted_tasks + 7) / 8 * 8;
   const int64_t tasks = (rows + chunk - 1) / chunk;
+  const int64_t macs = m * rows * kp;
   ParallelFor(opt, tasks, [&](int64_t task, int) {
     const int64_t o0 = task * chunk, o1 = std::min(rows, o0 + chunk);
     kt.gemm(w.scheme, w.codes + o0 * w.row_bytes, w.row_bytes, o1 - o0, q, kp, sumq, m, nblocks,
@@ -234,7 +236,7 @@ void FullyConnected(const float* x, int64_t m, const PackedWeights& w, const Epi
       if (rq[j].state == RowState::kOk) ComputeFactors(e, rq[j].s, o0, o1, fj);
       WriteOutputs(e, rq[j].state, acc + j * rows + o0, fj, o0, o1, y + j * rows + o0);
     }
-  });
+  }, macs);
 }
 
 static ConvLayout MakeConvLayout(const PackedWeights& w, const ConvGeometry& g, int threads) {
@@ -300,6 +302,7 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
       for (int64_t i = 0; i < in_pix; ++i)
         pixsum[i] = static_cast<int32_t>(kt.sum_i8(qimg + i * C, C));
     }
+    const int64_t macs = npix * g.out_c * w.k;
     ParallelFor(opt, ntiles, [&](int64_t tile, int tid) {
       const ThreadScratch& s = ts[tid];
       const int64_t p0 = tile * l.tile, p1 = std::min(npix, p0 + l.tile);
@@ -362,7 +365,7 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
       for (int64_t p = 0; p < np; ++p)
         WriteOutputs(e, RowState::kOk, s.acc + p * g.out_c, f, 0, g.out_c,
                      yn + (p0 + p) * g.out_c);
-    });
+    }, macs);
   }
 }
 
