@@ -274,6 +274,42 @@ void GemmExecScheme(const uint8_t* wx, int64_t out_c, int64_t nblocks, int64_t k
   }
 }
 
+// Depthwise on int16 levels, 32 channels per zmm (AVX512BW); partial sums stay
+// in int16 for at most 4 taps (|level*q| <= 64*127), then widen to int32.
+void DepthwiseLevelsAvx512(const int16_t* levels, int64_t stride, const int8_t* const* taps,
+                           int ntaps, int out_c, int32_t* acc) {
+  const int groups = (out_c + 31) / 32;
+  for (int g = 0; g < groups; ++g) {
+    __m512i lo = _mm512_setzero_si512(), hi = lo;
+    int t = 0;
+    while (t < ntaps) {
+      const int t1 = t + 4 < ntaps ? t + 4 : ntaps;
+      __m512i s = _mm512_setzero_si512();
+      for (; t < t1; ++t) {
+        if (taps[t] == nullptr) continue;
+        const __m512i lv = _mm512_loadu_si512(levels + t * stride + g * 32);
+        // Reads 32 channels; the caller leaves slack after the image.
+        const __m512i q = _mm512_cvtepi8_epi16(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(taps[t] + g * 32)));
+        s = _mm512_add_epi16(s, _mm512_mullo_epi16(lv, q));
+      }
+      lo = _mm512_add_epi32(lo, _mm512_cvtepi16_epi32(_mm512_castsi512_si256(s)));
+      hi = _mm512_add_epi32(hi, _mm512_cvtepi16_epi32(_mm512_extracti64x4_epi64(s, 1)));
+    }
+    const int n = out_c - g * 32 < 32 ? out_c - g * 32 : 32;
+    if (n >= 16) {
+      _mm512_storeu_si512(acc + g * 32, lo);
+      if (n == 32) {
+        _mm512_storeu_si512(acc + g * 32 + 16, hi);
+      } else if (n > 16) {
+        _mm512_mask_storeu_epi32(acc + g * 32 + 16, static_cast<__mmask16>((1u << (n - 16)) - 1), hi);
+      }
+    } else {
+      _mm512_mask_storeu_epi32(acc + g * 32, static_cast<__mmask16>((1u << n) - 1), lo);
+    }
+  }
+}
+
 }  // namespace
 
 void GemmExecAvx512Vnni(Scheme s, const uint8_t* wx, int64_t out_c, int64_t nblocks,
@@ -300,7 +336,7 @@ namespace internal {
 const KernelTable* Avx512VnniTableImpl(const KernelTable& avx2) {
   static const KernelTable table = {Isa::kAvx512Vnni, avx2.absmax,          avx2.quantize,
                                     avx2.sum_i8,      GemmAvx512Vnni,       avx2.depthwise_pixel,
-                                    avx2.depthwise_levels, 16,          GemmExecAvx512Vnni};
+                                    DepthwiseLevelsAvx512, 16,          GemmExecAvx512Vnni};
   return &table;
 }
 

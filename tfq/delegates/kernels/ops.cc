@@ -90,9 +90,18 @@ void ComputeFactors(const Epilogue& e, float s, int64_t o0, int64_t o1, float* f
   }
 }
 
+// The epilogue runs over every output: on x86-64 GCC also emits an AVX2 clone
+// chosen at load time (same IEEE operations, no FMA: bit-identical results).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define TFQ_EPILOGUE_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define TFQ_EPILOGUE_CLONES
+#endif
+
 // y[o] = act(float(acc[o]) * f[o] + bias[o]) for o in [o0, o1) (arrays start at o0
 // except bias, which is indexed by o).
-void WriteOutputs(const Epilogue& e, RowState state, const int32_t* acc, const float* f,
+TFQ_EPILOGUE_CLONES void WriteOutputs(const Epilogue& e, RowState state, const int32_t* acc,
+                                      const float* f,
                   int64_t o0, int64_t o1, float* y) {
   const int64_t n = o1 - o0;
   if (state == RowState::kNonFinite) {
