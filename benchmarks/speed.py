@@ -90,6 +90,27 @@ def weighted_layers(model):
     return [layer.name for layer in model.layers if isinstance(layer, kinds)]
 
 
+def rescale_kernels(model, names):
+    """Scales each named kernel by one constant so that its std is He's sqrt(2 / fan_in).
+
+    One factor per layer keeps the weights in their set (scale * levels) and
+    keeps activations of deep random networks finite (pow2 levels reach 64:
+    unscaled, ResNet-50 overflows to inf and then runs NaN fast paths).
+    """
+    import keras
+
+    for layer in model.layers:
+        if layer.name not in names:
+            continue
+        kernel = getattr(layer, "depthwise_kernel", None) or layer.kernel
+        w = np.asarray(kernel.numpy())
+        fan_in = int(np.prod(w.shape[:-1])) if not isinstance(layer, keras.layers.DepthwiseConv2D) \
+            else int(np.prod(w.shape[:2]))
+        std = float(np.std(w))
+        if std > 0:
+            kernel.assign((w * (np.sqrt(2.0 / fan_in) / std)).astype(np.float32))
+
+
 def float_tflite(model):
     import tensorflow as tf
 
@@ -148,6 +169,7 @@ def _make_models(case, cache, paths, variants):
     names = [n for n in weighted_layers(model) if not keep or n not in keep]
     t0 = time.time()
     set_in_set_weights(model, {n: "ternary" for n in names}, seed=0)
+    rescale_kernels(model, names)
     fb = float_tflite(model)
     paths["fp32"].write_bytes(fb)
     paths["dyn-int8"].write_bytes(litert_int8(model, full=False))
@@ -160,6 +182,7 @@ def _make_models(case, cache, paths, variants):
     paths["tfq-portable"].write_bytes(bytes(convert(fb, portable=True)))
     paths["tfq-t2"].write_bytes(bytes(convert(fb)))
     set_in_set_weights(model, {n: "pow2_4bit" for n in names}, seed=1)
+    rescale_kernels(model, names)
     paths["tfq-p4"].write_bytes(bytes(convert(float_tflite(model))))
     print(f"[{case}] converted {len(variants)} variants in {time.time() - t0:.0f} s", file=sys.stderr)
     return {v: p for v, p in paths.items() if p.exists()}
@@ -220,6 +243,10 @@ def time_case(paths, threads, seconds):
     for v, it in interps.items():  # warm-up and a first estimate
         for _ in range(2):
             it.invoke()
+        out = it.get_tensor(it.get_output_details()[0]["index"])
+        if not np.all(np.isfinite(out)):
+            print(f"  WARNING: {v} gives non-finite outputs; its time is not meaningful",
+                  file=sys.stderr)
         t = time.perf_counter()
         it.invoke()
         single[v] = time.perf_counter() - t
