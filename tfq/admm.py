@@ -89,6 +89,7 @@ class ADMMState(keras.layers.Layer):
         self.rho = self.add_weight(shape=(), initializer="zeros", trainable=False, name="rho", aggregation="only_first_replica")
         self.phase = self.add_weight(shape=(), initializer="zeros", trainable=False, name="phase", dtype="int32", aggregation="only_first_replica")
         self.step = self.add_weight(shape=(), initializer="zeros", trainable=False, name="step", dtype="int64", aggregation="only_first_replica")
+        self.start_epoch = self.add_weight(shape=(), initializer="zeros", trainable=False, name="start_epoch", dtype="int32", aggregation="only_first_replica")
         self.built = True
 
     def call(self, inputs):  # pragma: no cover - never called; state only

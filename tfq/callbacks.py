@@ -39,6 +39,9 @@ class KernelHook(keras.constraints.Constraint):
         self.original = original
         self.pruning = None
         self.admm = None
+        # Sees the final value of the step: pruning measures the optimizer's
+        # own step from it, excluding ADMM's pull.
+        self.pruning_post = None
 
     def __call__(self, w):
         if self.original is not None:
@@ -47,6 +50,8 @@ class KernelHook(keras.constraints.Constraint):
             w = self.pruning(w)
         if self.admm is not None:
             w = self.admm(w)
+        if self.pruning_post is not None:
+            self.pruning_post(w)
         return w
 
     @property
@@ -136,6 +141,10 @@ class ADMMCallback(keras.callbacks.Callback):
         update_every: steps between two projection/dual updates (k).
         finetune_epochs: epochs at the end with frozen codes (0: none; the
             kernels are projected when training ends).
+        start_epoch: first ADMM epoch. None: the first epoch, or, with a
+            `PruningCallback` in the same fit, the first epoch after pruning
+            reached its target (prune first, then quantize), but no later than
+            the epoch before fine-tuning.
         verbose: print the phase changes.
 
     Logs (per epoch, visible to CSVLogger/TensorBoard when this callback is
@@ -157,9 +166,11 @@ class ADMMCallback(keras.callbacks.Callback):
         rho_max=1e4,
         update_every=32,
         finetune_epochs=1,
+        start_epoch=None,
         verbose=0,
     ):
         super().__init__()
+        self.start_epoch = None if start_epoch is None else int(start_epoch)
         self.scheme = quantizers.get(scheme)
         if self.scheme is None:
             raise ValueError(f"ADMMCallback needs a scheme; valid: {quantizers.names()}")
@@ -302,12 +313,8 @@ class ADMMCallback(keras.callbacks.Callback):
             self._setup()
         if getattr(self.model, "optimizer", None) is None:
             raise ValueError("ADMMCallback: compile the model before fit")
-        phase = int(_numpy(self.state.phase))
-        if phase in (admm_lib.PHASE_IDLE, admm_lib.PHASE_DONE):
-            with _strategy(self.model).scope():
-                self._project_all(reset_dual=True)
-                self.state.phase.assign(admm_lib.PHASE_ADMM)
-                self.state.step.assign(0)
+        if int(_numpy(self.state.phase)) == admm_lib.PHASE_DONE:
+            self.state.phase.assign(admm_lib.PHASE_IDLE)
         self._update_fn = self._build_update_fn()
         self._record()
 
@@ -315,12 +322,32 @@ class ADMMCallback(keras.callbacks.Callback):
         epochs = int(self.params.get("epochs", 1)) if self.params else 1
         return max(epochs - self.finetune_epochs, 0)
 
+    def _should_start(self, epoch):
+        if self.start_epoch is not None:
+            return epoch >= self.start_epoch
+        if epoch >= self._switch_epoch() - 1:
+            return True
+        pstate = getattr(self.model, "_tfq_pruning", None)
+        if pstate is None:
+            return True
+        end = int(_numpy(pstate.end_step))
+        return end < 0 or int(_numpy(self.model.optimizer.iterations)) >= end
+
     def on_epoch_begin(self, epoch, logs=None):
         strategy = _strategy(self.model)
         with strategy.scope():
-            rho = min(self.rho0 * self.rho_growth**epoch, self.rho_max)
-            self.state.rho.assign(rho)
             phase = int(_numpy(self.state.phase))
+            if phase == admm_lib.PHASE_IDLE and self._should_start(epoch):
+                self._project_all(reset_dual=True)
+                self.state.phase.assign(admm_lib.PHASE_ADMM)
+                self.state.step.assign(0)
+                self.state.start_epoch.assign(epoch)
+                phase = admm_lib.PHASE_ADMM
+                if self.verbose:
+                    print(f"[tfq] ADMM: starting at epoch {epoch}")
+            start = int(_numpy(self.state.start_epoch))
+            rho = min(self.rho0 * self.rho_growth ** max(epoch - start, 0), self.rho_max)
+            self.state.rho.assign(rho if phase != admm_lib.PHASE_IDLE else 0.0)
             if phase == admm_lib.PHASE_ADMM and epoch >= self._switch_epoch() and self.finetune_epochs > 0:
                 self._project_all(reset_dual=False)
                 self.state.phase.assign(admm_lib.PHASE_FINETUNE)
@@ -343,7 +370,10 @@ class ADMMCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        per, total = self.state.residuals([s.variable for s in self.specs])
+        if int(_numpy(self.state.phase)) == admm_lib.PHASE_IDLE:
+            per, total = [1.0] * len(self.specs), 1.0  # not started (waiting for pruning)
+        else:
+            per, total = self.state.residuals([s.variable for s in self.specs])
         logs["admm_rho"] = float(_numpy(self.state.rho))
         logs["admm_residual"] = float(total)
         for spec, r in zip(self.specs, per):
@@ -353,7 +383,7 @@ class ADMMCallback(keras.callbacks.Callback):
         self._uninstall()
         with _strategy(self.model).scope():
             phase = int(_numpy(self.state.phase))
-            if phase == admm_lib.PHASE_ADMM:
+            if phase in (admm_lib.PHASE_ADMM, admm_lib.PHASE_IDLE):
                 self._project_all(reset_dual=False)
             elif phase == admm_lib.PHASE_FINETUNE:
                 # Already in the set after every step; fit once more so the
@@ -463,18 +493,23 @@ class PruningCallback(keras.callbacks.Callback):
                 # Signed running average: the steady drift survives, noise cancels.
                 delta = w - state.prev[i]
                 state.slope[i].assign(beta * state.slope[i] + (1.0 - beta) * delta)
-                state.prev[i].assign(masked)
             return masked
 
-        return step
+        def post(w_final):
+            if track:
+                state.prev[i].assign(w_final)
+
+        return step, post
 
     def _default_schedule(self):
         epochs = int(self.params.get("epochs", 1)) if self.params else 1
         steps = _steps_per_epoch(self.params)
         if steps is None:
             raise ValueError("PruningCallback: cannot infer the number of steps; pass schedule=")
-        start = int(_numpy(self.model.optimizer.iterations)) if self.model.optimizer.built else 0
-        total = max(epochs * steps - start, 1)
+        # Counted from the step pruning began (kept in the state), so a run
+        # resumed by BackupAndRestore follows the same schedule.
+        start = int(_numpy(self.state.begin_step))
+        total = max(epochs * steps, 1)
         end = start + max(int(total * self.end_fraction), 1)
         freq = min(self.frequency, max(1, (end - start) // 4))
         return pruning_lib.PolynomialDecay(0.0, self.target_sparsity, start, end, power=3, frequency=freq)
@@ -516,16 +551,30 @@ class PruningCallback(keras.callbacks.Callback):
                 for i, spec in enumerate(self.specs):
                     _check_finite(spec)
                     self.state.prev[i].assign(spec.variable)
+                self.state.begin_step.assign(int(_numpy(self.model.optimizer.iterations)))
                 self.state.initialized.assign(1)
-        schedule = self.schedule if self.schedule is not None else self._default_schedule()
-        self._schedule = schedule
-        self._update_fn = self._build_update_fn(schedule)
+        self._make_schedule()
+        self._schedule_fresh = False
         for i, spec in enumerate(self.specs):
-            KernelHook.attach(spec.variable).pruning = self._make_step(i)
+            hook = KernelHook.attach(spec.variable)
+            hook.pruning, hook.pruning_post = self._make_step(i)
         self._installed = True
         _rebuild_train_function(self.model)
 
+    def _make_schedule(self):
+        schedule = self.schedule if self.schedule is not None else self._default_schedule()
+        self._schedule = schedule
+        self._update_fn = self._build_update_fn(schedule)
+        end = getattr(schedule, "end_step", None)
+        with _strategy(self.model).scope():
+            self.state.end_step.assign(int(end) if isinstance(end, (int, np.integer)) and end >= 0 else -1)
+
     def on_epoch_begin(self, epoch, logs=None):
+        if not self._schedule_fresh:
+            # Once more after every on_train_begin (BackupAndRestore may have
+            # restored the state after ours ran).
+            self._make_schedule()
+            self._schedule_fresh = True
         self._epoch_start_step = int(_numpy(self.model.optimizer.iterations))
 
     def _maybe_due(self, step):
@@ -559,7 +608,7 @@ class PruningCallback(keras.callbacks.Callback):
         for spec in self.specs or []:
             hook = spec.variable.constraint
             if isinstance(hook, KernelHook):
-                hook.pruning = None
+                hook.pruning = hook.pruning_post = None
             KernelHook.detach_if_empty(spec.variable)
         self._installed = False
         _rebuild_train_function(self.model)

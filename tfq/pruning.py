@@ -167,6 +167,11 @@ class PruningState(keras.layers.Layer):
                 # (Dynamic Network Surgery); they come back with this value.
                 self.shadow.append(self.add_weight(shape=shape, initializer="zeros", trainable=False, name=f"{tag}__shadow", aggregation="mean"))
         self.step = self.add_weight(shape=(), initializer="zeros", trainable=False, name="step", dtype="int64", aggregation="only_first_replica")
+        # Optimizer step when pruning began (the default schedule counts from it).
+        self.begin_step = self.add_weight(shape=(), initializer="zeros", trainable=False, name="begin_step", dtype="int64", aggregation="only_first_replica")
+        # Optimizer step after which the schedule prunes no more (-1: unknown);
+        # ADMMCallback waits for it.
+        self.end_step = self.add_weight(shape=(), initializer="zeros", trainable=False, name="end_step", dtype="int64", aggregation="only_first_replica")
         self.initialized = self.add_weight(shape=(), initializer="zeros", trainable=False, name="initialized", dtype="int32", aggregation="only_first_replica")
         self.built = True
 
