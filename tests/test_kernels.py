@@ -206,6 +206,13 @@ CONV_CASES = [
     (1, 8, 8, 33, 5, 5, 3, (1, 3), (1, 1), "SAME"),
     (1, 6, 7, 64, 3, 3, 17, (1, 1), (2, 2), "SAME"),
     (3, 4, 4, 2, 1, 3, 19, (1, 1), (1, 1), "VALID"),
+    # channel-interleaved GEMM: 3 groups of 16 (a 2-group panel and a 1-group
+    # tail), odd pixel counts, and 1x1 inputs read in place (C % 4 == 0, C <
+    # padded k) or through im2col (C % 4 != 0)
+    (1, 7, 5, 20, 1, 1, 37, (1, 1), (1, 1), "SAME"),
+    (2, 5, 3, 18, 1, 1, 33, (1, 1), (1, 1), "VALID"),
+    (1, 9, 7, 24, 3, 3, 48, (1, 1), (1, 1), "SAME"),
+    (1, 6, 6, 260, 1, 1, 21, (2, 2), (1, 1), "SAME"),
 ]
 
 
