@@ -90,44 +90,74 @@ void ComputeFactors(const Epilogue& e, float s, int64_t o0, int64_t o1, float* f
   }
 }
 
-// The epilogue runs over every output: on x86-64 GCC also emits an AVX2 clone
-// chosen at load time (same IEEE operations, no FMA: bit-identical results).
+// The epilogue runs over every output: on x86-64 GCC also emits AVX-512 and
+// AVX2 clones chosen at load time (same IEEE operations, no FMA: bit-identical
+// results).
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
-#define TFQ_EPILOGUE_CLONES __attribute__((target_clones("avx2", "default")))
+#define TFQ_EPILOGUE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define TFQ_EPILOGUE_CLONES
 #endif
 
-// y[o] = act(float(acc[o]) * f[o] + bias[o]) for o in [o0, o1) (arrays start at o0
-// except bias, which is indexed by o).
-TFQ_EPILOGUE_CLONES void WriteOutputs(const Epilogue& e, RowState state, const int32_t* acc,
-                                      const float* f,
-                  int64_t o0, int64_t o1, float* y) {
+// One pass per output: y = act(float(acc) * f + b) (b may be null).
+template <Activation A, bool kBias>
+inline void EpilogueRow(const int32_t* acc, const float* f, const float* b, int64_t n, float* y) {
+  for (int64_t i = 0; i < n; ++i) {
+    float v = static_cast<float>(acc[i]) * f[i];
+    if (kBias) v = v + b[i];
+    if (A != Activation::kNone) v = v < 0.0f ? 0.0f : v;
+    if (A == Activation::kRelu6) v = v > 6.0f ? 6.0f : v;
+    y[i] = v;
+  }
+}
+
+template <bool kBias>
+inline void EpilogueRows(Activation a, const int32_t* acc, int64_t lda, const float* f,
+                         const float* b, int64_t n, int64_t rows, float* y, int64_t ldy) {
+  for (int64_t r = 0; r < rows; ++r) {
+    switch (a) {
+      case Activation::kNone:
+        EpilogueRow<Activation::kNone, kBias>(acc + r * lda, f, b, n, y + r * ldy);
+        break;
+      case Activation::kRelu:
+        EpilogueRow<Activation::kRelu, kBias>(acc + r * lda, f, b, n, y + r * ldy);
+        break;
+      case Activation::kRelu6:
+        EpilogueRow<Activation::kRelu6, kBias>(acc + r * lda, f, b, n, y + r * ldy);
+        break;
+    }
+  }
+}
+
+// For `rows` rows r: y[r * ldy + i] = act(float(acc[r * lda + i]) * f[i] + bias[o0 + i])
+// for i < o1 - o0 (f starts at o0, bias is indexed by o), or the bias / NaN
+// when the input row was zero / non-finite (acc and f unused then).
+TFQ_EPILOGUE_CLONES void WriteOutputRows(const Epilogue& e, RowState state, const int32_t* acc,
+                                         int64_t lda, const float* f, int64_t o0, int64_t o1,
+                                         int64_t rows, float* y, int64_t ldy) {
   const int64_t n = o1 - o0;
   if (state == RowState::kNonFinite) {
-    for (int64_t i = 0; i < n; ++i) y[i] = std::numeric_limits<float>::quiet_NaN();
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t i = 0; i < n; ++i) y[r * ldy + i] = std::numeric_limits<float>::quiet_NaN();
     return;
   }
   if (state == RowState::kZero) {
-    for (int64_t i = 0; i < n; ++i)
-      y[i] = ApplyActivation(e.bias ? e.bias[o0 + i] : 0.0f, e.activation);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t i = 0; i < n; ++i)
+        y[r * ldy + i] = ApplyActivation(e.bias ? e.bias[o0 + i] : 0.0f, e.activation);
     return;
   }
   if (e.bias) {
-    const float* b = e.bias + o0;
-    for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(acc[i]) * f[i] + b[i];
+    EpilogueRows<true>(e.activation, acc, lda, f, e.bias + o0, n, rows, y, ldy);
   } else {
-    for (int64_t i = 0; i < n; ++i) y[i] = static_cast<float>(acc[i]) * f[i];
+    EpilogueRows<false>(e.activation, acc, lda, f, nullptr, n, rows, y, ldy);
   }
-  switch (e.activation) {
-    case Activation::kNone: break;
-    case Activation::kRelu:
-      for (int64_t i = 0; i < n; ++i) y[i] = y[i] < 0.0f ? 0.0f : y[i];
-      break;
-    case Activation::kRelu6:
-      for (int64_t i = 0; i < n; ++i) y[i] = y[i] < 0.0f ? 0.0f : (y[i] > 6.0f ? 6.0f : y[i]);
-      break;
-  }
+}
+
+// One row of outputs o in [o0, o1) (arrays start at o0 except bias).
+inline void WriteOutputs(const Epilogue& e, RowState state, const int32_t* acc, const float* f,
+                         int64_t o0, int64_t o1, float* y) {
+  WriteOutputRows(e, state, acc, 0, f, o0, o1, 1, y, 0);
 }
 
 int NumThreads(const KernelOptions& opt) { return opt.pool ? opt.pool->num_threads() : 1; }
@@ -317,8 +347,8 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
       const int64_t p0 = tile * l.tile, p1 = std::min(npix, p0 + l.tile);
       const int64_t np = p1 - p0;
       if (rq.state != RowState::kOk) {
-        for (int64_t p = p0; p < p1; ++p)
-          WriteOutputs(e, rq.state, nullptr, nullptr, 0, g.out_c, yn + p * g.out_c);
+        WriteOutputRows(e, rq.state, nullptr, 0, nullptr, 0, g.out_c, np, yn + p0 * g.out_c,
+                        g.out_c);
         return;
       }
       const int8_t* a;
@@ -371,9 +401,8 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
         kt.gemm(w.scheme, w.codes, w.row_bytes, g.out_c, a, lda, s.sumq, np, nblocks, s.acc,
                 g.out_c);
       }
-      for (int64_t p = 0; p < np; ++p)
-        WriteOutputs(e, RowState::kOk, s.acc + p * g.out_c, f, 0, g.out_c,
-                     yn + (p0 + p) * g.out_c);
+      WriteOutputRows(e, RowState::kOk, s.acc, g.out_c, f, 0, g.out_c, np, yn + p0 * g.out_c,
+                      g.out_c);
     }, macs);
   }
 }
