@@ -45,6 +45,12 @@ struct KernelTable {
   void (*gemm_exec)(Scheme s, const uint8_t* wx, int64_t out_c, int64_t nblocks, int64_t k_valid,
                     const int8_t* a, int64_t lda, const int32_t* sumq, int64_t n_act, int32_t* c,
                     int64_t ldc);
+  // Optional (depth_multiplier 1): a whole output row oy of a depthwise
+  // convolution on int16 levels (as depthwise_levels), acc[ox * out_c + o]
+  // for ox < out_w; img is the quantized NHWC image, readable 64 bytes past
+  // its end. One call per row instead of one per pixel.
+  void (*depthwise_levels_row)(const int16_t* levels, int64_t stride, const int8_t* img,
+                               const ConvGeometry& g, int oy, int32_t* acc);
 };
 
 const KernelTable& RefTable();

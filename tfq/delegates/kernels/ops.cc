@@ -411,7 +411,9 @@ size_t DepthwiseScratchBytes(const PackedWeights& w, const ConvGeometry& g, int 
   const ConvLayout l = MakeConvLayout(w, g, num_threads);
   const int64_t taps = static_cast<int64_t>(g.kernel_h) * g.kernel_w;
   const int64_t stride = (static_cast<int64_t>(g.out_c) + 31) / 32 * 32;
-  const size_t per_thread = AlignUp(taps * sizeof(int8_t*)) + AlignUp(g.out_c * sizeof(int32_t));
+  // acc: one output row (out_w pixels) for the row kernels, one pixel otherwise.
+  const size_t per_thread = AlignUp(taps * sizeof(int8_t*)) +
+                            AlignUp(static_cast<int64_t>(g.out_w) * g.out_c * sizeof(int32_t));
   return AlignUp(taps * stride * sizeof(int16_t)) + AlignUp(l.image + kDepthwiseSlack) + AlignUp(g.out_c * sizeof(float)) + l.threads * per_thread + kAlign;
 }
 
@@ -434,12 +436,13 @@ void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights&
   ThreadScratch ts[64];
   for (int t = 0; t < threads && t < 64; ++t) {
     ts[t].taps = arena.Take<const int8_t*>(ntaps);
-    ts[t].acc = arena.Take<int32_t>(g.out_c);
+    ts[t].acc = arena.Take<int32_t>(static_cast<int64_t>(g.out_w) * g.out_c);
   }
   // Levels decoded once per invoke into scratch (transient, taps x channels
   // int16, a few KB): the weights stay packed at rest.
   int16_t* levels = arena.Take<int16_t>(ntaps * stride);
   const bool use_levels = kt.depthwise_levels != nullptr && g.depth_multiplier == 1;
+  const bool use_rows = use_levels && kt.depthwise_levels_row != nullptr;
   const int bits = SchemeBits(w.scheme), wpb = WeightsPerBlock(w.scheme);
   const int64_t C = g.in_c;
   for (int n = 0; n < g.batch; ++n) {
@@ -466,12 +469,15 @@ void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights&
     }
     ParallelFor(opt, g.out_h, [&](int64_t oy, int tid) {
       const ThreadScratch& s = ts[tid];
+      if (use_rows || rq.state != RowState::kOk) {
+        float* out = yn + oy * g.out_w * g.out_c;
+        if (rq.state == RowState::kOk)
+          kt.depthwise_levels_row(levels, stride, qimg, g, static_cast<int>(oy), s.acc);
+        WriteOutputRows(e, rq.state, s.acc, g.out_c, f, 0, g.out_c, g.out_w, out, g.out_c);
+        return;
+      }
       for (int ox = 0; ox < g.out_w; ++ox) {
         float* out = yn + (oy * g.out_w + ox) * g.out_c;
-        if (rq.state != RowState::kOk) {
-          WriteOutputs(e, rq.state, nullptr, nullptr, 0, g.out_c, out);
-          continue;
-        }
         int t = 0;
         for (int kh = 0; kh < g.kernel_h; ++kh) {
           const int iy = static_cast<int>(oy) * g.stride_h - g.pad_top + kh * g.dilation_h;
