@@ -198,14 +198,15 @@ void ExecTile(const uint8_t* wx, int64_t group_bytes, int64_t nblocks, int64_t k
     for (int p = 0; p < NR; ++p) acc[g][p] = _mm512_setzero_si512();
   for (int64_t b = 0; b < nblocks; ++b) {
     for (int q = 0; q < 8; ++q) {
+      if (b * kWpb + 4 * q >= k_valid) break;  // the rest of the block is padding
       __m512i raw[MG];
       for (int g = 0; g < MG; ++g)
         raw[g] = _mm512_loadu_si512(wx + g * group_bytes + (b * 8 + q) * 64);
       for (int t = 0; t < K::kFields; ++t) {
+        const int64_t off = b * kWpb + t * 32 + 4 * q;
+        if (off >= k_valid) break;  // padding of the last block: activations are 0
         __m512i u[MG];
         for (int g = 0; g < MG; ++g) u[g] = DecodeField<S>(raw[g], t);
-        const int64_t off = b * kWpb + t * 32 + 4 * q;
-        if (off >= k_valid) continue;  // padding of the last block: activations are 0
         for (int p = 0; p < NR; ++p) {
           int32_t quad;
           __builtin_memcpy(&quad, a + p * lda + off, 4);
