@@ -77,7 +77,15 @@ void Tile(const uint8_t* w, int64_t row_bytes, const int8_t* a, int64_t lda, con
   __m512i acc[MR][NR];
   for (int r = 0; r < MR; ++r)
     for (int p = 0; p < NR; ++p) acc[r][p] = _mm512_setzero_si512();
+  // GEMV streams the weights once: prefetch the next tile's rows (the MR rows
+  // after these, contiguous) at the rate this tile consumes its own, so that
+  // several KB are in flight when they come from DRAM.
+  const uint8_t* next = w + MR * row_bytes;
   for (int64_t b = 0; b < nblocks; ++b) {
+    if (NR == 1) {
+      for (int l = 0; l < MR * 32; l += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(next + b * MR * 32 + l), _MM_HINT_T0);
+    }
     __m512i raw[MR];
     for (int r = 0; r < MR; ++r)
       raw[r] = _mm512_broadcast_i64x4(
