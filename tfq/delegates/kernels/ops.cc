@@ -407,6 +407,28 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
   }
 }
 
+// table[v][t]: level of field t of byte value v (codes are validated before
+// use; an invalid code maps to an arbitrary value here).
+using ByteLevels = int8_t[256][8];
+
+const ByteLevels& ByteLevelTable(Scheme s) {
+  struct Tables {
+    ByteLevels t[4];
+    Tables() {
+      for (int si = 0; si < 4; ++si) {
+        const Scheme sc = static_cast<Scheme>(si);
+        const int bits = SchemeBits(sc);
+        for (int v = 0; v < 256; ++v)
+          for (int f = 0; f < 8; ++f)
+            t[si][v][f] = f < 8 / bits ? static_cast<int8_t>(CodeLevel(sc, (v >> (f * bits)) & ((1 << bits) - 1)))
+                                       : 0;
+      }
+    }
+  };
+  static const Tables tables;
+  return tables.t[static_cast<int>(s)];
+}
+
 size_t DepthwiseScratchBytes(const PackedWeights& w, const ConvGeometry& g, int num_threads) {
   const ConvLayout l = MakeConvLayout(w, g, num_threads);
   const int64_t taps = static_cast<int64_t>(g.kernel_h) * g.kernel_w;
@@ -443,7 +465,7 @@ void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights&
   int16_t* levels = arena.Take<int16_t>(ntaps * stride);
   const bool use_levels = kt.depthwise_levels != nullptr && g.depth_multiplier == 1;
   const bool use_rows = use_levels && kt.depthwise_levels_row != nullptr;
-  const int bits = SchemeBits(w.scheme), wpb = WeightsPerBlock(w.scheme);
+  const int wpb = WeightsPerBlock(w.scheme);
   const int64_t C = g.in_c;
   for (int n = 0; n < g.batch; ++n) {
     const float* xn = x + n * l.image;
@@ -451,12 +473,9 @@ void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights&
     const RowQuant rq = QuantizeActivations(kt, xn, l.image, l.image, qimg, nullptr);
     if (rq.state == RowState::kOk) ComputeFactors(e, rq.s, 0, g.out_c, f);
     if (use_levels && rq.state == RowState::kOk && n == 0) {
-      // Level of every code of every byte value, then one lookup per weight.
-      int8_t table[256][8];
-      const int fields = 8 / bits;
-      for (int v = 0; v < 256; ++v)
-        for (int t = 0; t < fields; ++t)
-          table[v][t] = static_cast<int8_t>(CodeLevel(w.scheme, (v >> (t * bits)) & ((1 << bits) - 1)));
+      // Level of every code of every byte value (built once per scheme), then
+      // one lookup per weight.
+      const ByteLevels& table = ByteLevelTable(w.scheme);
       for (int t = 0; t < ntaps; ++t) {
         int16_t* lv = levels + t * stride;
         const uint8_t* row = w.codes + t * w.row_bytes;
