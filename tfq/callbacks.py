@@ -429,7 +429,7 @@ class PruningCallback(keras.callbacks.Callback):
         gamma=1.0,
         beta=0.9,
         regrowth=False,
-        frequency=50,
+        frequency=100,
         end_fraction=0.6,
         layers=None,
         skip_first_last=False,
@@ -585,7 +585,12 @@ class PruningCallback(keras.callbacks.Callback):
         freq, begin = getattr(sch, "frequency", None), getattr(sch, "begin_step", None)
         if not isinstance(freq, int) or not isinstance(begin, int) or freq < 1:
             return True
-        return step >= begin and ((step - begin) % freq == 0 or step == getattr(sch, "end_step", None))
+        end = getattr(sch, "end_step", None)
+        if not self.regrowth and isinstance(end, int) and 0 <= end < step:
+            # Past the end the target is reached; without regrowth a new mask
+            # would be the same one (and each costs a sort per kernel).
+            return False
+        return step >= begin and ((step - begin) % freq == 0 or step == end)
 
     def on_train_batch_end(self, batch, logs=None):
         step = self._epoch_start_step + batch + 1
