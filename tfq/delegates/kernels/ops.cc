@@ -49,7 +49,20 @@ RowQuant QuantizeActivations(const KernelTable& kt, const float* x, int64_t n, i
                              int8_t* q, int32_t* sumq) {
   RowQuant r;
   bool nonfinite = false;
-  const float amax = kt.absmax(x, n, &nonfinite);
+  // The absmax pass walks the image backwards in chunks: the end, written
+  // last by the producing layer, is still in L2, and the start, read last
+  // here, is then in L2 for the forward quantization pass (images of several
+  // MB otherwise stream twice from L3). Max and flags are order-independent.
+  constexpr int64_t kChunk = 16384;
+  float amax = 0.0f;
+  for (int64_t end = n; end > 0;) {
+    const int64_t begin = end > kChunk ? end - kChunk : 0;
+    bool bad = false;
+    const float m = kt.absmax(x + begin, end - begin, &bad);
+    nonfinite = nonfinite || bad;
+    if (m > amax) amax = m;
+    end = begin;
+  }
   int64_t sum = 0;
   if (nonfinite) {
     r.state = RowState::kNonFinite;
