@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <map>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -45,6 +46,18 @@ struct DelegateState {
   int claimed = 0;
   // verbosity 3: per-node timing report printed when the delegate is destroyed.
   std::vector<std::string> profile;
+  // Statistics (absmax, non-finite flag) of the output tensors our
+  // convolution nodes wrote during the current invoke, keyed by context and
+  // tensor index, with the buffer they describe. A convolution whose input is
+  // such a tensor skips its own absmax pass. Sound because a tensor has one
+  // writer, which runs before its readers in every invoke, and a live tensor's
+  // buffer is not reused before its last reader ran.
+  struct OutputStats {
+    const void* data;
+    size_t bytes;
+    TensorStats stats;
+  };
+  std::map<std::pair<const TfLiteContext*, int>, OutputStats> output_stats;
 
   ~DelegateState() {
     for (const std::string& line : profile) std::fprintf(stderr, "%s\n", line.c_str());
@@ -220,6 +233,16 @@ TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
   KernelOptions opt;
   opt.force_reference = state->options.force_reference;
   opt.pool = state->pool.get();
+  TensorStats out_stats;
+  if (spec.kind != OpKind::kFullyConnected) {
+    opt.output_stats = &out_stats;
+    if (kernel->geometry.batch == 1) {
+      const auto it = state->output_stats.find({context, spec.input});
+      if (it != state->output_stats.end() && it->second.data == in->data.raw &&
+          it->second.bytes == in->bytes)
+        opt.input_stats = &it->second.stats;
+    }
+  }
   switch (spec.kind) {
     case OpKind::kFullyConnected:
       FullyConnected(in->data.f, kernel->fc_rows, w, e, out->data.f, state->scratch, opt);
@@ -231,6 +254,8 @@ TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
       DepthwiseConv2D(in->data.f, kernel->geometry, w, e, out->data.f, state->scratch, opt);
       break;
   }
+  if (opt.output_stats != nullptr)
+    state->output_stats[{context, spec.output}] = {out->data.raw, out->bytes, out_stats};
   if (timing) {
     kernel->seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     kernel->invokes += 1;

@@ -77,6 +77,14 @@ struct ConvGeometry {
 bool ComputeOutputSize(bool same_padding, int in, int kernel, int stride, int dilation, int* out,
                        int* pad_before);
 
+// Largest |x| over the finite elements of a float tensor and whether any
+// element is NaN or infinite: what the activation quantization of a
+// convolution measures first (docs/delegate.md, "Activation statistics").
+struct TensorStats {
+  float absmax = 0.0f;
+  bool nonfinite = false;
+};
+
 // Execution options of one call.
 struct KernelOptions {
   bool force_reference = false;
@@ -85,6 +93,13 @@ struct KernelOptions {
   // out tasks costs microseconds, and on a loaded machine a worker preempted
   // mid-task can stall the caller for a whole time slice.
   int64_t min_parallel_macs = int64_t{1} << 21;
+  // Conv2D / DepthwiseConv2D only. input_stats: statistics of the whole
+  // input (batch 1 only; ignored otherwise), measured when the producing
+  // layer wrote it; saves one pass over the input. They must describe exactly
+  // the current contents of x. output_stats: filled with the statistics of
+  // everything written to y.
+  const TensorStats* input_stats = nullptr;
+  TensorStats* output_stats = nullptr;
 };
 
 // Scratch memory sizes (bytes) the calls below need for the given shapes and

@@ -46,15 +46,19 @@ struct RowQuant {
 
 // Quantizes n floats into q[0, n) and zero-fills q[n, n_padded).
 RowQuant QuantizeActivations(const KernelTable& kt, const float* x, int64_t n, int64_t n_padded,
-                             int8_t* q, int32_t* sumq) {
+                             int8_t* q, int32_t* sumq, const TensorStats* known = nullptr) {
   RowQuant r;
   bool nonfinite = false;
+  float amax = 0.0f;
+  if (known != nullptr) {
+    nonfinite = known->nonfinite;
+    amax = known->absmax;
+  } else {
   // The absmax pass walks the image backwards in chunks: the end, written
   // last by the producing layer, is still in L2, and the start, read last
   // here, is then in L2 for the forward quantization pass (images of several
   // MB otherwise stream twice from L3). Max and flags are order-independent.
   constexpr int64_t kChunk = 16384;
-  float amax = 0.0f;
   for (int64_t end = n; end > 0;) {
     const int64_t begin = end > kChunk ? end - kChunk : 0;
     bool bad = false;
@@ -62,6 +66,7 @@ RowQuant QuantizeActivations(const KernelTable& kt, const float* x, int64_t n, i
     nonfinite = nonfinite || bad;
     if (m > amax) amax = m;
     end = begin;
+  }
   }
   int64_t sum = 0;
   if (nonfinite) {
@@ -165,6 +170,24 @@ TFQ_EPILOGUE_CLONES void WriteOutputRows(const Epilogue& e, RowState state, cons
   } else {
     EpilogueRows<false>(e.activation, acc, lda, f, nullptr, n, rows, y, ldy);
   }
+}
+
+// Statistics of n outputs just written (still in L1), with the absmax
+// kernel (its rule: NaN/inf set the flag, finite values the maximum).
+inline void AccumulateStats(const KernelTable& kt, const float* y, int64_t n, TensorStats* st) {
+  bool bad = false;
+  const float m = kt.absmax(y, n, &bad);
+  st->nonfinite = st->nonfinite || bad;
+  if (m > st->absmax) st->absmax = m;
+}
+
+void MergeStats(const TensorStats* parts, int n, TensorStats* out) {
+  TensorStats st;
+  for (int t = 0; t < n && t < 64; ++t) {
+    st.nonfinite = st.nonfinite || parts[t].nonfinite;
+    if (parts[t].absmax > st.absmax) st.absmax = parts[t].absmax;
+  }
+  *out = st;
 }
 
 // One row of outputs o in [o0, o1) (arrays start at o0 except bias).
@@ -343,10 +366,12 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
   const bool direct = g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 && g.stride_w == 1 &&
                       g.pad_top == 0 && g.pad_left == 0 && g.out_h == g.in_h &&
                       g.out_w == g.in_w && (l.kp == C || (use_exec && C % 4 == 0));
+  TensorStats tstats[64];  // per thread: statistics of the outputs it wrote
+  const TensorStats* known = g.batch == 1 ? opt.input_stats : nullptr;
   for (int n = 0; n < g.batch; ++n) {
     const float* xn = x + n * l.image;
     float* yn = y + n * npix * g.out_c;
-    const RowQuant rq = QuantizeActivations(kt, xn, l.image, l.image, qimg, nullptr);
+    const RowQuant rq = QuantizeActivations(kt, xn, l.image, l.image, qimg, nullptr, known);
     if (rq.state == RowState::kOk) {
       ComputeFactors(e, rq.s, 0, g.out_c, f);
       // Sum of each input pixel's channels: the im2col row sums add them up.
@@ -362,6 +387,7 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
       if (rq.state != RowState::kOk) {
         WriteOutputRows(e, rq.state, nullptr, 0, nullptr, 0, g.out_c, np, yn + p0 * g.out_c,
                         g.out_c);
+        if (opt.output_stats) AccumulateStats(kt, yn + p0 * g.out_c, np * g.out_c, &tstats[tid]);
         return;
       }
       const int8_t* a;
@@ -416,8 +442,10 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
       }
       WriteOutputRows(e, RowState::kOk, s.acc, g.out_c, f, 0, g.out_c, np, yn + p0 * g.out_c,
                       g.out_c);
+      if (opt.output_stats) AccumulateStats(kt, yn + p0 * g.out_c, np * g.out_c, &tstats[tid]);
     }, macs);
   }
+  if (opt.output_stats) MergeStats(tstats, threads, opt.output_stats);
 }
 
 // table[v][t]: level of field t of byte value v (codes are validated before
@@ -480,21 +508,30 @@ void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights&
   const bool use_rows = use_levels && kt.depthwise_levels_row != nullptr;
   const int wpb = WeightsPerBlock(w.scheme);
   const int64_t C = g.in_c;
+  TensorStats tstats[64];  // per thread: statistics of the outputs it wrote
+  const TensorStats* known = g.batch == 1 ? opt.input_stats : nullptr;
   for (int n = 0; n < g.batch; ++n) {
     const float* xn = x + n * l.image;
     float* yn = y + static_cast<int64_t>(n) * g.out_h * g.out_w * g.out_c;
-    const RowQuant rq = QuantizeActivations(kt, xn, l.image, l.image, qimg, nullptr);
+    const RowQuant rq = QuantizeActivations(kt, xn, l.image, l.image, qimg, nullptr, known);
     if (rq.state == RowState::kOk) ComputeFactors(e, rq.s, 0, g.out_c, f);
     if (use_levels && rq.state == RowState::kOk && n == 0) {
       // Level of every code of every byte value (built once per scheme), then
       // one lookup per weight.
       const ByteLevels& table = ByteLevelTable(w.scheme);
+      const int fields = wpb / 32;
       for (int t = 0; t < ntaps; ++t) {
         int16_t* lv = levels + t * stride;
         const uint8_t* row = w.codes + t * w.row_bytes;
-        for (int o = 0; o < g.out_c; ++o) {
-          const int r = o % wpb;
-          lv[o] = table[row[(o / wpb) * 32 + r % 32]][r / 32];
+        // Channel blk*wpb + f*32 + j is field f of byte blk*32 + j.
+        for (int blk = 0; blk * wpb < g.out_c; ++blk) {
+          for (int j = 0; j < 32; ++j) {
+            const int8_t* byte_levels = table[row[blk * 32 + j]];
+            for (int f = 0; f < fields; ++f) {
+              const int o = blk * wpb + f * 32 + j;
+              if (o < g.out_c) lv[o] = byte_levels[f];
+            }
+          }
         }
         for (int64_t o = g.out_c; o < stride; ++o) lv[o] = 0;
       }
@@ -506,6 +543,7 @@ void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights&
         if (rq.state == RowState::kOk)
           kt.depthwise_levels_row(levels, stride, qimg, g, static_cast<int>(oy), s.acc);
         WriteOutputRows(e, rq.state, s.acc, g.out_c, f, 0, g.out_c, g.out_w, out, g.out_c);
+        if (opt.output_stats) AccumulateStats(kt, out, static_cast<int64_t>(g.out_w) * g.out_c, &tstats[tid]);
         return;
       }
       for (int ox = 0; ox < g.out_w; ++ox) {
@@ -527,9 +565,11 @@ void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights&
                              g.out_c, s.acc);
         }
         WriteOutputs(e, RowState::kOk, s.acc, f, 0, g.out_c, out);
+        if (opt.output_stats) AccumulateStats(kt, out, g.out_c, &tstats[tid]);
       }
     });
   }
+  if (opt.output_stats) MergeStats(tstats, threads, opt.output_stats);
 }
 
 }  // namespace tfq
