@@ -86,11 +86,14 @@ def test_cli_bad_input_has_clear_errors(files, tmp_path):
     (tmp_path / "trunc.tflite").write_bytes(data[: len(data) // 3])
     (tmp_path / "text.tflite").write_text("not a model")
     for name, message in (("trunc.tflite", "truncated or corrupted"),
-                          ("text.tflite", "not a TFLite model"),
-                          ("missing.tflite", "cannot read file")):
+                          ("text.tflite", "not a TFLite model")):
         out = _cli("inspect", str(tmp_path / name))
         assert out.returncode == 1
         assert f"{name}: {message}" in out.stderr and "Traceback" not in out.stderr
+    # a missing input path is a usage error, as for every other command (docs/cli.md)
+    out = _cli("inspect", str(tmp_path / "missing.tflite"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == f"tfq inspect: {tmp_path / 'missing.tflite'}: no such file"
     fb, _, _ = tflite_io.load_model(data)
     op = fb.subgraphs[0].operators[0]
     opts = fmt.decode_options(bytes(op.customOptions))

@@ -63,9 +63,46 @@ def test_delegate_mode_within_documented_bound(scheme):
     # all-zero rows give the bias; a non-finite row gives non-finite outputs, others unaffected
     x[3] = 0.0
     x[5, 7] = np.nan
+    # format.md: a denormal amax (127 / amax overflows float32) counts as an all-zero row
+    x[4] = 0.0
+    x[4, :3] = [1e-40, -2.5e-39, 3e-45]
     approx = ReferenceInterpreter(data, "delegate").predict(x)
-    np.testing.assert_allclose(approx[3], model.get_layer("fc").bias.numpy(), rtol=1e-6)
+    bias = model.get_layer("fc").bias.numpy()
+    np.testing.assert_allclose(approx[3], bias, rtol=1e-6)
+    np.testing.assert_allclose(approx[4], bias, rtol=1e-6)
     assert not np.isfinite(approx[5]).any() and np.isfinite(np.delete(approx, 5, axis=0)).all()
+
+
+def test_quantize_activations_denormal_amax_is_zero():
+    from tfq.converter.reference import quantize_activations
+    x = np.array([[1e-40, -3e-39, 0.0], [0.0, 0.0, 0.0], [1.0, -0.5, 0.25],
+                  [np.inf, 1.0, 0.0], [1e-36, -2.5e-37, 0.0], [2e-37, 0.0, 0.0]], np.float32)
+    q, s = quantize_activations(x, axes=1)
+    assert s[0, 0] == 0 and s[1, 0] == 0 and s[2, 0] == 127
+    np.testing.assert_array_equal(q[:3], [[0, 0, 0], [0, 0, 0], [127, -64, 32]])
+    # the threshold is where 127 / amax overflows (3.7e-37), not the denormal boundary
+    assert np.isfinite(s[4, 0]) and s[4, 0] > 0
+    np.testing.assert_array_equal(q[4], [127, -32, 0])
+    assert s[5, 0] == 0 and not q[5].any()      # normal, but 127 / 2e-37 overflows
+    assert np.isnan(q[3]).any()                # a NaN code makes every output of the group NaN
+
+
+def test_delegate_mode_denormal_image_gives_bias():
+    """Per-image quantization (conv): a denormal image gives the bias (then the activation)."""
+    model = testing.random_compressed_model("ternary", "cnn", seed=3)
+    data = convert(model)
+    x = np.zeros((2, 12, 12, 3), np.float32)
+    x[0, 3, 4, 1] = 2e-39
+    x[1] = 0.5
+    dl = ReferenceInterpreter(data, "delegate")
+    node = dl._tfq[(0, 0)]
+    y = dl._run_tfq("TFQ_CONV_2D", node, x, 4)
+    bias = node["bias"] if node["bias"] is not None else 0.0
+    from tfq.converter.reference import _act
+    expected = _act(np.broadcast_to(np.asarray(bias, np.float64), y[0].shape),
+                    node["opts"]["activation"])
+    np.testing.assert_allclose(y[0], expected, rtol=1e-6, atol=0)
+    assert np.abs(y[1] - expected).max() > 0
 
 
 def test_delegate_mode_conv_zero_padding_exact():

@@ -83,6 +83,8 @@ def cmd_inspect(args):
     """Prints a per-op table (set, bits, sparsity, bytes) of any .tflite file."""
     if len(args) != 1:
         raise UsageError("inspect takes exactly one FILE")
+    if not os.path.exists(args[0]):
+        raise UsageError(f"{args[0]}: no such file")
     from tfq.converter.inspect import format_table, inspect_model
     info = inspect_model(args[0])
     print(json.dumps(info, indent=1) if FLAGS.json else format_table(info))

@@ -111,12 +111,15 @@ def quantize_activations(x, axes):
     """Symmetric int8 quantization without zero point (docs/format.md).
 
     Returns (q as float64 integers, s) with s broadcastable over x; s = 0 where
-    the group is all zeros (q = 0 there).
+    the group is all zeros or 127 / amax overflows float32 (denormal amax), so
+    the output there is the bias, as the delegate does (q = 0 there). A group
+    holding NaN or infinity gets NaN codes, hence NaN outputs.
     """
     x = np.asarray(x, np.float32)
     amax = np.max(np.abs(x), axis=axes, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = np.where(amax > 0, np.float32(127.0) / amax, np.float32(0.0)).astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        s = (np.float32(127.0) / amax).astype(np.float32)
+        s = np.where((amax > 0) & np.isfinite(s), s, np.float32(0.0)).astype(np.float32)
         q = np.clip(np.rint((x * s).astype(np.float32)), -127, 127)
     return q.astype(np.float64), s
 
