@@ -536,6 +536,8 @@ void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights&
         for (int64_t o = g.out_c; o < stride; ++o) lv[o] = 0;
       }
     }
+    // Small layers stay on the calling thread, as for the other layers.
+    const int64_t dw_macs = static_cast<int64_t>(g.out_h) * g.out_w * g.out_c * ntaps;
     ParallelFor(opt, g.out_h, [&](int64_t oy, int tid) {
       const ThreadScratch& s = ts[tid];
       if (use_rows || rq.state != RowState::kOk) {
@@ -567,7 +569,7 @@ void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights&
         WriteOutputs(e, RowState::kOk, s.acc, f, 0, g.out_c, out);
         if (opt.output_stats) AccumulateStats(kt, out, g.out_c, &tstats[tid]);
       }
-    });
+    }, dw_macs);
   }
   if (opt.output_stats) MergeStats(tstats, threads, opt.output_stats);
 }
