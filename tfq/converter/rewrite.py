@@ -30,6 +30,22 @@ _ACTIVATIONS = {
     schema.ActivationFunctionType.RELU6: "RELU6",
 }
 _PADDINGS = {schema.Padding.SAME: "SAME", schema.Padding.VALID: "VALID"}
+# Side-effect-free ops that compute a TRANSPOSE_CONV's output_shape; dropped once unread.
+_SHAPE_OPS = ("SHAPE", "STRIDED_SLICE", "PACK")
+
+
+def _static_shape(tensor):
+    """[N, ...] with every non-batch dimension known, or None."""
+    shape = tensor.shape
+    if shape is None:
+        return None
+    sig = tensor.shapeSignature
+    shape = [int(v) for v in shape]
+    if sig is not None and len(sig) == len(shape) and any(int(v) < 0 for v in sig[1:]):
+        return None
+    if any(v <= 0 for v in shape[1:]):
+        return None
+    return shape
 
 
 @dataclasses.dataclass
@@ -248,6 +264,7 @@ class _Rewriter:
         self.portable = portable
         self.reports = []
         self._opcode_cache = {}
+        self._lowered = set()       # subgraphs where a TRANSPOSE_CONV was lowered
 
     # -- helpers
     def opcode_index(self, custom_code=None, builtin=None, version=1):
@@ -349,7 +366,7 @@ class _Rewriter:
     def rewrite_op(self, g, sg, i, op):
         name = tflite_io.op_name(self.model, op)
         if name == "TRANSPOSE_CONV":
-            self._report_unsupported(g, sg, i, op, name)
+            self._transpose_conv(g, sg, i, op)
             return
         if name not in ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D", "BATCH_MATMUL"):
             return
@@ -389,22 +406,181 @@ class _Rewriter:
             self._to_custom(sg, op, name, info, detection, activation, report)
         self._finish(report)
 
-    def _report_unsupported(self, g, sg, i, op, name):
-        """Ops with weights but no tfq op in format v1 (TRANSPOSE_CONV): report them."""
-        w_idx = int(op.inputs[1])
-        tensor = sg.tensors[w_idx]
-        w_name = tflite_io.tensor_name(tensor)
+    def _transpose_conv(self, g, sg, i, op):
+        """Lowers a TRANSPOSE_CONV with in-set weights to data movement + TFQ_CONV_2D.
+
+        TFLite's transpose convolution (inputs: output_shape, weights
+        [O, KH, KW, I], x, optional bias) scatters each input pixel into the
+        output at `iy * stride + kh - pad_before`. The same sum is a stride-1
+        VALID convolution over x with stride-1 zeros inserted between its
+        pixels (RESHAPE to [N*H, 1, W, 1, C], PAD the two unit axes to the
+        stride, RESHAPE back: zeros after every pixel), padded by
+        `KH - 1 - pad_before` before and whatever reaches the output size
+        after (SLICE when that is negative), with the spatially flipped kernel
+        (TFLite already stores it output-channel first). Zeros leave the
+        per-image absmax alone, so the delegate's arithmetic is unchanged; the
+        cost is stride_h * stride_w times the multiply-adds of a native kernel.
+        """
+        inputs = [int(x) for x in op.inputs]
+        w_name = tflite_io.tensor_name(sg.tensors[inputs[1]]) if len(inputs) > 2 and inputs[1] >= 0 else ""
         layer = _match_layer(w_name, self.layers)
-        report = OpReport(g, i, name, w_name, layer=layer,
+        report = OpReport(g, i, "TRANSPOSE_CONV", w_name, layer=layer,
                           trained=self.layers.get(layer) if layer else None)
-        w = tflite_io.constant_array(self.model, self.data, tensor) \
-            if tensor.type == schema.TensorType.FLOAT32 else None
-        if w is not None:
-            report.float_bytes = w.size * 4
-            det, _ = sets.detect(w.reshape(w.shape[0], -1), rtol=self.rtol)
-            report.scheme = det.scheme if det is not None else None
-        report.reason = f"format v1 has no tfq op for {name}; weights kept float"
+        lowering, why = self._transpose_conv_geometry(sg, op, inputs)
+        if lowering is None:
+            report.reason = why
+            self._finish(report)
+            return
+        w = lowering["weights"]
+        report.float_bytes = w.size * 4
+        flipped = np.ascontiguousarray(w[:, ::-1, ::-1, :])
+        detection, why = sets.detect(flipped.reshape(flipped.shape[0], -1), rtol=self.rtol)
+        if detection is None:
+            report.reason = why
+            self._finish(report)
+            return
+        report.scheme = detection.scheme
+        report.sparsity = detection.sparsity
+        report.max_rel_error = detection.max_rel_error
+        if self.portable:
+            report.reason = "portable mode keeps TRANSPOSE_CONV float (lowered only for TFQ_CONV_2D)"
+            self._finish(report)
+            return
+        x_idx = self._zero_insert_and_pad(sg, op, inputs[2], lowering)
+        bias = inputs[3] if len(inputs) > 3 else -1
+        op.inputs = np.array([x_idx, inputs[1], bias], dtype=np.int32)
+        conv = schema.Conv2DOptionsT()
+        conv.padding = schema.Padding.VALID
+        conv.strideH = conv.strideW = 1
+        conv.dilationHFactor = conv.dilationWFactor = 1
+        conv.fusedActivationFunction = lowering["act"]
+        op.builtinOptions = conv
+        op.builtinOptionsType = schema.BuiltinOptions.Conv2DOptions
+        report.reason = (f"lowered to TFQ_CONV_2D (stride {lowering['stride'][0]}x"
+                         f"{lowering['stride'][1]}: zero insertion + padding)")
+        self._to_custom(sg, op, "CONV_2D", {"weight_shape": list(flipped.shape)}, detection,
+                        _ACTIVATIONS[lowering["act"]], report)
+        self._lowered.add(g)
         self._finish(report)
+
+    def _transpose_conv_geometry(self, sg, op, inputs):
+        """Checks a TRANSPOSE_CONV can be lowered; returns (dict, None) or (None, reason)."""
+        if len(inputs) < 3 or inputs[1] < 0 or inputs[2] < 0:
+            return None, "malformed TRANSPOSE_CONV"
+        tensor = sg.tensors[inputs[1]]
+        if tensor.type != schema.TensorType.FLOAT32:
+            return None, f"weights are {tflite_io.TENSOR_TYPE_NAMES.get(tensor.type)}, not float32"
+        w = tflite_io.constant_array(self.model, self.data, tensor)
+        if w is None:
+            return None, "weights are not constant"
+        if w.ndim != 4:
+            return None, f"weights of rank {w.ndim}"
+        opts = op.builtinOptions
+        act = getattr(opts, "fusedActivationFunction", 0) if opts is not None else 0
+        if act not in _ACTIVATIONS:
+            return None, f"fused activation {act} has no tfq equivalent"
+        if len(inputs) > 3 and inputs[3] >= 0 and sg.tensors[inputs[3]].type != schema.TensorType.FLOAT32:
+            return None, "bias is not float32"
+        x_shape = _static_shape(sg.tensors[inputs[2]])
+        y_shape = _static_shape(sg.tensors[int(op.outputs[0])])
+        if x_shape is None or y_shape is None or len(x_shape) != 4 or len(y_shape) != 4:
+            return None, "TRANSPOSE_CONV without static NHWC spatial shapes"
+        o, kh, kw, c = w.shape
+        if x_shape[3] != c or y_shape[3] != o:
+            return None, f"weights {list(w.shape)} do not match input {x_shape} / output {y_shape}"
+        stride = (max(1, opts.strideH), max(1, opts.strideW)) if opts is not None else (1, 1)
+        same = opts is not None and opts.padding == schema.Padding.SAME
+        before, after = [], []
+        for size_in, size_out, k, s in zip(x_shape[1:3], y_shape[1:3], (kh, kw), stride):
+            # TFLite computes the padding as for the forward conv from the output size.
+            pad = max((-(-size_out // s) - 1) * s + k - size_out, 0) // 2 if same else 0
+            if pad > k - 1:
+                return None, f"padding {pad} larger than the kernel"
+            before.append(k - 1 - pad)
+            after.append(size_out + pad - size_in * s)
+        return {"weights": w, "act": act, "stride": stride, "in": x_shape, "out": y_shape,
+                "before": before, "after": after}, None
+
+    def _zero_insert_and_pad(self, sg, op, x_idx, low):
+        """Inserts the builtin ops that feed the lowered conv; returns its input tensor."""
+        n, h, w, c = low["in"]
+        sh, sw = low["stride"]
+        (bh, bw), (ah, aw) = low["before"], low["after"]
+        pos = sg.operators.index(op)
+        base = (tflite_io.tensor_name(sg.tensors[int(op.outputs[0])]) or "transpose_conv") + "/tfq_lowering"
+        new_ops = []
+        dynamic = sg.tensors[x_idx].shapeSignature is not None and \
+            len(sg.tensors[x_idx].shapeSignature) and int(sg.tensors[x_idx].shapeSignature[0]) < 0
+
+        def act_tensor(suffix, shape):
+            t = schema.TensorT()
+            t.name = f"{base}/{suffix}".encode()
+            t.shape = np.array(shape, dtype=np.int32)
+            if dynamic:
+                t.shapeSignature = np.array([-1] + list(shape[1:]), dtype=np.int32)
+            t.type = schema.TensorType.FLOAT32
+            t.buffer = 0
+            sg.tensors.append(t)
+            return len(sg.tensors) - 1
+
+        def add_op(builtin, options_type, options, ins, out):
+            new = schema.OperatorT()
+            new.opcodeIndex = self.opcode_index(builtin=builtin)
+            new.inputs = np.array(ins, dtype=np.int32)
+            new.outputs = np.array([out], dtype=np.int32)
+            new.builtinOptionsType = options_type
+            new.builtinOptions = options
+            new_ops.append(new)
+            return out
+
+        def reshape(src, shape, suffix):
+            opts = schema.ReshapeOptionsT()
+            opts.newShape = np.array([-1] + list(shape[1:]), dtype=np.int32)
+            shape_idx = self.add_tensor(sg, f"{base}/{suffix}_shape", opts.newShape,
+                                        schema.TensorType.INT32)
+            return add_op(schema.BuiltinOperator.RESHAPE, schema.BuiltinOptions.ReshapeOptions, opts,
+                          [src, shape_idx], act_tensor(suffix, shape))
+
+        def pad(src, paddings, shape, suffix):
+            pads = np.array(paddings, dtype=np.int32)
+            p_idx = self.add_tensor(sg, f"{base}/{suffix}_paddings", pads, schema.TensorType.INT32)
+            return add_op(schema.BuiltinOperator.PAD, schema.BuiltinOptions.PadOptions,
+                          schema.PadOptionsT(), [src, p_idx], act_tensor(suffix, shape))
+
+        cur = x_idx
+        if sh > 1 or sw > 1:
+            # [N*H, 1, W, 1, C] -> pad to [N*H, sh, W, sw, C]: each pixel followed by zeros
+            cur = reshape(cur, [n * h, 1, w, 1, c], "split")
+            cur = pad(cur, [[0, 0], [0, sh - 1], [0, 0], [0, sw - 1], [0, 0]],
+                      [n * h, sh, w, sw, c], "zeros")
+            cur = reshape(cur, [n, h * sh, w * sw, c], "dilated")
+        full = [n, h * sh + bh + ah, w * sw + bw + aw, c]
+        if bh or bw or ah > 0 or aw > 0:
+            cur = pad(cur, [[0, 0], [bh, max(ah, 0)], [bw, max(aw, 0)], [0, 0]],
+                      [n, h * sh + bh + max(ah, 0), w * sw + bw + max(aw, 0), c], "padded")
+        if ah < 0 or aw < 0:
+            begin = np.zeros(4, np.int32)
+            size = np.array([-1] + full[1:], np.int32)
+            b_idx = self.add_tensor(sg, f"{base}/crop_begin", begin, schema.TensorType.INT32)
+            s_idx = self.add_tensor(sg, f"{base}/crop_size", size, schema.TensorType.INT32)
+            cur = add_op(schema.BuiltinOperator.SLICE, schema.BuiltinOptions.SliceOptions,
+                         schema.SliceOptionsT(), [cur, b_idx, s_idx], act_tensor("cropped", full))
+        sg.operators[pos:pos] = new_ops
+        return cur
+
+    def drop_dead_ops(self):
+        """Drops shape computations only a lowered TRANSPOSE_CONV read (its output_shape)."""
+        for g in self._lowered:
+            sg = self.model.subgraphs[g]
+            while True:
+                read = {int(x) for o in sg.operators for x in o.inputs if int(x) >= 0}
+                read.update(int(x) for x in sg.outputs)
+                dead = [o for o in sg.operators
+                        if tflite_io.op_name(self.model, o) in _SHAPE_OPS
+                        and not any(int(x) in read for x in o.outputs)]
+                if not dead:
+                    break
+                sg.operators = [o for o in sg.operators if all(o is not d for d in dead)]
 
     def _finish(self, report):
         if report.trained and not report.packed:
@@ -541,6 +717,7 @@ def rewrite_tflite(tflite, model=None, portable=False, rtol=sets.DEFAULT_RTOL, n
     for g, sg in enumerate(fb.subgraphs):
         for i, op in enumerate(list(sg.operators or [])):
             rewriter.rewrite_op(g, sg, i, op)
+    rewriter.drop_dead_ops()
     compact(fb)
     result = ConversionResult(tflite_io.save_model(fb))
     result.report = tuple(rewriter.reports)

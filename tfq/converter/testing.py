@@ -51,7 +51,7 @@ def in_set_kernel(shape, scheme, rng, per_channel=True, channel_axes=(-1,), spar
 
 
 def set_in_set_weights(model, scheme, seed=0, per_channel=True, sparsity=None):
-    """Replaces the kernels of Dense / Conv2D / DepthwiseConv2D layers by in-set values.
+    """Replaces the kernels of Dense / Conv2D / DepthwiseConv2D / Conv2DTranspose layers by in-set values.
 
     `scheme` may be a name or a dict {layer name: scheme}. Biases become small
     random floats. Returns the model.
@@ -67,6 +67,9 @@ def set_in_set_weights(model, scheme, seed=0, per_channel=True, sparsity=None):
             kernel = layer.depthwise_kernel if hasattr(layer, "depthwise_kernel") else layer.kernel
         elif isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)):
             axes = (-1,)
+            kernel = layer.kernel
+        elif isinstance(layer, keras.layers.Conv2DTranspose):
+            axes = (-2,)                 # kernel [KH, KW, out, in]: output channels second to last
             kernel = layer.kernel
         else:
             continue

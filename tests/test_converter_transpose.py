@@ -1,0 +1,163 @@
+"""TRANSPOSE_CONV lowered to zero insertion + padding + TFQ_CONV_2D (docs/converter.md).
+
+Keras is the reference for the float semantics (through the NumPy reference
+executor), the reference executor's delegate mode for the delegate (through
+LiteRT with the tfq delegate, `tfq.Interpreter`).
+"""
+
+import os
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import pytest
+
+from tfq.converter import convert, format as fmt, sets, testing, tflite_io
+from tfq.converter.reference import ReferenceInterpreter
+
+# (strides, padding, use_bias, kernel size)
+CASES = [(1, "same", True, 3), (1, "valid", False, 3), (2, "same", False, 3), (2, "valid", True, 3),
+         (2, "same", True, 4), (3, "valid", False, 2)]
+
+
+def _model(strides, padding, use_bias, kernel, activation="relu", shape=(5, 6, 3)):
+    inputs = keras.Input(shape)
+    y = keras.layers.Conv2DTranspose(4, kernel, strides=strides, padding=padding, use_bias=use_bias,
+                                     activation=activation, name="tconv")(inputs)
+    return keras.Model(inputs, y)
+
+
+def _ops(data):
+    fb, _, _ = tflite_io.load_model(data)
+    return [tflite_io.op_name(fb, op) for op in fb.subgraphs[0].operators]
+
+
+def _run_delegate(data, x):
+    from tfq.runtime import Interpreter
+    it = Interpreter(model_content=bytes(data))
+    it.allocate_tensors()
+    out = []
+    for row in x:
+        it.set_tensor(it.get_input_details()[0]["index"], row[None])
+        it.invoke()
+        out.append(it.get_tensor(it.get_output_details()[0]["index"])[0].copy())
+    return np.stack(out)
+
+
+def _golden(strides, padding, use_bias, kernel):
+    """The op list: zero insertion only for stride > 1; a border PAD (kernel > 1) always."""
+    ops = ["RESHAPE", "PAD", "RESHAPE"] if strides > 1 else []
+    ops += ["PAD", "TFQ_CONV_2D"]
+    # The TFLite converter fuses bias and ReLU into TRANSPOSE_CONV only when there is a bias.
+    return ops if use_bias else ops + ["RELU"]
+
+
+@pytest.mark.parametrize("scheme", fmt.SCHEMES)
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "s{}-{}-{}-k{}".format(
+    c[0], c[1], "bias" if c[2] else "nobias", c[3]))
+def test_transpose_conv_matches_keras_and_delegate(scheme, case):
+    strides, padding, use_bias, kernel = case
+    model = _model(*case)
+    testing.set_in_set_weights(model, scheme, seed=strides * 7 + kernel)
+    data = convert(model)
+    assert _ops(data) == _golden(*case)
+    (report,) = data.report
+    assert report.op == "TRANSPOSE_CONV" and report.packed and report.scheme in fmt.SCHEMES
+    assert fmt.SCHEMES.index(report.scheme) <= fmt.SCHEMES.index(scheme)
+    assert "lowered to TFQ_CONV_2D" in report.reason
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(3, 5, 6, 3)).astype(np.float32)
+    want = model.predict(x, verbose=0)
+    exact = ReferenceInterpreter(data, "float").predict(x)
+    assert exact.shape == want.shape
+    np.testing.assert_allclose(exact, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+    # Delegate arithmetic: per-image int8 activations; inserted zeros keep amax, so the
+    # documented bound of the stride-1 convolution holds against Keras.
+    approx = ReferenceInterpreter(data, "delegate").predict(x)
+    kern = model.get_layer("tconv").kernel.numpy()                  # [KH, KW, O, I]
+    det, _ = sets.detect(np.transpose(kern, (2, 0, 1, 3)).reshape(kern.shape[2], -1))
+    scales = np.broadcast_to(det.scales, (kern.shape[2],))
+    amax = np.abs(x).reshape(3, -1).max(axis=1)
+    bound = (np.abs(det.levels).sum(axis=1) * scales)[None, :] * amax[:, None] / 254.0
+    err = np.abs(approx - exact).reshape(3, -1, kern.shape[2]).max(axis=1)
+    assert np.all(err <= bound * (1 + 1e-5) + 1e-6)
+
+    got = _run_delegate(data, x)
+    np.testing.assert_allclose(got, approx, rtol=1e-5, atol=1e-6 * np.abs(approx).max())
+
+
+def test_transpose_conv_detection_on_flipped_kernel_and_report():
+    """Per-channel detection sees the transformed kernel; a kernel off the set stays builtin."""
+    model = _model(2, "same", True, 3)
+    testing.set_in_set_weights(model, "ternary", seed=1)
+    kernel = model.get_layer("tconv").kernel
+    data = convert(model)
+    fb, buf, _ = tflite_io.load_model(data)
+    sg = fb.subgraphs[0]
+    (op,) = [o for o in sg.operators if tflite_io.op_name(fb, o) == "TFQ_CONV_2D"]
+    opts = fmt.decode_options(bytes(op.customOptions))
+    k = kernel.numpy()                                         # [KH, KW, O, I]
+    assert opts["weight_shape"] == [4, 3, 3, 3] and opts["padding"] == "VALID"
+    assert (opts["stride_h"], opts["stride_w"]) == (1, 1) and opts["activation"] == "RELU"
+    packed = tflite_io.constant_array(fb, buf, sg.tensors[int(op.inputs[1])])
+    codes = fmt.unpack_codes(packed, opts["rows"], opts["k"], opts["bits"])
+    levels = fmt.codes_to_levels(codes, opts["scheme"]).reshape(4, 3, 3, 3)
+    scales = tflite_io.constant_array(fb, buf, sg.tensors[int(op.inputs[2])])
+    flipped = np.transpose(k, (2, 0, 1, 3))[:, ::-1, ::-1, :]
+    np.testing.assert_allclose(levels * np.broadcast_to(scales, (4,))[:, None, None, None], flipped,
+                               rtol=1e-6)
+
+    kernel.assign(kernel.numpy() * (1 + 0.01 * np.arange(kernel.numpy().size).reshape(kernel.shape)))
+    with pytest.warns(UserWarning, match="plain float model"):
+        data = convert(model)
+    assert _ops(data)[-1] == "TRANSPOSE_CONV"
+    (report,) = data.report
+    assert not report.packed and report.reason.startswith("not in any set")
+
+
+def test_transpose_conv_from_quant_layer_is_cross_checked():
+    from tfq import layers
+    keras.utils.set_random_seed(3)
+    model = layers.quantize_model(_model(2, "same", True, 3), "ternary", skip_first_last=False)
+    data = convert(model)
+    (report,) = data.report
+    assert report.packed and report.trained == "ternary" and report.layer == "tconv"
+    x = np.random.default_rng(2).normal(size=(2, 5, 6, 3)).astype(np.float32)
+    np.testing.assert_allclose(ReferenceInterpreter(data).predict(x), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_transpose_conv_output_shape_cropped_with_slice():
+    """An output_shape smaller than the dilated input (tf.nn.conv2d_transpose) needs a SLICE."""
+    import tensorflow as tf
+    rng = np.random.default_rng(0)
+    w = testing.in_set_kernel((1, 1, 4, 3), "ternary", rng, channel_axes=(-2,))
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 5, 6, 3], tf.float32)])
+    def f(x):
+        return tf.nn.conv2d_transpose(x, w, output_shape=[1, 9, 11, 4], strides=2, padding="SAME")
+
+    float_bytes = tf.lite.TFLiteConverter.from_concrete_functions(
+        [f.get_concrete_function()], f).convert()
+    data = convert(float_bytes)
+    assert _ops(data) == ["RESHAPE", "PAD", "RESHAPE", "SLICE", "TFQ_CONV_2D"]
+    x = rng.normal(size=(1, 5, 6, 3)).astype(np.float32)
+    want = f(x).numpy()
+    np.testing.assert_allclose(ReferenceInterpreter(data).predict(x), want, rtol=1e-5, atol=1e-6)
+    approx = ReferenceInterpreter(data, "delegate").predict(x)
+    np.testing.assert_allclose(_run_delegate(data, x), approx, rtol=1e-5, atol=1e-6)
+
+
+def test_transpose_conv_portable_stays_float():
+    model = _model(2, "same", True, 3)
+    testing.set_in_set_weights(model, "ternary", seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = convert(model, portable=True)
+    assert _ops(data)[-1] == "TRANSPOSE_CONV" and "PAD" not in _ops(data)
+    (report,) = data.report
+    assert not report.packed and report.scheme == "ternary" and "portable" in report.reason
