@@ -51,6 +51,11 @@ struct KernelTable {
   // its end. One call per row instead of one per pixel.
   void (*depthwise_levels_row)(const int16_t* levels, int64_t stride, const int8_t* img,
                                const ConvGeometry& g, int oy, int32_t* acc);
+  // Optional: the float epilogue of `rows` rows of n outputs,
+  // y[r * ldy + i] = act(float(acc[r * lda + i]) * f[i] (+ b[i])), with the
+  // same IEEE operations (no FMA) and clamps as the portable one.
+  void (*epilogue_rows)(const int32_t* acc, int64_t lda, const float* f, const float* b,
+                        int64_t n, int64_t rows, float* y, int64_t ldy, Activation a);
 };
 
 const KernelTable& RefTable();

@@ -370,7 +370,7 @@ void DepthwiseLevelsAvx2(const int16_t* levels, int64_t stride, const int8_t* co
 const KernelTable* Avx2TableImpl() {
   static const KernelTable table = {Isa::kAvx2, AbsMaxAvx2, QuantizeAvx2,      SumI8Avx2,
                                     GemmAvx2,    DepthwisePixelAvx2, DepthwiseLevelsAvx2, 0, nullptr,
-                                    nullptr};
+                                    nullptr, nullptr};
   return &table;
 }
 

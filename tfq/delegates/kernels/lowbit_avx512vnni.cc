@@ -443,6 +443,45 @@ void DepthwiseLevelsRowAvx512(const int16_t* levels, int64_t stride, const int8_
   }
 }
 
+// Float epilogue: cvtdq2ps, mulps, addps (no FMA: the portable epilogue is
+// compiled with -ffp-contract=off), then vmaxps(0, v) / vminps(6, v), which
+// return their second operand on NaN and on equal zeros, exactly like
+// `v < 0 ? 0 : v` and `v > 6 ? 6 : v`.
+template <Activation A, bool kBias>
+void EpilogueRowsT(const int32_t* acc, int64_t lda, const float* f, const float* b, int64_t n,
+                   int64_t rows, float* y, int64_t ldy) {
+  const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int32_t* ar = acc + r * lda;
+    float* yr = y + r * ldy;
+    for (int64_t i = 0; i < n; i += 16) {
+      const __mmask16 k = n - i >= 16 ? static_cast<__mmask16>(0xFFFF)
+                                      : static_cast<__mmask16>((1u << (n - i)) - 1);
+      __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(k, ar + i)),
+                               _mm512_maskz_loadu_ps(k, f + i));
+      if (kBias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, b + i));
+      if (A != Activation::kNone) v = _mm512_max_ps(zero, v);
+      if (A == Activation::kRelu6) v = _mm512_min_ps(six, v);
+      _mm512_mask_storeu_ps(yr + i, k, v);
+    }
+  }
+}
+
+void EpilogueRowsAvx512(const int32_t* acc, int64_t lda, const float* f, const float* b, int64_t n,
+                        int64_t rows, float* y, int64_t ldy, Activation a) {
+  switch (a) {
+    case Activation::kNone:
+      return b ? EpilogueRowsT<Activation::kNone, true>(acc, lda, f, b, n, rows, y, ldy)
+               : EpilogueRowsT<Activation::kNone, false>(acc, lda, f, b, n, rows, y, ldy);
+    case Activation::kRelu:
+      return b ? EpilogueRowsT<Activation::kRelu, true>(acc, lda, f, b, n, rows, y, ldy)
+               : EpilogueRowsT<Activation::kRelu, false>(acc, lda, f, b, n, rows, y, ldy);
+    case Activation::kRelu6:
+      return b ? EpilogueRowsT<Activation::kRelu6, true>(acc, lda, f, b, n, rows, y, ldy)
+               : EpilogueRowsT<Activation::kRelu6, false>(acc, lda, f, b, n, rows, y, ldy);
+  }
+}
+
 // Activation quantization with 512-bit registers. Same operations as the
 // AVX2 versions (max of |x|; vcvtps2dq rounds half to even like rint; int8
 // saturation then max with -127), so the results are identical.
@@ -542,7 +581,7 @@ const KernelTable* Avx512VnniTableImpl(const KernelTable& avx2) {
   static const KernelTable table = {Isa::kAvx512Vnni, AbsMaxAvx512,         QuantizeAvx512,
                                     SumI8Avx512,      GemmAvx512Vnni,       avx2.depthwise_pixel,
                                     DepthwiseLevelsAvx512, 16,          GemmExecAvx512Vnni,
-                                    DepthwiseLevelsRowAvx512};
+                                    DepthwiseLevelsRowAvx512, EpilogueRowsAvx512};
   return &table;
 }
 

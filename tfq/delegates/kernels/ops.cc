@@ -150,7 +150,7 @@ inline void EpilogueRows(Activation a, const int32_t* acc, int64_t lda, const fl
 // For `rows` rows r: y[r * ldy + i] = act(float(acc[r * lda + i]) * f[i] + bias[o0 + i])
 // for i < o1 - o0 (f starts at o0, bias is indexed by o), or the bias / NaN
 // when the input row was zero / non-finite (acc and f unused then).
-TFQ_EPILOGUE_CLONES void WriteOutputRows(const Epilogue& e, RowState state, const int32_t* acc,
+TFQ_EPILOGUE_CLONES void WriteOutputRows(const KernelTable& kt, const Epilogue& e, RowState state, const int32_t* acc,
                                          int64_t lda, const float* f, int64_t o0, int64_t o1,
                                          int64_t rows, float* y, int64_t ldy) {
   const int64_t n = o1 - o0;
@@ -165,7 +165,9 @@ TFQ_EPILOGUE_CLONES void WriteOutputRows(const Epilogue& e, RowState state, cons
         y[r * ldy + i] = ApplyActivation(e.bias ? e.bias[o0 + i] : 0.0f, e.activation);
     return;
   }
-  if (e.bias) {
+  if (kt.epilogue_rows != nullptr) {
+    kt.epilogue_rows(acc, lda, f, e.bias ? e.bias + o0 : nullptr, n, rows, y, ldy, e.activation);
+  } else if (e.bias) {
     EpilogueRows<true>(e.activation, acc, lda, f, e.bias + o0, n, rows, y, ldy);
   } else {
     EpilogueRows<false>(e.activation, acc, lda, f, nullptr, n, rows, y, ldy);
@@ -191,9 +193,9 @@ void MergeStats(const TensorStats* parts, int n, TensorStats* out) {
 }
 
 // One row of outputs o in [o0, o1) (arrays start at o0 except bias).
-inline void WriteOutputs(const Epilogue& e, RowState state, const int32_t* acc, const float* f,
+inline void WriteOutputs(const KernelTable& kt, const Epilogue& e, RowState state, const int32_t* acc, const float* f,
                          int64_t o0, int64_t o1, float* y) {
-  WriteOutputRows(e, state, acc, 0, f, o0, o1, 1, y, 0);
+  WriteOutputRows(kt, e, state, acc, 0, f, o0, o1, 1, y, 0);
 }
 
 int NumThreads(const KernelOptions& opt) { return opt.pool ? opt.pool->num_threads() : 1; }
@@ -291,7 +293,7 @@ void FullyConnected(const float* x, int64_t m, const PackedWeights& w, const Epi
       for (int64_t j = 0; j < m; ++j) {
         float* fj = f + j * rows + o0;
         if (rq[j].state == RowState::kOk) ComputeFactors(e, rq[j].s, o0, o1, fj);
-        WriteOutputs(e, rq[j].state, acc + j * rows + o0, fj, o0, o1, y + j * rows + o0);
+        WriteOutputs(kt, e, rq[j].state, acc + j * rows + o0, fj, o0, o1, y + j * rows + o0);
       }
     }, macs);
     return;
@@ -309,7 +311,7 @@ void FullyConnected(const float* x, int64_t m, const PackedWeights& w, const Epi
     for (int64_t j = 0; j < m; ++j) {
       float* fj = f + j * rows + o0;
       if (rq[j].state == RowState::kOk) ComputeFactors(e, rq[j].s, o0, o1, fj);
-      WriteOutputs(e, rq[j].state, acc + j * rows + o0, fj, o0, o1, y + j * rows + o0);
+      WriteOutputs(kt, e, rq[j].state, acc + j * rows + o0, fj, o0, o1, y + j * rows + o0);
     }
   }, macs);
 }
@@ -385,7 +387,7 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
       const int64_t p0 = tile * l.tile, p1 = std::min(npix, p0 + l.tile);
       const int64_t np = p1 - p0;
       if (rq.state != RowState::kOk) {
-        WriteOutputRows(e, rq.state, nullptr, 0, nullptr, 0, g.out_c, np, yn + p0 * g.out_c,
+        WriteOutputRows(kt, e, rq.state, nullptr, 0, nullptr, 0, g.out_c, np, yn + p0 * g.out_c,
                         g.out_c);
         if (opt.output_stats) AccumulateStats(kt, yn + p0 * g.out_c, np * g.out_c, &tstats[tid]);
         return;
@@ -440,7 +442,7 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
         kt.gemm(w.scheme, w.codes, w.row_bytes, g.out_c, a, lda, s.sumq, np, nblocks, s.acc,
                 g.out_c);
       }
-      WriteOutputRows(e, RowState::kOk, s.acc, g.out_c, f, 0, g.out_c, np, yn + p0 * g.out_c,
+      WriteOutputRows(kt, e, RowState::kOk, s.acc, g.out_c, f, 0, g.out_c, np, yn + p0 * g.out_c,
                       g.out_c);
       if (opt.output_stats) AccumulateStats(kt, yn + p0 * g.out_c, np * g.out_c, &tstats[tid]);
     }, macs);
@@ -544,7 +546,7 @@ void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights&
         float* out = yn + oy * g.out_w * g.out_c;
         if (rq.state == RowState::kOk)
           kt.depthwise_levels_row(levels, stride, qimg, g, static_cast<int>(oy), s.acc);
-        WriteOutputRows(e, rq.state, s.acc, g.out_c, f, 0, g.out_c, g.out_w, out, g.out_c);
+        WriteOutputRows(kt, e, rq.state, s.acc, g.out_c, f, 0, g.out_c, g.out_w, out, g.out_c);
         if (opt.output_stats) AccumulateStats(kt, out, static_cast<int64_t>(g.out_w) * g.out_c, &tstats[tid]);
         return;
       }
@@ -566,7 +568,7 @@ void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights&
           kt.depthwise_pixel(w.scheme, w.codes, w.row_bytes, s.taps, ntaps, g.depth_multiplier,
                              g.out_c, s.acc);
         }
-        WriteOutputs(e, RowState::kOk, s.acc, f, 0, g.out_c, out);
+        WriteOutputs(kt, e, RowState::kOk, s.acc, f, 0, g.out_c, out);
         if (opt.output_stats) AccumulateStats(kt, out, g.out_c, &tstats[tid]);
       }
     }, dw_macs);
