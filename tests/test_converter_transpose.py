@@ -161,3 +161,27 @@ def test_transpose_conv_portable_stays_float():
     assert _ops(data)[-1] == "TRANSPOSE_CONV" and "PAD" not in _ops(data)
     (report,) = data.report
     assert not report.packed and report.scheme == "ternary" and "portable" in report.reason
+
+
+def test_decoder_with_folded_batch_norm_runs_in_delegate():
+    """Two stacked Conv2DTranspose (batch norm folded into the first, ReLU fused): both packed."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((7, 7, 8))
+    y = keras.layers.Conv2DTranspose(6, 3, strides=2, padding="same", use_bias=False, name="up1")(inputs)
+    y = keras.layers.BatchNormalization(name="bn")(y)
+    y = keras.layers.ReLU()(y)
+    y = keras.layers.Conv2DTranspose(1, 3, strides=2, padding="same", activation="sigmoid",
+                                     name="up2")(y)
+    model = keras.Model(inputs, y)
+    testing.set_in_set_weights(model, "ternary", seed=1)
+    rng = np.random.default_rng(0)
+    model.get_layer("bn").set_weights([rng.uniform(0.5, 2, 6), rng.normal(0, 0.1, 6),
+                                       rng.normal(0, 0.1, 6), rng.uniform(0.5, 2, 6)])
+    data = convert(model)
+    assert _ops(data) == ["RESHAPE", "PAD", "RESHAPE", "PAD", "TFQ_CONV_2D"] * 2 + ["LOGISTIC"]
+    assert [r.scheme for r in data.report if r.packed] == ["ternary", "ternary"]
+    x = rng.normal(size=(2, 7, 7, 8)).astype(np.float32)
+    np.testing.assert_allclose(ReferenceInterpreter(data).predict(x), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    approx = ReferenceInterpreter(data, "delegate").predict(x)
+    np.testing.assert_allclose(_run_delegate(data, x), approx, rtol=1e-5, atol=1e-6)

@@ -4,8 +4,10 @@
 flatbuffer (schema object API from ai_edge_litert): every FULLY_CONNECTED,
 CONV_2D, DEPTHWISE_CONV_2D (and BATCH_MATMUL with a constant right side)
 whose constant weights lie exactly in a tfq set per output channel becomes a
-tfq custom op (docs/format.md). Float weight buffers no longer used are
-dropped. Weights not exactly in a set stay builtin and are reported.
+tfq custom op (docs/format.md). A TRANSPOSE_CONV with in-set weights is
+lowered to builtin zero insertion and padding in front of a TFQ_CONV_2D
+(docs/converter.md). Float weight buffers no longer used are dropped.
+Weights not exactly in a set stay builtin and are reported.
 """
 
 import contextlib
