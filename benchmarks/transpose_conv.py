@@ -1,0 +1,84 @@
+"""What lowering TRANSPOSE_CONV to zero insertion + TFQ_CONV_2D costs (docs/converter.md).
+
+One Keras Conv2DTranspose (28x28x64 -> 56x56x32, 3x3, stride 2, SAME),
+ternary weights, converted twice: the float .tflite (stock TRANSPOSE_CONV,
+LiteRT with XNNPACK) and tfq's packed one (RESHAPE/PAD/RESHAPE/PAD +
+TFQ_CONV_2D, tfq.Interpreter with the delegate). Each with a dynamic batch
+(the TFLite converter then computes output_shape at run time, which XNNPACK
+does not take, so LiteRT runs its own kernel) and a static batch of 1
+(XNNPACK runs the float op). The lowered convolution does 4x the
+multiply-adds of the transpose convolution.
+
+1 thread, median of interleaved invocations (ABAB...), microseconds and the
+ratio to float in the same run.
+"""
+
+import os
+import platform
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np
+
+ROUNDS, WARMUP = 40, 5
+
+
+def _models(batch_size):
+    import keras
+    from tfq.converter import convert, rewrite, testing
+    inputs = keras.Input((28, 28, 64), batch_size=batch_size)
+    model = keras.Model(inputs, keras.layers.Conv2DTranspose(32, 3, strides=2, padding="same",
+                                                             name="tconv")(inputs))
+    testing.set_in_set_weights(model, "ternary", seed=1)
+    return rewrite._keras_to_tflite(model), convert(model)
+
+
+def _time(interpreters, x):
+    times = {name: [] for name in interpreters}
+    for it in interpreters.values():
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+    for _ in range(ROUNDS):
+        for name, it in interpreters.items():
+            start = time.perf_counter()
+            it.invoke()
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(t[WARMUP:])) * 1e6 for name, t in times.items()}
+
+
+def _cpu():
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                 if line.startswith("model name")), platform.machine())
+    isa = [f for f in ("avx512_vnni", "avx512f", "avx2", "asimddp") if f" {f}" in info]
+    return f"{name} ({', '.join(isa) or 'no AVX2'})"
+
+
+def main():
+    from ai_edge_litert.interpreter import Interpreter as LiteRtInterpreter
+    from tfq.runtime import Interpreter
+    x = np.random.default_rng(0).normal(size=(1, 28, 28, 64)).astype(np.float32)
+    print(f"# {_cpu()}, 1 thread, "
+          f"median of {ROUNDS - WARMUP} interleaved runs, microseconds (ratio to float)")
+    print("| batch | float TRANSPOSE_CONV | lowered TFQ_CONV_2D | float bytes | packed bytes |")
+    print("|---|---|---|---|---|")
+    for label, batch in (("dynamic", None), ("static 1", 1)):
+        float_bytes, packed = _models(batch)
+        its = {}
+        for name, cls, data in (("float", LiteRtInterpreter, float_bytes),
+                                ("packed", Interpreter, packed)):
+            its[name] = cls(model_content=bytes(data), num_threads=1)
+            its[name].allocate_tensors()
+        t = _time(its, x)
+        print(f"| {label} | {t['float']:.0f} (1.00) | {t['packed']:.0f} ({t['packed'] / t['float']:.2f}) "
+              f"| {len(float_bytes)} | {len(packed)} |")
+
+
+if __name__ == "__main__":
+    main()
