@@ -37,6 +37,9 @@ def _load_keras_model(path):
         raise UsageError(f"{path}: no such file")
     if path.endswith(".keras") and not zipfile.is_zipfile(path):
         raise ValueError(f"{path}: not a Keras model file (not a .keras zip archive; corrupted or wrong file)")
+    from tfq.cli_commands import quiet_tensorflow
+
+    quiet_tensorflow()
     import keras
     # Registers tfq's serializable classes before deserialization.
     for module in ("tfq.quantizers", "tfq.layers", "tfq.admm", "tfq.pruning", "tfq.callbacks"):
@@ -73,7 +76,7 @@ def cmd_convert(args):
         f.write(result)
     for r in result.report:
         if not r.packed:
-            print(f"left builtin: {r.op} {r.weight}: {r.reason}", file=sys.stderr)
+            print(f"kept in float ({r.op} {r.weight}): {r.reason}", file=sys.stderr)
     print(format_table(inspect_model(FLAGS.out)))
     print(f"wrote {FLAGS.out} ({len(result)} bytes)")
     return 0

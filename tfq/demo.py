@@ -1,15 +1,16 @@
-"""The tfq demo: LeNet-5 on MNIST, float vs ternary by ADMM (accuracy and weight size).
+"""The first step of the tfq demo: train LeNet-5 on MNIST in float and save it.
 
-Run with `python -m tfq.demo` (or `bash scripts/demo.sh`). Each step is a
-function so later stages (conversion, speed) can be added to `main`.
+`bash scripts/demo.sh` runs this, then the `tfq` command line end to end on
+the saved model (compress -> convert -> inspect -> evaluate -> benchmark ->
+report). Run alone: `python -m tfq.demo --out artifacts/demo/lenet5.keras`.
 """
 
 import argparse
+import os
 import time
 
 import keras
 
-import tfq
 from tfq import datasets, models
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -23,7 +24,7 @@ def load_data(limit=None):
     return (x, y), (xt, yt)
 
 
-def train_float(data, epochs=2, batch_size=128, seed=0):
+def train_float(data, epochs=3, batch_size=128, seed=0):
     """Trains LeNet-5 in float; returns the compiled model."""
     keras.utils.set_random_seed(seed)
     (x, y), _ = data
@@ -33,47 +34,28 @@ def train_float(data, epochs=2, batch_size=128, seed=0):
     return model
 
 
-def compress(model, data, scheme="ternary", epochs=3, batch_size=128):
-    """Copies `model` and compresses it with ADMM (first and last layer stay float)."""
-    (x, y), _ = data
-    student = models.lenet5()
-    student.compile(keras.optimizers.Adam(1e-3), LOSS, metrics=["accuracy"])
-    student.set_weights(model.get_weights())
-    student.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=2, callbacks=[tfq.ADMMCallback(scheme=scheme)])
-    return student
-
-
 def evaluate(model, data):
     _, (xt, yt) = data
     return float(model.evaluate(xt, yt, verbose=0)[1])
 
 
-def report(rows):
-    print(f"\n{'model':<22}{'test accuracy':>14}{'weight bytes':>14}{'ratio':>8}")
-    base = rows[0][2]
-    for name, acc, size in rows:
-        print(f"{name:<22}{acc * 100:>13.2f}%{size:>14,}{base / size:>7.1f}x")
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--epochs", type=int, default=2, help="float training epochs")
-    parser.add_argument("--admm-epochs", type=int, default=3, help="ADMM epochs (the last one fine-tunes scales)")
+    parser.add_argument("--out", default="artifacts/demo/lenet5.keras", help="where to save the float model")
+    parser.add_argument("--epochs", type=int, default=3, help="float training epochs")
     parser.add_argument("--limit", type=int, default=None, help="use only this many training images")
     args = parser.parse_args(argv)
     t0 = time.time()
     data = load_data(args.limit)
-    print(f"[demo] training LeNet-5 in float for {args.epochs} epochs")
-    float_model = train_float(data, args.epochs)
-    print(f"[demo] compressing to ternary with ADMM for {args.admm_epochs} epochs")
-    ternary = compress(float_model, data, "ternary", args.admm_epochs)
-    rows = [
-        ("LeNet-5 float32", evaluate(float_model, data), models.weight_bytes(float_model)[0]),
-        ("LeNet-5 ternary (ADMM)", evaluate(ternary, data), models.weight_bytes(ternary)[0]),
-    ]
-    report(rows)
-    print(f"\n[demo] done in {time.time() - t0:.0f} s")
-    return {"float": float_model, "ternary": ternary, "rows": rows}
+    print(f"[demo] training LeNet-5 in float for {args.epochs} epochs on {len(data[0][0])} MNIST images")
+    model = train_float(data, args.epochs)
+    acc = evaluate(model, data)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    model.save(args.out)
+    float_bytes = models.weight_bytes(model)[1]
+    print(f"[demo] float LeNet-5: test accuracy {acc * 100:.2f}%, {float_bytes:,} bytes of weights, "
+          f"saved to {args.out} ({time.time() - t0:.0f} s)")
+    return model
 
 
 if __name__ == "__main__":

@@ -287,9 +287,10 @@ def plot(measurements, out_path, title="tfq: accuracy against size and latency")
         ax.grid(True, which="both", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     uniq = dict(zip(labels, handles))
-    axes[0].legend(uniq.values(), uniq.keys(), fontsize=8, loc="lower right")
+    # Below the plots, so that it never hides a point.
+    fig.legend(uniq.values(), uniq.keys(), fontsize=8, loc="lower center", ncol=max(1, len(uniq)), frameon=False)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(out_path)
     plt.close(fig)
     return out_path
