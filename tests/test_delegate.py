@@ -90,6 +90,22 @@ def test_options_threads_reference_and_batch(cnn_models):
         np.testing.assert_array_equal(yb[i:i + 1], _run(_litert(data), xb[i:i + 1]))
 
 
+def test_statistics_handed_between_nodes_are_never_stale(cnn_models):
+    """Convolutions pass the absmax of their outputs to the next convolution
+    (batch 1 only): repeated invokes of one interpreter with inputs of very
+    different ranges, zeros and a NaN must give what the batched path (which
+    measures every image itself) gives."""
+    data, _ = cnn_models["pow2_4bit"]
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 12, 12, 3)).astype(np.float32)
+    xs = [x, 1000.0 * x, np.zeros_like(x), x.copy(), 1e-3 * x, x]
+    xs[3][0, 5, 5, 1] = np.nan
+    batched = _run(_litert(data), np.concatenate(xs))
+    interp = _litert(data, {"num_threads": "2"})
+    for i, xi in enumerate(xs):
+        np.testing.assert_array_equal(_run(interp, xi), batched[i:i + 1], err_msg=f"input {i}")
+
+
 def test_without_delegate_explains(cnn_models):
     data, _ = cnn_models["ternary"]
     from ai_edge_litert.interpreter import Interpreter
