@@ -147,20 +147,60 @@ def test_transpose_conv_output_shape_cropped_with_slice():
     assert _ops(data) == ["RESHAPE", "PAD", "RESHAPE", "SLICE", "TFQ_CONV_2D"]
     x = rng.normal(size=(1, 5, 6, 3)).astype(np.float32)
     want = f(x).numpy()
+    np.testing.assert_allclose(ReferenceInterpreter(float_bytes).predict(x), want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ReferenceInterpreter(data).predict(x), want, rtol=1e-5, atol=1e-6)
     approx = ReferenceInterpreter(data, "delegate").predict(x)
     np.testing.assert_allclose(_run_delegate(data, x), approx, rtol=1e-5, atol=1e-6)
 
 
-def test_transpose_conv_portable_stays_float():
+@pytest.mark.parametrize("scheme", ["ternary", "pow2_4bit"])
+def test_transpose_conv_portable_lowered_to_int8_conv_in_litert(scheme):
+    """Portable: the same lowering with an INT8 dynamic-range CONV_2D; exact weights, stock LiteRT
+    agrees with Keras up to activation rounding (the documented int8 bound)."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert import schema_py_generated as schema
     model = _model(2, "same", True, 3)
-    testing.set_in_set_weights(model, "ternary", seed=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        data = convert(model, portable=True)
-    assert _ops(data)[-1] == "TRANSPOSE_CONV" and "PAD" not in _ops(data)
+    testing.set_in_set_weights(model, scheme, seed=1)
+    data = convert(model, portable=True)
+    assert _ops(data) == ["RESHAPE", "PAD", "RESHAPE", "PAD", "CONV_2D"]
     (report,) = data.report
-    assert not report.packed and report.scheme == "ternary" and "portable" in report.reason
+    assert report.packed and report.reason == "portable INT8 (lowered TRANSPOSE_CONV)"
+    fb, buf, _ = tflite_io.load_model(data)
+    sg = fb.subgraphs[0]
+    w = sg.tensors[int(sg.operators[-1].inputs[1])]
+    assert w.type == schema.TensorType.INT8 and list(w.shape) == [4, 3, 3, 3]
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 5, 6, 3)).astype(np.float32)
+    want = model.predict(x, verbose=0)
+    np.testing.assert_allclose(ReferenceInterpreter(data).predict(x), want, rtol=1e-5,
+                               atol=1e-5 * np.abs(want).max())       # weights exact
+    it = Interpreter(model_content=bytes(data))
+    it.allocate_tensors()
+    got = []
+    for row in x:
+        it.set_tensor(it.get_input_details()[0]["index"], row[None])
+        it.invoke()
+        got.append(it.get_tensor(it.get_output_details()[0]["index"])[0].copy())
+    kern = model.get_layer("tconv").kernel.numpy()
+    det, _ = sets.detect(np.transpose(kern, (2, 0, 1, 3)).reshape(4, -1))
+    amax = np.abs(x).reshape(2, -1).max(axis=1)
+    bound = (np.abs(det.levels).sum(axis=1) * np.broadcast_to(det.scales, (4,)))[None] * amax[:, None] / 254
+    err = np.abs(np.stack(got) - want).reshape(2, -1, 4).max(axis=1)
+    assert np.all(err <= bound * (1 + 1e-4) + 1e-5)
+
+
+def test_reference_runs_float_transpose_conv():
+    """A TRANSPOSE_CONV left float (kernel off the sets) runs in the reference executor."""
+    for strides, padding in ((2, "same"), (3, "valid"), (1, "same")):
+        model = _model(strides, padding, True, 3)
+        model.get_layer("tconv").bias.assign(np.linspace(-0.3, 0.3, 4))
+        with pytest.warns(UserWarning, match="plain float model"):
+            data = convert(model)
+        assert _ops(data)[-1] == "TRANSPOSE_CONV"
+        x = np.random.default_rng(1).normal(size=(2, 5, 6, 3)).astype(np.float32)
+        np.testing.assert_allclose(ReferenceInterpreter(data).predict(x), model.predict(x, verbose=0),
+                                   rtol=1e-5, atol=1e-5)
 
 
 def test_decoder_with_folded_batch_norm_runs_in_delegate():

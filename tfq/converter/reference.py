@@ -614,6 +614,37 @@ def _dwconv(self, op, ins, sg, outs):
                             o.fusedActivationFunction)
 
 
+@_builtin("TRANSPOSE_CONV")
+def _transpose_conv(self, op, ins, sg, outs):
+    """TFLite TRANSPOSE_CONV: input pixel (iy, ix) adds x * W[o, kh, kw, :] at output
+    (iy*stride + kh - pad_top, ix*stride + kw - pad_left); the padding is the SAME padding
+    of the forward convolution from the output size (0 for VALID)."""
+    o = op.builtinOptions
+    w = np.asarray(_weights(self, op, ins, sg, 1), np.float64)         # [O, KH, KW, I]
+    x = np.asarray(ins[2], np.float64)
+    bias = ins[3] if len(ins) > 3 else None
+    out_h, out_w = (int(v) for v in np.asarray(ins[0]).reshape(-1)[1:3])
+    n, h, wd, _ = x.shape
+    _, kh, kw, _ = w.shape
+    sh, sw = max(1, o.strideH), max(1, o.strideW)
+    same = o.padding == schema.Padding.SAME
+
+    def pad_before(size_out, k, s):
+        return max((-(-size_out // s) - 1) * s + k - size_out, 0) // 2 if same else 0
+    ph, pw = pad_before(out_h, kh, sh), pad_before(out_w, kw, sw)
+    full_h = max((h - 1) * sh + kh, ph + out_h)
+    full_w = max((wd - 1) * sw + kw, pw + out_w)
+    full = np.zeros((n, full_h, full_w, w.shape[0]))
+    contrib = np.einsum("nhwc,ojkc->nhwjko", x, w)
+    for j in range(kh):
+        for l in range(kw):
+            full[:, j:j + (h - 1) * sh + 1:sh, l:l + (wd - 1) * sw + 1:sw, :] += contrib[:, :, :, j, l, :]
+    y = full[:, ph:ph + out_h, pw:pw + out_w, :]
+    if bias is not None:
+        y = y + bias
+    return _act(y, getattr(o, "fusedActivationFunction", 0))
+
+
 @_builtin("MAX_POOL_2D", "AVERAGE_POOL_2D")
 def _pool(self, op, ins, sg, outs):
     o = op.builtinOptions
