@@ -225,3 +225,33 @@ def test_decoder_with_folded_batch_norm_runs_in_delegate():
                                rtol=1e-5, atol=1e-6)
     approx = ReferenceInterpreter(data, "delegate").predict(x)
     np.testing.assert_allclose(_run_delegate(data, x), approx, rtol=1e-5, atol=1e-6)
+
+
+def test_transpose_conv_portable_static_batch_keeps_int8_transpose_conv():
+    """A constant output_shape (static batch): INT8 per-channel TRANSPOSE_CONV, run by stock LiteRT."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert import schema_py_generated as schema
+    inputs = keras.Input((5, 6, 3), batch_size=1)
+    model = keras.Model(inputs, keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same",
+                                                             name="tconv")(inputs))
+    testing.set_in_set_weights(model, "pow2_3bit", seed=4)
+    data = convert(model, portable=True)
+    assert _ops(data) == ["TRANSPOSE_CONV"]
+    (report,) = data.report
+    assert report.packed and report.reason == "portable INT8"
+    fb, _, _ = tflite_io.load_model(data)
+    sg = fb.subgraphs[0]
+    w = sg.tensors[int(sg.operators[0].inputs[1])]
+    assert w.type == schema.TensorType.INT8 and len(w.quantization.scale) == 4
+    x = np.random.default_rng(6).normal(size=(1, 5, 6, 3)).astype(np.float32)
+    want = model.predict(x, verbose=0)
+    np.testing.assert_allclose(ReferenceInterpreter(data).predict(x), want, rtol=1e-5, atol=1e-5)
+    it = Interpreter(model_content=bytes(data))
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    got = it.get_tensor(it.get_output_details()[0]["index"])
+    kern = model.get_layer("tconv").kernel.numpy()
+    det, _ = sets.detect(np.transpose(kern, (2, 0, 1, 3)).reshape(4, -1))
+    bound = np.abs(det.levels).sum(axis=1) * np.broadcast_to(det.scales, (4,)) * np.abs(x).max() / 254
+    assert np.all(np.abs(got - want).reshape(-1, 4).max(axis=0) <= bound * (1 + 1e-4) + 1e-5)

@@ -29,6 +29,8 @@ CHOICE = {
                         "pow2_4bit": TT.INT8},
     "CONV_2D": {s: TT.INT8 for s in ("binary", "ternary", "pow2_3bit", "pow2_4bit")},
     "DEPTHWISE_CONV_2D": {s: TT.INT8 for s in ("binary", "ternary", "pow2_3bit", "pow2_4bit")},
+    # only with a constant output_shape (static batch); else lowered to CONV_2D (rewrite.py)
+    "TRANSPOSE_CONV": {s: TT.INT8 for s in ("binary", "ternary", "pow2_3bit", "pow2_4bit")},
 }
 DEQUANTIZED_OPS = ("DEPTHWISE_CONV_2D",)
 _BITS = {TT.INT2: 2, TT.INT4: 4, TT.INT8: 8}

@@ -444,6 +444,16 @@ class _Rewriter:
         report.scheme = detection.scheme
         report.sparsity = detection.sparsity
         report.max_rel_error = detection.max_rel_error
+        if self.portable and tflite_io.constant_array(self.model, self.data,
+                                                      sg.tensors[inputs[0]]) is not None:
+            # A constant output_shape (static batch): XNNPACK runs the INT8 dynamic-range
+            # TRANSPOSE_CONV itself, 4x faster than float and no s^2 work; keep the op.
+            from tfq.converter import portable
+            det_w, _ = sets.detect(w.reshape(w.shape[0], -1), rtol=self.rtol)
+            portable.rewrite_op(self, sg, op, "TRANSPOSE_CONV", {"weight_shape": list(w.shape)},
+                                det_w, report)
+            self._finish(report)
+            return
         x_idx = self._zero_insert_and_pad(sg, op, inputs[2], lowering)
         bias = inputs[3] if len(inputs) > 3 else -1
         op.inputs = np.array([x_idx, inputs[1], bias], dtype=np.int32)
@@ -459,7 +469,8 @@ class _Rewriter:
         if self.portable:
             # Stock LiteRT runs an INT8 dynamic-range TRANSPOSE_CONV with a run-time
             # output_shape (dynamic batch) in a reference kernel 13x slower than float; the
-            # lowered INT8 CONV_2D is faster than float despite the s^2 work (docs/converter.md).
+            # lowered INT8 CONV_2D is faster than float despite the s^2 work
+            # (benchmarks/transpose_conv.py).
             from tfq.converter import portable
             op.opcodeIndex = self.opcode_index(builtin=schema.BuiltinOperator.CONV_2D)
             portable.rewrite_op(self, sg, op, "CONV_2D", {"weight_shape": list(flipped.shape)},
