@@ -93,6 +93,13 @@ void Tile(const uint8_t* w, int64_t row_bytes, const int8_t* a, int64_t lda, con
     for (int r = 0; r < MR; ++r)
       for (int p = 0; p < NR; ++p) acc16[r][p] = _mm256_setzero_si256();
     for (int64_t b = b0; b < b1; ++b) {
+      if (NR == 1) {
+        // GEMV streams the weights once: prefetch the next tile's rows (the
+        // MR rows after these, contiguous) at the rate this tile reads its own.
+        for (int l = 0; l < MR * 32; l += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(w + MR * row_bytes + b * MR * 32 + l),
+                       _MM_HINT_T0);
+      }
       __m256i raw[MR];
       for (int r = 0; r < MR; ++r)
         raw[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + r * row_bytes + b * 32));
