@@ -4,10 +4,11 @@ One Keras Conv2DTranspose (28x28x64 -> 56x56x32, 3x3, stride 2, SAME),
 ternary weights, as: the float .tflite (stock TRANSPOSE_CONV, LiteRT with
 XNNPACK); tfq's packed one (RESHAPE/PAD/RESHAPE/PAD + TFQ_CONV_2D,
 tfq.Interpreter with the delegate); tfq's portable one (the same lowering
-with an INT8 dynamic-range CONV_2D, stock LiteRT); and, for comparison, the
+with an INT8 dynamic-range CONV_2D, or with a static batch the INT8
+TRANSPOSE_CONV of the last column, stock LiteRT); and, for comparison, the
 float file with exact INT8 per-channel weights left on TRANSPOSE_CONV (stock
-LiteRT's hybrid kernel), the alternative the portable path does not take. Each with a dynamic batch
-(the TFLite converter then computes output_shape at run time, which XNNPACK
+LiteRT's hybrid kernel), which the portable path uses only with a static batch.
+Each with a dynamic batch (the TFLite converter then computes output_shape at run time, which XNNPACK
 does not take, so LiteRT runs its own kernel) and a static batch of 1
 (XNNPACK runs the float op). The lowered convolution does 4x the
 multiply-adds of the transpose convolution.
@@ -91,7 +92,8 @@ def main():
     print(f"# {_cpu()}, 1 thread, "
           f"median of {ROUNDS - WARMUP} interleaved runs, microseconds (ratio to float)")
     print("| batch | float TRANSPOSE_CONV | packed: lowered TFQ_CONV_2D (delegate) | "
-          "portable: lowered INT8 CONV_2D | INT8 TRANSPOSE_CONV (not lowered) |")
+          "portable (dynamic: lowered INT8 CONV_2D; static: INT8 TRANSPOSE_CONV) | "
+          "INT8 TRANSPOSE_CONV (hybrid, not lowered) |")
     print("|---|---|---|---|---|")
     for label, batch in (("dynamic", None), ("static 1", 1)):
         files = _models(batch)
