@@ -12,6 +12,7 @@ same library works with LiteRT's own API:
 import glob
 import os
 import pathlib
+from importlib import metadata
 
 from ai_edge_litert.interpreter import Interpreter as _LiteRtInterpreter
 
@@ -34,13 +35,11 @@ def _candidates():
     yield here / "delegates" / _LIB_NAME
     # Editable installs: the file recorded in the installed distribution.
     try:
-        from importlib import metadata
-
         dist = metadata.distribution("tfq")
         for f in dist.files or ():
             if f.name == _LIB_NAME:
                 yield pathlib.Path(dist.locate_file(f))
-    except Exception:  # noqa: BLE001 - metadata is optional here; fall through to build dirs
+    except metadata.PackageNotFoundError:  # not installed: the build dirs below remain
         pass
     root = here.parent
     for p in sorted(glob.glob(str(root / "build" / "*" / "tfq" / "delegates" / _LIB_NAME))):
