@@ -255,3 +255,22 @@ def test_transpose_conv_portable_static_batch_keeps_int8_transpose_conv():
     det, _ = sets.detect(np.transpose(kern, (2, 0, 1, 3)).reshape(4, -1))
     bound = np.abs(det.levels).sum(axis=1) * np.broadcast_to(det.scales, (4,)) * np.abs(x).max() / 254
     assert np.all(np.abs(got - want).reshape(-1, 4).max(axis=0) <= bound * (1 + 1e-4) + 1e-5)
+
+
+def test_conv1d_transpose_is_lowered_too():
+    """Conv1DTranspose converts to EXPAND_DIMS + TRANSPOSE_CONV (height 1): stride 1x2."""
+    inputs = keras.Input((9, 3))
+    model = keras.Model(inputs, keras.layers.Conv1DTranspose(4, 3, strides=2, padding="same",
+                                                             name="tconv")(inputs))
+    kernel = model.get_layer("tconv").kernel
+    kernel.assign(testing.in_set_kernel(tuple(kernel.shape), "ternary", np.random.default_rng(0),
+                                        channel_axes=(-2,)))
+    data = convert(model)
+    (report,) = data.report
+    assert report.packed and "stride 1x2" in report.reason
+    assert "TFQ_CONV_2D" in _ops(data) and "TRANSPOSE_CONV" not in _ops(data)
+    x = np.random.default_rng(1).normal(size=(2, 9, 3)).astype(np.float32)
+    np.testing.assert_allclose(ReferenceInterpreter(data).predict(x), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    approx = ReferenceInterpreter(data, "delegate").predict(x)
+    np.testing.assert_allclose(_run_delegate(data, x), approx, rtol=1e-5, atol=1e-6)
