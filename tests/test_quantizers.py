@@ -184,3 +184,46 @@ def test_warm_start_from_previous_scale(name):
     assert objective(moved, warm) <= objective(moved, cold) * 1.02 + 1e-9
     zero_start, _ = q.project(moved, init_scale=np.zeros(6, np.float32))
     assert objective(moved, zero_start) < objective(moved, np.zeros_like(moved))
+
+
+def test_pow2_nearest_level_exact_at_boundaries():
+    # The float32 path reads the exponent from the bits: check it against the
+    # definition on the boundaries 1.5 * 2^j (ties go up, like the old
+    # log formula), just around them, 0.5, denormals, huge values and NaN.
+    levels = Q._levels_for("pow2_4bit")
+    b = np.array([0.5] + [1.5 * 2.0**j for j in range(-1, 8)], np.float32)
+    t = np.concatenate([b, np.nextafter(b, 0), np.nextafter(b, np.inf), [0.0, 1e-45, 1e-38, 3e38, 0.75, 200.0]])
+    t = np.concatenate([t, -t]).astype(np.float32)
+    got = Q._nearest_level(tf.constant(t), levels).numpy()
+    d = np.abs(t[:, None].astype(np.float64) - levels[None, :])
+    best = d.min(axis=1)
+    assert np.all(np.abs(t - got) <= best + 1e-12)  # always a nearest level
+    # Exact ties 1.5 * 2^j go up to 2^(j+1) (clipped to 64); 0.5 goes to 0.
+    ties = np.array([1.5 * 2.0**j for j in range(-1, 8)], np.float32)
+    want = np.minimum(2.0 ** np.arange(0, 9), 64.0)
+    np.testing.assert_array_equal(Q._nearest_level(tf.constant(ties), levels).numpy(), want)
+    np.testing.assert_array_equal(Q._nearest_level(tf.constant(-ties), levels).numpy(), -want)
+    assert Q._nearest_level(tf.constant([0.5, -0.5], tf.float32), levels).numpy().tolist() == [0.0, 0.0]
+    assert Q._nearest_level(tf.constant([np.nan], tf.float32), levels).numpy()[0] == 0.0
+    # float64 keeps the log formula; same answers on the same values.
+    got64 = Q._nearest_level(tf.constant(t.astype(np.float64)), levels).numpy()
+    np.testing.assert_array_equal(got64, got)
+
+
+@pytest.mark.parametrize("name", ["ternary", "pow2_4bit"])
+def test_compiled_projection_matches_plain_ops(name):
+    # Big kernels are projected XLA-compiled (jit=None); same optimum as the plain ops.
+    q = Q.get(name)
+    rng = np.random.default_rng(11)
+    w = rng.normal(0, 0.05, size=(300, 230)).astype(np.float32)
+    m = (rng.random(w.shape) > 0.3).astype(np.float32)
+    for kw in ({}, {"mask": m}):
+        a, sa = q.project(w, jit=False, **kw)
+        b, sb = q.project(w, jit=True, **kw)
+        np.testing.assert_allclose(sb, sa, rtol=1e-4)
+        assert abs(objective(w, b, kw.get("mask")) - objective(w, a, kw.get("mask"))) <= 1e-5 * objective(w, a, kw.get("mask"))
+        moved = w + 1e-3 * rng.normal(size=w.shape).astype(np.float32)
+        c, sc = q.project(moved, init_scale=sa, jit=False, **kw)
+        d, sd = q.project(moved, init_scale=sa, jit=True, **kw)
+        np.testing.assert_allclose(sd, sc, rtol=1e-4)
+        assert abs(objective(moved, d, kw.get("mask")) - objective(moved, c, kw.get("mask"))) <= 1e-5 * objective(moved, c, kw.get("mask"))

@@ -16,6 +16,8 @@ References:
     the Last Bit Out with ADMM". AAAI 2018.
 """
 
+import functools
+
 import numpy as np
 import keras
 import tensorflow as tf
@@ -36,6 +38,11 @@ __all__ = [
 ]
 
 _MAX_ITERS = 50
+# Projections of tensors at least this big run XLA-compiled (`jit=None`): the
+# alternation is a chain of small elementwise passes plus row reductions that
+# XLA fuses into a couple of passes per iteration (3x faster on a 400k kernel);
+# smaller ones are not worth a compile per shape.
+_JIT_MIN_SIZE = 1 << 16
 
 
 def _levels_for(name):
@@ -105,13 +112,24 @@ def _nearest_level(t, levels):
         return tf.where(t > 0, tf.ones_like(t), -tf.ones_like(t))
     if symmetric and 0 in levels and np.array_equal(pos, 2 ** np.arange(pos.size)):
         # {0, ±1, ±2, ..., ±2^J}: the boundary between 2^j and 2^(j+1) is
-        # 1.5 * 2^j, so the exponent is floor(log2(|t| / 0.75)) clipped to [0, J];
-        # |t| <= 0.5 is 0. O(1) per entry instead of one compare per level.
+        # 1.5 * 2^j; |t| <= 0.5 is 0. O(1) per entry instead of one compare
+        # per level.
         a = tf.abs(t)
-        tiny = tf.constant(np.finfo(np.float32).tiny, t.dtype)
-        e = tf.floor(tf.math.log(tf.maximum(a, tiny) / 0.75) / np.log(2.0))
-        e = tf.clip_by_value(e, 0.0, float(pos.size - 1))
-        mag = tf.where(a > 0.5, tf.pow(tf.constant(2.0, t.dtype), e), tf.zeros_like(a))
+        if t.dtype == tf.float32:
+            # Exact, from the bits: |t| = 1.m * 2^e0 rounds up to 2^(e0+1)
+            # when m >= .5, i.e. when the top mantissa bit is set. A few
+            # integer ops instead of log, floor and pow (the projection's
+            # inner loop for pow2 on big kernels was dominated by them).
+            bits = tf.bitcast(a, tf.int32)
+            e = tf.bitwise.right_shift(bits, 23) - 127 + tf.bitwise.bitwise_and(tf.bitwise.right_shift(bits, 22), 1)
+            e = tf.clip_by_value(e, 0, pos.size - 1)
+            mag = tf.bitcast(tf.bitwise.left_shift(e + 127, 23), tf.float32)
+        else:
+            tiny = tf.constant(np.finfo(t.dtype.as_numpy_dtype).tiny, t.dtype)
+            e = tf.floor(tf.math.log(tf.maximum(a, tiny) / 0.75) / np.log(2.0))
+            e = tf.clip_by_value(e, 0.0, float(pos.size - 1))
+            mag = tf.pow(tf.constant(2.0, t.dtype), e)
+        mag = tf.where(a > 0.5, mag, tf.zeros_like(a))
         return tf.where(t < 0, -mag, mag)
     mids = (levels[1:] + levels[:-1]) / 2.0
     lv = tf.fill(tf.shape(t), tf.constant(float(levels[0]), t.dtype))
@@ -192,11 +210,20 @@ def _project_rows(w, m, levels, init_scale=None):
     return lv, s
 
 
+@functools.lru_cache(maxsize=None)
+def _compiled_project_rows(levels, warm):
+    """`_project_rows` for fixed levels as an XLA-compiled tf.function (one trace per shape)."""
+    lv = np.asarray(levels)
+    if warm:
+        return tf.function(lambda w, m, s: _project_rows(w, m, lv, s), jit_compile=True)
+    return tf.function(lambda w, m: _project_rows(w, m, lv), jit_compile=True)
+
+
 def _is_numpy(x):
     return isinstance(x, (np.ndarray, np.generic, list, tuple, float, int))
 
 
-def project(w, levels, mask=None, channel_axis=-1, init_scale=None):
+def project(w, levels, mask=None, channel_axis=-1, init_scale=None, jit=None):
     """Projects `w` onto `{scale[c] * level}` for the given integer levels.
 
     Args:
@@ -210,6 +237,9 @@ def project(w, levels, mask=None, channel_axis=-1, init_scale=None):
         init_scale: optional `[channels]` warm start (e.g. the scale of the
             previous projection); skips the grid of starting scales, so it is
             much cheaper but only finds the local optimum near it.
+        jit: run the alternation XLA-compiled (True), as plain TF ops (False),
+            or None: compiled for tensors of at least 65536 entries. Both give
+            the same projection up to float rounding.
 
     Returns:
         `(q, scale)`: q has w's shape and equals `scale[c] * level` entrywise;
@@ -233,7 +263,17 @@ def project(w, levels, mask=None, channel_axis=-1, init_scale=None):
         raise ValueError(f"mask shape {mt.shape.as_list()} does not match weight shape {shape}")
     rows, perm = _to_rows(wt, axes)
     mrows, _ = _to_rows(mt, axes)
-    lv, s = _project_rows(rows, mrows, np.asarray(levels), init_scale)
+    if jit is None:
+        jit = _prod(shape) >= _JIT_MIN_SIZE
+    if jit:
+        key = tuple(int(v) for v in np.asarray(levels).reshape(-1))
+        if init_scale is None:
+            lv, s = _compiled_project_rows(key, False)(rows, mrows)
+        else:
+            init = tf.reshape(tf.cast(tf.convert_to_tensor(init_scale), rows.dtype), [-1])
+            lv, s = _compiled_project_rows(key, True)(rows, mrows, init)
+    else:
+        lv, s = _project_rows(rows, mrows, np.asarray(levels), init_scale)
     q = _from_rows(s[:, None] * lv, shape, perm)
     if as_numpy:
         return q.numpy(), s.numpy()
@@ -304,12 +344,12 @@ class Quantizer:
         """Sorted numpy int32 array of the integer levels."""
         return _levels_for(self.name)
 
-    def project(self, w, mask=None, channel_axis=-1, init_scale=None):
+    def project(self, w, mask=None, channel_axis=-1, init_scale=None, jit=None):
         """Projects `w` onto this set. See `tfq.quantizers.project`.
 
         With `per_channel=False` the channel axis is ignored and scale has shape [1].
         """
-        return project(w, self.levels, mask, channel_axis if self.per_channel else None, init_scale)
+        return project(w, self.levels, mask, channel_axis if self.per_channel else None, init_scale, jit)
 
     def get_config(self):
         return {"per_channel": self.per_channel}

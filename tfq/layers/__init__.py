@@ -76,7 +76,9 @@ class _QuantMixin:
         axis = dict(self._tfq_kernels)[name]
         mask = self._tfq_masks.get(name)
         w = tf.convert_to_tensor(w)
-        q, _ = self.scheme.project(w, mask=None if mask is None else tf.convert_to_tensor(mask), channel_axis=axis)
+        # Plain ops: this runs inside the layer's forward pass (compiled with
+        # the train step as a whole), not as a separate XLA cluster.
+        q, _ = self.scheme.project(w, mask=None if mask is None else tf.convert_to_tensor(mask), channel_axis=axis, jit=False)
         return quantizers.straight_through(w, q)
 
     def quantized_weights(self):
