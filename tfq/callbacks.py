@@ -189,6 +189,7 @@ class ADMMCallback(keras.callbacks.Callback):
         self.specs = None
         self.state = None
         self._hook_phase = None
+        self._phase = None
         self._update_fn = None
         self._last_update = None
         self._epoch_start_step = 0
@@ -243,6 +244,12 @@ class ADMMCallback(keras.callbacks.Callback):
         return step
 
     def _install(self, phase):
+        self._phase = phase
+        if phase == admm_lib.PHASE_IDLE:
+            # Waiting (e.g. for pruning): the ADMM step with rho = 0 is the
+            # identity (G = U = 0 too), and installing it now saves retracing
+            # and recompiling the train step when ADMM starts mid-fit.
+            phase = admm_lib.PHASE_ADMM
         if self._hook_phase == phase:
             return
         for i, spec in enumerate(self.specs):
@@ -258,6 +265,7 @@ class ADMMCallback(keras.callbacks.Callback):
                 hook.admm = None
             KernelHook.detach_if_empty(spec.variable)
         self._hook_phase = None
+        self._phase = None
         _rebuild_train_function(self.model)
 
     # -- infrequent updates (tf.function, cross-replica) -------------------------
@@ -359,7 +367,7 @@ class ADMMCallback(keras.callbacks.Callback):
         self._install(phase)
 
     def on_train_batch_end(self, batch, logs=None):
-        if self._hook_phase != admm_lib.PHASE_ADMM:
+        if self._phase != admm_lib.PHASE_ADMM:
             return
         step = self._epoch_start_step + batch + 1
         if step // self.update_every != self._last_update:
