@@ -1,7 +1,8 @@
 """Training-time overhead of the tfq callbacks: seconds per epoch, plain fit vs ADMM / pruning.
 
 The configurations run round-robin (interleaved, so load changes on a shared
-machine hit all of them alike), each on a fresh model; each `fit` runs 2 epochs
+machine hit all of them alike) after an untimed warm-up fit of each, each on a
+fresh model; each `fit` runs 2 epochs
 and only the second is timed (the first includes tracing; with the default
 pruning schedule, masks still change during the first 20% of it),
 from the start of the epoch to the end of training (all callback work of the
@@ -60,6 +61,13 @@ def main():
           f"batch {args.batch}, {args.rounds} interleaved rounds, median of the timed epochs")
     for name in args.models.split(","):
         runs = {label: (None, []) for label in CONFIGS}
+        # Warm-up, untimed: one short fit per configuration, so one-off
+        # process-wide costs (the XLA compiles of the projections, the first
+        # traces) do not land in the first round.
+        for make in CONFIGS.values():
+            model = builders[name]()
+            model.compile(keras.optimizers.Adam(1e-3), LOSS)
+            model.fit(x[:4096], y[:4096], epochs=2, batch_size=args.batch, verbose=0, callbacks=make())
         for _ in range(args.rounds):
             for label, make in CONFIGS.items():
                 times = runs[label][1]
