@@ -143,3 +143,26 @@ def test_model_without_supported_layers():
     model.compile("sgd", "mse")
     with pytest.raises(ValueError, match="nothing to compress"):
         model.fit(np.ones((4, 4)), np.ones((4, 4)), verbose=0, callbacks=[tfq.PruningCallback(0.5)])
+
+
+def test_slope_is_windowed_mean_step(mnist_small):
+    """Without regrowth the slope is refreshed at mask updates from a snapshot taken 1/(1-beta) steps before."""
+    (x, y), _ = mnist_small
+    model = compiled()
+    model.compile(keras.optimizers.SGD(0.05), LOSS)
+    seen = {}
+
+    class Record(keras.callbacks.Callback):  # runs before the pruning callback's mask update
+        def on_train_batch_end(self, batch, logs=None):
+            if batch + 1 in (10, 20):
+                seen[batch + 1] = self.model.get_layer("fc2").kernel.numpy().copy()
+
+    cb = tfq.PruningCallback(0.5, schedule=pruning.ConstantSparsity(0.5, begin_step=20, frequency=20), beta=0.9)
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[Record(), cb])  # 32 steps
+    state = model._tfq_pruning
+    i = state.keys.index("fc2/kernel")
+    want = (1 - 0.9**10) * (seen[20] - seen[10]) / 10
+    np.testing.assert_allclose(state.slope[i].numpy(), want, rtol=1e-4, atol=1e-9)
+    assert np.abs(want).max() > 0
+    # The next window (for the update at step 40) started at step 30.
+    assert int(state.step.numpy()) == 30

@@ -479,6 +479,9 @@ class PruningCallback(keras.callbacks.Callback):
         self.state = None
         self._installed = False
         self._update_fn = None
+        self._snapshot_fn = None
+        self._window = 1
+        self._last_refresh = 0
         self._epoch_start_step = 0
 
     def set_model(self, model):
@@ -501,24 +504,31 @@ class PruningCallback(keras.callbacks.Callback):
     def _make_step(self, i):
         spec, state = self.specs[i], self.state
         msg = f"tfq pruning: NaN or Inf in layer {spec.layer.name!r} {spec.name} after the optimizer step (weights or gradients)"
-        track = self.importance == "gradient" or self.regrowth
         beta, regrowth = self.beta, self.regrowth
 
+        if not regrowth:
+            # Per step only the mask product (pruned weights stay exactly 0);
+            # the slope is measured from `prev` by the callback (`_refresh`).
+            def step(w):
+                w = _finite_or_raise(w, msg)
+                return w * tf.cast(state.mask[i], w.dtype)
+
+            return step, None
+
+        # With regrowth the optimizer's steps on pruned weights are zeroed by
+        # the mask every step, so they must be accumulated (and measured) per step.
         def step(w):
             w = _finite_or_raise(w, msg)
             masked = w * tf.cast(state.mask[i], w.dtype)
-            if regrowth:
-                alive = state.mask[i] > 0
-                state.shadow[i].assign(tf.where(alive, w, state.shadow[i] + (w - state.prev[i])))
-            if track:
-                # Signed running average: the steady drift survives, noise cancels.
-                delta = w - state.prev[i]
-                state.slope[i].assign(beta * state.slope[i] + (1.0 - beta) * delta)
+            alive = state.mask[i] > 0
+            state.shadow[i].assign(tf.where(alive, w, state.shadow[i] + (w - state.prev[i])))
+            # Signed running average: the steady drift survives, noise cancels.
+            delta = w - state.prev[i]
+            state.slope[i].assign(beta * state.slope[i] + (1.0 - beta) * delta)
             return masked
 
         def post(w_final):
-            if track:
-                state.prev[i].assign(w_final)
+            state.prev[i].assign(w_final)
 
         return step, post
 
@@ -538,11 +548,24 @@ class PruningCallback(keras.callbacks.Callback):
     def _build_update_fn(self, schedule):
         specs, state = self.specs, self.state
         gamma, regrowth, use_slope = self.gamma, self.regrowth, self.importance == "gradient"
+        beta = self.beta
+        # Without regrowth the slope is refreshed here from the kernel's change
+        # since the snapshot `prev` taken at optimizer step `state.step`.
+        refresh = use_slope and not regrowth
 
         @tf.function
         def update(step):
             should, sparsity = schedule(step)
             should = tf.convert_to_tensor(should)
+            if refresh:
+                n = tf.maximum(step - state.step, 1)
+                b = tf.pow(tf.constant(beta, tf.float32), tf.cast(n, tf.float32))
+                for i, spec in enumerate(specs):
+                    w = tf.convert_to_tensor(spec.variable)
+                    # Mean step per optimizer step over the window (the
+                    # per-step EMA with decay beta, applied n steps at once).
+                    delta = (w - state.prev[i]) / tf.cast(n, w.dtype)
+                    state.slope[i].assign(tf.cast(b, w.dtype) * state.slope[i] + tf.cast(1.0 - b, w.dtype) * delta)
 
             def prune():
                 for i, spec in enumerate(specs):
@@ -558,8 +581,21 @@ class PruningCallback(keras.callbacks.Callback):
                 return tf.constant(True)
 
             tf.cond(should, prune, lambda: tf.constant(False))
+            if refresh:
+                for i, spec in enumerate(specs):
+                    state.prev[i].assign(spec.variable)
             state.step.assign(step)
 
+        @tf.function
+        def snapshot(step):
+            # Start of the slope window before the next mask update.
+            for i, spec in enumerate(specs):
+                state.prev[i].assign(spec.variable)
+            state.step.assign(step)
+
+        self._snapshot_fn = snapshot if refresh else None
+        # Window length: the EMA's time constant, 1 / (1 - beta) steps.
+        self._window = max(1, int(round(1.0 / (1.0 - beta))))
         return update
 
     def on_train_begin(self, logs=None):
@@ -573,6 +609,7 @@ class PruningCallback(keras.callbacks.Callback):
                     _check_finite(spec)
                     self.state.prev[i].assign(spec.variable)
                 self.state.begin_step.assign(int(_numpy(self.model.optimizer.iterations)))
+                self.state.step.assign(int(_numpy(self.model.optimizer.iterations)))
                 self.state.initialized.assign(1)
         self._make_schedule()
         self._schedule_fresh = False
@@ -597,6 +634,21 @@ class PruningCallback(keras.callbacks.Callback):
             self._make_schedule()
             self._schedule_fresh = True
         self._epoch_start_step = int(_numpy(self.model.optimizer.iterations))
+        self._last_refresh = int(_numpy(self.state.step))
+
+    def _next_due(self, step):
+        """First step after `step` at which the schedule may prune (None: unknown or never)."""
+        sch = self._schedule
+        freq, begin = getattr(sch, "frequency", None), getattr(sch, "begin_step", None)
+        if not isinstance(freq, int) or not isinstance(begin, int) or freq < 1:
+            return None
+        end = getattr(sch, "end_step", None)
+        nxt = begin if step < begin else begin + ((step - begin) // freq + 1) * freq
+        if isinstance(end, int) and end >= 0:
+            if step >= end:
+                return None
+            nxt = min(nxt, end)
+        return nxt
 
     def _maybe_due(self, step):
         # Skip the call on steps where a schedule with the usual attributes
@@ -618,6 +670,15 @@ class PruningCallback(keras.callbacks.Callback):
         if self._maybe_due(step):
             with _strategy(self.model).scope():
                 self._update_fn(tf.constant(step, tf.int64))
+            self._last_refresh = step
+        elif self._snapshot_fn is not None:
+            # Snapshot the kernels `window` steps before the next mask update,
+            # so the slope it uses is the mean step of those last steps.
+            nxt = self._next_due(step)
+            if nxt is not None and 0 < nxt - step <= self._window < nxt - self._last_refresh:
+                with _strategy(self.model).scope():
+                    self._snapshot_fn(tf.constant(step, tf.int64))
+                self._last_refresh = step
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:

@@ -1,10 +1,16 @@
 """Gradient-aware pruning: masks, importance scores and sparsity schedules.
 
 A weight is pruned only when both its value and its slope are small. The slope
-is the absolute value of the running average of the change the optimizer makes
-to the weight each step, its drift (for plain SGD that is `lr * |running
+is the absolute value of a running average of the change the optimizer makes
+to the weight per step, its drift (for plain SGD that is `lr * |running
 average of the gradient|`; for adaptive optimizers it is the step actually
-taken; Keras callbacks do not see gradients). Pruned weights keep receiving updates from the
+taken; Keras callbacks do not see gradients). Without regrowth it is measured
+in windows, not every step: the kernel is snapshotted (`prev`, at optimizer
+step `step`) about `1 / (1 - beta)` steps before each mask update, and at the
+update `slope <- beta^n * slope + (1 - beta^n) * (w - prev) / n` with `n` the
+steps since the snapshot (the per-step average with decay `beta`, applied to
+the window's mean step; with a schedule tfq cannot read ahead it is every
+step, `n = 1`). With regrowth it is updated every step. Pruned weights keep receiving updates from the
 optimizer, which are measured and then zeroed, so with `regrowth=True` a pruned
 connection whose slope grows large can come back, as in Dynamic Network
 Surgery (it returns with the value its steps accumulated while pruned). The importance of a weight is
@@ -146,7 +152,11 @@ def prune_mask(score, sparsity, mask=None, regrowth=False):
 
 
 class PruningState(keras.layers.Layer):
-    """Variables of pruning for a list of kernels: masks, slope averages, last values.
+    """Variables of pruning for a list of kernels: masks, slope averages, snapshots.
+
+    `prev` is the kernel's value at optimizer step `step` (the start of the
+    slope window; every step with regrowth), `shadow` the value pruned
+    weights would have (regrowth only).
 
     Attached to the model as `model._tfq_pruning` (see `tfq.admm.ADMMState`).
     """
