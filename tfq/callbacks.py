@@ -131,7 +131,30 @@ def _steps_per_epoch(params):
     return int(steps) if steps else None
 
 
-class ADMMCallback(keras.callbacks.Callback):
+class _KernelStateCallback(keras.callbacks.Callback):
+    """Shared set-up of the callbacks that keep per-kernel state on the model."""
+
+    def set_model(self, model):
+        super().set_model(model)
+        if model.built and self.specs is None:
+            self._setup()
+
+    def _attach_state(self, attr, make_state, compatible=lambda state: True):
+        """Returns the state layer at `model.<attr>`, made anew unless it matches `self.specs`.
+
+        The state is not a layer of the model (the model's config must not
+        change) but is saved with it: Keras' saver walks all attributes.
+        """
+        model = self.model
+        state = getattr(model, attr, None)
+        if state is None or state.keys != [s.key for s in self.specs] or not compatible(state):
+            with _strategy(model).scope():
+                state = make_state()
+            object.__setattr__(model, attr, state)
+        return state
+
+
+class ADMMCallback(_KernelStateCallback):
     """Trains the model's kernels into a low-bit set with ADMM (Leng et al., AAAI 2018).
 
     ADMM runs for the first `epochs - finetune_epochs` epochs; then every kernel
@@ -209,24 +232,12 @@ class ADMMCallback(keras.callbacks.Callback):
 
     # -- setup -----------------------------------------------------------------
 
-    def set_model(self, model):
-        super().set_model(model)
-        if model.built and self.specs is None:
-            self._setup()
-
     def _setup(self):
         model = self.model
         if not model.built:
             raise ValueError(f"ADMMCallback: model {model.name!r} must be built before fit")
         self.specs = select_kernels(model, self.scheme, self.layers, self.skip_first_last, what="ADMM")
-        state = getattr(model, "_tfq_admm", None)
-        if state is None or state.keys != [s.key for s in self.specs]:
-            with _strategy(model).scope():
-                state = admm_lib.ADMMState(self.specs, name="tfq_admm_state")
-            # Not a layer of the model (its config must not change), but saved
-            # with it: Keras' saver walks all attributes.
-            object.__setattr__(model, "_tfq_admm", state)
-        self.state = state
+        self.state = self._attach_state("_tfq_admm", lambda: admm_lib.ADMMState(self.specs, name="tfq_admm_state"))
 
     def _masks(self):
         pstate = getattr(self.model, "_tfq_pruning", None)
@@ -420,7 +431,7 @@ class ADMMCallback(keras.callbacks.Callback):
         self._record()
 
 
-class PruningCallback(keras.callbacks.Callback):
+class PruningCallback(_KernelStateCallback):
     """Prunes kernels during `fit` by importance (value and slope), to a target sparsity.
 
     Args:
@@ -484,22 +495,16 @@ class PruningCallback(keras.callbacks.Callback):
         self._last_refresh = 0
         self._epoch_start_step = 0
 
-    def set_model(self, model):
-        super().set_model(model)
-        if model.built and self.specs is None:
-            self._setup()
-
     def _setup(self):
         model = self.model
         if not model.built:
             raise ValueError(f"PruningCallback: model {model.name!r} must be built before fit")
         self.specs = select_kernels(model, None, self.layers, self.skip_first_last, what="pruning")
-        state = getattr(model, "_tfq_pruning", None)
-        if state is None or state.keys != [s.key for s in self.specs] or state.regrowth != self.regrowth:
-            with _strategy(model).scope():
-                state = pruning_lib.PruningState(self.specs, regrowth=self.regrowth, name="tfq_pruning_state")
-            object.__setattr__(model, "_tfq_pruning", state)
-        self.state = state
+        self.state = self._attach_state(
+            "_tfq_pruning",
+            lambda: pruning_lib.PruningState(self.specs, regrowth=self.regrowth, name="tfq_pruning_state"),
+            compatible=lambda state: state.regrowth == self.regrowth,
+        )
 
     def _make_step(self, i):
         spec, state = self.specs[i], self.state
