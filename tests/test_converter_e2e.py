@@ -17,18 +17,6 @@ from tfq.converter import convert, format as fmt, testing
 from tfq.converter.reference import ReferenceInterpreter
 
 
-def _run_delegate(data, x):
-    from tfq.runtime import Interpreter
-    it = Interpreter(model_content=bytes(data))
-    it.allocate_tensors()
-    out = []
-    for row in x:
-        it.set_tensor(it.get_input_details()[0]["index"], row[None])
-        it.invoke()
-        out.append(it.get_tensor(it.get_output_details()[0]["index"])[0].copy())
-    return np.stack(out)
-
-
 @pytest.mark.parametrize("kind", ["cnn", "mlp"])
 @pytest.mark.parametrize("scheme", fmt.SCHEMES)
 def test_delegate_matches_reference(kind, scheme):
@@ -37,7 +25,7 @@ def test_delegate_matches_reference(kind, scheme):
     data = convert(model)
     x = np.random.default_rng(4).normal(size=(3,) + tuple(model.input_shape[1:])).astype(np.float32)
     want = ReferenceInterpreter(data, "delegate").predict(x)
-    got = _run_delegate(data, x)
+    got = testing.run_with_delegate(data, x)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
 
 
@@ -52,7 +40,7 @@ def test_delegate_runs_packed_lstm_loop():
     data = convert(model)
     x = rng.normal(size=(2, 6, 5)).astype(np.float32)
     want = ReferenceInterpreter(data, "delegate").predict(x)
-    np.testing.assert_allclose(_run_delegate(data, x), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(testing.run_with_delegate(data, x), want, rtol=1e-5, atol=1e-6)
 
 
 def _layer_model(kind):
@@ -87,4 +75,4 @@ def test_more_layer_types(kind):
     np.testing.assert_allclose(ReferenceInterpreter(data).predict(x), model.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-5)
     want = ReferenceInterpreter(data, "delegate").predict(x)
-    np.testing.assert_allclose(_run_delegate(data, x), want, rtol=1e-5, atol=1e-6 * np.abs(want).max())
+    np.testing.assert_allclose(testing.run_with_delegate(data, x), want, rtol=1e-5, atol=1e-6 * np.abs(want).max())

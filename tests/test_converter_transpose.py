@@ -34,18 +34,6 @@ def _ops(data):
     return [tflite_io.op_name(fb, op) for op in fb.subgraphs[0].operators]
 
 
-def _run_delegate(data, x):
-    from tfq.runtime import Interpreter
-    it = Interpreter(model_content=bytes(data))
-    it.allocate_tensors()
-    out = []
-    for row in x:
-        it.set_tensor(it.get_input_details()[0]["index"], row[None])
-        it.invoke()
-        out.append(it.get_tensor(it.get_output_details()[0]["index"])[0].copy())
-    return np.stack(out)
-
-
 def _golden(strides, padding, use_bias, kernel):
     """The op list: zero insertion only for stride > 1; a border PAD (kernel > 1) always."""
     ops = ["RESHAPE", "PAD", "RESHAPE"] if strides > 1 else []
@@ -86,7 +74,7 @@ def test_transpose_conv_matches_keras_and_delegate(scheme, case):
     err = np.abs(approx - exact).reshape(3, -1, kern.shape[2]).max(axis=1)
     assert np.all(err <= bound * (1 + 1e-5) + 1e-6)
 
-    got = _run_delegate(data, x)
+    got = testing.run_with_delegate(data, x)
     np.testing.assert_allclose(got, approx, rtol=1e-5, atol=1e-6 * np.abs(approx).max())
 
 
@@ -150,7 +138,7 @@ def test_transpose_conv_output_shape_cropped_with_slice():
     np.testing.assert_allclose(ReferenceInterpreter(float_bytes).predict(x), want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(ReferenceInterpreter(data).predict(x), want, rtol=1e-5, atol=1e-6)
     approx = ReferenceInterpreter(data, "delegate").predict(x)
-    np.testing.assert_allclose(_run_delegate(data, x), approx, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(testing.run_with_delegate(data, x), approx, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("scheme", ["ternary", "pow2_4bit"])
@@ -224,7 +212,7 @@ def test_decoder_with_folded_batch_norm_runs_in_delegate():
     np.testing.assert_allclose(ReferenceInterpreter(data).predict(x), model.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-6)
     approx = ReferenceInterpreter(data, "delegate").predict(x)
-    np.testing.assert_allclose(_run_delegate(data, x), approx, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(testing.run_with_delegate(data, x), approx, rtol=1e-5, atol=1e-6)
 
 
 def test_transpose_conv_portable_static_batch_keeps_int8_transpose_conv():
@@ -273,4 +261,4 @@ def test_conv1d_transpose_is_lowered_too():
     np.testing.assert_allclose(ReferenceInterpreter(data).predict(x), model.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-6)
     approx = ReferenceInterpreter(data, "delegate").predict(x)
-    np.testing.assert_allclose(_run_delegate(data, x), approx, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(testing.run_with_delegate(data, x), approx, rtol=1e-5, atol=1e-6)

@@ -138,3 +138,19 @@ def random_compressed_tflite(scheme="ternary", kind="cnn", seed=0, portable=Fals
     from tfq.converter import convert
     model = random_compressed_model(scheme, kind, seed, **kwargs)
     return convert(model, portable=portable), model
+
+
+def run_with_delegate(tflite_bytes, x):
+    """Runs a converted model image by image through `tfq.Interpreter`; returns the stacked outputs."""
+    from tfq.runtime import Interpreter
+
+    interp = Interpreter(model_content=bytes(tflite_bytes))
+    interp.allocate_tensors()
+    in_index = interp.get_input_details()[0]["index"]
+    out_index = interp.get_output_details()[0]["index"]
+    out = []
+    for row in x:
+        interp.set_tensor(in_index, row[None])
+        interp.invoke()
+        out.append(interp.get_tensor(out_index)[0].copy())
+    return np.stack(out)
