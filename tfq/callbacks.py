@@ -37,6 +37,8 @@ class KernelHook(keras.constraints.Constraint):
 
     def __init__(self, original=None):
         self.original = original
+        # Set by the callbacks: checked once per step, whichever are installed.
+        self.finite_msg = None
         self.pruning = None
         self.admm = None
         # Sees the final value of the step: pruning measures the optimizer's
@@ -46,6 +48,8 @@ class KernelHook(keras.constraints.Constraint):
     def __call__(self, w):
         if self.original is not None:
             w = self.original(w)
+        if self.finite_msg is not None and not self.empty:
+            w = _finite_or_raise(w, self.finite_msg)
         if self.pruning is not None:
             w = self.pruning(w)
         if self.admm is not None:
@@ -59,11 +63,14 @@ class KernelHook(keras.constraints.Constraint):
         return self.pruning is None and self.admm is None
 
     @staticmethod
-    def attach(variable):
+    def attach(variable, spec=None):
         hook = variable.constraint
         if not isinstance(hook, KernelHook):
             hook = KernelHook(hook)
             variable.constraint = hook
+        if spec is not None:
+            hook.finite_msg = (f"tfq: NaN or Inf in layer {spec.layer.name!r} {spec.name} after the optimizer step "
+                               "(weights or gradients)")
         return hook
 
     @staticmethod
@@ -251,11 +258,9 @@ class ADMMCallback(_KernelStateCallback):
         masks = self._masks()
         mask = masks[i]
         optimizer = self.model.optimizer
-        msg = f"tfq ADMM: NaN or Inf in layer {spec.layer.name!r} {spec.name} after the optimizer step (weights or gradients)"
         axis = spec.channel_axis if spec.quantizer.per_channel else None
 
         def step(w):
-            w = _finite_or_raise(w, msg)
             if phase == admm_lib.PHASE_ADMM:
                 eta_rho = tf.cast(optimizer.learning_rate, w.dtype) * tf.cast(state.rho, w.dtype)
                 w = admm_lib.prox_step(w, state.g[i] - state.u[i], eta_rho)
@@ -277,7 +282,7 @@ class ADMMCallback(_KernelStateCallback):
         if self._hook_phase == phase:
             return
         for i, spec in enumerate(self.specs):
-            hook = KernelHook.attach(spec.variable)
+            hook = KernelHook.attach(spec.variable, spec)
             hook.admm = self._make_step(i, phase) if phase in (admm_lib.PHASE_ADMM, admm_lib.PHASE_FINETUNE) else None
         self._hook_phase = phase
         _rebuild_train_function(self.model)
@@ -348,6 +353,13 @@ class ADMMCallback(_KernelStateCallback):
         if int(_numpy(self.state.phase)) == admm_lib.PHASE_DONE:
             self.state.phase.assign(admm_lib.PHASE_IDLE)
         self._update_fn = self._build_update_fn()
+        if int(_numpy(self.state.phase)) == admm_lib.PHASE_IDLE:
+            # Trace (and XLA-compile) the update now, outside the epochs: the
+            # first call costs about a second on LeNet-300-100, which would
+            # otherwise land in the epoch where ADMM starts. Harmless while
+            # idle: the start resets G, U, the scales and the step.
+            with _strategy(self.model).scope():
+                self._update_fn(tf.constant(0, tf.int64))
         self._record()
 
     def _switch_epoch(self):
@@ -508,14 +520,12 @@ class PruningCallback(_KernelStateCallback):
 
     def _make_step(self, i):
         spec, state = self.specs[i], self.state
-        msg = f"tfq pruning: NaN or Inf in layer {spec.layer.name!r} {spec.name} after the optimizer step (weights or gradients)"
         beta, regrowth = self.beta, self.regrowth
 
         if not regrowth:
             # Per step only the mask product (pruned weights stay exactly 0);
             # the slope is measured from `prev` by the callback (`_refresh`).
             def step(w):
-                w = _finite_or_raise(w, msg)
                 return w * tf.cast(state.mask[i], w.dtype)
 
             return step, None
@@ -523,7 +533,7 @@ class PruningCallback(_KernelStateCallback):
         # With regrowth the optimizer's steps on pruned weights are zeroed by
         # the mask every step, so they must be accumulated (and measured) per step.
         def step(w):
-            w = _finite_or_raise(w, msg)
+            w = tf.convert_to_tensor(w)
             masked = w * tf.cast(state.mask[i], w.dtype)
             alive = state.mask[i] > 0
             state.shadow[i].assign(tf.where(alive, w, state.shadow[i] + (w - state.prev[i])))
@@ -619,7 +629,7 @@ class PruningCallback(_KernelStateCallback):
         self._make_schedule()
         self._schedule_fresh = False
         for i, spec in enumerate(self.specs):
-            hook = KernelHook.attach(spec.variable)
+            hook = KernelHook.attach(spec.variable, spec)
             hook.pruning, hook.pruning_post = self._make_step(i)
         self._installed = True
         _rebuild_train_function(self.model)
