@@ -166,3 +166,17 @@ def test_slope_is_windowed_mean_step(mnist_small):
     assert np.abs(want).max() > 0
     # The next window (for the update at step 40) started at step 30.
     assert int(state.step.numpy()) == 30
+
+
+@pytest.mark.parametrize("with_admm", [False, True])
+def test_nan_during_training_raises_naming_layer(mnist_small, with_admm):
+    # Not per step (that cost 5% of a step): at the next mask update or epoch end.
+    (x, y), _ = mnist_small
+    model = compiled()
+    bad = x[:128].copy()
+    bad[0, 0, 0, 0] = np.inf
+    callbacks = [tfq.PruningCallback(0.5, frequency=1000)]
+    if with_admm:
+        callbacks.append(tfq.ADMMCallback("ternary", update_every=1000))
+    with pytest.raises(Exception, match="NaN or Inf in layer 'fc1'"):
+        model.fit(bad, y[:128], epochs=1, batch_size=64, verbose=0, callbacks=callbacks)
