@@ -329,3 +329,30 @@ def test_packer_matches_converter():
         theirs = np.asarray(fmt.pack_codes(codes, native.BITS[scheme],
                                            zero_code=native.zero_code(scheme))).reshape(-1)
         np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("kind", ["conv3x3", "conv1x1", "depthwise"])
+def test_large_image_parallel_quantization(lib, simd, kind):
+    """Images of 2^15+ values are quantized in parallel pixel chunks (the small
+    cases above stay on one thread): every thread count must give the reference
+    output, also with a NaN or an all-zero image."""
+    rng = np.random.default_rng(300)
+    h, w, c = 37, 33, 29  # 35409 values, chunks of 564 pixels, a ragged last chunk
+    k = (1, 1) if kind == "conv1x1" else (3, 3)
+    depthwise = kind == "depthwise"
+    oc = c if depthwise else 23
+    shape = (k[0] * k[1], oc) if depthwise else (oc, k[0], k[1], c)
+    levels = native.random_levels(rng, shape, "ternary")
+    packed = native.pack_levels(levels if depthwise else levels.reshape(oc, -1), "ternary")
+    scale = rng.uniform(0.01, 0.3, oc).astype(np.float32)
+    bias = rng.standard_normal(oc).astype(np.float32)
+    x = rng.standard_normal((1, h, w, c)).astype(np.float32)
+    bad = x.copy()
+    bad[0, h - 1, w - 1, c - 1] = np.nan  # in the last chunk
+    for image in (x, bad, np.zeros_like(x)):
+        kw_args = dict(activation=ACTS[1], padding="SAME", depthwise=depthwise, lib=lib)
+        y_ref = native.conv(image, packed, "ternary", k, oc, scale, bias, force_reference=True, **kw_args)
+        for threads in (1, 2, 3, 4):
+            y = native.conv(image, packed, "ternary", k, oc, scale, bias, threads=threads, **kw_args)
+            np.testing.assert_array_equal(y, y_ref, err_msg=f"{kind} threads={threads}")
+        assert np.all(np.isnan(y_ref)) == (image is bad)

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,19 @@ bool MakeWeights(int scheme, const uint8_t* codes, int64_t rows, int64_t k, tfq:
   w->k = k;
   w->row_bytes = tfq::RowBytes(w->scheme, k);
   return w->row_bytes > 0 && tfq::AccumulatorFits(w->scheme, k);
+}
+
+// One pool per thread count, kept for the life of the process, as the
+// delegate keeps one per delegate instance: timing a call through this API
+// then measures the kernels, not thread creation.
+tfq::ThreadPool* SharedPool(int threads) {
+  if (threads <= 1) return nullptr;
+  if (threads > 64) threads = 64;
+  static std::mutex mu;
+  static std::unique_ptr<tfq::ThreadPool> pools[65];
+  std::lock_guard<std::mutex> lock(mu);
+  if (!pools[threads]) pools[threads].reset(new tfq::ThreadPool(threads));
+  return pools[threads].get();
 }
 
 void* AlignedScratch(size_t bytes, std::vector<uint64_t>* storage) {
@@ -69,10 +83,9 @@ TFQ_EXPORT int tfq_testing_fully_connected(const float* x, int64_t m, int scheme
   e.per_channel_scale = per_channel != 0;
   e.bias = bias;
   e.activation = static_cast<tfq::Activation>(activation);
-  std::unique_ptr<tfq::ThreadPool> pool(threads > 1 ? new tfq::ThreadPool(threads) : nullptr);
   tfq::KernelOptions opt;
   opt.force_reference = force_reference != 0;
-  opt.pool = pool.get();
+  opt.pool = SharedPool(threads);
   opt.min_parallel_macs = 0;  // the tests use small shapes: split them anyway
   std::vector<uint8_t> exec;
   int group = 0;
@@ -147,11 +160,10 @@ TFQ_EXPORT int tfq_testing_conv(int depthwise, const float* x, const int* geo, i
   e.per_channel_scale = per_channel != 0;
   e.bias = bias;
   e.activation = static_cast<tfq::Activation>(activation);
-  const int nthreads = threads > 1 ? threads : 1;
-  std::unique_ptr<tfq::ThreadPool> pool(nthreads > 1 ? new tfq::ThreadPool(nthreads) : nullptr);
   tfq::KernelOptions opt;
   opt.force_reference = force_reference != 0;
-  opt.pool = pool.get();
+  opt.pool = SharedPool(threads);
+  const int nthreads = opt.pool ? opt.pool->num_threads() : 1;
   opt.min_parallel_macs = 0;  // the tests use small shapes: split them anyway
   std::vector<uint64_t> storage;
   const size_t bytes = depthwise ? tfq::DepthwiseScratchBytes(w, g, nthreads)
