@@ -180,3 +180,34 @@ def test_nan_during_training_raises_naming_layer(mnist_small, with_admm):
         callbacks.append(tfq.ADMMCallback("ternary", update_every=1000))
     with pytest.raises(Exception, match="NaN or Inf in layer 'fc1'"):
         model.fit(bad, y[:128], epochs=1, batch_size=64, verbose=0, callbacks=callbacks)
+
+
+@pytest.mark.parametrize("opt", ["adam", "sgd_momentum", "sgd"])
+def test_slope_is_the_optimizers_gradient_average(mnist_small, opt):
+    """With Adam (and the others that keep one) the slope is the optimizer's running average of the gradient."""
+    (x, y), _ = mnist_small
+    model = compiled()
+    optimizer = {"adam": keras.optimizers.Adam(1e-3), "sgd_momentum": keras.optimizers.SGD(0.01, momentum=0.9),
+                 "sgd": keras.optimizers.SGD(0.01)}[opt]
+    model.compile(optimizer, LOSS)
+    kernel = model.get_layer("fc2").kernel
+    seen = {}
+
+    class Record(keras.callbacks.Callback):  # runs before the pruning callback's mask update
+        def on_train_batch_end(self, batch, logs=None):
+            if batch + 1 == 20:
+                slots = {v.name: v for v in self.model.optimizer.variables}
+                m = slots.get(kernel.path.replace("/", "_") + "_momentum")
+                seen["m"] = None if m is None else m.numpy().copy()
+                seen["w"] = kernel.numpy().copy()
+
+    cb = tfq.PruningCallback(0.5, schedule=pruning.ConstantSparsity(0.5, begin_step=20, frequency=100))
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[Record(), cb])  # 32 steps
+    state = model._tfq_pruning
+    i = state.keys.index("fc2/kernel")
+    if opt == "sgd":  # keeps no average: the windowed mean step (test above)
+        assert seen["m"] is None and cb._moments is None
+        return
+    np.testing.assert_allclose(state.slope[i].numpy(), np.abs(seen["m"]), rtol=1e-6)
+    want = pruning.prune_mask(pruning.importance(tf.constant(seen["w"]), tf.constant(np.abs(seen["m"]))), 0.5)
+    np.testing.assert_array_equal(state.mask[i].numpy(), want.numpy())

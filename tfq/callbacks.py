@@ -146,6 +146,28 @@ def _steps_per_epoch(params):
     return int(steps) if steps else None
 
 
+def _gradient_averages(optimizer, variables):
+    """The optimizer's running average of the gradient of each variable, or None.
+
+    Adam, AdamW, Adamax, Nadam and Lion keep one (their first moment), and SGD
+    with momentum keeps a multiple of one; Keras names these slots
+    `<variable path with _>_momentum` (`add_variable_from_reference`). Returns
+    None when the optimizer keeps none, or is not built yet.
+    """
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
+    O = keras.optimizers
+    kinds = (O.Adam, O.AdamW, O.Adamax, O.Nadam, O.Lion)
+    if not (isinstance(optimizer, kinds) or (isinstance(optimizer, O.SGD) and float(optimizer.momentum) > 0)):
+        return None
+    if not optimizer.built:
+        return None
+    by_name = {v.name: v for v in optimizer.variables}
+    found = [by_name.get(v.path.replace("/", "_") + "_momentum") for v in variables]
+    if any(f is None or tuple(f.shape) != tuple(v.shape) for f, v in zip(found, variables)):
+        return None
+    return found
+
+
 class _KernelStateCallback(keras.callbacks.Callback):
     """Shared set-up of the callbacks that keep per-kernel state on the model."""
 
@@ -466,8 +488,12 @@ class PruningCallback(_KernelStateCallback):
             callable `step -> (should_prune, sparsity)`, e.g. TFMOT's
             `PruningSchedule` objects.
         importance: "gradient" (value and slope) or "magnitude" (value only).
+            The slope is the optimizer's running average of the gradient
+            when it keeps one (Adam, AdamW, Adamax, Nadam, Lion, SGD with
+            momentum), else the mean step it took over a window (see
+            `tfq.pruning`).
         gamma: weight of the slope term in the gradient-aware score.
-        beta: decay of the slope running average.
+        beta: decay of the slope running average (measured slope only).
         regrowth: let pruned connections come back when their score recovers.
         frequency: steps between mask updates for the default schedule.
         end_fraction: for the default schedule, fraction of the training
@@ -517,6 +543,8 @@ class PruningCallback(_KernelStateCallback):
         self._update_fn = None
         self._snapshot_fn = None
         self._window = 1
+        self._moments = None  # the optimizer's gradient averages, once found
+        self._moments_unresolved = False
         self._last_refresh = 0
         self._epoch_start_step = 0
 
@@ -578,9 +606,11 @@ class PruningCallback(_KernelStateCallback):
         specs, state = self.specs, self.state
         gamma, regrowth, use_slope = self.gamma, self.regrowth, self.importance == "gradient"
         beta = self.beta
-        # Without regrowth the slope is refreshed here from the kernel's change
-        # since the snapshot `prev` taken at optimizer step `state.step`.
-        refresh = use_slope and not regrowth
+        moments = self._moments if use_slope else None
+        # Without regrowth (and without the optimizer's gradient average) the
+        # slope is refreshed here from the kernel's change since the snapshot
+        # `prev` taken at optimizer step `state.step`.
+        refresh = use_slope and not regrowth and moments is None
 
         @tf.function
         def update(step):
@@ -599,6 +629,8 @@ class PruningCallback(_KernelStateCallback):
             def prune():
                 for i, spec in enumerate(specs):
                     w = _finite_or_raise(spec.variable, _nonfinite_message(spec))
+                    if moments is not None:
+                        state.slope[i].assign(tf.cast(tf.abs(moments[i]), state.slope[i].dtype))
                     if regrowth:
                         # Pruned weights compete with the value they would have.
                         w = tf.where(state.mask[i] > 0, w, state.shadow[i])
@@ -640,6 +672,9 @@ class PruningCallback(_KernelStateCallback):
                 self.state.begin_step.assign(int(_numpy(self.model.optimizer.iterations)))
                 self.state.step.assign(int(_numpy(self.model.optimizer.iterations)))
                 self.state.initialized.assign(1)
+        self._moments = None
+        self._moments_unresolved = True
+        self._find_moments()
         self._make_schedule()
         self._schedule_fresh = False
         for i, spec in enumerate(self.specs):
@@ -647,6 +682,13 @@ class PruningCallback(_KernelStateCallback):
             hook.pruning, hook.pruning_post = self._make_step(i)
         self._installed = True
         _rebuild_train_function(self.model)
+
+    def _find_moments(self):
+        """Looks up the optimizer's gradient averages (it is built by the first step at the latest)."""
+        if self.importance != "gradient":
+            return False
+        self._moments = _gradient_averages(self.model.optimizer, [s.variable for s in self.specs])
+        return self._moments is not None
 
     def _make_schedule(self):
         schedule = self.schedule if self.schedule is not None else self._default_schedule()
@@ -696,6 +738,11 @@ class PruningCallback(_KernelStateCallback):
 
     def on_train_batch_end(self, batch, logs=None):
         step = self._epoch_start_step + batch + 1
+        if self._moments is None and self._moments_unresolved and self.model.optimizer.built:
+            # Built by the first step: from now on the slope is its gradient average.
+            self._moments_unresolved = False
+            if self._find_moments():
+                self._update_fn = self._build_update_fn(self._schedule)
         if self._maybe_due(step):
             with _strategy(self.model).scope():
                 self._update_fn(tf.constant(step, tf.int64))

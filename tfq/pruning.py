@@ -1,23 +1,32 @@
 """Gradient-aware pruning: masks, importance scores and sparsity schedules.
 
 A weight is pruned only when both its value and its slope are small. The slope
-is the absolute value of a running average of the change the optimizer makes
-to the weight per step, its drift (for plain SGD that is `lr * |running
-average of the gradient|`; for adaptive optimizers it is the step actually
-taken; Keras callbacks do not see gradients). Without regrowth it is measured
-in windows, not every step: the kernel is snapshotted (`prev`, at optimizer
-step `step`) about `1 / (1 - beta)` steps before each mask update, and at the
-update `slope <- beta^n * slope + (1 - beta^n) * (w - prev) / n` with `n` the
-steps since the snapshot (the per-step average with decay `beta`, applied to
-the window's mean step; with a schedule tfq cannot read ahead it is every
-step, `n = 1`). With regrowth it is updated every step. Pruned weights keep receiving updates from the
-optimizer, which are measured and then zeroed, so with `regrowth=True` a pruned
-connection whose slope grows large can come back, as in Dynamic Network
-Surgery (it returns with the value its steps accumulated while pruned). The importance of a weight is
+is the magnitude of a running average of the weight's gradient. Where the
+optimizer keeps one (the first moment of Adam, AdamW, Adamax, Nadam and Lion,
+the momentum buffer of SGD with momentum; Keras callbacks see no gradients
+themselves), that average is read at each mask update. With other optimizers
+it is measured from the weights instead: the mean step the optimizer took
+over a window (for plain SGD that is `lr * |running average of the
+gradient|`). Without regrowth that window is measured, not every step: the
+kernel is snapshotted (`prev`, at optimizer step `step`) about `1 / (1 -
+beta)` steps before each mask update, and at the update `slope <- beta^n *
+slope + (1 - beta^n) * (w - prev) / n` with `n` the steps since the snapshot
+(the per-step average with decay `beta`, applied to the window's mean step;
+with a schedule tfq cannot read ahead it is every step, `n = 1`). With
+regrowth it is updated every step. Pruned weights keep receiving updates from
+the optimizer, which are measured and then zeroed, so with `regrowth=True` a
+pruned connection whose slope grows large can come back, as in Dynamic
+Network Surgery (it returns with the value its steps accumulated while
+pruned). The importance of a weight is
 
     score = |w| / mean|w|  *  (1 + gamma * slope / mean(slope))
 
 per kernel (`importance="magnitude"` uses |w| alone, as TFMOT does).
+
+On MNIST at 95% sparsity (3 seeds each, `benchmarks/accuracy.py`), the
+gradient average of Adam beat magnitude-only pruning by about 0.15-0.3 points, while
+the earlier measure (Adam's mean step, which Adam normalizes per weight) lost
+to it by about 0.1.
 
 References:
     Y. Guo, A. Yao, Y. Chen. "Dynamic Network Surgery for Efficient DNNs". NIPS 2016.
