@@ -85,10 +85,16 @@ def _numpy(v):
     return np.asarray(keras.ops.convert_to_numpy(v))
 
 
-def _check_finite(spec, value=None):
+def _check_finite(spec, value=None, trained=False):
+    """Raises unless the kernel (or `value`) is finite; `trained`: say it came from the optimizer steps.
+
+    The NumPy check used before training and at epoch ends (the infrequent
+    updates check in-graph, `_finite_or_raise`).
+    """
     w = _numpy(spec.variable if value is None else value)
     if not np.all(np.isfinite(w)):
-        raise ValueError(f"Layer {spec.layer.name!r}: {spec.name} contains NaN or Inf")
+        raise ValueError(_nonfinite_message(spec) if trained else
+                         f"Layer {spec.layer.name!r}: {spec.name} contains NaN or Inf")
 
 
 def _warn_empty_channels(spec, mask=None):
@@ -112,12 +118,6 @@ def _warn_empty_channels(spec, mask=None):
 def _nonfinite_message(spec):
     return (f"tfq: NaN or Inf in layer {spec.layer.name!r} {spec.name} after the optimizer steps "
             "(weights or gradients)")
-
-
-def _check_trained_finite(spec):
-    """The NumPy check at the end of an epoch (the infrequent updates check in-graph)."""
-    if not np.all(np.isfinite(_numpy(spec.variable))):
-        raise ValueError(_nonfinite_message(spec))
 
 
 def _finite_or_raise(w, msg):
@@ -383,14 +383,15 @@ class ADMMCallback(_KernelStateCallback):
             raise ValueError("ADMMCallback: compile the model before fit")
         if int(_numpy(self.state.phase)) == admm_lib.PHASE_DONE:
             self.state.phase.assign(admm_lib.PHASE_IDLE)
-        for spec in self.specs:
-            _check_finite(spec)
         self._update_fn = self._build_update_fn()
         if int(_numpy(self.state.phase)) == admm_lib.PHASE_IDLE:
             # Trace (and XLA-compile) the update now, outside the epochs: the
             # first call costs about a second on LeNet-300-100, which would
             # otherwise land in the epoch where ADMM starts. Harmless while
-            # idle: the start resets G, U, the scales and the step.
+            # idle: the start resets G, U, the scales and the step. A NaN
+            # kernel gets the NumPy check's message, not the in-graph one.
+            for spec in self.specs:
+                _check_finite(spec)
             with _strategy(self.model).scope():
                 self._update_fn(tf.constant(0, tf.int64))
         self._record()
@@ -446,7 +447,7 @@ class ADMMCallback(_KernelStateCallback):
 
     def on_epoch_end(self, epoch, logs=None):
         for spec in self.specs:
-            _check_trained_finite(spec)
+            _check_finite(spec, trained=True)
         if logs is None:
             return
         if int(_numpy(self.state.phase)) == admm_lib.PHASE_IDLE:
@@ -707,13 +708,20 @@ class PruningCallback(_KernelStateCallback):
         self._epoch_start_step = int(_numpy(self.model.optimizer.iterations))
         self._last_refresh = int(_numpy(self.state.step))
 
-    def _next_due(self, step):
-        """First step after `step` at which the schedule may prune (None: unknown or never)."""
+    def _timing(self):
+        """(frequency, begin_step, end_step attribute or None) of a schedule with int frequency and begin (tfq's, TFMOT's), else None."""
         sch = self._schedule
         freq, begin = getattr(sch, "frequency", None), getattr(sch, "begin_step", None)
         if not isinstance(freq, int) or not isinstance(begin, int) or freq < 1:
             return None
-        end = getattr(sch, "end_step", None)
+        return freq, begin, getattr(sch, "end_step", None)
+
+    def _next_due(self, step):
+        """First step after `step` at which the schedule may prune (None: unknown or never)."""
+        timing = self._timing()
+        if timing is None:
+            return None
+        freq, begin, end = timing
         nxt = begin if step < begin else begin + ((step - begin) // freq + 1) * freq
         if isinstance(end, int) and end >= 0:
             if step >= end:
@@ -725,11 +733,10 @@ class PruningCallback(_KernelStateCallback):
         # Skip the call on steps where a schedule with the usual attributes
         # (tfq's and TFMOT's have them) cannot prune; the schedule itself
         # decides in-graph on the others.
-        sch = self._schedule
-        freq, begin = getattr(sch, "frequency", None), getattr(sch, "begin_step", None)
-        if not isinstance(freq, int) or not isinstance(begin, int) or freq < 1:
+        timing = self._timing()
+        if timing is None:
             return True
-        end = getattr(sch, "end_step", None)
+        freq, begin, end = timing
         if not self.regrowth and isinstance(end, int) and 0 <= end < step:
             # Past the end the target is reached; without regrowth a new mask
             # would be the same one (and each costs a sort per kernel).
@@ -760,8 +767,7 @@ class PruningCallback(_KernelStateCallback):
         zeros, total = 0, 0
         for spec in self.specs:
             w = _numpy(spec.variable)
-            if not np.all(np.isfinite(w)):
-                raise ValueError(_nonfinite_message(spec))
+            _check_finite(spec, w, trained=True)
             z = int(np.sum(w == 0))
             zeros, total = zeros + z, total + w.size
             if logs is not None:
