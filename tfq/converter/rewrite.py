@@ -393,20 +393,27 @@ class _Rewriter:
                 self._finish(report)
                 return
             activation = _ACTIVATIONS[act]
-        detection, why = sets.detect(matrix, rtol=self.rtol)
+        detection = self._detect(matrix, report)
         if detection is None:
-            report.reason = why
-            self._finish(report)
             return
-        report.scheme = detection.scheme
-        report.sparsity = detection.sparsity
-        report.max_rel_error = detection.max_rel_error
         if self.portable:
             from tfq.converter import portable
             portable.rewrite_op(self, sg, op, name, info, detection, report)
         else:
             self._to_custom(sg, op, name, info, detection, activation, report)
         self._finish(report)
+
+    def _detect(self, matrix, report):
+        """The set of `matrix` (rows = output channels), recorded in `report`; None (op finished as kept) if none."""
+        detection, why = sets.detect(matrix, rtol=self.rtol)
+        if detection is None:
+            report.reason = why
+            self._finish(report)
+            return None
+        report.scheme = detection.scheme
+        report.sparsity = detection.sparsity
+        report.max_rel_error = detection.max_rel_error
+        return detection
 
     def _transpose_conv(self, g, sg, i, op):
         """Lowers a TRANSPOSE_CONV with in-set weights to data movement + TFQ_CONV_2D.
@@ -436,14 +443,9 @@ class _Rewriter:
         w = lowering["weights"]
         report.float_bytes = w.size * 4
         flipped = np.ascontiguousarray(w[:, ::-1, ::-1, :])
-        detection, why = sets.detect(flipped.reshape(flipped.shape[0], -1), rtol=self.rtol)
+        detection = self._detect(flipped.reshape(flipped.shape[0], -1), report)
         if detection is None:
-            report.reason = why
-            self._finish(report)
             return
-        report.scheme = detection.scheme
-        report.sparsity = detection.sparsity
-        report.max_rel_error = detection.max_rel_error
         if self.portable and tflite_io.constant_array(self.model, self.data,
                                                       sg.tensors[inputs[0]]) is not None:
             # A constant output_shape (static batch): XNNPACK runs the INT8 dynamic-range
