@@ -44,10 +44,27 @@ struct RowQuant {
   RowState state = RowState::kZero;
 };
 
+// The state and scale of a row or image with these statistics.
+RowQuant QuantState(float amax, bool nonfinite) {
+  RowQuant r;
+  if (nonfinite) {
+    r.state = RowState::kNonFinite;
+    return r;
+  }
+  const float s = 127.0f / amax;
+  // amax == 0 gives s = inf; a denormal amax too: both count as a zero row.
+  if (amax == 0.0f || !(s <= std::numeric_limits<float>::max())) {
+    r.state = RowState::kZero;
+    return r;
+  }
+  r.state = RowState::kOk;
+  r.s = s;
+  return r;
+}
+
 // Quantizes n floats into q[0, n) and zero-fills q[n, n_padded).
 RowQuant QuantizeActivations(const KernelTable& kt, const float* x, int64_t n, int64_t n_padded,
                              int8_t* q, int32_t* sumq, const TensorStats* known = nullptr) {
-  RowQuant r;
   bool nonfinite = false;
   float amax = 0.0f;
   if (known != nullptr) {
@@ -68,22 +85,13 @@ RowQuant QuantizeActivations(const KernelTable& kt, const float* x, int64_t n, i
     end = begin;
   }
   }
+  const RowQuant r = QuantState(amax, nonfinite);
   int64_t sum = 0;
-  if (nonfinite) {
-    r.state = RowState::kNonFinite;
-    std::memset(q, 0, n_padded);
+  if (r.state == RowState::kOk) {
+    sum = kt.quantize(x, n, r.s, q);
+    std::memset(q + n, 0, n_padded - n);
   } else {
-    const float s = 127.0f / amax;
-    // amax == 0 gives s = inf; a denormal amax too: both count as a zero row.
-    if (amax == 0.0f || !(s <= std::numeric_limits<float>::max())) {
-      r.state = RowState::kZero;
-      std::memset(q, 0, n_padded);
-    } else {
-      r.state = RowState::kOk;
-      r.s = s;
-      sum = kt.quantize(x, n, s, q);
-      std::memset(q + n, 0, n_padded - n);
-    }
+    std::memset(q, 0, n_padded);
   }
   if (sumq) *sumq = static_cast<int32_t>(sum);  // |sum| <= 127 * k < 2^31 (AccumulatorFits)
   return r;
@@ -129,19 +137,14 @@ RowQuant QuantizeImage(const KernelTable& kt, const KernelOptions& opt, const fl
       nonfinite = nonfinite || tbad[t];
     }
   }
-  RowQuant r;
-  const float s = 127.0f / amax;
-  if (nonfinite || amax == 0.0f || !(s <= std::numeric_limits<float>::max())) {
-    // Same states as QuantizeActivations (amax == 0 or denormal: a zero row).
-    r.state = nonfinite ? RowState::kNonFinite : RowState::kZero;
+  const RowQuant r = QuantState(amax, nonfinite);
+  if (r.state != RowState::kOk) {
     std::memset(q, 0, n);
     return r;
   }
-  r.state = RowState::kOk;
-  r.s = s;
   opt.pool->ParallelFor(nchunks, [&](int64_t c, int) {
     const int64_t p0 = c * chunk_pix, p1 = std::min(in_pix, p0 + chunk_pix);
-    kt.quantize(x + p0 * C, (p1 - p0) * C, s, q + p0 * C);
+    kt.quantize(x + p0 * C, (p1 - p0) * C, r.s, q + p0 * C);
     if (pixsum != nullptr)
       for (int64_t i = p0; i < p1; ++i) pixsum[i] = static_cast<int32_t>(kt.sum_i8(q + i * C, C));
   });
