@@ -225,3 +225,90 @@ def test_mnist_top1_agreement():
     close = np.isclose(y_del[:2000], y_ref, rtol=1e-4, atol=1e-4 * big)
     assert close.mean() >= 0.999, close.mean()
     assert np.max(np.abs(y_del[:2000] - y_ref)) <= 0.05 * big
+
+
+@pytest.fixture(scope="module")
+def chain_model():
+    """The ReLU6 chain (conv -> dw -> 1x1 -> dw/2 -> 1x1) with every conv ternary."""
+    return random_compressed_tflite("ternary", "chain", seed=11)
+
+
+def _chain_input(seed, batch=1, scale=1.0):
+    return (scale * np.random.default_rng(seed).standard_normal((batch, 10, 10, 4))).astype(np.float32)
+
+
+def test_int8_handover_chain_matches_reference(chain_model, capfd):
+    """ReLU6 convolutions that feed one convolution hand it int8 codes with the
+    fixed scale 127/6 (docs/delegate.md): the delegate must match the
+    reference executor's hand-over rule, and without hand-over the per-image
+    rule, at 1 and 2 threads and with the scalar kernels."""
+    data, model = chain_model
+    for i, scale in enumerate((1.0, 0.05, 20.0)):
+        x = _chain_input(i, scale=scale)
+        ref = ReferenceInterpreter(bytes(data), mode="delegate").run(x)[0]
+        ref_off = ReferenceInterpreter(bytes(data), mode="delegate", int8_handover=False).run(x)[0]
+        big = max(np.max(np.abs(ref)), 1e-3)
+        for opts in ({"verbosity": "1"}, {"num_threads": "2"}, {"force_reference": "1"}):
+            y = _run(_litert(data, opts), x)
+            np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-5 * big, err_msg=str(opts))
+        y_off = _run(_litert(data, {"int8_handover": "0"}), x)
+        np.testing.assert_allclose(y_off, ref_off, rtol=1e-4, atol=1e-5 * big)
+        if scale == 0.05:
+            # Small activations: the fixed [0, 6] scale is coarser than absmax, so
+            # the rule is visibly exercised (and the error stays that of int8).
+            assert not np.allclose(ref, ref_off, rtol=1e-4, atol=1e-5 * big)
+        y_keras = model(x).numpy()
+        assert np.max(np.abs(y_off - y_keras)) <= 0.05 * np.max(np.abs(y_keras)) + 1e-3
+    err = capfd.readouterr().err
+    assert "chained 5 nodes" in err, err
+
+
+def test_int8_handover_edge_cases(chain_model):
+    """Batches (the chain then stays float), NaN (every output NaN, as the float
+    path gives), repeated invokes of one interpreter, and a chain tensor that is
+    also a model output (it must be written, as float)."""
+    data, _ = chain_model
+    xb = _chain_input(5, batch=3)
+    ref_b = ReferenceInterpreter(bytes(data), mode="delegate").run(xb)[0]
+    yb = _run(_litert(data), xb)
+    np.testing.assert_allclose(yb, ref_b, rtol=1e-4, atol=1e-5 * np.max(np.abs(ref_b)))
+    interp = _litert(data, {"num_threads": "2"})
+    xs = [_chain_input(6), np.zeros((1, 10, 10, 4), np.float32), _chain_input(7), _chain_input(6)]
+    xs[2][0, 3, 3, 2] = np.nan
+    outs = [_run(interp, x) for x in xs]
+    assert np.all(np.isnan(outs[2]))
+    np.testing.assert_array_equal(outs[3], outs[0])
+    np.testing.assert_array_equal(outs[1], _run(_litert(data), xs[1]))
+
+    data2, _ = random_compressed_tflite("ternary", "chain_extra_output", seed=12)
+    x = _chain_input(8)
+    ref = ReferenceInterpreter(bytes(data2), mode="delegate").run(x)
+    interp = _litert(data2, {"verbosity": "1"})
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], x)
+    interp.invoke()
+    got = {tuple(d["shape"]): interp.get_tensor(d["index"]) for d in interp.get_output_details()}
+    for r in ref:
+        y = got[tuple(r.shape)]
+        np.testing.assert_allclose(y, r, rtol=1e-4, atol=1e-5 * max(np.max(np.abs(r)), 1e-3))
+
+
+def test_int8_handover_simd_equals_reference_kernels(chain_model):
+    """The SIMD hand-over epilogues (8 and 16 lanes, with tails: 6, 8 and 12
+    channels) give the scalar HandoverCode's codes exactly."""
+    from tfq.delegates import native
+
+    data, _ = chain_model
+    lib = native.library()  # the same shared object the interpreter loads
+    x = _chain_input(9)
+    want = _run(_litert(data, {"force_reference": "1"}), x)
+    tried = []
+    for isa in ("avx2", "avx512vnni"):
+        try:
+            if native.set_isa(isa, lib) != isa:
+                continue
+            tried.append(isa)
+            np.testing.assert_array_equal(_run(_litert(data), x), want, err_msg=isa)
+        finally:
+            native.set_isa(None, lib)
+    assert tried or native.selected_isa(False, lib) == "reference"

@@ -10,7 +10,10 @@ modes:
 * ``mode="delegate"``: the delegate's arithmetic: activations quantized to
   int8 per row (FC) or per image (conv), exact integer accumulation, then
   `acc * scale / s + bias` and the fused activation. The delegate's outputs
-  must match this mode up to float32 rounding of the epilogue.
+  must match this mode up to float32 rounding of the epilogue. With
+  ``int8_handover`` (the delegate's default), a RELU6 convolution read only by
+  the next tfq convolution hands it int8 codes with the fixed scale 127/6
+  instead of a per-image absmax scale.
 
 Builtin ops are implemented in NumPy as well, for the set that Keras 3
 classifiers (LeNet, MLPs, small CNNs, MobileNet-style blocks, LSTM/GRU loops)
@@ -107,6 +110,24 @@ def depthwise_conv2d(x, w, bias, stride, dilation, padding, multiplier, activati
     return _act(y, activation)
 
 
+# Fixed scale of the int8 hand-over between two convolutions (docs/delegate.md): float32 127 / 6.
+HANDOVER_SCALE = np.float32(127.0) / np.float32(6.0)
+_CONV_OPS = ("TFQ_CONV_2D", "TFQ_DEPTHWISE_CONV_2D")
+
+
+def quantize_handover(x):
+    """The consumer's side of the int8 hand-over: q = rint(x * 127/6), s = 127/6 (x in [0, 6]).
+
+    A tensor holding NaN or infinity gets NaN codes everywhere (the delegate
+    passes one non-finite flag with the codes), hence NaN outputs.
+    """
+    x = np.asarray(x, np.float32)
+    q = np.rint((x * HANDOVER_SCALE).astype(np.float32)).astype(np.float64)
+    if not np.all(np.isfinite(x)):
+        q[...] = np.nan
+    return q, np.float32(HANDOVER_SCALE)
+
+
 def quantize_activations(x, axes):
     """Symmetric int8 quantization without zero point (docs/format.md).
 
@@ -140,10 +161,11 @@ class ReferenceInterpreter:
       ReferenceError: a tfq node is malformed (wrong version, sizes, codes).
     """
 
-    def __init__(self, model, mode="float"):
+    def __init__(self, model, mode="float", int8_handover=True):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
         self.mode = mode
+        self.int8_handover = int8_handover
         self.fb, self.data, self.name = tflite_io.load_model(model)
         self._consts = {}
         self._tfq = {}
@@ -155,9 +177,38 @@ class ReferenceInterpreter:
                 elif name.startswith("TFQ_"):
                     raise ReferenceError(f"{self.name}: node {i} of subgraph {g}: unknown tfq "
                                          f"custom op {name!r} (known: {', '.join(fmt.CUSTOM_CODES)})")
+        self._handover = self._handover_tensors() if mode == "delegate" and int8_handover else set()
         sg = self.fb.subgraphs[0]
         self.input_details = [self._details(sg, i) for i in sg.inputs]
         self.output_details = [self._details(sg, i) for i in sg.outputs]
+
+    def _handover_tensors(self):
+        """(subgraph, tensor) pairs the delegate hands over as int8 (docs/delegate.md).
+
+        The output of a RELU6 tfq convolution that is read by exactly one op
+        input, a later tfq convolution, and is not a subgraph output.
+        """
+        found = set()
+        for g, sg in enumerate(self.fb.subgraphs):
+            ops = list(sg.operators or [])
+            readers = {}
+            for i, op in enumerate(ops):
+                for t in op.inputs:
+                    readers.setdefault(int(t), []).append(i)
+            outputs = {int(t) for t in sg.outputs}
+            for i, op in enumerate(ops):
+                node = self._tfq.get((g, i))
+                if node is None or tflite_io.op_name(self.fb, op) not in _CONV_OPS or \
+                        node["opts"]["activation"] != "RELU6":
+                    continue
+                out = int(op.outputs[0])
+                r = readers.get(out, [])
+                if out in outputs or len(r) != 1 or r[0] <= i or (g, r[0]) not in self._tfq:
+                    continue
+                consumer = ops[r[0]]
+                if tflite_io.op_name(self.fb, consumer) in _CONV_OPS and int(consumer.inputs[0]) == out:
+                    found.add((g, out))
+        return found
 
     @staticmethod
     def _details(sg, idx):
@@ -229,7 +280,7 @@ class ReferenceInterpreter:
                 "acc_dtype": acc_dtype,
                 "scales": scales.astype(np.float64), "bias": bias, "where": where}
 
-    def _run_tfq(self, name, node, x, out_rank):
+    def _run_tfq(self, name, node, x, out_rank, handed=False):
         opts, mode = node["opts"], self.mode
         act = opts["activation"]
         x = np.asarray(x, np.float32)
@@ -260,7 +311,8 @@ class ReferenceInterpreter:
                                      f"weights expect {opts['weight_shape'][3]}")
             if mode == "float":
                 return conv2d(x, node["weights"], node["bias"], stride, dil, opts["padding"], act)
-            q, s = quantize_activations(x, axes=(1, 2, 3))
+            q, s = quantize_handover(x) if handed and x.shape[0] == 1 else \
+                quantize_activations(x, axes=(1, 2, 3))
             acc = conv2d(q, node["levels"], None, stride, dil, opts["padding"],
                          dtype=node["acc_dtype"]).astype(np.float64)
         else:
@@ -271,7 +323,8 @@ class ReferenceInterpreter:
             if mode == "float":
                 return depthwise_conv2d(x, node["weights"], node["bias"], stride, dil,
                                         opts["padding"], mult, act)
-            q, s = quantize_activations(x, axes=(1, 2, 3))
+            q, s = quantize_handover(x) if handed and x.shape[0] == 1 else \
+                quantize_activations(x, axes=(1, 2, 3))
             acc = depthwise_conv2d(q, node["levels"], None, stride, dil, opts["padding"], mult,
                                    dtype=node["acc_dtype"]).astype(np.float64)
         y = _dequant(acc, node["scales"], s)
@@ -327,7 +380,8 @@ class ReferenceInterpreter:
             outs = [int(t) for t in op.outputs]
             if (g, i) in self._tfq:
                 results = [self._run_tfq(name, self._tfq[(g, i)], ins[0],
-                                         len(sg.tensors[outs[0]].shape))]
+                                         len(sg.tensors[outs[0]].shape),
+                                         (g, int(op.inputs[0])) in self._handover)]
             else:
                 fn = _BUILTINS.get(name)
                 if fn is None:

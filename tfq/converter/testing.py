@@ -96,14 +96,34 @@ def small_cnn(input_shape=(12, 12, 3), classes=10, activation="relu", batch_norm
     return keras.Model(inputs, outputs, name=name)
 
 
+def relu6_chain(input_shape=(10, 10, 4), classes=10, extra_output=False, name="tfq_test_chain"):
+    """MobileNet-style ReLU6 chain: conv -> depthwise -> 1x1 -> depthwise/2 -> linear 1x1 -> Dense.
+
+    Every ReLU6 convolution there feeds exactly one convolution: the delegate
+    runs the five as one partition with int8 hand-over. With extra_output the
+    first convolution's output is also a model output (then it must stay float).
+    """
+    import keras
+    inputs = keras.Input(input_shape)
+    first = keras.layers.Conv2D(8, 3, padding="same", activation="relu6", name="conv")(inputs)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu6", name="dw1")(first)
+    x = keras.layers.Conv2D(12, 1, activation="relu6", name="expand")(x)
+    x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same", activation="relu6", name="dw2")(x)
+    x = keras.layers.Conv2D(6, 1, name="project")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(classes, name="fc")(x)
+    return keras.Model(inputs, [outputs, first] if extra_output else outputs, name=name)
+
+
 def random_compressed_model(scheme="ternary", kind="cnn", seed=0, per_channel=True,
                             sparsity=None, input_shape=None, batch_norm=False):
     """A small Keras model whose weighted layers lie exactly in `scheme`.
 
     Args:
       scheme: binary, ternary, pow2_3bit or pow2_4bit (or {layer: scheme}).
-      kind: "cnn" (Conv2D, DepthwiseConv2D, 1x1 Conv2D, Dense) or "mlp"
-        (three Dense layers, 784-300-100-10 by default).
+      kind: "cnn" (Conv2D, DepthwiseConv2D, 1x1 Conv2D, Dense), "chain" /
+        "chain_extra_output" (relu6_chain) or "mlp" (three Dense layers,
+        784-300-100-10 by default).
       seed: for weights and biases.
       per_channel: per-channel scales (else per-tensor).
       sparsity: fraction of zero levels (ternary/pow2 only).
@@ -114,13 +134,15 @@ def random_compressed_model(scheme="ternary", kind="cnn", seed=0, per_channel=Tr
     import keras
     if kind == "cnn":
         model = small_cnn(input_shape or (12, 12, 3), batch_norm=batch_norm)
+    elif kind in ("chain", "chain_extra_output"):
+        model = relu6_chain(input_shape or (10, 10, 4), extra_output=kind == "chain_extra_output")
     elif kind == "mlp":
         inputs = keras.Input(input_shape or (784,))
         x = keras.layers.Dense(300, activation="relu", name="fc1")(inputs)
         x = keras.layers.Dense(100, activation="relu", name="fc2")(x)
         model = keras.Model(inputs, keras.layers.Dense(10, name="fc3")(x), name="tfq_test_mlp")
     else:
-        raise ValueError(f"unknown kind {kind!r}; valid: 'cnn', 'mlp'")
+        raise ValueError(f"unknown kind {kind!r}; valid: 'cnn', 'chain', 'chain_extra_output', 'mlp'")
     set_in_set_weights(model, scheme, seed, per_channel, sparsity)
     if batch_norm:
         rng = np.random.default_rng(seed + 1)

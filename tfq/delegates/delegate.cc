@@ -1,12 +1,17 @@
-// The tfq external delegate: claims every valid tfq custom node (one
-// partition per node, TFLITE_NOTES.md pitfall 4), leaves the rest to LiteRT,
-// and runs the claimed nodes with the kernels in kernels/.
+// The tfq external delegate: claims every valid tfq custom node, leaves the
+// rest to LiteRT, and runs the claimed nodes with the kernels in kernels/.
+// Each node is its own partition, except chains of ReLU6 convolutions that
+// hand their outputs to the next convolution as int8 (docs/delegate.md,
+// "int8 hand-over"); the tensors inside a chain live in delegate memory
+// (TFLITE_NOTES.md pitfall 4).
 //
 // Entry points (the classic external-delegate interface, loaded with
 // `load_delegate(path, options)`): tflite_plugin_create_delegate and
 // tflite_plugin_destroy_delegate. Options: num_threads (default: the
 // interpreter's), force_reference (0/1), verbosity (0: silent, 1: claimed and
-// refused nodes, 2: also shapes at prepare).
+// refused nodes, 2: also shapes at prepare, 3: also per-node times),
+// int8_handover (1: default, 0: every node reads and writes float tensors).
+#include <algorithm>
 #include <chrono>
 #include <cstdarg>
 #include <cstdio>
@@ -34,15 +39,44 @@ struct DelegateOptions {
   int num_threads = 0;  // 0: the interpreter's recommended count
   bool force_reference = false;
   int verbosity = 0;
+  bool int8_handover = true;  // docs/delegate.md, "int8 hand-over"
+};
+
+// 64-byte aligned memory that only grows.
+class AlignedBuffer {
+ public:
+  AlignedBuffer() = default;
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  ~AlignedBuffer() { std::free(data_); }
+  bool Ensure(size_t bytes) {
+    if (bytes <= bytes_) return true;
+    void* p = nullptr;
+    if (posix_memalign(&p, 64, bytes) != 0) return false;
+    std::memset(p, 0, bytes);
+    std::free(data_);
+    data_ = p;
+    bytes_ = bytes;
+    return true;
+  }
+  void* data() const { return data_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
 };
 
 struct DelegateState {
   DelegateOptions options;
-  std::mutex mutex;  // guards pool creation and the shared scratch
+  std::mutex mutex;  // guards pool creation and the shared buffers
   std::unique_ptr<ThreadPool> pool;
-  // Scratch shared by all nodes of the graph: nodes run one after another.
-  void* scratch = nullptr;
-  size_t scratch_bytes = 0;
+  // Shared by all partitions of the graph, which run one after another:
+  // kernel scratch, and the two buffers the tensors inside a partition
+  // alternate between (node i of a chain writes handover[i % 2], node i + 1
+  // reads it; the runtime allocates no memory for them, pitfall 4).
+  AlignedBuffer scratch;
+  AlignedBuffer handover[2];
   int claimed = 0;
   // verbosity 3: per-node timing report printed when the delegate is destroyed.
   std::vector<std::string> profile;
@@ -61,18 +95,8 @@ struct DelegateState {
 
   ~DelegateState() {
     for (const std::string& line : profile) std::fprintf(stderr, "%s\n", line.c_str());
-    std::free(scratch);
   }
 
-  bool EnsureScratch(size_t bytes) {
-    if (bytes <= scratch_bytes) return true;
-    void* p = nullptr;
-    if (posix_memalign(&p, 64, bytes) != 0) return false;
-    std::free(scratch);
-    scratch = p;
-    scratch_bytes = bytes;
-    return true;
-  }
   int Threads(const TfLiteContext* context) {
     if (!pool) {
       int n = options.num_threads > 0 ? options.num_threads : context->recommended_num_threads;
@@ -83,16 +107,27 @@ struct DelegateState {
   }
 };
 
-struct Kernel {
-  DelegateState* state = nullptr;
-  double seconds = 0;  // cumulative invoke time (verbosity 3)
-  int64_t invokes = 0;
+// One tfq node of a partition.
+struct NodeKernel {
   NodeSpec spec;
   std::vector<uint8_t> exec;  // optional execution layout of the weights
   int exec_group = 0;
   ConvGeometry geometry;
   int64_t fc_rows = 0;
   int64_t in_elems = 0;
+  // The output is consumed by the next node of the partition only: it lives
+  // in a hand-over buffer, as int8 (q_out, decided at prepare) or float.
+  bool internal_out = false;
+  bool q_out = false;
+  double seconds = 0;  // cumulative invoke time (verbosity 3)
+  int64_t invokes = 0;
+};
+
+// A delegated partition: one tfq node, or a chain of them in which each
+// node's output is the next one's only input (DelegatePrepare).
+struct Kernel {
+  DelegateState* state = nullptr;
+  std::vector<NodeKernel> nodes;
 };
 
 DelegateState* StateOf(TfLiteDelegate* d) { return static_cast<DelegateState*>(d->data_); }
@@ -107,53 +142,75 @@ void Log(const DelegateState* s, int level, const char* fmt, ...) {
   va_end(args);
 }
 
+bool Contains(const TfLiteIntArray* a, int v) {
+  for (int i = 0; a != nullptr && i < a->size; ++i)
+    if (a->data[i] == v) return true;
+  return false;
+}
+
 void* KernelInit(TfLiteContext* context, const char* buffer, size_t) {
   const auto* params = reinterpret_cast<const TfLiteDelegateParams*>(buffer);
   if (params == nullptr || params->nodes_to_replace == nullptr ||
-      params->nodes_to_replace->size != 1)
+      params->nodes_to_replace->size < 1)
     return nullptr;
-  TfLiteNode* node = nullptr;
-  TfLiteRegistration* reg = nullptr;
-  if (context->GetNodeAndRegistration(context, params->nodes_to_replace->data[0], &node, &reg) !=
-      kTfLiteOk)
-    return nullptr;
-  OpKind kind;
-  if (!IsTfqOp(reg->custom_name, &kind)) return nullptr;
-  auto* kernel = new Kernel;
+  std::unique_ptr<Kernel> kernel(new Kernel);
   kernel->state = StateOf(params->delegate);
-  std::string error;
-  if (!ParseNode(context, node, kind, &kernel->spec, &error)) {
-    context->ReportError(context, "tfq delegate: %s: %s\n", OpName(kind), error.c_str());
-    delete kernel;
-    return nullptr;
+  const int n = params->nodes_to_replace->size;
+  kernel->nodes.resize(n);
+  for (int i = 0; i < n; ++i) {
+    TfLiteNode* node = nullptr;
+    TfLiteRegistration* reg = nullptr;
+    if (context->GetNodeAndRegistration(context, params->nodes_to_replace->data[i], &node, &reg) !=
+        kTfLiteOk)
+      return nullptr;
+    OpKind kind;
+    if (reg == nullptr || !IsTfqOp(reg->custom_name, &kind)) return nullptr;
+    std::string error;
+    if (!ParseNode(context, node, kind, &kernel->nodes[i].spec, &error)) {
+      context->ReportError(context, "tfq delegate: %s: %s\n", OpName(kind), error.c_str());
+      return nullptr;
+    }
   }
-  return kernel;
+  // A tensor made and used inside the partition must go from node i to node
+  // i + 1 alone (the hand-over buffers alternate); DelegatePrepare only
+  // builds such chains, and this checks it.
+  for (int i = 0; i < n; ++i) {
+    const int out = kernel->nodes[i].spec.output;
+    if (Contains(params->output_tensors, out)) continue;
+    bool chained = i + 1 < n && kernel->nodes[i + 1].spec.input == out;
+    for (int j = i + 2; j < n; ++j) chained = chained && kernel->nodes[j].spec.input != out;
+    if (!chained) {
+      context->ReportError(context, "tfq delegate: partition tensor %d is not a chain link\n", out);
+      return nullptr;
+    }
+    kernel->nodes[i].internal_out = true;
+  }
+  return kernel.release();
 }
 
 void KernelFree(TfLiteContext*, void* buffer) {
   auto* kernel = static_cast<Kernel*>(buffer);
-  if (kernel != nullptr && kernel->invokes > 0 && kernel->state->options.verbosity >= 3) {
+  if (kernel == nullptr) return;
+  for (const NodeKernel& k : kernel->nodes) {
+    if (k.invokes == 0 || kernel->state->options.verbosity < 3) continue;
     char line[256];
     std::snprintf(line, sizeof(line),
-                  "tfq delegate: profile %s rows %lld k %lld in %lld elements: %.1f us/invoke",
-                  OpName(kernel->spec.kind), static_cast<long long>(kernel->spec.rows),
-                  static_cast<long long>(kernel->spec.k), static_cast<long long>(kernel->in_elems),
-                  kernel->seconds * 1e6 / kernel->invokes);
+                  "tfq delegate: profile %s rows %lld k %lld in %lld elements%s: %.1f us/invoke",
+                  OpName(k.spec.kind), static_cast<long long>(k.spec.rows),
+                  static_cast<long long>(k.spec.k), static_cast<long long>(k.in_elems),
+                  k.q_out ? " (int8 out)" : "", k.seconds * 1e6 / k.invokes);
     kernel->state->profile.push_back(line);
   }
   delete kernel;
 }
 
-TfLiteStatus KernelPrepare(TfLiteContext* context, TfLiteNode* node) {
-  auto* kernel = static_cast<Kernel*>(node->user_data);
-  if (kernel == nullptr) {
-    context->ReportError(context, "tfq delegate: node was not initialized");
-    return kTfLiteError;
-  }
-  const NodeSpec& spec = kernel->spec;
+TfLiteStatus PrepareNode(TfLiteContext* context, DelegateState* state, NodeKernel* k,
+                         const NodeKernel* next, int threads, size_t* scratch_bytes,
+                         size_t* handover_bytes) {
+  const NodeSpec& spec = k->spec;
   std::vector<int> out_dims;
   std::string error;
-  if (!ComputeShapes(context, spec, &kernel->geometry, &kernel->fc_rows, &out_dims, &error)) {
+  if (!ComputeShapes(context, spec, &k->geometry, &k->fc_rows, &out_dims, &error)) {
     context->ReportError(context, "tfq delegate: %s: %s\n", OpName(spec.kind), error.c_str());
     return kTfLiteError;
   }
@@ -167,47 +224,76 @@ TfLiteStatus KernelPrepare(TfLiteContext* context, TfLiteNode* node) {
     for (size_t i = 0; i < out_dims.size(); ++i) dims->data[i] = out_dims[i];
     if (context->ResizeTensor(context, out, dims) != kTfLiteOk) return kTfLiteError;
   }
-  DelegateState* state = kernel->state;
-  std::lock_guard<std::mutex> lock(state->mutex);
-  const int threads = state->Threads(context);
   PackedWeights w;
   w.scheme = spec.scheme;
   w.rows = spec.rows;
   w.k = spec.k;
   w.row_bytes = RowBytes(spec.scheme, spec.k);
-  if (spec.kind != OpKind::kDepthwiseConv2D && kernel->exec.empty()) {
+  if (spec.kind != OpKind::kDepthwiseConv2D && k->exec.empty()) {
     w.codes = context->tensors[spec.weights].data.uint8;
     int group = 0;
     const size_t exec_bytes = ExecWeightsBytes(w, state->options.force_reference, &group);
     if (exec_bytes > 0) {
-      kernel->exec.resize(exec_bytes);
-      PrepareExecWeights(w, group, kernel->exec.data());
-      kernel->exec_group = group;
+      k->exec.resize(exec_bytes);
+      PrepareExecWeights(w, group, k->exec.data());
+      k->exec_group = group;
     }
   }
-  size_t bytes = 0;
   switch (spec.kind) {
-    case OpKind::kFullyConnected: bytes = FullyConnectedScratchBytes(w, kernel->fc_rows); break;
-    case OpKind::kConv2D: bytes = Conv2DScratchBytes(w, kernel->geometry, threads); break;
-    case OpKind::kDepthwiseConv2D: bytes = DepthwiseScratchBytes(w, kernel->geometry, threads); break;
+    case OpKind::kFullyConnected: *scratch_bytes = FullyConnectedScratchBytes(w, k->fc_rows); break;
+    case OpKind::kConv2D: *scratch_bytes = Conv2DScratchBytes(w, k->geometry, threads); break;
+    case OpKind::kDepthwiseConv2D: *scratch_bytes = DepthwiseScratchBytes(w, k->geometry, threads); break;
   }
-  if (!state->EnsureScratch(bytes)) {
-    context->ReportError(context, "tfq delegate: cannot allocate %zu bytes of scratch", bytes);
-    return kTfLiteError;
+  *handover_bytes = 0;
+  if (k->internal_out) {
+    int64_t elems = 1;
+    for (int d : out_dims) elems *= d;
+    // int8 when a ReLU6 convolution of one image feeds a convolution; the
+    // chain is only built then, but the batch is known only now.
+    k->q_out = spec.kind != OpKind::kFullyConnected && spec.activation == Activation::kRelu6 &&
+               k->geometry.batch == 1 && next != nullptr &&
+               next->spec.kind != OpKind::kFullyConnected;
+    *handover_bytes = static_cast<size_t>(elems) * (k->q_out ? 1 : sizeof(float)) + kHandoverSlack;
   }
-  Log(state, 2, "prepared %s (%s, rows %lld, k %lld, %d threads, %s)", OpName(spec.kind),
+  Log(state, 2, "prepared %s (%s, rows %lld, k %lld, %d threads, %s%s)", OpName(spec.kind),
       SchemeName(spec.scheme), static_cast<long long>(spec.rows), static_cast<long long>(spec.k),
-      threads, IsaName(SelectedIsa(state->options.force_reference)));
+      threads, IsaName(SelectedIsa(state->options.force_reference)),
+      k->internal_out ? (k->q_out ? ", int8 out" : ", float out kept in the partition") : "");
   return kTfLiteOk;
 }
 
-TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
+TfLiteStatus KernelPrepare(TfLiteContext* context, TfLiteNode* node) {
   auto* kernel = static_cast<Kernel*>(node->user_data);
-  if (kernel == nullptr) return kTfLiteError;
-  const NodeSpec& spec = kernel->spec;
-  const TfLiteTensor* in = &context->tensors[spec.input];
-  TfLiteTensor* out = &context->tensors[spec.output];
-  if (in->data.raw == nullptr || out->data.raw == nullptr) {
+  if (kernel == nullptr) {
+    context->ReportError(context, "tfq delegate: node was not initialized");
+    return kTfLiteError;
+  }
+  DelegateState* state = kernel->state;
+  std::lock_guard<std::mutex> lock(state->mutex);
+  const int threads = state->Threads(context);
+  const size_t n = kernel->nodes.size();
+  for (size_t i = 0; i < n; ++i) {
+    size_t scratch = 0, handover = 0;
+    const NodeKernel* next = i + 1 < n ? &kernel->nodes[i + 1] : nullptr;
+    if (PrepareNode(context, state, &kernel->nodes[i], next, threads, &scratch, &handover) != kTfLiteOk)
+      return kTfLiteError;
+    if (!state->scratch.Ensure(scratch) || !state->handover[i % 2].Ensure(handover)) {
+      context->ReportError(context, "tfq delegate: cannot allocate %zu bytes of scratch",
+                           scratch + handover);
+      return kTfLiteError;
+    }
+  }
+  return kTfLiteOk;
+}
+
+// Runs one node on x (a tensor, or the previous node's hand-over buffer when
+// internal_in; int8 when q_in) into y. *nonfinite carries the hand-over's
+// non-finite flag from node to node.
+TfLiteStatus InvokeNode(TfLiteContext* context, DelegateState* state, NodeKernel* k, const void* x,
+                        size_t x_bytes, bool internal_in, bool q_in, bool* nonfinite, void* y,
+                        size_t y_bytes) {
+  const NodeSpec& spec = k->spec;
+  if (x == nullptr || y == nullptr) {
     context->ReportError(context, "tfq delegate: %s: tensor has no data", OpName(spec.kind));
     return kTfLiteError;
   }
@@ -217,17 +303,15 @@ TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
   w.rows = spec.rows;
   w.k = spec.k;
   w.row_bytes = RowBytes(spec.scheme, spec.k);
-  if (!kernel->exec.empty()) {
-    w.exec = kernel->exec.data();
-    w.exec_group = kernel->exec_group;
+  if (!k->exec.empty()) {
+    w.exec = k->exec.data();
+    w.exec_group = k->exec_group;
   }
   Epilogue e;
   e.scale = context->tensors[spec.scale].data.f;
   e.per_channel_scale = spec.per_channel_scale;
   e.bias = spec.bias >= 0 ? context->tensors[spec.bias].data.f : nullptr;
   e.activation = spec.activation;
-  DelegateState* state = kernel->state;
-  std::lock_guard<std::mutex> lock(state->mutex);
   const bool timing = state->options.verbosity >= 3;
   const auto start = timing ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
   KernelOptions opt;
@@ -236,39 +320,109 @@ TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
   TensorStats out_stats;
   if (spec.kind != OpKind::kFullyConnected) {
     opt.output_stats = &out_stats;
-    if (kernel->geometry.batch == 1) {
+    if (q_in) {
+      opt.input_q = static_cast<const int8_t*>(x);
+      opt.input_nonfinite = *nonfinite;
+    } else if (k->geometry.batch == 1 && !internal_in) {
       const auto it = state->output_stats.find({context, spec.input});
-      if (it != state->output_stats.end() && it->second.data == in->data.raw &&
-          it->second.bytes == in->bytes)
+      if (it != state->output_stats.end() && it->second.data == x && it->second.bytes == x_bytes)
         opt.input_stats = &it->second.stats;
     }
+    if (k->q_out) opt.output_q = static_cast<int8_t*>(y);
   }
+  const float* xf = static_cast<const float*>(x);
+  float* yf = static_cast<float*>(y);
   switch (spec.kind) {
     case OpKind::kFullyConnected:
-      FullyConnected(in->data.f, kernel->fc_rows, w, e, out->data.f, state->scratch, opt);
+      FullyConnected(xf, k->fc_rows, w, e, yf, state->scratch.data(), opt);
       break;
     case OpKind::kConv2D:
-      Conv2D(in->data.f, kernel->geometry, w, e, out->data.f, state->scratch, opt);
+      Conv2D(xf, k->geometry, w, e, yf, state->scratch.data(), opt);
       break;
     case OpKind::kDepthwiseConv2D:
-      DepthwiseConv2D(in->data.f, kernel->geometry, w, e, out->data.f, state->scratch, opt);
+      DepthwiseConv2D(xf, k->geometry, w, e, yf, state->scratch.data(), opt);
       break;
   }
-  if (opt.output_stats != nullptr)
-    state->output_stats[{context, spec.output}] = {out->data.raw, out->bytes, out_stats};
+  *nonfinite = out_stats.nonfinite;
+  if (opt.output_stats != nullptr && !k->internal_out)
+    state->output_stats[{context, spec.output}] = {y, y_bytes, out_stats};
   if (timing) {
-    kernel->seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    kernel->invokes += 1;
-    kernel->in_elems = static_cast<int64_t>(in->bytes / sizeof(float));
+    k->seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    k->invokes += 1;
+    k->in_elems = static_cast<int64_t>(q_in ? x_bytes : x_bytes / sizeof(float));
   }
   return kTfLiteOk;
+}
+
+TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
+  auto* kernel = static_cast<Kernel*>(node->user_data);
+  if (kernel == nullptr) return kTfLiteError;
+  DelegateState* state = kernel->state;
+  std::lock_guard<std::mutex> lock(state->mutex);
+  const size_t n = kernel->nodes.size();
+  bool nonfinite = false;  // the hand-over's non-finite flag (KernelOptions::input_nonfinite)
+  for (size_t i = 0; i < n; ++i) {
+    NodeKernel* k = &kernel->nodes[i];
+    const TfLiteTensor* in = &context->tensors[k->spec.input];
+    TfLiteTensor* out = &context->tensors[k->spec.output];
+    const void* x = in->data.raw;
+    size_t x_bytes = in->bytes;
+    const bool internal_in = i > 0 && kernel->nodes[i - 1].internal_out;
+    const bool q_in = internal_in && kernel->nodes[i - 1].q_out;
+    if (internal_in) {
+      x = state->handover[(i - 1) % 2].data();
+      if (q_in) x_bytes = in->bytes / sizeof(float);
+    }
+    void* y = k->internal_out ? state->handover[i % 2].data() : out->data.raw;
+    if (InvokeNode(context, state, k, x, x_bytes, internal_in, q_in, &nonfinite, y, out->bytes) !=
+        kTfLiteOk)
+      return kTfLiteError;
+  }
+  return kTfLiteOk;
+}
+
+// Chains of claimed nodes (in execution order) for the int8 hand-over: a
+// ReLU6 convolution whose output has exactly one reader, a claimed
+// convolution, is delegated together with it. Every other node is its own
+// partition.
+std::vector<std::vector<int>> BuildPartitions(TfLiteContext* context, const TfLiteIntArray* plan,
+                                              const std::vector<std::pair<int, NodeSpec>>& claim,
+                                              bool handover) {
+  std::map<int, int> readers;  // tensor -> number of node inputs reading it
+  for (int i = 0; i < plan->size; ++i) {
+    TfLiteNode* node = nullptr;
+    TfLiteRegistration* reg = nullptr;
+    if (context->GetNodeAndRegistration(context, plan->data[i], &node, &reg) != kTfLiteOk ||
+        node == nullptr || node->inputs == nullptr)
+      continue;
+    for (int j = 0; j < node->inputs->size; ++j) readers[node->inputs->data[j]] += 1;
+  }
+  std::map<int, size_t> by_input;  // input tensor -> claimed convolution reading it
+  for (size_t c = 0; c < claim.size(); ++c)
+    if (claim[c].second.kind != OpKind::kFullyConnected) by_input[claim[c].second.input] = c;
+  std::vector<int> next(claim.size(), -1), prev(claim.size(), -1);
+  for (size_t c = 0; handover && c < claim.size(); ++c) {
+    const NodeSpec& spec = claim[c].second;
+    if (spec.kind == OpKind::kFullyConnected || spec.activation != Activation::kRelu6) continue;
+    const auto it = by_input.find(spec.output);
+    if (it == by_input.end() || readers[spec.output] != 1 || it->second <= c) continue;
+    next[c] = static_cast<int>(it->second);
+    prev[it->second] = static_cast<int>(c);
+  }
+  std::vector<std::vector<int>> parts;
+  for (size_t c = 0; c < claim.size(); ++c) {
+    if (prev[c] >= 0) continue;
+    parts.emplace_back();
+    for (int i = static_cast<int>(c); i >= 0; i = next[i]) parts.back().push_back(claim[i].first);
+  }
+  return parts;
 }
 
 TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
   DelegateState* state = StateOf(delegate);
   TfLiteIntArray* plan = nullptr;
   if (context->GetExecutionPlan(context, &plan) != kTfLiteOk || plan == nullptr) return kTfLiteError;
-  std::vector<int> claim;
+  std::vector<std::pair<int, NodeSpec>> claim;
   for (int i = 0; i < plan->size; ++i) {
     const int index = plan->data[i];
     TfLiteNode* node = nullptr;
@@ -287,7 +441,7 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
     }
     Log(state, 1, "claimed node %d (%s, %s, rows %lld, k %lld)", index, OpName(kind),
         SchemeName(spec.scheme), static_cast<long long>(spec.rows), static_cast<long long>(spec.k));
-    claim.push_back(index);
+    claim.emplace_back(index, spec);
   }
   // Room for fields a newer runtime may have appended (pitfall 1): the struct
   // is passed by value, so we pass our full, zero-filled declaration.
@@ -300,19 +454,18 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
   reg.builtin_code = kBuiltinCustom;
   reg.custom_name = "TFQ_DELEGATE";
   reg.version = 1;
-  struct {
-    int size;
-    int data[1];
-  } one;
-  for (int index : claim) {
-    one.size = 1;
-    one.data[0] = index;
+  const auto parts = BuildPartitions(context, plan, claim, state->options.int8_handover);
+  for (const std::vector<int>& part : parts) {
+    std::vector<int> list(part.size() + 1);
+    list[0] = static_cast<int>(part.size());
+    std::copy(part.begin(), part.end(), list.begin() + 1);
     if (context->ReplaceNodeSubsetsWithDelegateKernels(
-            context, reg, reinterpret_cast<const TfLiteIntArray*>(&one), delegate) != kTfLiteOk)
+            context, reg, reinterpret_cast<const TfLiteIntArray*>(list.data()), delegate) != kTfLiteOk)
       return kTfLiteError;
-    ++state->claimed;
+    if (part.size() > 1) Log(state, 1, "chained %zu nodes from node %d (int8 hand-over)", part.size(), part[0]);
   }
-  Log(state, 1, "%zu node(s) claimed, kernels: %s", claim.size(),
+  state->claimed += static_cast<int>(claim.size());
+  Log(state, 1, "%zu node(s) claimed in %zu partition(s), kernels: %s", claim.size(), parts.size(),
       IsaName(SelectedIsa(state->options.force_reference)));
   return kTfLiteOk;
 }
@@ -345,10 +498,11 @@ TFQ_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
     if (!std::strcmp(k, "num_threads")) ok = tfq::ParseInt(v, 0, 64, &options.num_threads);
     else if (!std::strcmp(k, "force_reference")) ok = tfq::ParseBool(v, &options.force_reference);
     else if (!std::strcmp(k, "verbosity")) ok = tfq::ParseInt(v, 0, 3, &options.verbosity);
+    else if (!std::strcmp(k, "int8_handover")) ok = tfq::ParseBool(v, &options.int8_handover);
     else {
       if (report_error) {
         std::string msg = std::string("tfq delegate: unknown option '") + k +
-                          "' (known: num_threads, force_reference, verbosity)";
+                          "' (known: num_threads, force_reference, verbosity, int8_handover)";
         report_error(msg.c_str());
       }
       return nullptr;

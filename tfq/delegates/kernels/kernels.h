@@ -100,7 +100,24 @@ struct KernelOptions {
   // everything written to y.
   const TensorStats* input_stats = nullptr;
   TensorStats* output_stats = nullptr;
+  // Conv2D / DepthwiseConv2D, batch 1: the int8 hand-over between two
+  // low-bit layers (docs/delegate.md, "int8 hand-over").
+  // output_q (only with Activation::kRelu6): the outputs are written as
+  // q = rint(y * kHandoverScale) in [0, 127] here, and y is not written;
+  // output_stats then only reports whether the outputs would have been
+  // non-finite (NaN input, or a non-finite output factor).
+  // input_q: the input as such a layer wrote it (readable 64 bytes past its
+  // end); x is not read. input_nonfinite: that layer reported non-finite
+  // outputs: every output is then NaN, as if the float input held NaN.
+  int8_t* output_q = nullptr;
+  const int8_t* input_q = nullptr;
+  bool input_nonfinite = false;
 };
+
+// Fixed activation scale of the int8 hand-over: ReLU6 outputs lie in [0, 6].
+constexpr float kHandoverScale = 127.0f / 6.0f;
+// Bytes readable past the end of an input_q image (SIMD depthwise rows).
+constexpr int64_t kHandoverSlack = 64;
 
 // Scratch memory sizes (bytes) the calls below need for the given shapes and
 // thread count; callers allocate them once (e.g. when a node is prepared).

@@ -56,6 +56,11 @@ struct KernelTable {
   // same IEEE operations (no FMA) and clamps as the portable one.
   void (*epilogue_rows)(const int32_t* acc, int64_t lda, const float* f, const float* b,
                         int64_t n, int64_t rows, float* y, int64_t ldy, Activation a);
+  // Optional: the int8 hand-over epilogue (KernelOptions::output_q),
+  // q[r * ldq + i] = rint(min(max(float(acc) * f[i] (+ b[i]), 0), 6) * kHandoverScale)
+  // with NaN mapped to 0, the same IEEE operations as the portable one.
+  void (*epilogue_rows_q)(const int32_t* acc, int64_t lda, const float* f, const float* b,
+                          int64_t n, int64_t rows, int8_t* q, int64_t ldq);
 };
 
 const KernelTable& RefTable();
@@ -70,6 +75,20 @@ const KernelTable* NeonDotprodTable();
 const KernelTable& SelectTable(bool force_reference);
 // Test hook: -1 picks the best ISA; an Isa value caps the choice at it.
 void SetIsaOverride(int isa);
+
+// The int8 hand-over code of one output before its activation: ReLU6 (NaN
+// maps to 0, never UB), then q = nearbyint(v * kHandoverScale) in [0, 127],
+// the quantization the next layer would apply with that scale. The same
+// float operations as the float epilogue; SIMD versions must match it.
+inline int8_t HandoverCode(float v) {
+  v = v > 0.0f ? v : 0.0f;
+  v = v < 6.0f ? v : 6.0f;
+  // Adding and subtracting 1.5 * 2^23 rounds [0, 127] half to even like
+  // nearbyint in the default rounding mode, without a libm call.
+  constexpr float kMagic = 12582912.0f;
+  const float r = (v * kHandoverScale + kMagic) - kMagic;
+  return static_cast<int8_t>(static_cast<int>(r));
+}
 
 // Unsigned field t (0 .. 8/bits - 1) of byte j in a block: the code of
 // position block*wpb + t*32 + j.

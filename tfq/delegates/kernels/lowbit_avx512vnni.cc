@@ -482,6 +482,39 @@ void EpilogueRowsAvx512(const int32_t* acc, int64_t lda, const float* f, const f
   }
 }
 
+// The int8 hand-over epilogue: as above with the ReLU6 clamps written
+// vmaxps(v, 0) / vminps(v, 6), which map NaN to 0 like the portable
+// `v > 0 ? v : 0`, then vcvtps2dq (half to even, like nearbyint) and a
+// truncating vpmovdb (the codes lie in [0, 127]).
+template <bool kBias>
+void EpilogueRowsQT(const int32_t* acc, int64_t lda, const float* f, const float* b, int64_t n,
+                    int64_t rows, int8_t* q, int64_t ldq) {
+  const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+  const __m512 scale = _mm512_set1_ps(kHandoverScale);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int32_t* ar = acc + r * lda;
+    int8_t* qr = q + r * ldq;
+    for (int64_t i = 0; i < n; i += 16) {
+      const __mmask16 k = n - i >= 16 ? static_cast<__mmask16>(0xFFFF)
+                                      : static_cast<__mmask16>((1u << (n - i)) - 1);
+      __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(k, ar + i)),
+                               _mm512_maskz_loadu_ps(k, f + i));
+      if (kBias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, b + i));
+      v = _mm512_min_ps(_mm512_max_ps(v, zero), six);
+      // Register-form vpmovdb and a plain store: the memory form is slow on AMD cores.
+      const __m128i c = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v, scale)));
+      if (k == 0xFFFF) _mm_storeu_si128(reinterpret_cast<__m128i*>(qr + i), c);
+      else _mm_mask_storeu_epi8(qr + i, k, c);
+    }
+  }
+}
+
+void EpilogueRowsQAvx512(const int32_t* acc, int64_t lda, const float* f, const float* b, int64_t n,
+                         int64_t rows, int8_t* q, int64_t ldq) {
+  if (b) EpilogueRowsQT<true>(acc, lda, f, b, n, rows, q, ldq);
+  else EpilogueRowsQT<false>(acc, lda, f, b, n, rows, q, ldq);
+}
+
 // Activation quantization with 512-bit registers. Same operations as the
 // AVX2 versions (max of |x|; vcvtps2dq rounds half to even like rint; int8
 // saturation then max with -127), so the results are identical.
@@ -581,7 +614,8 @@ const KernelTable* Avx512VnniTableImpl(const KernelTable& avx2) {
   static const KernelTable table = {Isa::kAvx512Vnni, AbsMaxAvx512,         QuantizeAvx512,
                                     SumI8Avx512,      GemmAvx512Vnni,       avx2.depthwise_pixel,
                                     DepthwiseLevelsAvx512, 16,          GemmExecAvx512Vnni,
-                                    DepthwiseLevelsRowAvx512, EpilogueRowsAvx512};
+                                    DepthwiseLevelsRowAvx512, EpilogueRowsAvx512,
+                                    EpilogueRowsQAvx512};
   return &table;
 }
 

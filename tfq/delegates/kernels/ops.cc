@@ -12,6 +12,7 @@
 namespace tfq {
 namespace {
 
+using internal::HandoverCode;
 using internal::KernelTable;
 
 constexpr size_t kAlign = 64;
@@ -236,6 +237,41 @@ TFQ_EPILOGUE_CLONES void WriteOutputRows(const KernelTable& kt, const Epilogue& 
   }
 }
 
+// The int8 hand-over (KernelOptions::output_q): one row of
+// q[i] = HandoverCode(float(acc[i]) * f[i] + b[i]).
+template <bool kBias>
+inline void EpilogueRowQ(const int32_t* acc, const float* f, const float* b, int64_t n, int8_t* q) {
+  for (int64_t i = 0; i < n; ++i) {
+    float v = static_cast<float>(acc[i]) * f[i];
+    if (kBias) v = v + b[i];
+    q[i] = HandoverCode(v);
+  }
+}
+
+// WriteOutputRows for the int8 hand-over; a non-finite row is written as
+// zeros (the caller reports it through TensorStats::nonfinite).
+void WriteOutputRowsQ(const KernelTable& kt, const Epilogue& e, RowState state, const int32_t* acc,
+                                          int64_t lda, const float* f, int64_t o0, int64_t o1,
+                                          int64_t rows, int8_t* q, int64_t ldq) {
+  const int64_t n = o1 - o0;
+  if (state == RowState::kOk && kt.epilogue_rows_q != nullptr) {
+    kt.epilogue_rows_q(acc, lda, f, e.bias ? e.bias + o0 : nullptr, n, rows, q, ldq);
+    return;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    int8_t* qr = q + r * ldq;
+    if (state == RowState::kNonFinite) {
+      std::memset(qr, 0, n);
+    } else if (state == RowState::kZero) {
+      for (int64_t i = 0; i < n; ++i) qr[i] = HandoverCode(e.bias ? e.bias[o0 + i] : 0.0f);
+    } else if (e.bias) {
+      EpilogueRowQ<true>(acc + r * lda, f, e.bias + o0, n, qr);
+    } else {
+      EpilogueRowQ<false>(acc + r * lda, f, nullptr, n, qr);
+    }
+  }
+}
+
 // Statistics of n outputs just written (still in L1), with the absmax
 // kernel (its rule: NaN/inf set the flag, finite values the maximum).
 inline void AccumulateStats(const KernelTable& kt, const float* y, int64_t n, TensorStats* st) {
@@ -258,6 +294,56 @@ void MergeStats(const TensorStats* parts, int n, TensorStats* out) {
 inline void WriteOutputs(const KernelTable& kt, const Epilogue& e, RowState state, const int32_t* acc, const float* f,
                          int64_t o0, int64_t o1, float* y) {
   WriteOutputRows(kt, e, state, acc, 0, f, o0, o1, 1, y, 0);
+}
+
+// Where a convolution writes its outputs: floats (and their statistics when
+// asked), or the int8 hand-over.
+struct OutputSink {
+  float* y = nullptr;
+  int8_t* q = nullptr;
+  bool stats = false;
+};
+
+// Writes `rows` output pixels of out_c channels starting at pixel p.
+inline void EmitPixels(const KernelTable& kt, const Epilogue& e, RowState state, const int32_t* acc,
+                       int64_t lda, const float* f, int64_t out_c, int64_t p, int64_t rows,
+                       const OutputSink& sink, TensorStats* st) {
+  if (sink.q != nullptr) {
+    WriteOutputRowsQ(kt, e, state, acc, lda, f, 0, out_c, rows, sink.q + p * out_c, out_c);
+    return;
+  }
+  float* y = sink.y + p * out_c;
+  WriteOutputRows(kt, e, state, acc, lda, f, 0, out_c, rows, y, out_c);
+  if (sink.stats) AccumulateStats(kt, y, rows * out_c, st);
+}
+
+// The quantized image a convolution reads: its own quantization of the float
+// input x (into qimg, with pixel sums when pixsum is given), or the int8
+// hand-over of the previous layer (whose pixel sums are taken here).
+RowQuant ConvInput(const KernelTable& kt, const KernelOptions& opt, const float* x, int64_t in_pix,
+                   int64_t C, int8_t* qimg, int32_t* pixsum, const TensorStats* known,
+                   const int8_t** q) {
+  if (opt.input_q == nullptr) {
+    *q = qimg;
+    return QuantizeImage(kt, opt, x, in_pix, C, qimg, pixsum, known);
+  }
+  *q = opt.input_q;
+  RowQuant r;
+  r.state = opt.input_nonfinite ? RowState::kNonFinite : RowState::kOk;
+  r.s = kHandoverScale;
+  if (pixsum != nullptr && r.state == RowState::kOk)
+    for (int64_t i = 0; i < in_pix; ++i) pixsum[i] = static_cast<int32_t>(kt.sum_i8(*q + i * C, C));
+  return r;
+}
+
+// Whether the int8 hand-over output of a layer must be reported non-finite:
+// its input was, or an output factor is not finite.
+bool HandoverNonFinite(RowState state, const float* f, int64_t n) {
+  if (state == RowState::kNonFinite) return true;
+  if (state != RowState::kOk) return false;
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(f[i])) return true;
+  return false;
 }
 
 template <class F>
@@ -430,27 +516,32 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
                       g.out_w == g.in_w && (l.kp == C || (use_exec && C % 4 == 0));
   TensorStats tstats[64];  // per thread: statistics of the outputs it wrote
   const TensorStats* known = g.batch == 1 ? opt.input_stats : nullptr;
+  const bool q_out = opt.output_q != nullptr;
   for (int n = 0; n < g.batch; ++n) {
     const float* xn = x + n * l.image;
-    float* yn = y + n * npix * g.out_c;
+    OutputSink sink;
+    sink.y = q_out ? nullptr : y + n * npix * g.out_c;
+    sink.q = opt.output_q;
+    sink.stats = opt.output_stats != nullptr;
     // pixsum: the sum of each input pixel's channels; the im2col row sums add them up.
-    const RowQuant rq = QuantizeImage(kt, opt, xn, static_cast<int64_t>(g.in_h) * g.in_w, C, qimg, pixsum, known);
+    const int8_t* qsrc = nullptr;
+    const RowQuant rq = ConvInput(kt, opt, xn, static_cast<int64_t>(g.in_h) * g.in_w, C, qimg, pixsum,
+                                  known, &qsrc);
     if (rq.state == RowState::kOk) ComputeFactors(e, rq.s, 0, g.out_c, f);
+    if (q_out) tstats[0].nonfinite = HandoverNonFinite(rq.state, f, g.out_c);
     const int64_t macs = npix * g.out_c * w.k;
     ParallelFor(opt, ntiles, [&](int64_t tile, int tid) {
       const ThreadScratch& s = ts[tid];
       const int64_t p0 = tile * l.tile, p1 = std::min(npix, p0 + l.tile);
       const int64_t np = p1 - p0;
       if (rq.state != RowState::kOk) {
-        WriteOutputRows(kt, e, rq.state, nullptr, 0, nullptr, 0, g.out_c, np, yn + p0 * g.out_c,
-                        g.out_c);
-        if (opt.output_stats) AccumulateStats(kt, yn + p0 * g.out_c, np * g.out_c, &tstats[tid]);
+        EmitPixels(kt, e, rq.state, nullptr, 0, nullptr, g.out_c, p0, np, sink, &tstats[tid]);
         return;
       }
       const int8_t* a;
       int64_t lda;
       if (direct) {
-        a = qimg + p0 * C;
+        a = qsrc + p0 * C;
         lda = C;
         for (int64_t p = 0; p < np; ++p) s.sumq[p] = pixsum[p0 + p];
       } else {
@@ -468,7 +559,7 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
             if (row_in && run) {
               // The kw taps of this kernel row are adjacent pixels: one copy.
               const int64_t base = static_cast<int64_t>(iy) * g.in_w + ix0;
-              std::memcpy(dst, qimg + base * C, g.kernel_w * C);
+              std::memcpy(dst, qsrc + base * C, g.kernel_w * C);
               for (int kw = 0; kw < g.kernel_w; ++kw) sum += pixsum[base + kw];
               dst += g.kernel_w * C;
               continue;
@@ -477,7 +568,7 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
               const int ix = ix0 + kw * g.dilation_w;
               if (row_in && ix >= 0 && ix < g.in_w) {
                 const int64_t pi = static_cast<int64_t>(iy) * g.in_w + ix;
-                std::memcpy(dst, qimg + pi * C, C);
+                std::memcpy(dst, qsrc + pi * C, C);
                 sum += pixsum[pi];
               } else {
                 std::memset(dst, 0, C);
@@ -497,9 +588,7 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
         kt.gemm(w.scheme, w.codes, w.row_bytes, g.out_c, a, lda, s.sumq, np, nblocks, s.acc,
                 g.out_c);
       }
-      WriteOutputRows(kt, e, RowState::kOk, s.acc, g.out_c, f, 0, g.out_c, np, yn + p0 * g.out_c,
-                      g.out_c);
-      if (opt.output_stats) AccumulateStats(kt, yn + p0 * g.out_c, np * g.out_c, &tstats[tid]);
+      EmitPixels(kt, e, RowState::kOk, s.acc, g.out_c, f, g.out_c, p0, np, sink, &tstats[tid]);
     }, macs);
   }
   if (opt.output_stats) MergeStats(tstats, threads, opt.output_stats);
@@ -567,11 +656,18 @@ void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights&
   const int64_t C = g.in_c;
   TensorStats tstats[64];  // per thread: statistics of the outputs it wrote
   const TensorStats* known = g.batch == 1 ? opt.input_stats : nullptr;
+  const bool q_out = opt.output_q != nullptr;
   for (int n = 0; n < g.batch; ++n) {
     const float* xn = x + n * l.image;
-    float* yn = y + static_cast<int64_t>(n) * g.out_h * g.out_w * g.out_c;
-    const RowQuant rq = QuantizeImage(kt, opt, xn, static_cast<int64_t>(g.in_h) * g.in_w, C, qimg, nullptr, known);
+    OutputSink sink;
+    sink.y = q_out ? nullptr : y + static_cast<int64_t>(n) * g.out_h * g.out_w * g.out_c;
+    sink.q = opt.output_q;
+    sink.stats = opt.output_stats != nullptr;
+    const int8_t* qsrc = nullptr;
+    const RowQuant rq = ConvInput(kt, opt, xn, static_cast<int64_t>(g.in_h) * g.in_w, C, qimg, nullptr,
+                                  known, &qsrc);
     if (rq.state == RowState::kOk) ComputeFactors(e, rq.s, 0, g.out_c, f);
+    if (q_out) tstats[0].nonfinite = HandoverNonFinite(rq.state, f, g.out_c);
     if (use_levels && rq.state == RowState::kOk && n == 0) {
       // Level of every code of every byte value (built once per scheme), then
       // one lookup per weight.
@@ -598,22 +694,20 @@ void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights&
     ParallelFor(opt, g.out_h, [&](int64_t oy, int tid) {
       const ThreadScratch& s = ts[tid];
       if (use_rows || rq.state != RowState::kOk) {
-        float* out = yn + oy * g.out_w * g.out_c;
         if (rq.state == RowState::kOk)
-          kt.depthwise_levels_row(levels, stride, qimg, g, static_cast<int>(oy), s.acc);
-        WriteOutputRows(kt, e, rq.state, s.acc, g.out_c, f, 0, g.out_c, g.out_w, out, g.out_c);
-        if (opt.output_stats) AccumulateStats(kt, out, static_cast<int64_t>(g.out_w) * g.out_c, &tstats[tid]);
+          kt.depthwise_levels_row(levels, stride, qsrc, g, static_cast<int>(oy), s.acc);
+        EmitPixels(kt, e, rq.state, s.acc, g.out_c, f, g.out_c, oy * g.out_w, g.out_w, sink,
+                   &tstats[tid]);
         return;
       }
       for (int ox = 0; ox < g.out_w; ++ox) {
-        float* out = yn + (oy * g.out_w + ox) * g.out_c;
         int t = 0;
         for (int kh = 0; kh < g.kernel_h; ++kh) {
           const int iy = static_cast<int>(oy) * g.stride_h - g.pad_top + kh * g.dilation_h;
           for (int kw = 0; kw < g.kernel_w; ++kw, ++t) {
             const int ix = ox * g.stride_w - g.pad_left + kw * g.dilation_w;
             s.taps[t] = (iy >= 0 && iy < g.in_h && ix >= 0 && ix < g.in_w)
-                            ? qimg + (static_cast<int64_t>(iy) * g.in_w + ix) * C
+                            ? qsrc + (static_cast<int64_t>(iy) * g.in_w + ix) * C
                             : nullptr;
           }
         }
@@ -623,8 +717,8 @@ void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights&
           kt.depthwise_pixel(w.scheme, w.codes, w.row_bytes, s.taps, ntaps, g.depth_multiplier,
                              g.out_c, s.acc);
         }
-        WriteOutputs(kt, e, RowState::kOk, s.acc, f, 0, g.out_c, out);
-        if (opt.output_stats) AccumulateStats(kt, out, g.out_c, &tstats[tid]);
+        EmitPixels(kt, e, RowState::kOk, s.acc, 0, f, g.out_c, oy * g.out_w + ox, 1, sink,
+                   &tstats[tid]);
       }
     }, dw_macs);
   }
