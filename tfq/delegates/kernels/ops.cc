@@ -331,8 +331,20 @@ RowQuant ConvInput(const KernelTable& kt, const KernelOptions& opt, const float*
   RowQuant r;
   r.state = opt.input_nonfinite ? RowState::kNonFinite : RowState::kOk;
   r.s = kHandoverScale;
-  if (pixsum != nullptr && r.state == RowState::kOk)
-    for (int64_t i = 0; i < in_pix; ++i) pixsum[i] = static_cast<int32_t>(kt.sum_i8(*q + i * C, C));
+  if (pixsum == nullptr || r.state != RowState::kOk) return r;
+  const int8_t* src = *q;
+  const auto sums = [&](int64_t p0, int64_t p1) {
+    for (int64_t i = p0; i < p1; ++i) pixsum[i] = static_cast<int32_t>(kt.sum_i8(src + i * C, C));
+  };
+  constexpr int64_t kMinParallel = int64_t{1} << 15;
+  if (NumThreads(opt) == 1 || in_pix * C < kMinParallel) {
+    sums(0, in_pix);
+  } else {
+    const int64_t chunk = std::max<int64_t>(1, 16384 / std::max<int64_t>(C, 1));
+    opt.pool->ParallelFor((in_pix + chunk - 1) / chunk, [&](int64_t c, int) {
+      sums(c * chunk, std::min(in_pix, (c + 1) * chunk));
+    });
+  }
   return r;
 }
 
@@ -530,7 +542,7 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
     if (rq.state == RowState::kOk) ComputeFactors(e, rq.s, 0, g.out_c, f);
     if (q_out) tstats[0].nonfinite = HandoverNonFinite(rq.state, f, g.out_c);
     const int64_t macs = npix * g.out_c * w.k;
-    ParallelFor(opt, ntiles, [&](int64_t tile, int tid) {
+    const auto run_tile = [&](int64_t tile, int tid) {
       const ThreadScratch& s = ts[tid];
       const int64_t p0 = tile * l.tile, p1 = std::min(npix, p0 + l.tile);
       const int64_t np = p1 - p0;
@@ -589,6 +601,12 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
                 g.out_c);
       }
       EmitPixels(kt, e, RowState::kOk, s.acc, g.out_c, f, g.out_c, p0, np, sink, &tstats[tid]);
+    };
+    // Runs of tiles per task, about 8 tasks per thread: a task claim is a
+    // contended atomic, and 16-pixel tiles of a thin layer cost less than that.
+    const int64_t per = std::max<int64_t>(1, ntiles / (8 * static_cast<int64_t>(threads)));
+    ParallelFor(opt, (ntiles + per - 1) / per, [&](int64_t task, int tid) {
+      for (int64_t t = task * per, end = std::min(ntiles, t + per); t < end; ++t) run_tile(t, tid);
     }, macs);
   }
   if (opt.output_stats) MergeStats(tstats, threads, opt.output_stats);
