@@ -42,12 +42,7 @@ def build_lists(tmp_path_factory):
         pytest.skip("aarch64 cross compiler missing (needed for CMake's NEON configuration)")
     chk = _checker()
     tmp = tmp_path_factory.mktemp("cmake")
-    configs = {
-        "host": chk.cmake_targets(tmp / "host", []),
-        "aarch64": chk.cmake_targets(tmp / "aarch64", [
-            f"-DCMAKE_TOOLCHAIN_FILE={ROOT / 'cmake' / 'aarch64-linux-gnu.toolchain.cmake'}"]),
-    }
-    return chk, configs, chk.bazel_rules(bazel)
+    return chk, chk.cmake_configs(tmp), chk.bazel_rules(bazel)
 
 
 def test_bazel_query_loads_every_package():

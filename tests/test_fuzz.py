@@ -63,8 +63,10 @@ def models(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("fuzz_models")
     paths = []
+    # The ReLU6 chain: one partition of five nodes with int8 hand-over buffers.
     for i, (scheme, kind) in enumerate([("ternary", "cnn"), ("pow2_4bit", "cnn"),
-                                        ("binary", "mlp"), ("pow2_3bit", "cnn")]):
+                                        ("binary", "mlp"), ("pow2_3bit", "cnn"),
+                                        ("ternary", "chain")]):
         data, _ = random_compressed_tflite(scheme, kind, seed=i)
         p = d / f"{kind}_{scheme}.tflite"
         p.write_bytes(bytes(data))
@@ -106,6 +108,7 @@ def test_fuzz_models(asan_lib, models):
                                      str(TIME_BUDGET["models"])] + models)
     _check(proc, "model fuzz")
     runs = int(proc.stdout.split("FUZZ DONE")[1].split()[0])
+    print(f"model fuzz: {runs} mutated models run")
     assert runs >= 300, proc.stdout[-500:]
 
 

@@ -53,7 +53,6 @@ class AlignedBuffer {
     if (bytes <= bytes_) return true;
     void* p = nullptr;
     if (posix_memalign(&p, 64, bytes) != 0) return false;
-    std::memset(p, 0, bytes);
     std::free(data_);
     data_ = p;
     bytes_ = bytes;
@@ -119,6 +118,7 @@ struct NodeKernel {
   // in a hand-over buffer, as int8 (q_out, decided at prepare) or float.
   bool internal_out = false;
   bool q_out = false;
+  int64_t out_elems = 0;  // of an internal output (prepare)
   double seconds = 0;  // cumulative invoke time (verbosity 3)
   int64_t invokes = 0;
 };
@@ -250,6 +250,7 @@ TfLiteStatus PrepareNode(TfLiteContext* context, DelegateState* state, NodeKerne
     for (int d : out_dims) elems *= d;
     // int8 when a ReLU6 convolution of one image feeds a convolution; the
     // chain is only built then, but the batch is known only now.
+    k->out_elems = elems;
     k->q_out = spec.kind != OpKind::kFullyConnected && spec.activation == Activation::kRelu6 &&
                k->geometry.batch == 1 && next != nullptr &&
                next->spec.kind != OpKind::kFullyConnected;
@@ -371,12 +372,14 @@ TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
     const bool q_in = internal_in && kernel->nodes[i - 1].q_out;
     if (internal_in) {
       x = state->handover[(i - 1) % 2].data();
-      if (q_in) x_bytes = in->bytes / sizeof(float);
+      if (q_in) x_bytes = static_cast<size_t>(kernel->nodes[i - 1].out_elems);
     }
     void* y = k->internal_out ? state->handover[i % 2].data() : out->data.raw;
     if (InvokeNode(context, state, k, x, x_bytes, internal_in, q_in, &nonfinite, y, out->bytes) !=
         kTfLiteOk)
       return kTfLiteError;
+    // The next node may read kHandoverSlack bytes past the codes: defined zeros.
+    if (k->q_out) std::memset(static_cast<int8_t*>(y) + k->out_elems, 0, kHandoverSlack);
   }
   return kTfLiteOk;
 }
