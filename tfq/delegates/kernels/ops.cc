@@ -304,17 +304,23 @@ struct OutputSink {
   bool stats = false;
 };
 
-// Writes `rows` output pixels of out_c channels starting at pixel p.
+// Writes channels [o0, o1) of `rows` output pixels (out_c channels each)
+// starting at pixel p; acc and f start at channel o0.
 inline void EmitPixels(const KernelTable& kt, const Epilogue& e, RowState state, const int32_t* acc,
-                       int64_t lda, const float* f, int64_t out_c, int64_t p, int64_t rows,
-                       const OutputSink& sink, TensorStats* st) {
+                       int64_t lda, const float* f, int64_t out_c, int64_t o0, int64_t o1, int64_t p,
+                       int64_t rows, const OutputSink& sink, TensorStats* st) {
   if (sink.q != nullptr) {
-    WriteOutputRowsQ(kt, e, state, acc, lda, f, 0, out_c, rows, sink.q + p * out_c, out_c);
+    WriteOutputRowsQ(kt, e, state, acc, lda, f, o0, o1, rows, sink.q + p * out_c + o0, out_c);
     return;
   }
-  float* y = sink.y + p * out_c;
-  WriteOutputRows(kt, e, state, acc, lda, f, 0, out_c, rows, y, out_c);
-  if (sink.stats) AccumulateStats(kt, y, rows * out_c, st);
+  float* y = sink.y + p * out_c + o0;
+  WriteOutputRows(kt, e, state, acc, lda, f, o0, o1, rows, y, out_c);
+  if (!sink.stats) return;
+  if (o1 - o0 == out_c) {
+    AccumulateStats(kt, y, rows * out_c, st);
+  } else {
+    for (int64_t r = 0; r < rows; ++r) AccumulateStats(kt, y + r * out_c, o1 - o0, st);
+  }
 }
 
 // The quantized image a convolution reads: its own quantization of the float
@@ -542,12 +548,13 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
     if (rq.state == RowState::kOk) ComputeFactors(e, rq.s, 0, g.out_c, f);
     if (q_out) tstats[0].nonfinite = HandoverNonFinite(rq.state, f, g.out_c);
     const int64_t macs = npix * g.out_c * w.k;
-    const auto run_tile = [&](int64_t tile, int tid) {
+    // Output channels [o0, o1) of one tile.
+    const auto run_tile = [&](int64_t tile, int64_t o0, int64_t o1, int tid) {
       const ThreadScratch& s = ts[tid];
       const int64_t p0 = tile * l.tile, p1 = std::min(npix, p0 + l.tile);
       const int64_t np = p1 - p0;
       if (rq.state != RowState::kOk) {
-        EmitPixels(kt, e, rq.state, nullptr, 0, nullptr, g.out_c, p0, np, sink, &tstats[tid]);
+        EmitPixels(kt, e, rq.state, nullptr, 0, nullptr, g.out_c, o0, o1, p0, np, sink, &tstats[tid]);
         return;
       }
       const int8_t* a;
@@ -595,18 +602,33 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
         lda = l.kp;
       }
       if (use_exec) {
-        kt.gemm_exec(w.scheme, w.exec, g.out_c, nblocks, w.k, a, lda, s.sumq, np, s.acc, g.out_c);
+        const int64_t group_bytes = nblocks * 32 * w.exec_group;
+        kt.gemm_exec(w.scheme, w.exec + o0 / w.exec_group * group_bytes, o1 - o0, nblocks, w.k, a,
+                     lda, s.sumq, np, s.acc + o0, g.out_c);
       } else {
-        kt.gemm(w.scheme, w.codes, w.row_bytes, g.out_c, a, lda, s.sumq, np, nblocks, s.acc,
-                g.out_c);
+        kt.gemm(w.scheme, w.codes + o0 * w.row_bytes, w.row_bytes, o1 - o0, a, lda, s.sumq, np,
+                nblocks, s.acc + o0, g.out_c);
       }
-      EmitPixels(kt, e, RowState::kOk, s.acc, g.out_c, f, g.out_c, p0, np, sink, &tstats[tid]);
+      EmitPixels(kt, e, RowState::kOk, s.acc + o0, g.out_c, f + o0, g.out_c, o0, o1, p0, np, sink,
+                 &tstats[tid]);
     };
-    // Runs of tiles per task, about 8 tasks per thread: a task claim is a
-    // contended atomic, and 16-pixel tiles of a thin layer cost less than that.
-    const int64_t per = std::max<int64_t>(1, ntiles / (8 * static_cast<int64_t>(threads)));
-    ParallelFor(opt, (ntiles + per - 1) / per, [&](int64_t task, int tid) {
-      for (int64_t t = task * per, end = std::min(ntiles, t + per); t < end; ++t) run_tile(t, tid);
+    // Tasks: runs of tiles, about 8 tasks per thread (a task claim is a
+    // contended atomic, and a 16-pixel tile of a thin layer costs less than
+    // that); with fewer tiles than 4 per thread (7x7 and 14x14 layers), each
+    // tile split into chunks of output channels (its im2col then repeats).
+    int64_t cchunk = g.out_c;
+    if (threads > 1 && ntiles < 4 * threads) {
+      const int64_t unit = use_exec ? w.exec_group : 8;
+      const int64_t pieces = (4 * threads + ntiles - 1) / ntiles;
+      cchunk = std::max<int64_t>(unit, ((g.out_c + pieces - 1) / pieces + unit - 1) / unit * unit);
+    }
+    const int64_t nch = (g.out_c + cchunk - 1) / cchunk;
+    const int64_t per = nch > 1 ? 1 : std::max<int64_t>(1, ntiles / (8 * static_cast<int64_t>(threads)));
+    ParallelFor(opt, (ntiles * nch + per - 1) / per, [&](int64_t task, int tid) {
+      for (int64_t t = task * per, end = std::min(ntiles * nch, t + per); t < end; ++t) {
+        const int64_t o0 = t % nch * cchunk;
+        run_tile(t / nch, o0, std::min<int64_t>(g.out_c, o0 + cchunk), tid);
+      }
     }, macs);
   }
   if (opt.output_stats) MergeStats(tstats, threads, opt.output_stats);
@@ -707,14 +729,16 @@ void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights&
         for (int64_t o = g.out_c; o < stride; ++o) lv[o] = 0;
       }
     }
-    // Small layers stay on the calling thread, as for the other layers.
-    const int64_t dw_macs = static_cast<int64_t>(g.out_h) * g.out_w * g.out_c * ntaps;
+    // A depthwise multiply-add (int16, no reuse) costs about 8 times one of the
+    // GEMM (vpdpbusd), for which min_parallel_macs is set: weigh them so that
+    // 10-30 us depthwise layers (MobileNetV2 at 28x28 and below) are split too.
+    const int64_t dw_macs = static_cast<int64_t>(g.out_h) * g.out_w * g.out_c * ntaps * 8;
     ParallelFor(opt, g.out_h, [&](int64_t oy, int tid) {
       const ThreadScratch& s = ts[tid];
       if (use_rows || rq.state != RowState::kOk) {
         if (rq.state == RowState::kOk)
           kt.depthwise_levels_row(levels, stride, qsrc, g, static_cast<int>(oy), s.acc);
-        EmitPixels(kt, e, rq.state, s.acc, g.out_c, f, g.out_c, oy * g.out_w, g.out_w, sink,
+        EmitPixels(kt, e, rq.state, s.acc, g.out_c, f, g.out_c, 0, g.out_c, oy * g.out_w, g.out_w, sink,
                    &tstats[tid]);
         return;
       }
@@ -735,7 +759,7 @@ void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights&
           kt.depthwise_pixel(w.scheme, w.codes, w.row_bytes, s.taps, ntaps, g.depth_multiplier,
                              g.out_c, s.acc);
         }
-        EmitPixels(kt, e, RowState::kOk, s.acc, 0, f, g.out_c, oy * g.out_w + ox, 1, sink,
+        EmitPixels(kt, e, RowState::kOk, s.acc, 0, f, g.out_c, 0, g.out_c, oy * g.out_w + ox, 1, sink,
                    &tstats[tid]);
       }
     }, dw_macs);
