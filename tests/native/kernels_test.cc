@@ -172,6 +172,43 @@ void TestSum(const KernelTable& t, const KernelTable& ref, std::mt19937& rng) {
   }
 }
 
+// The int8 hand-over epilogue against HandoverCode (the portable definition):
+// tails, strides, with and without bias, clamps at 0 and 6, NaN and infinite
+// factors (NaN maps to code 0).
+void TestEpilogueQ(const KernelTable& t, std::mt19937& rng) {
+  if (t.epilogue_rows_q == nullptr) return;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  std::uniform_int_distribution<int32_t> acc_d(-3000, 3000);
+  std::uniform_real_distribution<float> f_d(-0.004f, 0.006f);
+  for (int64_t n : {1, 7, 8, 9, 15, 16, 17, 33, 96}) {
+    for (int variant = 0; variant < 4; ++variant) {
+      const int64_t rows = 1 + variant % 3, lda = n + 3, ldq = n + 5;
+      std::vector<int32_t> acc(rows * lda);
+      for (auto& v : acc) v = acc_d(rng);
+      std::vector<float> f(n), b(n);
+      for (auto& v : f) v = f_d(rng);
+      for (auto& v : b) v = f_d(rng) * 500.0f;
+      if (variant == 3) {
+        f[0] = nan;
+        f[n - 1] = inf;
+        acc[n - 1] = 0;  // 0 * inf: NaN
+      }
+      const float* bp = variant % 2 ? b.data() : nullptr;
+      std::vector<int8_t> qt(rows * ldq, 99), qr(rows * ldq, 99);
+      t.epilogue_rows_q(acc.data(), lda, f.data(), bp, n, rows, qt.data(), ldq);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t i = 0; i < n; ++i) {
+          float v = static_cast<float>(acc[r * lda + i]) * f[i];
+          if (bp) v = v + bp[i];
+          qr[r * ldq + i] = tfq::internal::HandoverCode(v);
+        }
+      EXPECT(SameBits(qt.data(), qr.data(), qt.size()), "%s epilogue_rows_q n=%lld variant=%d",
+             tfq::IsaName(t.isa), (long long)n, variant);
+    }
+  }
+}
+
 // Naive accumulator from unpacked codes: the executable definition.
 int32_t NaiveDot(Scheme s, const int* codes, const int8_t* a, int64_t n) {
   int64_t acc = 0;
@@ -432,6 +469,7 @@ int main(int argc, char** argv) {
     TestAbsMax(*t, ref, rng);
     TestQuantize(*t, ref, rng);
     TestSum(*t, ref, rng);
+    TestEpilogueQ(*t, rng);
     TestGemm(*t, ref, seed);
     TestDepthwisePixel(*t, ref, seed + 1);
     std::printf("table %-13s %s\n", tfq::IsaName(t->isa), g_failures == before ? "ok" : "FAILED");
