@@ -356,3 +356,21 @@ def test_large_image_parallel_quantization(lib, simd, kind):
             y = native.conv(image, packed, "ternary", k, oc, scale, bias, threads=threads, **kw_args)
             np.testing.assert_array_equal(y, y_ref, err_msg=f"{kind} threads={threads}")
         assert np.all(np.isnan(y_ref)) == (image is bad)
+
+
+@pytest.mark.parametrize("extra_blocks", [0, 400])
+def test_masked_ternary_gemv_at_its_bound(lib, simd, extra_blocks):
+    """The shift-free ternary GEMV (AVX-512) keeps codes shifted by up to 6 bits
+    in int32 lanes: at the extreme a lane gains 4 * 128 * 127 per block of 128
+    weights and would overflow after 33025 blocks. It is used up to 32768
+    blocks, the shifted kernel beyond; with all codes 2 (level +1) and all
+    activations 127, both sides (33168 blocks would overflow the masked
+    kernel) must give the exact sum."""
+    k = (32768 + extra_blocks) * 128
+    x = np.ones((1, k), np.float32)
+    levels = np.ones((1, k), np.int64)
+    packed = native.pack_levels(levels, "ternary")
+    y = native.fully_connected(x, packed, "ternary", 1, k, np.ones(1, np.float32), None, "NONE",
+                               lib=lib)
+    # acc = 127 * k exactly; y = acc / 127.
+    assert y[0, 0] == np.float32(np.float32(127 * k) / np.float32(127.0))

@@ -110,6 +110,53 @@ void Tile(const uint8_t* w, int64_t row_bytes, const int8_t* a, int64_t lda, con
   }
 }
 
+// Ternary GEMV (one activation row) without shifts: field t of a byte is
+// masked in place, so the code arrives multiplied by 4^t. Each pair of fields
+// (2p in the low 256 bits, 2p + 1 in the high ones, as in Tile) gets its own
+// accumulator, whose lanes are then exact multiples of 16^p (low) or
+// 4 * 16^p (high) and are shifted back once at the end (vpsravd). A
+// vpdpbusd lane gains at most 4 * 128 * 127 per block, so this holds for
+// nblocks <= kMaskedMaxBlocks (the caller checks).
+constexpr int64_t kMaskedMaxBlocks = 32768;
+
+template <int MR>
+void TernaryGemvTile(const uint8_t* w, int64_t row_bytes, const int8_t* a, const int32_t* sumq,
+                     int64_t nblocks, int32_t* c) {
+  __m512i acc[MR][2];
+  for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
+  const __m512i mask0 = _mm512_inserti64x4(_mm512_set1_epi8(0x03), _mm256_set1_epi8(0x0C), 1);
+  const __m512i mask1 = _mm512_inserti64x4(_mm512_set1_epi8(0x30), _mm256_set1_epi8(static_cast<char>(0xC0)), 1);
+  const uint8_t* next = w + MR * row_bytes;
+  for (int64_t b = 0; b < nblocks; ++b) {
+    for (int l = 0; l < MR * 32; l += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(next + b * MR * 32 + l), _MM_HINT_T0);
+    const __m512i a0 = _mm512_loadu_si512(a + b * 128);
+    const __m512i a1 = _mm512_loadu_si512(a + b * 128 + 64);
+    for (int r = 0; r < MR; ++r) {
+      const __m512i raw = _mm512_broadcast_i64x4(
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + r * row_bytes + b * 32)));
+      acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], _mm512_and_si512(raw, mask0), a0);
+      acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], _mm512_and_si512(raw, mask1), a1);
+    }
+  }
+  const __m512i shift0 = _mm512_inserti64x4(_mm512_set1_epi32(0), _mm256_set1_epi32(2), 1);
+  const __m512i shift1 = _mm512_inserti64x4(_mm512_set1_epi32(4), _mm256_set1_epi32(6), 1);
+  for (int r = 0; r < MR; ++r) {
+    const __m512i v = _mm512_add_epi32(_mm512_srav_epi32(acc[r][0], shift0),
+                                       _mm512_srav_epi32(acc[r][1], shift1));
+    // sum(level * q) = sum(code * q) - sum(q), wrapping like uint32 (exact when it fits).
+    const uint32_t sum_uq = static_cast<uint32_t>(_mm512_reduce_add_epi32(v));
+    c[r] = static_cast<int32_t>(sum_uq - static_cast<uint32_t>(sumq[0]));
+  }
+}
+
+void TernaryGemv(const uint8_t* w, int64_t row_bytes, int64_t n_rows, const int8_t* a,
+                 const int32_t* sumq, int64_t nblocks, int32_t* c) {
+  int64_t i = 0;
+  for (; i + 8 <= n_rows; i += 8) TernaryGemvTile<8>(w + i * row_bytes, row_bytes, a, sumq, nblocks, c + i);
+  for (; i < n_rows; ++i) TernaryGemvTile<1>(w + i * row_bytes, row_bytes, a, sumq, nblocks, c + i);
+}
+
 template <Scheme S, int MR, int NR>
 void RowPanel(const uint8_t* w, int64_t row_bytes, int64_t n_rows, const int8_t* a, int64_t lda,
               const int32_t* sumq, int64_t nblocks, int32_t* c, int64_t ldc) {
@@ -135,7 +182,12 @@ void GemmScheme(const uint8_t* w, int64_t row_bytes, int64_t n_rows, const int8_
   int32_t* cj = c + j * ldc;
   if (rest == 3) RowPanel<S, 4, 3>(w, row_bytes, n_rows, aj, lda, sumq + j, nblocks, cj, ldc);
   if (rest == 2) RowPanel<S, 4, 2>(w, row_bytes, n_rows, aj, lda, sumq + j, nblocks, cj, ldc);
-  if (rest == 1) RowPanel<S, 8, 1>(w, row_bytes, n_rows, aj, lda, sumq + j, nblocks, cj, ldc);
+  if (rest == 1) {
+    if (S == Scheme::kTernary && nblocks <= kMaskedMaxBlocks)
+      TernaryGemv(w, row_bytes, n_rows, aj, sumq + j, nblocks, cj);
+    else
+      RowPanel<S, 8, 1>(w, row_bytes, n_rows, aj, lda, sumq + j, nblocks, cj, ldc);
+  }
 }
 
 void GemmAvx512Vnni(Scheme s, const uint8_t* w, int64_t row_bytes, int64_t n_rows, const int8_t* a,
