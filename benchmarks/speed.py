@@ -21,8 +21,14 @@ tfq-portable (which runs in stock LiteRT) for that case and thread count.
 Peak RSS: measured in a fresh subprocess per model (interpreter created,
 tensors allocated, 3 invokes), as VmHWM minus VmRSS before loading.
 
+With --isolated each variant is timed alone in its own process instead: no
+other interpreter's thread pool is alive next to it. At 2 threads this is
+what one deployed model sees; in the interleaved run XNNPACK's workers of the
+variant timed just before are still spinning (they spin after each
+operation), and they take the second core from the variant being timed.
+
 Usage: python benchmarks/speed.py [--cases dense4096,conv3x3,...] [--threads 1,2]
-       [--seconds 2] [--cache out/bench] [--no-rss]
+       [--seconds 2] [--cache out/bench] [--no-rss] [--isolated]
 """
 
 import argparse
@@ -215,6 +221,14 @@ def time_case_subprocess(case, paths, threads, seconds, variants=None):
     return {}
 
 
+def time_case_isolated(case, paths, threads, seconds):
+    """Each variant alone in a fresh process; returns {variant: median seconds}."""
+    med = {}
+    for v in paths:
+        med.update(time_case_subprocess(case, paths, threads, seconds, [v]))
+    return med
+
+
 def make_interpreter(variant, path, threads):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -318,6 +332,8 @@ def main(argv=None):
     ap.add_argument("--cache", default=str(ROOT / "out" / "bench"))
     ap.add_argument("--no-rss", action="store_true")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--isolated", action="store_true",
+                    help="time each variant alone in its own process (not interleaved)")
     args = ap.parse_args(argv)
     from tfq.delegates import native
 
@@ -325,7 +341,9 @@ def main(argv=None):
     threads = [int(t) for t in args.threads.split(",")]
     print(f"# tfq speed, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, CPU: {cpu_name()}, "
           f"{os.cpu_count()} logical CPUs, tfq kernels: {native.selected_isa()}")
-    print("# batch 1, median invoke time in microseconds, variants interleaved in one process")
+    print("# batch 1, median invoke time in microseconds, " + (
+        "each variant alone in its own process" if args.isolated
+        else "variants interleaved in one process"))
     results = {}
     header = ("case", "thr") + LITERT_VARIANTS + TFQ_VARIANTS + (
         "t2/fp32", "t2/best", "p4/fp32", "p4/best", "target")
@@ -333,7 +351,8 @@ def main(argv=None):
     for case in cases:
         paths = make_models(case, args.cache)
         for t in threads:
-            med = time_case_subprocess(case, paths, t, args.seconds)
+            timer = time_case_isolated if args.isolated else time_case_subprocess
+            med = timer(case, paths, t, args.seconds)
             if "fp32" not in med:
                 print(f"| {case} | {t} | failed |", flush=True)
                 continue
