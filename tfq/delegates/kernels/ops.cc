@@ -251,8 +251,8 @@ inline void EpilogueRowQ(const int32_t* acc, const float* f, const float* b, int
 // WriteOutputRows for the int8 hand-over; a non-finite row is written as
 // zeros (the caller reports it through TensorStats::nonfinite).
 void WriteOutputRowsQ(const KernelTable& kt, const Epilogue& e, RowState state, const int32_t* acc,
-                                          int64_t lda, const float* f, int64_t o0, int64_t o1,
-                                          int64_t rows, int8_t* q, int64_t ldq) {
+                      int64_t lda, const float* f, int64_t o0, int64_t o1, int64_t rows, int8_t* q,
+                      int64_t ldq) {
   const int64_t n = o1 - o0;
   if (state == RowState::kOk && kt.epilogue_rows_q != nullptr) {
     kt.epilogue_rows_q(acc, lda, f, e.bias ? e.bias + o0 : nullptr, n, rows, q, ldq);
