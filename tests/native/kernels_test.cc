@@ -181,7 +181,7 @@ void TestEpilogueQ(const KernelTable& t, std::mt19937& rng) {
   const float inf = std::numeric_limits<float>::infinity();
   std::uniform_int_distribution<int32_t> acc_d(-3000, 3000);
   std::uniform_real_distribution<float> f_d(-0.004f, 0.006f);
-  for (int64_t n : {1, 7, 8, 9, 15, 16, 17, 33, 96}) {
+  for (int64_t n : {1, 7, 8, 9, 15, 16, 17, 33, 64, 96, 130, 200}) {
     for (int variant = 0; variant < 4; ++variant) {
       const int64_t rows = 1 + variant % 3, lda = n + 3, ldq = n + 5;
       std::vector<int32_t> acc(rows * lda);
