@@ -161,6 +161,25 @@ void TestQuantize(const KernelTable& t, const KernelTable& ref, std::mt19937& rn
   }
 }
 
+void TestSumRows(const KernelTable& t, std::mt19937& rng) {
+  if (t.sum_rows_i8 == nullptr) return;
+  for (int64_t c : {1, 3, 8, 16, 24, 32, 40, 64, 96, 136, 256, 264, 576}) {
+    for (int64_t rows : {1, 2, 7, 85, 300}) {
+      std::vector<int8_t> q = RandomQ(rng, rows * c);
+      if (rows == 7) q.assign(q.size(), -127);  // the extreme
+      std::vector<int32_t> got(rows + 1, 12345), want(rows + 1, 12345);
+      t.sum_rows_i8(q.data(), rows, c, got.data());
+      for (int64_t r = 0; r < rows; ++r) {
+        int64_t s = 0;
+        for (int64_t j = 0; j < c; ++j) s += q[r * c + j];
+        want[r] = static_cast<int32_t>(s);
+      }
+      EXPECT(got == want, "%s sum_rows_i8 rows=%lld c=%lld", tfq::IsaName(t.isa), (long long)rows,
+             (long long)c);
+    }
+  }
+}
+
 void TestSum(const KernelTable& t, const KernelTable& ref, std::mt19937& rng) {
   for (int64_t n : {1, 15, 16, 17, 31, 100, 4099}) {
     std::vector<int8_t> q = RandomQ(rng, n);
@@ -470,6 +489,7 @@ int main(int argc, char** argv) {
     TestQuantize(*t, ref, rng);
     TestSum(*t, ref, rng);
     TestEpilogueQ(*t, rng);
+    TestSumRows(*t, rng);
     TestGemm(*t, ref, seed);
     TestDepthwisePixel(*t, ref, seed + 1);
     std::printf("table %-13s %s\n", tfq::IsaName(t->isa), g_failures == before ? "ok" : "FAILED");

@@ -61,6 +61,9 @@ struct KernelTable {
   // with NaN mapped to 0, the same IEEE operations as the portable one.
   void (*epilogue_rows_q)(const int32_t* acc, int64_t lda, const float* f, const float* b,
                           int64_t n, int64_t rows, int8_t* q, int64_t ldq);
+  // Optional: out[r] = sum of q[r * c, r * c + c) for r < rows (contiguous
+  // rows: the channel sums of the pixels of an image); else sum_i8 per row.
+  void (*sum_rows_i8)(const int8_t* q, int64_t rows, int64_t c, int32_t* out);
 };
 
 const KernelTable& RefTable();

@@ -658,6 +658,39 @@ int64_t SumI8Avx512(const int8_t* q, int64_t n) {
   return _mm512_reduce_add_epi64(sad) - 128 * i;
 }
 
+// Sums of contiguous rows of c int8 values. When c is a multiple of 8 up to
+// 64, vpsadbw over the whole span gives the sums of 8-byte groups, and each
+// row adds its c / 8 groups: about a vector op per 64 bytes instead of a call
+// and a horizontal reduction per row (pixels of thin layers have 16-64
+// channels; MobileNetV2's 112x112 1x1 convolutions: 73 -> 66 us and 162 ->
+// 150 us). Longer rows (96 channels: slower this way) take one SumI8Avx512
+// each.
+void SumRowsI8Avx512(const int8_t* q, int64_t rows, int64_t c, int32_t* out) {
+  if (c % 8 != 0 || c > 64 || rows <= 0) {
+    for (int64_t r = 0; r < rows; ++r) out[r] = static_cast<int32_t>(SumI8Avx512(q + r * c, c));
+    return;
+  }
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  const int64_t groups_per_row = c / 8;
+  const int64_t total = rows * c;
+  alignas(64) uint64_t g[256];  // group sums (+128 per byte) of one chunk of up to 2048 bytes
+  const int64_t chunk = 2048 / c * c;  // whole rows; a multiple of 8
+  int64_t row = 0;
+  for (int64_t base = 0; base < total; base += chunk) {
+    const int64_t len = std::min<int64_t>(chunk, total - base);
+    for (int64_t i = 0; i < len; i += 64) {
+      const __mmask64 k = len - i >= 64 ? ~0ull : (1ull << (len - i)) - 1;
+      const __m512i v = _mm512_maskz_loadu_epi8(k, q + base + i);
+      _mm512_store_si512(g + i / 8, _mm512_sad_epu8(_mm512_xor_si512(v, flip), _mm512_setzero_si512()));
+    }
+    for (int64_t r = 0; r < len / c; ++r, ++row) {
+      int64_t sum = 0;
+      for (int64_t j = 0; j < groups_per_row; ++j) sum += static_cast<int64_t>(g[r * groups_per_row + j]);
+      out[row] = static_cast<int32_t>(sum - 128 * c);
+    }
+  }
+}
+
 }  // namespace
 
 void GemmExecAvx512Vnni(Scheme s, const uint8_t* wx, int64_t out_c, int64_t nblocks,
@@ -686,7 +719,7 @@ const KernelTable* Avx512VnniTableImpl(const KernelTable& avx2) {
                                     SumI8Avx512,      GemmAvx512Vnni,       avx2.depthwise_pixel,
                                     DepthwiseLevelsAvx512, 16,          GemmExecAvx512Vnni,
                                     DepthwiseLevelsRowAvx512, EpilogueRowsAvx512,
-                                    EpilogueRowsQAvx512};
+                                    EpilogueRowsQAvx512, SumRowsI8Avx512};
   return &table;
 }
 

@@ -100,6 +100,16 @@ RowQuant QuantizeActivations(const KernelTable& kt, const float* x, int64_t n, i
 
 int NumThreads(const KernelOptions& opt) { return opt.pool ? opt.pool->num_threads() : 1; }
 
+// Channel sums of pixels [p0, p1) of an image with C channels per pixel.
+void PixelSums(const KernelTable& kt, const int8_t* q, int64_t p0, int64_t p1, int64_t C,
+               int32_t* pixsum) {
+  if (kt.sum_rows_i8 != nullptr) {
+    kt.sum_rows_i8(q + p0 * C, p1 - p0, C, pixsum + p0);
+    return;
+  }
+  for (int64_t i = p0; i < p1; ++i) pixsum[i] = static_cast<int32_t>(kt.sum_i8(q + i * C, C));
+}
+
 // Quantizes a batch-1 image of in_pix pixels x C channels with one scale, like
 // QuantizeActivations (n_padded == n), and writes each pixel's channel sum to
 // pixsum when given. With a pool and a large image the passes are split over
@@ -113,7 +123,7 @@ RowQuant QuantizeImage(const KernelTable& kt, const KernelOptions& opt, const fl
   if (threads == 1 || n < kMinParallel || C <= 0) {
     const RowQuant rq = QuantizeActivations(kt, x, n, n, q, nullptr, known);
     if (pixsum != nullptr && rq.state == RowState::kOk)
-      for (int64_t i = 0; i < in_pix; ++i) pixsum[i] = static_cast<int32_t>(kt.sum_i8(q + i * C, C));
+      PixelSums(kt, q, 0, in_pix, C, pixsum);
     return rq;
   }
   const int64_t chunk_pix = std::max<int64_t>(1, 16384 / C);
@@ -147,7 +157,7 @@ RowQuant QuantizeImage(const KernelTable& kt, const KernelOptions& opt, const fl
     const int64_t p0 = c * chunk_pix, p1 = std::min(in_pix, p0 + chunk_pix);
     kt.quantize(x + p0 * C, (p1 - p0) * C, r.s, q + p0 * C);
     if (pixsum != nullptr)
-      for (int64_t i = p0; i < p1; ++i) pixsum[i] = static_cast<int32_t>(kt.sum_i8(q + i * C, C));
+      PixelSums(kt, q, p0, p1, C, pixsum);
   });
   return r;
 }
@@ -339,9 +349,7 @@ RowQuant ConvInput(const KernelTable& kt, const KernelOptions& opt, const float*
   r.s = kHandoverScale;
   if (pixsum == nullptr || r.state != RowState::kOk) return r;
   const int8_t* src = *q;
-  const auto sums = [&](int64_t p0, int64_t p1) {
-    for (int64_t i = p0; i < p1; ++i) pixsum[i] = static_cast<int32_t>(kt.sum_i8(src + i * C, C));
-  };
+  const auto sums = [&](int64_t p0, int64_t p1) { PixelSums(kt, src, p0, p1, C, pixsum); };
   constexpr int64_t kMinParallel = int64_t{1} << 15;
   if (NumThreads(opt) == 1 || in_pix * C < kMinParallel) {
     sums(0, in_pix);
