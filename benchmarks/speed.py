@@ -200,7 +200,9 @@ def time_case_subprocess(case, paths, threads, seconds, variants=None):
     A baseline that crashes LiteRT (seen once with an ai-edge-quantizer model)
     is reported and the case is re-run without it.
     """
-    variants = [v for v in (variants or paths) if v in paths]
+    variants = [v for v in (paths if variants is None else variants) if v in paths]
+    if not variants:
+        return {}
     code = ("import sys, json, pathlib; sys.path.insert(0, %r); from speed import time_case; "
             "paths = {k: pathlib.Path(v) for k, v in json.loads(sys.argv[1]).items()}; "
             "print('RESULT ' + json.dumps(time_case(paths, int(sys.argv[2]), float(sys.argv[3]))))"
