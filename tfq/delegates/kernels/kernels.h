@@ -116,7 +116,8 @@ struct KernelOptions {
 
 // Fixed activation scale of the int8 hand-over: ReLU6 outputs lie in [0, 6].
 constexpr float kHandoverScale = 127.0f / 6.0f;
-// Bytes readable past the end of an input_q image (SIMD depthwise rows).
+// Bytes the SIMD depthwise rows may read past the end of an int8 image: its
+// own quantized copy, or an input_q image.
 constexpr int64_t kHandoverSlack = 64;
 
 // Scratch memory sizes (bytes) the calls below need for the given shapes and

@@ -93,6 +93,18 @@ inline int8_t HandoverCode(float v) {
   return static_cast<int8_t>(static_cast<int>(r));
 }
 
+// q[i] = HandoverCode(float(acc[i]) * f[i] (+ b[i])) for i in [begin, end):
+// the portable hand-over epilogue, and the scalar tail of the SIMD ones.
+template <bool kBias>
+inline void HandoverCodes(const int32_t* acc, const float* f, const float* b, int64_t begin,
+                          int64_t end, int8_t* q) {
+  for (int64_t i = begin; i < end; ++i) {
+    float v = static_cast<float>(acc[i]) * f[i];
+    if (kBias) v = v + b[i];
+    q[i] = HandoverCode(v);
+  }
+}
+
 // Unsigned field t (0 .. 8/bits - 1) of byte j in a block: the code of
 // position block*wpb + t*32 + j.
 inline int FieldCode(const uint8_t* block, int bits, int t, int j) {

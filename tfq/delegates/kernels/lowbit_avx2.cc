@@ -233,11 +233,7 @@ void EpilogueRowsQT(const int32_t* acc, int64_t lda, const float* f, const float
       const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
       _mm_storel_epi64(reinterpret_cast<__m128i*>(qr + i), _mm_packs_epi16(w, w));
     }
-    for (; i < n; ++i) {
-      float v = static_cast<float>(ar[i]) * f[i];
-      if (kBias) v = v + b[i];
-      qr[i] = HandoverCode(v);
-    }
+    HandoverCodes<kBias>(ar, f, b, i, n, qr);
   }
 }
 
@@ -414,7 +410,7 @@ void DepthwiseLevelsAvx2(const int16_t* levels, int64_t stride, const int8_t* co
 const KernelTable* Avx2TableImpl() {
   static const KernelTable table = {Isa::kAvx2, AbsMaxAvx2, QuantizeAvx2,      SumI8Avx2,
                                     GemmAvx2,    DepthwisePixelAvx2, DepthwiseLevelsAvx2, 0, nullptr,
-                                    nullptr, nullptr, EpilogueRowsQAvx2};
+                                    nullptr, nullptr, EpilogueRowsQAvx2, nullptr};
   return &table;
 }
 

@@ -246,11 +246,7 @@ void EpilogueRowsQT(const int32_t* acc, int64_t lda, const float* f, const float
                                        vqmovn_s32(vcvtnq_s32_f32(vmulq_f32(v1, scale))));
       vst1_s8(qr + i, vqmovn_s16(w));
     }
-    for (; i < n; ++i) {
-      float v = static_cast<float>(ar[i]) * f[i];
-      if (kBias) v = v + b[i];
-      qr[i] = HandoverCode(v);
-    }
+    HandoverCodes<kBias>(ar, f, b, i, n, qr);
   }
 }
 
@@ -343,7 +339,7 @@ const KernelTable* NeonTableImpl() {
   static const KernelTable table = {Isa::kNeon, AbsMaxNeon, QuantizeNeon,
                                     SumI8Neon,  GemmNeon,   DepthwisePixelNeon,
                                     nullptr,    0,          nullptr,
-                                    nullptr,    nullptr,    EpilogueRowsQNeon};
+                                    nullptr,    nullptr,    EpilogueRowsQNeon, nullptr};
   return &table;
 }
 
@@ -364,7 +360,7 @@ const KernelTable* NeonDotprodTableImpl() {
   static const KernelTable table = {Isa::kNeonDotprod, AbsMaxNeon,      QuantizeNeon,
                                     SumI8Neon,         GemmNeonDotprod, DepthwisePixelNeon,
                                     nullptr,           0,               nullptr,
-                                    nullptr,           nullptr,         EpilogueRowsQNeon};
+                                    nullptr,           nullptr,         EpilogueRowsQNeon, nullptr};
   return &table;
 #else
   return nullptr;

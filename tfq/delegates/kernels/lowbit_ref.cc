@@ -88,7 +88,7 @@ void DepthwisePixelRef(Scheme s, const uint8_t* codes, int64_t row_bytes,
 const KernelTable& RefTable() {
   static const KernelTable table = {Isa::kReference, AbsMaxRef, QuantizeRef, SumI8Ref,
                                     GemmRef, DepthwisePixelRef, nullptr, 0, nullptr, nullptr,
-                                    nullptr, nullptr};
+                                    nullptr, nullptr, nullptr};
   return table;
 }
 

@@ -17,7 +17,6 @@ using internal::KernelTable;
 
 constexpr size_t kAlign = 64;
 constexpr int kConvTilePixels = 16;
-constexpr int64_t kDepthwiseSlack = 64;
 
 size_t AlignUp(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
@@ -247,17 +246,6 @@ TFQ_EPILOGUE_CLONES void WriteOutputRows(const KernelTable& kt, const Epilogue& 
   }
 }
 
-// The int8 hand-over (KernelOptions::output_q): one row of
-// q[i] = HandoverCode(float(acc[i]) * f[i] + b[i]).
-template <bool kBias>
-inline void EpilogueRowQ(const int32_t* acc, const float* f, const float* b, int64_t n, int8_t* q) {
-  for (int64_t i = 0; i < n; ++i) {
-    float v = static_cast<float>(acc[i]) * f[i];
-    if (kBias) v = v + b[i];
-    q[i] = HandoverCode(v);
-  }
-}
-
 // WriteOutputRows for the int8 hand-over; a non-finite row is written as
 // zeros (the caller reports it through TensorStats::nonfinite).
 void WriteOutputRowsQ(const KernelTable& kt, const Epilogue& e, RowState state, const int32_t* acc,
@@ -275,9 +263,9 @@ void WriteOutputRowsQ(const KernelTable& kt, const Epilogue& e, RowState state, 
     } else if (state == RowState::kZero) {
       for (int64_t i = 0; i < n; ++i) qr[i] = HandoverCode(e.bias ? e.bias[o0 + i] : 0.0f);
     } else if (e.bias) {
-      EpilogueRowQ<true>(acc + r * lda, f, e.bias + o0, n, qr);
+      internal::HandoverCodes<true>(acc + r * lda, f, e.bias + o0, 0, n, qr);
     } else {
-      EpilogueRowQ<false>(acc + r * lda, f, nullptr, n, qr);
+      internal::HandoverCodes<false>(acc + r * lda, f, nullptr, 0, n, qr);
     }
   }
 }
@@ -370,6 +358,29 @@ bool HandoverNonFinite(RowState state, const float* f, int64_t n) {
   for (int64_t i = 0; i < n; ++i)
     if (!std::isfinite(f[i])) return true;
   return false;
+}
+
+// What a convolution sets up per image: where the outputs go, the quantized
+// input (ConvInput) and, when that input is usable, the output factors f;
+// with the int8 hand-over, st->nonfinite reports whether the codes stand for
+// non-finite outputs.
+struct ImageSetup {
+  OutputSink sink;
+  const int8_t* q = nullptr;
+  RowQuant rq;
+};
+
+ImageSetup BeginImage(const KernelTable& kt, const KernelOptions& opt, const Epilogue& e,
+                      const float* x, int64_t in_pix, int64_t C, int8_t* qimg, int32_t* pixsum,
+                      const TensorStats* known, float* y, int64_t out_c, float* f, TensorStats* st) {
+  ImageSetup im;
+  im.sink.y = opt.output_q != nullptr ? nullptr : y;
+  im.sink.q = opt.output_q;
+  im.sink.stats = opt.output_stats != nullptr;
+  im.rq = ConvInput(kt, opt, x, in_pix, C, qimg, pixsum, known, &im.q);
+  if (im.rq.state == RowState::kOk) ComputeFactors(e, im.rq.s, 0, out_c, f);
+  if (opt.output_q != nullptr) st->nonfinite = HandoverNonFinite(im.rq.state, f, out_c);
+  return im;
 }
 
 template <class F>
@@ -542,19 +553,14 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
                       g.out_w == g.in_w && (l.kp == C || (use_exec && C % 4 == 0));
   TensorStats tstats[64];  // per thread: statistics of the outputs it wrote
   const TensorStats* known = g.batch == 1 ? opt.input_stats : nullptr;
-  const bool q_out = opt.output_q != nullptr;
   for (int n = 0; n < g.batch; ++n) {
-    const float* xn = x + n * l.image;
-    OutputSink sink;
-    sink.y = q_out ? nullptr : y + n * npix * g.out_c;
-    sink.q = opt.output_q;
-    sink.stats = opt.output_stats != nullptr;
     // pixsum: the sum of each input pixel's channels; the im2col row sums add them up.
-    const int8_t* qsrc = nullptr;
-    const RowQuant rq = ConvInput(kt, opt, xn, static_cast<int64_t>(g.in_h) * g.in_w, C, qimg, pixsum,
-                                  known, &qsrc);
-    if (rq.state == RowState::kOk) ComputeFactors(e, rq.s, 0, g.out_c, f);
-    if (q_out) tstats[0].nonfinite = HandoverNonFinite(rq.state, f, g.out_c);
+    const ImageSetup im = BeginImage(kt, opt, e, x + n * l.image, static_cast<int64_t>(g.in_h) * g.in_w,
+                                     C, qimg, pixsum, known, y + n * npix * g.out_c, g.out_c, f,
+                                     &tstats[0]);
+    const OutputSink& sink = im.sink;
+    const RowQuant rq = im.rq;
+    const int8_t* qsrc = im.q;
     const int64_t macs = npix * g.out_c * w.k;
     // Output channels [o0, o1) of one tile.
     const auto run_tile = [&](int64_t tile, int64_t o0, int64_t o1, int tid) {
@@ -671,7 +677,7 @@ size_t DepthwiseScratchBytes(const PackedWeights& w, const ConvGeometry& g, int 
   // acc: one output row (out_w pixels) for the row kernels, one pixel otherwise.
   const size_t per_thread = AlignUp(taps * sizeof(int8_t*)) +
                             AlignUp(static_cast<int64_t>(g.out_w) * g.out_c * sizeof(int32_t));
-  return AlignUp(taps * stride * sizeof(int16_t)) + AlignUp(l.image + kDepthwiseSlack) + AlignUp(g.out_c * sizeof(float)) + l.threads * per_thread + kAlign;
+  return AlignUp(taps * stride * sizeof(int16_t)) + AlignUp(l.image + kHandoverSlack) + AlignUp(g.out_c * sizeof(float)) + l.threads * per_thread + kAlign;
 }
 
 void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights& w,
@@ -682,8 +688,8 @@ void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights&
   const int ntaps = g.kernel_h * g.kernel_w;
   Arena arena(scratch);
   // SIMD depthwise kernels read whole groups of 32 channels: keep slack.
-  int8_t* qimg = arena.Take<int8_t>(l.image + kDepthwiseSlack);
-  std::memset(qimg + l.image, 0, kDepthwiseSlack);
+  int8_t* qimg = arena.Take<int8_t>(l.image + kHandoverSlack);
+  std::memset(qimg + l.image, 0, kHandoverSlack);
   float* f = arena.Take<float>(g.out_c);
   const int64_t stride = (static_cast<int64_t>(g.out_c) + 31) / 32 * 32;
   struct ThreadScratch {
@@ -704,18 +710,14 @@ void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights&
   const int64_t C = g.in_c;
   TensorStats tstats[64];  // per thread: statistics of the outputs it wrote
   const TensorStats* known = g.batch == 1 ? opt.input_stats : nullptr;
-  const bool q_out = opt.output_q != nullptr;
   for (int n = 0; n < g.batch; ++n) {
-    const float* xn = x + n * l.image;
-    OutputSink sink;
-    sink.y = q_out ? nullptr : y + static_cast<int64_t>(n) * g.out_h * g.out_w * g.out_c;
-    sink.q = opt.output_q;
-    sink.stats = opt.output_stats != nullptr;
-    const int8_t* qsrc = nullptr;
-    const RowQuant rq = ConvInput(kt, opt, xn, static_cast<int64_t>(g.in_h) * g.in_w, C, qimg, nullptr,
-                                  known, &qsrc);
-    if (rq.state == RowState::kOk) ComputeFactors(e, rq.s, 0, g.out_c, f);
-    if (q_out) tstats[0].nonfinite = HandoverNonFinite(rq.state, f, g.out_c);
+    const ImageSetup im = BeginImage(kt, opt, e, x + n * l.image, static_cast<int64_t>(g.in_h) * g.in_w,
+                                     C, qimg, nullptr, known,
+                                     y + static_cast<int64_t>(n) * g.out_h * g.out_w * g.out_c,
+                                     g.out_c, f, &tstats[0]);
+    const OutputSink& sink = im.sink;
+    const RowQuant rq = im.rq;
+    const int8_t* qsrc = im.q;
     if (use_levels && rq.state == RowState::kOk && n == 0) {
       // Level of every code of every byte value (built once per scheme), then
       // one lookup per weight.
