@@ -10,7 +10,16 @@
 // tflite_plugin_destroy_delegate. Options: num_threads (default: the
 // interpreter's), force_reference (0/1), verbosity (0: silent, 1: claimed and
 // refused nodes, 2: also shapes at prepare, 3: also per-node times),
-// int8_handover (1: default, 0: every node reads and writes float tensors).
+// int8_handover (1: default, 0: every node reads and writes float tensors),
+// isa (auto: default; reference, avx2, avx512vnni, neon, neon_dotprod: use at
+// most that instruction set's kernels, refused when the CPU lacks it).
+//
+// Memory safety (docs/delegate.md, "Memory invariants"): a node is claimed
+// only when its tensors cannot alias (ParseNode: not its own input or a
+// constant; DelegatePrepare: no other writer of its output, inputs or
+// constants in the graph); Prepare records the exact bytes each node will
+// read and write, and Invoke compares them with the tensors and buffers it
+// is handed before any kernel runs.
 #include <algorithm>
 #include <chrono>
 #include <cstdarg>
@@ -20,6 +29,7 @@
 #include <memory>
 #include <map>
 #include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -40,6 +50,7 @@ struct DelegateOptions {
   bool force_reference = false;
   int verbosity = 0;
   bool int8_handover = true;  // docs/delegate.md, "int8 hand-over"
+  int isa_cap = -1;  // -1: auto; else an Isa value (KernelOptions::isa_cap)
 };
 
 // 64-byte aligned memory that only grows.
@@ -91,6 +102,10 @@ struct DelegateState {
     TensorStats stats;
   };
   std::map<std::pair<const TfLiteContext*, int>, OutputStats> output_stats;
+  // Claimed convolutions (context, node index) whose input has exactly one
+  // writer, a claimed convolution earlier in the execution plan: only they
+  // may take that writer's statistics (DelegatePrepare).
+  std::set<std::pair<const TfLiteContext*, int>> stats_readers;
 
   ~DelegateState() {
     for (const std::string& line : profile) std::fprintf(stderr, "%s\n", line.c_str());
@@ -109,6 +124,14 @@ struct DelegateState {
 // One tfq node of a partition.
 struct NodeKernel {
   NodeSpec spec;
+  int node_index = -1;  // in the interpreter's graph
+  bool reuse_input_stats = false;  // DelegateState::stats_readers
+  // Recorded at prepare, compared at every invoke before a kernel runs: the
+  // exact bytes the node reads from its input (float tensor, or int8 codes
+  // of a hand-over) and writes to its output, and the scratch it uses.
+  size_t in_bytes = 0;
+  size_t out_bytes = 0;
+  size_t scratch_bytes = 0;
   std::vector<uint8_t> exec;  // optional execution layout of the weights
   int exec_group = 0;
   ConvGeometry geometry;
@@ -166,10 +189,13 @@ void* KernelInit(TfLiteContext* context, const char* buffer, size_t) {
     OpKind kind;
     if (reg == nullptr || !IsTfqOp(reg->custom_name, &kind)) return nullptr;
     std::string error;
-    if (!ParseNode(context, node, kind, &kernel->nodes[i].spec, &error)) {
+    NodeKernel& k = kernel->nodes[i];
+    if (!ParseNode(context, node, kind, &k.spec, &error)) {
       context->ReportError(context, "tfq delegate: %s: %s\n", OpName(kind), error.c_str());
       return nullptr;
     }
+    k.node_index = params->nodes_to_replace->data[i];
+    k.reuse_input_stats = kernel->state->stats_readers.count({context, k.node_index}) > 0;
   }
   // A tensor made and used inside the partition must go from node i to node
   // i + 1 alone (the hand-over buffers alternate); DelegatePrepare only
@@ -204,16 +230,66 @@ void KernelFree(TfLiteContext*, void* buffer) {
   delete kernel;
 }
 
+// Bytes of a float32 tensor of `elems` elements; false when they overflow.
+bool FloatBytes(int64_t elems, size_t* bytes) {
+  if (elems < 0 || static_cast<uint64_t>(elems) > SIZE_MAX / sizeof(float)) return false;
+  *bytes = static_cast<size_t>(elems) * sizeof(float);
+  return true;
+}
+
+TfLiteStatus Refuse(TfLiteContext* context, const NodeKernel& k, const char* fmt, ...) {
+  char message[512];
+  va_list args;
+  va_start(args, fmt);
+  std::vsnprintf(message, sizeof(message), fmt, args);
+  va_end(args);
+  context->ReportError(context, "tfq delegate: %s (node %d): %s", OpName(k.spec.kind), k.node_index,
+                       message);
+  return kTfLiteError;
+}
+
+// Sizes the output, records the bytes the node will touch (NodeKernel) and
+// its scratch and hand-over needs. `prev`: the node feeding this one inside
+// the partition (its output is our input, in a hand-over buffer), or null.
 TfLiteStatus PrepareNode(TfLiteContext* context, DelegateState* state, NodeKernel* k,
-                         const NodeKernel* next, int threads, size_t* scratch_bytes,
+                         const NodeKernel* prev, const NodeKernel* next, int threads,
                          size_t* handover_bytes) {
   const NodeSpec& spec = k->spec;
   std::vector<int> out_dims;
   std::string error;
-  if (!ComputeShapes(context, spec, &k->geometry, &k->fc_rows, &out_dims, &error)) {
-    context->ReportError(context, "tfq delegate: %s: %s\n", OpName(spec.kind), error.c_str());
-    return kTfLiteError;
+  if (!ComputeShapes(context, spec, &k->geometry, &k->fc_rows, &out_dims, &error))
+    return Refuse(context, *k, "%s", error.c_str());
+  PackedWeights w;
+  w.scheme = spec.scheme;
+  w.rows = spec.rows;
+  w.k = spec.k;
+  w.row_bytes = RowBytes(spec.scheme, spec.k);
+  const bool fc = spec.kind == OpKind::kFullyConnected;
+  const int64_t in_elems = fc ? FullyConnectedInputElems(w, k->fc_rows) : ConvInputElems(k->geometry);
+  const int64_t out_elems = fc ? FullyConnectedOutputElems(w, k->fc_rows) : ConvOutputElems(k->geometry);
+  int64_t dims_elems = 1;
+  for (int d : out_dims) dims_elems *= d;
+  size_t out_float_bytes = 0;
+  if (dims_elems != out_elems || !FloatBytes(out_elems, &out_float_bytes) ||
+      !FloatBytes(in_elems, &k->in_bytes))
+    return Refuse(context, *k, "inconsistent shapes (output %lld elements, kernel writes %lld)",
+                  static_cast<long long>(dims_elems), static_cast<long long>(out_elems));
+
+  // The input: a tensor of exactly the elements the kernel reads, or the
+  // previous node's hand-over buffer holding them.
+  if (prev != nullptr) {
+    if (prev->out_elems != in_elems)
+      return Refuse(context, *k, "hand-over of %lld elements, input needs %lld",
+                    static_cast<long long>(prev->out_elems), static_cast<long long>(in_elems));
+    if (prev->q_out) k->in_bytes = static_cast<size_t>(in_elems);
+  } else {
+    const TfLiteTensor* in = &context->tensors[spec.input];
+    if (in->bytes != k->in_bytes)
+      return Refuse(context, *k, "input tensor %d has %zu bytes, its shape needs %zu", spec.input,
+                    in->bytes, k->in_bytes);
   }
+
+  // The output: resized to what the kernel writes.
   TfLiteTensor* out = &context->tensors[spec.output];
   bool same = out->dims != nullptr && out->dims->size == static_cast<int>(out_dims.size());
   for (size_t i = 0; same && i < out_dims.size(); ++i) same = out->dims->data[i] == out_dims[i];
@@ -224,15 +300,27 @@ TfLiteStatus PrepareNode(TfLiteContext* context, DelegateState* state, NodeKerne
     for (size_t i = 0; i < out_dims.size(); ++i) dims->data[i] = out_dims[i];
     if (context->ResizeTensor(context, out, dims) != kTfLiteOk) return kTfLiteError;
   }
-  PackedWeights w;
-  w.scheme = spec.scheme;
-  w.rows = spec.rows;
-  w.k = spec.k;
-  w.row_bytes = RowBytes(spec.scheme, spec.k);
+  *handover_bytes = 0;
+  if (k->internal_out) {
+    // int8 when a ReLU6 convolution of one image feeds a convolution; the
+    // chain is only built then, but the batch is known only now.
+    k->out_elems = out_elems;
+    k->q_out = !fc && spec.activation == Activation::kRelu6 && k->geometry.batch == 1 &&
+               next != nullptr && next->spec.kind != OpKind::kFullyConnected;
+    k->out_bytes = k->q_out ? static_cast<size_t>(out_elems) : out_float_bytes;
+    *handover_bytes = k->out_bytes + kHandoverSlack;
+  } else {
+    k->out_bytes = out_float_bytes;
+    if (out->bytes != k->out_bytes)
+      return Refuse(context, *k, "output tensor %d has %zu bytes after resizing, the node writes %zu",
+                    spec.output, out->bytes, k->out_bytes);
+  }
+
   if (spec.kind != OpKind::kDepthwiseConv2D && k->exec.empty()) {
     w.codes = context->tensors[spec.weights].data.uint8;
     int group = 0;
-    const size_t exec_bytes = ExecWeightsBytes(w, state->options.force_reference, &group);
+    const size_t exec_bytes =
+        ExecWeightsBytes(w, state->options.force_reference, &group, state->options.isa_cap);
     if (exec_bytes > 0) {
       k->exec.resize(exec_bytes);
       PrepareExecWeights(w, group, k->exec.data());
@@ -240,25 +328,13 @@ TfLiteStatus PrepareNode(TfLiteContext* context, DelegateState* state, NodeKerne
     }
   }
   switch (spec.kind) {
-    case OpKind::kFullyConnected: *scratch_bytes = FullyConnectedScratchBytes(w, k->fc_rows); break;
-    case OpKind::kConv2D: *scratch_bytes = Conv2DScratchBytes(w, k->geometry, threads); break;
-    case OpKind::kDepthwiseConv2D: *scratch_bytes = DepthwiseScratchBytes(w, k->geometry, threads); break;
-  }
-  *handover_bytes = 0;
-  if (k->internal_out) {
-    int64_t elems = 1;
-    for (int d : out_dims) elems *= d;
-    // int8 when a ReLU6 convolution of one image feeds a convolution; the
-    // chain is only built then, but the batch is known only now.
-    k->out_elems = elems;
-    k->q_out = spec.kind != OpKind::kFullyConnected && spec.activation == Activation::kRelu6 &&
-               k->geometry.batch == 1 && next != nullptr &&
-               next->spec.kind != OpKind::kFullyConnected;
-    *handover_bytes = static_cast<size_t>(elems) * (k->q_out ? 1 : sizeof(float)) + kHandoverSlack;
+    case OpKind::kFullyConnected: k->scratch_bytes = FullyConnectedScratchBytes(w, k->fc_rows); break;
+    case OpKind::kConv2D: k->scratch_bytes = Conv2DScratchBytes(w, k->geometry, threads); break;
+    case OpKind::kDepthwiseConv2D: k->scratch_bytes = DepthwiseScratchBytes(w, k->geometry, threads); break;
   }
   Log(state, 2, "prepared %s (%s, rows %lld, k %lld, %d threads, %s%s)", OpName(spec.kind),
       SchemeName(spec.scheme), static_cast<long long>(spec.rows), static_cast<long long>(spec.k),
-      threads, IsaName(SelectedIsa(state->options.force_reference)),
+      threads, IsaName(SelectedIsa(state->options.force_reference, state->options.isa_cap)),
       k->internal_out ? (k->q_out ? ", int8 out" : ", float out kept in the partition") : "");
   return kTfLiteOk;
 }
@@ -274,30 +350,55 @@ TfLiteStatus KernelPrepare(TfLiteContext* context, TfLiteNode* node) {
   const int threads = state->Threads(context);
   const size_t n = kernel->nodes.size();
   for (size_t i = 0; i < n; ++i) {
-    size_t scratch = 0, handover = 0;
+    NodeKernel* k = &kernel->nodes[i];
+    size_t handover = 0;
+    const NodeKernel* prev = i > 0 && kernel->nodes[i - 1].internal_out ? &kernel->nodes[i - 1] : nullptr;
     const NodeKernel* next = i + 1 < n ? &kernel->nodes[i + 1] : nullptr;
-    if (PrepareNode(context, state, &kernel->nodes[i], next, threads, &scratch, &handover) != kTfLiteOk)
+    if (PrepareNode(context, state, k, prev, next, threads, &handover) != kTfLiteOk)
       return kTfLiteError;
-    if (!state->scratch.Ensure(scratch) || !state->handover[i % 2].Ensure(handover)) {
+    if (!state->scratch.Ensure(k->scratch_bytes) || !state->handover[i % 2].Ensure(handover)) {
       context->ReportError(context, "tfq delegate: cannot allocate %zu bytes of scratch",
-                           scratch + handover);
+                           k->scratch_bytes + handover);
       return kTfLiteError;
     }
   }
   return kTfLiteOk;
 }
 
+// True when a constant input still is what ParseNode validated.
+bool ConstantIntact(const TfLiteContext* context, int index, size_t bytes) {
+  if (index < 0) return true;
+  const TfLiteTensor* t = &context->tensors[index];
+  return t->data.raw != nullptr && t->bytes == bytes;
+}
+
 // Runs one node on x (a tensor, or the previous node's hand-over buffer when
-// internal_in; int8 when q_in) into y. *nonfinite carries the hand-over's
-// non-finite flag from node to node.
+// internal_in; int8 when q_in) into y. x_bytes / y_bytes: what those buffers
+// hold, compared with what Prepare recorded. *nonfinite carries the
+// hand-over's non-finite flag from node to node.
 TfLiteStatus InvokeNode(TfLiteContext* context, DelegateState* state, NodeKernel* k, const void* x,
                         size_t x_bytes, bool internal_in, bool q_in, bool* nonfinite, void* y,
                         size_t y_bytes) {
   const NodeSpec& spec = k->spec;
-  if (x == nullptr || y == nullptr) {
-    context->ReportError(context, "tfq delegate: %s: tensor has no data", OpName(spec.kind));
-    return kTfLiteError;
-  }
+  if (x == nullptr || y == nullptr) return Refuse(context, *k, "tensor has no data");
+  // The memory invariants: the node reads exactly in_bytes (plus the
+  // hand-over slack) and writes exactly out_bytes.
+  const size_t x_need = k->in_bytes + (q_in ? static_cast<size_t>(kHandoverSlack) : 0);
+  if (internal_in ? x_bytes < x_need : x_bytes != k->in_bytes)
+    return Refuse(context, *k, "input has %zu bytes at invoke, the node was prepared to read %zu "
+                  "(was the tensor resized after prepare?)", x_bytes, x_need);
+  const size_t y_need = k->out_bytes + (k->q_out ? static_cast<size_t>(kHandoverSlack) : 0);
+  if (k->internal_out ? y_bytes < y_need : y_bytes != k->out_bytes)
+    return Refuse(context, *k, "output has %zu bytes at invoke, the node was prepared to write %zu "
+                  "(was the tensor resized after prepare?)", y_bytes, y_need);
+  if (state->scratch.bytes() < k->scratch_bytes)
+    return Refuse(context, *k, "scratch of %zu bytes, the node needs %zu", state->scratch.bytes(),
+                  k->scratch_bytes);
+  const size_t scale_elems = spec.per_channel_scale ? static_cast<size_t>(spec.out_channels) : 1;
+  if (!ConstantIntact(context, spec.weights, static_cast<size_t>(spec.rows * RowBytes(spec.scheme, spec.k))) ||
+      !ConstantIntact(context, spec.scale, scale_elems * sizeof(float)) ||
+      !ConstantIntact(context, spec.bias, static_cast<size_t>(spec.out_channels) * sizeof(float)))
+    return Refuse(context, *k, "a constant input changed since the node was validated");
   PackedWeights w;
   w.scheme = spec.scheme;
   w.codes = context->tensors[spec.weights].data.uint8;
@@ -317,6 +418,7 @@ TfLiteStatus InvokeNode(TfLiteContext* context, DelegateState* state, NodeKernel
   const auto start = timing ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
   KernelOptions opt;
   opt.force_reference = state->options.force_reference;
+  opt.isa_cap = state->options.isa_cap;
   opt.pool = state->pool.get();
   TensorStats out_stats;
   if (spec.kind != OpKind::kFullyConnected) {
@@ -324,7 +426,7 @@ TfLiteStatus InvokeNode(TfLiteContext* context, DelegateState* state, NodeKernel
     if (q_in) {
       opt.input_q = static_cast<const int8_t*>(x);
       opt.input_nonfinite = *nonfinite;
-    } else if (k->geometry.batch == 1 && !internal_in) {
+    } else if (k->geometry.batch == 1 && !internal_in && k->reuse_input_stats) {
       const auto it = state->output_stats.find({context, spec.input});
       if (it != state->output_stats.end() && it->second.data == x && it->second.bytes == x_bytes)
         opt.input_stats = &it->second.stats;
@@ -350,7 +452,7 @@ TfLiteStatus InvokeNode(TfLiteContext* context, DelegateState* state, NodeKernel
   if (timing) {
     k->seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     k->invokes += 1;
-    k->in_elems = static_cast<int64_t>(q_in ? x_bytes : x_bytes / sizeof(float));
+    k->in_elems = static_cast<int64_t>(q_in ? k->in_bytes : k->in_bytes / sizeof(float));
   }
   return kTfLiteOk;
 }
@@ -372,10 +474,15 @@ TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
     const bool q_in = internal_in && kernel->nodes[i - 1].q_out;
     if (internal_in) {
       x = state->handover[(i - 1) % 2].data();
-      if (q_in) x_bytes = static_cast<size_t>(kernel->nodes[i - 1].out_elems);
+      x_bytes = state->handover[(i - 1) % 2].bytes();
     }
-    void* y = k->internal_out ? state->handover[i % 2].data() : out->data.raw;
-    if (InvokeNode(context, state, k, x, x_bytes, internal_in, q_in, &nonfinite, y, out->bytes) !=
+    void* y = out->data.raw;
+    size_t y_bytes = out->bytes;
+    if (k->internal_out) {
+      y = state->handover[i % 2].data();
+      y_bytes = state->handover[i % 2].bytes();
+    }
+    if (InvokeNode(context, state, k, x, x_bytes, internal_in, q_in, &nonfinite, y, y_bytes) !=
         kTfLiteOk)
       return kTfLiteError;
     // The next node may read kHandoverSlack bytes past the codes: defined zeros.
@@ -421,10 +528,57 @@ std::vector<std::vector<int>> BuildPartitions(TfLiteContext* context, const TfLi
   return parts;
 }
 
+// The nodes of the execution plan that write each tensor, in plan order.
+std::map<int, std::vector<int>> Writers(TfLiteContext* context, const TfLiteIntArray* plan) {
+  std::map<int, std::vector<int>> writers;
+  for (int i = 0; i < plan->size; ++i) {
+    TfLiteNode* node = nullptr;
+    TfLiteRegistration* reg = nullptr;
+    if (context->GetNodeAndRegistration(context, plan->data[i], &node, &reg) != kTfLiteOk ||
+        node == nullptr || node->outputs == nullptr)
+      continue;
+    for (int j = 0; j < node->outputs->size; ++j) writers[node->outputs->data[j]].push_back(plan->data[i]);
+  }
+  return writers;
+}
+
+// Graph-level conditions of a claim (docs/delegate.md, "Memory invariants"):
+// the node is the only writer of its output (a second writer's Prepare would
+// resize the tensor under it), its input has one writer at most, and no
+// node writes its constants (validated once, at init).
+bool CheckWriters(const std::map<int, std::vector<int>>& writers, int index, const NodeSpec& spec,
+                  std::string* error) {
+  const auto of = [&](int tensor) {
+    const auto it = writers.find(tensor);
+    return it == writers.end() ? std::vector<int>() : it->second;
+  };
+  for (int other : of(spec.output)) {
+    if (other != index) {
+      *error = "output tensor " + std::to_string(spec.output) + " is also written by node " +
+               std::to_string(other);
+      return false;
+    }
+  }
+  if (of(spec.input).size() > 1) {
+    *error = "input tensor " + std::to_string(spec.input) + " is written by " +
+             std::to_string(of(spec.input).size()) + " nodes";
+    return false;
+  }
+  for (int t : {spec.weights, spec.scale, spec.bias}) {
+    if (t >= 0 && !of(t).empty()) {
+      *error = "constant tensor " + std::to_string(t) + " is written by node " +
+               std::to_string(of(t).front());
+      return false;
+    }
+  }
+  return true;
+}
+
 TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
   DelegateState* state = StateOf(delegate);
   TfLiteIntArray* plan = nullptr;
   if (context->GetExecutionPlan(context, &plan) != kTfLiteOk || plan == nullptr) return kTfLiteError;
+  const std::map<int, std::vector<int>> writers = Writers(context, plan);
   std::vector<std::pair<int, NodeSpec>> claim;
   for (int i = 0; i < plan->size; ++i) {
     const int index = plan->data[i];
@@ -436,7 +590,8 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
       continue;
     NodeSpec spec;
     std::string error;
-    if (!ParseNode(context, node, kind, &spec, &error)) {
+    if (!ParseNode(context, node, kind, &spec, &error) ||
+        !CheckWriters(writers, index, spec, &error)) {
       // Refused: the interpreter then reports the custom op as unresolved.
       context->ReportError(context, "tfq delegate: refusing node %d (%s): %s\n", index,
                            OpName(kind), error.c_str());
@@ -457,6 +612,24 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
   reg.builtin_code = kBuiltinCustom;
   reg.custom_name = "TFQ_DELEGATE";
   reg.version = 1;
+  // Statistics pass from a claimed convolution to a claimed convolution
+  // reading its output only when the writer runs first in every invoke.
+  std::map<int, std::pair<int, OpKind>> claimed;  // node -> (plan position, kind)
+  for (int i = 0; i < plan->size; ++i)
+    for (const auto& c : claim)
+      if (c.first == plan->data[i]) claimed[c.first] = {i, c.second.kind};
+  for (auto it = state->stats_readers.begin(); it != state->stats_readers.end();)
+    it = it->first == context ? state->stats_readers.erase(it) : std::next(it);
+  for (const auto& c : claim) {
+    if (c.second.kind == OpKind::kFullyConnected) continue;
+    const auto w = writers.find(c.second.input);
+    if (w == writers.end() || w->second.size() != 1) continue;
+    const auto producer = claimed.find(w->second.front());
+    if (producer == claimed.end() || producer->second.second == OpKind::kFullyConnected ||
+        producer->second.first >= claimed[c.first].first)
+      continue;
+    state->stats_readers.insert({context, c.first});
+  }
   const auto parts = BuildPartitions(context, plan, claim, state->options.int8_handover);
   for (const std::vector<int>& part : parts) {
     std::vector<int> list(part.size() + 1);
@@ -469,7 +642,7 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
   }
   state->claimed += static_cast<int>(claim.size());
   Log(state, 1, "%zu node(s) claimed in %zu partition(s), kernels: %s", claim.size(), parts.size(),
-      IsaName(SelectedIsa(state->options.force_reference)));
+      IsaName(SelectedIsa(state->options.force_reference, state->options.isa_cap)));
   return kTfLiteOk;
 }
 
@@ -488,6 +661,31 @@ bool ParseInt(const char* v, int lo, int hi, int* out) {
   return true;
 }
 
+// "auto" (-1) or the name of an instruction set this build and CPU have.
+bool ParseIsa(const char* v, int* out, std::string* error) {
+  if (!std::strcmp(v, "auto")) {
+    *out = -1;
+    return true;
+  }
+  const Isa all[] = {Isa::kReference, Isa::kAvx2, Isa::kAvx512Vnni, Isa::kNeon, Isa::kNeonDotprod};
+  std::string available = "auto";
+  bool known = false;
+  for (Isa isa : all) {
+    if (IsaAvailable(isa)) available += std::string(", ") + IsaName(isa);
+    if (!std::strcmp(v, IsaName(isa))) {
+      known = true;
+      if (IsaAvailable(isa)) {
+        *out = static_cast<int>(isa);
+        return true;
+      }
+    }
+  }
+  *error = std::string("isa '") + v + "' is " +
+           (known ? "not available in this build on this CPU" : "unknown") +
+           " (available: " + available + ")";
+  return false;
+}
+
 }  // namespace
 }  // namespace tfq
 
@@ -502,10 +700,17 @@ TFQ_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
     else if (!std::strcmp(k, "force_reference")) ok = tfq::ParseBool(v, &options.force_reference);
     else if (!std::strcmp(k, "verbosity")) ok = tfq::ParseInt(v, 0, 3, &options.verbosity);
     else if (!std::strcmp(k, "int8_handover")) ok = tfq::ParseBool(v, &options.int8_handover);
-    else {
+    else if (!std::strcmp(k, "isa")) {
+      std::string error;
+      ok = tfq::ParseIsa(v, &options.isa_cap, &error);
+      if (!ok && !error.empty()) {
+        if (report_error) report_error(("tfq delegate: " + error).c_str());
+        return nullptr;
+      }
+    } else {
       if (report_error) {
         std::string msg = std::string("tfq delegate: unknown option '") + k +
-                          "' (known: num_threads, force_reference, verbosity, int8_handover)";
+                          "' (known: num_threads, force_reference, verbosity, int8_handover, isa)";
         report_error(msg.c_str());
       }
       return nullptr;

@@ -217,6 +217,15 @@ bool ParseNode(const TfLiteContext* context, const TfLiteNode* node, OpKind kind
     if (!CheckConstFloat(b, "bias", spec->out_channels, spec->out_channels, error)) return false;
   }
   if (!CheckConstFloat(sc, "scale", spec->out_channels, 1, error)) return false;
+  // The output must be a tensor of its own: writing it must not change what
+  // this node reads, nor memory the runtime maps read-only.
+  for (int i = 0; i < node->inputs->size; ++i)
+    if (node->inputs->data[i] == spec->output)
+      return Fail(error, "output tensor " + Str(spec->output) + " is also input " + Str(i) +
+                             " of the node");
+  const int out_alloc = RawAllocation(out);
+  if (out_alloc == kTfLiteMmapRo || out_alloc == kTfLitePersistentRo)
+    return Fail(error, "output tensor " + Str(spec->output) + " is a constant");
   spec->per_channel_scale = NumElements(sc) == spec->out_channels;
   if (!ValidateCodes(spec->scheme, w->data.uint8, spec->rows, spec->k, error)) return false;
   return true;
@@ -236,6 +245,8 @@ bool ComputeShapes(const TfLiteContext* context, const NodeSpec& spec, ConvGeome
     if (n % spec.k != 0 || n == 0)
       return Fail(error, "input size " + Str(n) + " is not a positive multiple of k = " + Str(spec.k));
     *fc_rows = n / spec.k;
+    if (*fc_rows > kMaxDim || *fc_rows > kMaxElements / spec.out_channels)
+      return Fail(error, "output too large");
     const TfLiteTensor* out = &context->tensors[spec.output];
     if (out->dims != nullptr && out->dims->size == in->dims->size && last == spec.k) {
       for (int i = 0; i + 1 < in->dims->size; ++i) out_dims->push_back(in->dims->data[i]);

@@ -1,6 +1,7 @@
 // Run-time choice of the kernel table: the best instruction set compiled in
 // and supported by the CPU (and OS), else the scalar reference. NEON tables
-// plug in here. Tests can cap the choice with SetIsaOverride.
+// plug in here. A call can cap the choice (KernelOptions::isa_cap, the delegate's
+// `isa` option); tests can cap it process-wide with SetIsaOverride.
 #include <atomic>
 
 #include "kernels_internal.h"
@@ -65,8 +66,19 @@ const KernelTable* NeonDotprodTable() {
 #endif
 }
 
-const KernelTable& SelectTable(bool force_reference) {
-  const int cap = g_isa_override.load(std::memory_order_relaxed);
+bool IsaAvailable(Isa isa) {
+  switch (isa) {
+    case Isa::kReference: return true;
+    case Isa::kAvx2: return Avx2Table() != nullptr;
+    case Isa::kAvx512Vnni: return Avx512VnniTable() != nullptr;
+    case Isa::kNeon: return NeonTable() != nullptr;
+    case Isa::kNeonDotprod: return NeonDotprodTable() != nullptr;
+  }
+  return false;
+}
+
+const KernelTable& SelectTable(bool force_reference, int isa_cap) {
+  const int cap = isa_cap >= 0 ? isa_cap : g_isa_override.load(std::memory_order_relaxed);
   if (force_reference || cap == static_cast<int>(Isa::kReference)) return RefTable();
   if (cap < 0 || cap == static_cast<int>(Isa::kAvx512Vnni)) {
     if (const KernelTable* t = Avx512VnniTable()) return *t;

@@ -88,6 +88,9 @@ struct TensorStats {
 // Execution options of one call.
 struct KernelOptions {
   bool force_reference = false;
+  // -1: the best kernels the CPU has; an Isa value: at most that ISA's (the
+  // delegate's `isa` option; tests and benchmarks pin a table with it).
+  int isa_cap = -1;
   ThreadPool* pool = nullptr;  // null: run on the calling thread
   // Below this many multiply-adds a layer runs on the calling thread: handing
   // out tasks costs microseconds, and on a loaded machine a worker preempted
@@ -140,11 +143,26 @@ void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights&
 // none; also 0 when it would exceed 2x the packed size), its channel group,
 // and the builder. Build it once per weight tensor (e.g. when a node is
 // prepared) and set PackedWeights::exec / exec_group.
-size_t ExecWeightsBytes(const PackedWeights& w, bool force_reference, int* exec_group);
+size_t ExecWeightsBytes(const PackedWeights& w, bool force_reference, int* exec_group,
+                        int isa_cap = -1);
 void PrepareExecWeights(const PackedWeights& w, int exec_group, uint8_t* out);
 
-// The instruction set the dispatcher picks (force_reference -> kReference).
-Isa SelectedIsa(bool force_reference);
+// The instruction set the dispatcher picks (force_reference -> kReference;
+// isa_cap as KernelOptions::isa_cap), and whether this build and CPU have it.
+Isa SelectedIsa(bool force_reference, int isa_cap = -1);
+bool IsaAvailable(Isa isa);
+
+// Exactly the float elements the calls above read from x and write to y:
+// what a caller checks its buffers against before every call (the kernels
+// trust these sizes; docs/delegate.md, "Memory invariants").
+inline int64_t FullyConnectedInputElems(const PackedWeights& w, int64_t m) { return m * w.k; }
+inline int64_t FullyConnectedOutputElems(const PackedWeights& w, int64_t m) { return m * w.rows; }
+inline int64_t ConvInputElems(const ConvGeometry& g) {
+  return static_cast<int64_t>(g.batch) * g.in_h * g.in_w * g.in_c;
+}
+inline int64_t ConvOutputElems(const ConvGeometry& g) {
+  return static_cast<int64_t>(g.batch) * g.out_h * g.out_w * g.out_c;
+}
 
 }  // namespace tfq
 

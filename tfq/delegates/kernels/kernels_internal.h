@@ -75,7 +75,10 @@ const KernelTable* Avx512VnniTable();
 // code; the dot-product table is also null when the CPU lacks HWCAP_ASIMDDP.
 const KernelTable* NeonTable();
 const KernelTable* NeonDotprodTable();
-const KernelTable& SelectTable(bool force_reference);
+// isa_cap: -1 picks the best ISA (or SetIsaOverride's); an Isa value caps
+// the choice at it (a cap the CPU lacks falls through to the next table).
+const KernelTable& SelectTable(bool force_reference, int isa_cap = -1);
+bool IsaAvailable(Isa isa);
 // Test hook: -1 picks the best ISA; an Isa value caps the choice at it.
 void SetIsaOverride(int isa);
 

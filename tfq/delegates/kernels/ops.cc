@@ -402,10 +402,15 @@ struct ConvLayout {
 
 }  // namespace
 
-Isa SelectedIsa(bool force_reference) { return internal::SelectTable(force_reference).isa; }
+Isa SelectedIsa(bool force_reference, int isa_cap) {
+  return internal::SelectTable(force_reference, isa_cap).isa;
+}
 
-size_t ExecWeightsBytes(const PackedWeights& w, bool force_reference, int* exec_group) {
-  const KernelTable& kt = internal::SelectTable(force_reference);
+bool IsaAvailable(Isa isa) { return internal::IsaAvailable(isa); }
+
+size_t ExecWeightsBytes(const PackedWeights& w, bool force_reference, int* exec_group,
+                        int isa_cap) {
+  const KernelTable& kt = internal::SelectTable(force_reference, isa_cap);
   *exec_group = 0;
   if (kt.exec_group <= 0 || kt.gemm_exec == nullptr || w.rows <= 0 || w.row_bytes <= 0) return 0;
   const int64_t padded = (w.rows + kt.exec_group - 1) / kt.exec_group * kt.exec_group;
@@ -443,7 +448,7 @@ size_t FullyConnectedScratchBytes(const PackedWeights& w, int64_t m) {
 
 void FullyConnected(const float* x, int64_t m, const PackedWeights& w, const Epilogue& e, float* y,
                     void* scratch, const KernelOptions& opt) {
-  const KernelTable& kt = internal::SelectTable(opt.force_reference);
+  const KernelTable& kt = internal::SelectTable(opt.force_reference, opt.isa_cap);
   const int64_t kp = PaddedK(w.scheme, w.k);
   const int64_t nblocks = kp / WeightsPerBlock(w.scheme);
   const int64_t rows = w.rows;
@@ -521,7 +526,7 @@ size_t Conv2DScratchBytes(const PackedWeights& w, const ConvGeometry& g, int num
 
 void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const Epilogue& e,
             float* y, void* scratch, const KernelOptions& opt) {
-  const KernelTable& kt = internal::SelectTable(opt.force_reference);
+  const KernelTable& kt = internal::SelectTable(opt.force_reference, opt.isa_cap);
   const int threads = NumThreads(opt);
   const ConvLayout l = MakeConvLayout(w, g, threads);
   const int64_t nblocks = l.kp / WeightsPerBlock(w.scheme);
@@ -682,7 +687,7 @@ size_t DepthwiseScratchBytes(const PackedWeights& w, const ConvGeometry& g, int 
 
 void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights& w,
                      const Epilogue& e, float* y, void* scratch, const KernelOptions& opt) {
-  const KernelTable& kt = internal::SelectTable(opt.force_reference);
+  const KernelTable& kt = internal::SelectTable(opt.force_reference, opt.isa_cap);
   const int threads = NumThreads(opt);
   const ConvLayout l = MakeConvLayout(w, g, threads);
   const int ntaps = g.kernel_h * g.kernel_w;
