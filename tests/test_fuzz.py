@@ -9,11 +9,23 @@ then runs in subprocesses (LD_PRELOAD=libasan) a few thousand mutations:
   * the custom options inside converted models (bytes flipped, truncated,
     grown, values replaced) run through LiteRT with the delegate;
   * bytes of the packed weights / scales / bias buffers and of the tfq tensors'
-    shapes, and random bytes anywhere in the file.
+    shapes, and random bytes anywhere in the file;
+  * the graph's structure: an operator's output or input replaced by another
+    operator's output, a graph output or any tensor index, operators
+    duplicated or swapped, graph outputs changed (two writers of one tensor
+    once made a node write past a buffer that another node's Prepare shrank).
+
+The model fuzz runs once per kernel table the machine has, pinned with the
+delegate's `isa` option: the reference kernels first, whose plain stores ASan
+sees, then each SIMD table (AVX-512 masked stores are not instrumented, so a
+run with the default table alone would miss small overflows). The hand-made
+aliasing models of test_delegate_safety.py also run under ASan here.
 
 It requires no signal and no sanitizer report. Failures print the case id
 (seed and mutation) so it can be replayed with `python tests/test_fuzz.py
---replay ...`. The whole test is bounded in time (about 40 s, plus the build).
+--lib build-asan/libtfq_delegate.so --mode models --isa ISA --only RUN MODELS...`
+(the model paths are printed too). The whole test is bounded in time (about
+50 s, plus the build).
 """
 
 import os
@@ -27,7 +39,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ASAN_DIR = ROOT / "build-asan"
-TIME_BUDGET = {"options": 4.0, "models": 16.0}
+TIME_BUDGET = {"options": 4.0, "models": 12.0}
+ISAS = ("reference", "avx2", "avx512vnni", "neon", "neon_dotprod")
 
 
 def _libasan():
@@ -103,13 +116,42 @@ def test_fuzz_custom_options(asan_lib, models):
     assert runs >= 1000, proc.stdout[-500:]
 
 
+def _isas(lib):
+    """The kernel tables the sanitized delegate can pin on this CPU, reference first."""
+    proc = _run_sanitized(lib, ["--mode", "isas", "unused"])
+    _check(proc, "isa query")
+    return proc.stdout.split("FUZZ DONE")[1].split()[1:]
+
+
 def test_fuzz_models(asan_lib, models):
-    proc = _run_sanitized(asan_lib, ["--mode", "models", "--seconds",
-                                     str(TIME_BUDGET["models"])] + models)
-    _check(proc, "model fuzz")
-    runs = int(proc.stdout.split("FUZZ DONE")[1].split()[0])
-    print(f"model fuzz: {runs} mutated models run")
-    assert runs >= 300, proc.stdout[-500:]
+    isas = _isas(asan_lib)
+    assert isas[0] == "reference" and len(isas) >= 2, isas  # every build has a SIMD table
+    for i, isa in enumerate(isas):
+        proc = _run_sanitized(asan_lib, ["--mode", "models", "--isa", isa, "--seed", str(1234 + i),
+                                         "--seconds", str(TIME_BUDGET["models"])] + models)
+        _check(proc, f"model fuzz ({isa} kernels)")
+        runs = int(proc.stdout.split("FUZZ DONE")[1].split()[0])
+        structural = int(proc.stdout.split("FUZZ DONE")[1].split()[3])
+        print(f"model fuzz ({isa}): {runs} mutated models run, {structural} structural")
+        assert runs >= 150 and structural >= 50, proc.stdout[-500:]
+
+
+def test_aliasing_models_under_asan(asan_lib, tmp_path):
+    """The hand-made aliasing graphs (test_delegate_safety.py) with every table and 1-4 threads."""
+    sys.path.insert(0, str(pathlib.Path(__file__).parent))
+    from test_delegate_safety import crafted_models
+
+    paths = []
+    for name, blob in crafted_models().items():
+        p = tmp_path / f"{name}.tflite"
+        p.write_bytes(blob)
+        paths.append(str(p))
+    for isa in _isas(asan_lib):
+        for threads in (1, 2, 4):
+            proc = _run_sanitized(asan_lib, ["--mode", "run", "--isa", isa, "--threads",
+                                             str(threads)] + paths)
+            _check(proc, f"aliasing models ({isa}, {threads} threads)")
+            assert f"FUZZ DONE {len(paths)} refused {len(paths)}" in proc.stdout, proc.stdout
 
 
 # ---------------------------------------------------------------------------
@@ -200,18 +242,122 @@ def _options_fuzz(args, lib_path):
     print(f"FUZZ DONE {runs} option blobs", flush=True)
 
 
+def _mutate_structure(rng, base):
+    """One to three edits of the graph's structure (tensor indices and operator list)."""
+    import copy
+
+    from tfq.converter import tflite_io
+
+    fb, _, _ = tflite_io.load_model(base)
+    sg = fb.subgraphs[0]
+    n_tensors = len(sg.tensors)
+    edits = []
+    for _ in range(int(rng.integers(1, 4))):
+        ops = sg.operators
+        outputs = [int(t) for op in ops for t in op.outputs] + [int(t) for t in sg.outputs]
+        op = ops[int(rng.integers(0, len(ops)))]
+        r = rng.random()
+        if r < 0.35:  # an operator writes a tensor another operator (or the graph) outputs
+            op.outputs = np.array([outputs[int(rng.integers(0, len(outputs)))]], dtype=np.int32)
+            edits.append("output->output")
+        elif r < 0.55:  # any slot, any index (including -1 and the constants)
+            which = "inputs" if rng.random() < 0.5 else "outputs"
+            slots = np.array(getattr(op, which), dtype=np.int32)  # a writable copy
+            if len(slots):
+                slots[int(rng.integers(0, len(slots)))] = int(rng.integers(-1, n_tensors))
+            setattr(op, which, slots)
+            edits.append("slot->any")
+        elif r < 0.75:  # a copy of an operator, maybe writing another's output
+            dup = copy.deepcopy(op)
+            if rng.random() < 0.6:
+                dup.outputs = np.array([outputs[int(rng.integers(0, len(outputs)))]], dtype=np.int32)
+            ops.insert(int(rng.integers(0, len(ops) + 1)), dup)
+            edits.append("duplicate")
+        elif r < 0.88:  # operators out of order
+            i, j = rng.integers(0, len(ops), 2)
+            ops[int(i)], ops[int(j)] = ops[int(j)], ops[int(i)]
+            edits.append("swap")
+        else:  # an intermediate tensor becomes (or replaces) a graph output
+            t = outputs[int(rng.integers(0, len(outputs)))]
+            sg.outputs = np.array(list(sg.outputs) + [t] if rng.random() < 0.5 else [t],
+                                  dtype=np.int32)
+            edits.append("graph-output")
+    return tflite_io.save_model(fb), "+".join(edits)
+
+
+def _delegate_options(args):
+    return {"num_threads": str(args.threads), "isa": args.isa}
+
+
+def _invoke(blob, delegate, seed):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=blob, experimental_delegates=[delegate])
+    interp.allocate_tensors()
+    details = interp.get_input_details()
+    if any(np.prod(d["shape"], dtype=np.int64) > 4_000_000 for d in details):
+        raise ValueError("input too large for a quick run")  # a valid but huge model
+    for d in details:
+        x = np.random.default_rng(seed).standard_normal(d["shape"])
+        interp.set_tensor(d["index"], x.astype(d["dtype"]))
+    interp.invoke()
+
+
+def _run_models(args, lib_path):
+    """Runs each model once; counts those refused with a clean error."""
+    from ai_edge_litert.interpreter import load_delegate
+
+    delegate = load_delegate(lib_path, _delegate_options(args))
+    refused = 0
+    for i, path in enumerate(args.models):
+        print(path, flush=True)
+        try:
+            _invoke(pathlib.Path(path).read_bytes(), delegate, i)
+        except (RuntimeError, ValueError) as err:
+            refused += "tfq delegate: refusing node" in str(err)
+    print(f"FUZZ DONE {len(args.models)} refused {refused}", flush=True)
+
+
+def _list_isas(lib_path):
+    from ai_edge_litert.interpreter import load_delegate
+
+    found = []
+    for isa in ISAS:
+        try:
+            load_delegate(lib_path, {"isa": isa})
+        except ValueError:
+            continue
+        found.append(isa)
+    print("FUZZ DONE " + " ".join([str(len(found))] + found), flush=True)
+
+
 def _models_fuzz(args, lib_path):
-    from ai_edge_litert.interpreter import Interpreter, load_delegate
+    from ai_edge_litert.interpreter import load_delegate
 
     rng = np.random.default_rng(args.seed)
     bases = [pathlib.Path(p).read_bytes() for p in args.models]
     regions = [_tfq_regions(b) for b in bases]
-    delegate = load_delegate(lib_path, {"num_threads": "2"})
-    runs = 0
+    delegate = load_delegate(lib_path, _delegate_options(args))
+    runs = structural = 0
     deadline = time.time() + args.seconds
     while time.time() < deadline or (args.only is not None and runs <= args.only):
         m = runs % len(bases)
         base, regs = bases[m], regions[m]
+        r = rng.random()
+        if r < 0.4:
+            blob, edits = _mutate_structure(rng, base)
+            case = f"run {runs} model {m} structure {edits}"
+            if args.only is not None and runs != args.only:
+                runs += 1
+                continue
+            print(case, flush=True)
+            structural += 1
+            try:
+                _invoke(blob, delegate, runs)
+            except (RuntimeError, ValueError, TypeError, IndexError, MemoryError):
+                pass
+            runs += 1
+            continue
         r = rng.random()
         if r < 0.45:
             start, end, kind = [g for g in regs if g[2] == "options"][int(rng.integers(0, 100)) % max(
@@ -227,19 +373,11 @@ def _models_fuzz(args, lib_path):
             continue
         print(case, flush=True)
         try:
-            interp = Interpreter(model_content=blob, experimental_delegates=[delegate])
-            interp.allocate_tensors()
-            details = interp.get_input_details()
-            if any(np.prod(d["shape"], dtype=np.int64) > 4_000_000 for d in details):
-                raise ValueError("input too large for a quick run")  # a valid but huge model
-            for d in details:
-                x = np.random.default_rng(runs).standard_normal(d["shape"])
-                interp.set_tensor(d["index"], x.astype(d["dtype"]))
-            interp.invoke()
+            _invoke(blob, delegate, runs)
         except (RuntimeError, ValueError, TypeError, IndexError, MemoryError):
             pass
         runs += 1
-    print(f"FUZZ DONE {runs} mutated models", flush=True)
+    print(f"FUZZ DONE {runs} mutated models, {structural} structural", flush=True)
 
 
 def main():
@@ -247,7 +385,9 @@ def main():
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", required=True)
-    ap.add_argument("--mode", choices=("options", "models"), required=True)
+    ap.add_argument("--mode", choices=("options", "models", "run", "isas"), required=True)
+    ap.add_argument("--isa", default="auto", help="delegate option isa (kernel table)")
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--only", type=int, help="replay: execute only this run index")
@@ -256,6 +396,10 @@ def main():
     sys.path.insert(0, str(ROOT))
     if args.mode == "options":
         _options_fuzz(args, args.lib)
+    elif args.mode == "isas":
+        _list_isas(args.lib)
+    elif args.mode == "run":
+        _run_models(args, args.lib)
     else:
         _models_fuzz(args, args.lib)
 

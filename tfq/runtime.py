@@ -12,6 +12,7 @@ same library works with LiteRT's own API:
 import glob
 import os
 import pathlib
+import re
 from importlib import metadata
 
 from ai_edge_litert.interpreter import Interpreter as _LiteRtInterpreter
@@ -78,7 +79,12 @@ def load_delegate(options=None):
     Args:
         options: dict of delegate options: `num_threads` (int, default the
             interpreter's), `force_reference` (bool: scalar kernels only),
-            `verbosity` (0-3: log claimed/refused nodes to stderr).
+            `isa` ("auto", or one of "reference", "avx2", "avx512vnni",
+            "neon", "neon_dotprod": use at most that instruction set's
+            kernels; refused when the CPU lacks it), `int8_handover` (bool,
+            default True: ReLU6 convolutions pass int8 codes to the
+            convolution they feed), `verbosity` (0-3: log claimed and refused
+            nodes, shapes, per-node times to stderr).
 
     Returns:
         An `ai_edge_litert.interpreter.Delegate`.
@@ -102,12 +108,33 @@ def _tfq_ops_in(model_path=None, model_content=None):
     return [n for n in names if n.encode() in data]
 
 
-def _explain(err, model_path, model_content):
+_REFUSAL = re.compile(r"tfq delegate: refusing node (-?\d+) \((\w+)\): ([^\n]*)")
+_DELEGATE_ERROR = re.compile(r"tfq delegate: ([^\n]*)")
+
+
+def _explain(err, model_path, model_content, delegate_loaded=True):
+    """A RuntimeError that says first why a tfq model did not load, or None."""
     text = str(err)
-    if "tfq delegate: refusing" in text:
+    refusals = _REFUSAL.findall(text)
+    if refusals:
+        node, op, why = refusals[0]
+        more = f" ({len(refusals) - 1} more node(s) refused)" if len(refusals) > 1 else ""
         return RuntimeError(
-            "The tfq delegate is loaded but refused invalid tfq node(s) of this model (the file "
-            "may be corrupt or written by an incompatible tfq version): " + text)
+            f"The tfq delegate refused node {node} ({op}): {why.strip()}{more}. The model file may "
+            f"be corrupt or crafted, or written by an incompatible tfq version. LiteRT reported: "
+            + text)
+    if delegate_loaded:
+        failure = _DELEGATE_ERROR.search(text)
+        if failure:
+            return RuntimeError(f"The tfq delegate failed: {failure.group(1).strip()}. "
+                                "LiteRT reported: " + text)
+        if "unresolved custom op" in text.lower():
+            ops = _tfq_ops_in(model_path, model_content) or ["TFQ_*"]
+            return RuntimeError(
+                f"The tfq delegate is loaded but did not claim this model's {', '.join(ops)} "
+                "node(s) and reported no reason (delegate_options={'verbosity': 1} logs what it "
+                "claims). LiteRT reported: " + text)
+        return None
     if "unresolved custom op" in text.lower() or "TFQ_" in text:
         ops = _tfq_ops_in(model_path, model_content) or ["TFQ_*"]
         return RuntimeError(_HOW_TO_LOAD.format(ops=", ".join(ops), err=text))
@@ -133,7 +160,7 @@ class Interpreter(_LiteRtInterpreter):
 
     def __init__(self, model_path=None, model_content=None, num_threads=None,
                  delegate_options=None, use_delegate=True, **kwargs):
-        self._tfq_model = (model_path, model_content)
+        self._tfq_model = (model_path, model_content, use_delegate)
         delegates = list(kwargs.pop("experimental_delegates", None) or [])
         if use_delegate:
             opts = dict(delegate_options or {})
@@ -145,7 +172,7 @@ class Interpreter(_LiteRtInterpreter):
                              num_threads=num_threads, experimental_delegates=delegates or None,
                              **kwargs)
         except (RuntimeError, ValueError) as err:
-            better = _explain(err, model_path, model_content)
+            better = _explain(err, model_path, model_content, use_delegate)
             if better is not None:
                 raise better from err
             raise

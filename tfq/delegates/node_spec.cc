@@ -201,6 +201,15 @@ bool ParseNode(const TfLiteContext* context, const TfLiteNode* node, OpKind kind
   const TfLiteTensor* sc = TensorAt(context, node->inputs, 2, &spec->scale);
   const TfLiteTensor* out = TensorAt(context, node->outputs, 0, &spec->output);
   if (!in || !w || !sc || !out) return Fail(error, "tensor index out of range");
+  // The output must be a tensor of its own: writing it must not change what
+  // this node reads, nor memory the runtime maps read-only.
+  for (int i = 0; i < node->inputs->size; ++i)
+    if (node->inputs->data[i] == spec->output)
+      return Fail(error, "output tensor " + Str(spec->output) + " is also input " + Str(i) +
+                             " of the node");
+  const int out_alloc = RawAllocation(out);
+  if (out_alloc == kTfLiteMmapRo || out_alloc == kTfLitePersistentRo)
+    return Fail(error, "output tensor " + Str(spec->output) + " is a constant");
   if (RawType(in) != kTfLiteFloat32) return Fail(error, "input 0 (activations) must be float32");
   if (RawType(out) != kTfLiteFloat32) return Fail(error, "output must be float32");
   if (RawType(w) != kTfLiteUInt8) return Fail(error, "input 1 (packed codes) must be uint8");
@@ -217,15 +226,6 @@ bool ParseNode(const TfLiteContext* context, const TfLiteNode* node, OpKind kind
     if (!CheckConstFloat(b, "bias", spec->out_channels, spec->out_channels, error)) return false;
   }
   if (!CheckConstFloat(sc, "scale", spec->out_channels, 1, error)) return false;
-  // The output must be a tensor of its own: writing it must not change what
-  // this node reads, nor memory the runtime maps read-only.
-  for (int i = 0; i < node->inputs->size; ++i)
-    if (node->inputs->data[i] == spec->output)
-      return Fail(error, "output tensor " + Str(spec->output) + " is also input " + Str(i) +
-                             " of the node");
-  const int out_alloc = RawAllocation(out);
-  if (out_alloc == kTfLiteMmapRo || out_alloc == kTfLitePersistentRo)
-    return Fail(error, "output tensor " + Str(spec->output) + " is a constant");
   spec->per_channel_scale = NumElements(sc) == spec->out_channels;
   if (!ValidateCodes(spec->scheme, w->data.uint8, spec->rows, spec->k, error)) return false;
   return true;
