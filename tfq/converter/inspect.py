@@ -47,18 +47,43 @@ def _quant_bytes(tensor):
     return 4 * n + 8 * zp
 
 
+# Rows of a weight matrix checked for a set at once: bounds the temporaries
+# of set detection (about ten float64 copies of a chunk) for any layer size.
+_DETECT_CHUNK = 1 << 20
+
+
 def _float_values(tensor, raw):
+    """Dequantized float32 values (float tensors: the array itself, no copy)."""
     q = tensor.quantization
-    if raw.dtype.kind == "f" or q is None or q.scale is None or len(q.scale) == 0:
-        return raw.astype(np.float64)
-    scale = np.asarray(q.scale, np.float64)
-    zp = np.asarray(q.zeroPoint if q.zeroPoint is not None and len(q.zeroPoint) else [0], np.float64)
+    if raw.dtype.kind == "f":
+        return raw
+    if q is None or q.scale is None or len(q.scale) == 0:
+        return raw.astype(np.float32)
+    scale = np.asarray(q.scale, np.float32)
+    zp = np.asarray(q.zeroPoint if q.zeroPoint is not None and len(q.zeroPoint) else [0], np.float32)
     if scale.size > 1:
         shape = [1] * raw.ndim
         shape[q.quantizedDimension] = -1
         scale = scale.reshape(shape)
         zp = zp.reshape(shape) if zp.size > 1 else zp
-    return (raw.astype(np.float64) - zp) * scale
+    return (raw.astype(np.float32) - zp) * scale
+
+
+def _detect_scheme(matrix):
+    """The narrowest tfq scheme holding a [channels, n] matrix, or None.
+
+    Detection is per channel, so it runs on chunks of channels and the
+    widest scheme any chunk needs is the tensor's: the same answer as
+    sets.detect on the whole matrix, in bounded memory.
+    """
+    rows = max(1, _DETECT_CHUNK // max(1, matrix.shape[1]))
+    widest = -1
+    for start in range(0, matrix.shape[0], rows):
+        det, _ = sets.detect(matrix[start:start + rows])
+        if det is None:
+            return None
+        widest = max(widest, fmt.SCHEMES.index(det.scheme))
+    return fmt.SCHEMES[widest] if widest >= 0 else None
 
 
 def inspect_model(source, detect_sets=True):
@@ -76,7 +101,9 @@ def inspect_model(source, detect_sets=True):
       TFLiteFileError: unreadable, truncated or non-TFLite file.
       ValueError: a tfq op with an unsupported format version or bad options.
     """
-    fb, data, name = tflite_io.load_model(source)
+    # A file is mapped, not read: inspecting a model of hundreds of MB needs
+    # little more memory than its largest weight tensor's chunks.
+    fb, data, name = tflite_io.load_model(source, mapped=True)
     rows = []
     other_ops = 0
     for g, sg in enumerate(fb.subgraphs):
@@ -92,25 +119,23 @@ def inspect_model(source, detect_sets=True):
                 continue
             tensor = sg.tensors[inputs[widx]]
             try:
-                raw = tflite_io.constant_array(fb, data, tensor)
+                raw = tflite_io.constant_array(fb, data, tensor, copy=False)
             except ValueError as err:
                 raise tflite_io.TFLiteFileError(f"{name}: node {i} ({op_name}): {err}") from None
             if raw is None:
                 other_ops += 1
                 continue
             bits = _TYPE_BITS.get(tensor.type, 32)
-            stored = tflite_io.buffer_bytes(fb, data, tensor)
+            stored = tflite_io.buffer_view(fb, data, tensor)
             values = _float_values(tensor, raw)
             scheme = "float" if tensor.type in (schema.TensorType.FLOAT32, schema.TensorType.FLOAT16) \
                 else tflite_io.TENSOR_TYPE_NAMES.get(tensor.type, "?").lower()
             if detect_sets and values.size:
-                det, _ = sets.detect(_channels_matrix(op_name, values))
-                if det is not None:
-                    scheme = det.scheme
+                scheme = _detect_scheme(_channels_matrix(op_name, values)) or scheme
             rows.append({
                 "subgraph": g, "index": i, "name": tflite_io.tensor_name(tensor), "op": op_name,
                 "kind": "builtin", "set": scheme, "bits": bits, "params": int(raw.size),
-                "sparsity": float(np.mean(values == 0)) if values.size else 0.0,
+                "sparsity": 1.0 - np.count_nonzero(values) / values.size if values.size else 0.0,
                 "bytes": len(stored) + _quant_bytes(tensor), "float_bytes": int(raw.size) * 4,
                 "type": tflite_io.TENSOR_TYPE_NAMES.get(tensor.type, "?"),
             })
@@ -131,21 +156,28 @@ def _tfq_row(fb, data, name, g, i, sg, op, op_name, inputs):
     opts = fmt.validate_options(opts, op_name, where)
     if len(inputs) < 3 or inputs[1] < 0 or inputs[2] < 0:
         raise ValueError(f"{where}: expected inputs (x, packed, scales, bias)")
-    packed = tflite_io.buffer_bytes(fb, data, sg.tensors[inputs[1]])
-    scales = tflite_io.buffer_bytes(fb, data, sg.tensors[inputs[2]])
+    packed = tflite_io.buffer_view(fb, data, sg.tensors[inputs[1]])
+    scales = tflite_io.buffer_view(fb, data, sg.tensors[inputs[2]])
     if packed is None or scales is None:
         raise ValueError(f"{where}: packed weights and scales must be constant")
     expected = fmt.packed_size(opts["rows"], opts["k"], opts["bits"])
     if len(packed) != expected:
         raise ValueError(f"{where}: packed weights have {len(packed)} bytes, expected {expected}")
-    codes = fmt.unpack_codes(np.frombuffer(packed, np.uint8), opts["rows"], opts["k"], opts["bits"])
-    levels = fmt.codes_to_levels(codes, opts["scheme"])
     params = int(opts["rows"] * opts["k"])
+    # Row chunks: the unpacked codes and levels of a large layer never exist at once.
+    row_bytes = len(packed) // opts["rows"]
+    step = max(1, _DETECT_CHUNK // max(1, opts["k"]))
+    zeros = 0
+    for r0 in range(0, opts["rows"], step):
+        r1 = min(opts["rows"], r0 + step)
+        codes = fmt.unpack_codes(packed[r0 * row_bytes:r1 * row_bytes], r1 - r0, opts["k"],
+                                 opts["bits"])
+        zeros += int(np.count_nonzero(fmt.codes_to_levels(codes, opts["scheme"]) == 0))
     return {
         "subgraph": g, "index": i, "name": tflite_io.tensor_name(sg.tensors[inputs[1]]).replace(
             "/tfq_packed", ""),
         "op": op_name, "kind": "tfq", "set": opts["scheme"], "bits": opts["bits"], "params": params,
-        "sparsity": float(np.mean(levels == 0)), "bytes": len(packed) + len(scales),
+        "sparsity": zeros / params, "bytes": len(packed) + len(scales),
         "float_bytes": params * 4, "type": f"v{opts['version']}",
     }
 

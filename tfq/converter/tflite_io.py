@@ -4,6 +4,7 @@ Uses the schema module shipped in ai_edge_litert (object API). Every parse
 error is turned into a `TFLiteFileError` naming the file and the problem.
 """
 
+import mmap
 import os
 import struct
 
@@ -40,28 +41,50 @@ class _StrictBytes(bytes):
         return bytes.__getitem__(self, key)
 
 
+class _StrictMap(mmap.mmap):
+    """A read-only file mapping whose slices refuse to run past the end, like _StrictBytes.
+
+    Lets a reader parse a large model without a copy of the file in memory:
+    the pages it touches are read from the page cache.
+    """
+
+    def __getitem__(self, key):
+        if isinstance(key, slice) and key.stop is not None and key.stop > len(self):
+            raise IndexError(f"read of bytes [{key.start}, {key.stop}) past the end ({len(self)})")
+        return mmap.mmap.__getitem__(self, key)
+
+
 class TFLiteFileError(ValueError):
     """A file that is not a readable .tflite model (names the file and the problem)."""
 
 
-def read_bytes(source, name=None):
-    """Returns (bytes, display name) for a path or a bytes-like object."""
+def read_bytes(source, name=None, mapped=False):
+    """Returns (bytes, display name) for a path or a bytes-like object.
+
+    With mapped=True a non-empty file is mapped read-only instead of read
+    (a bytes-like, bounds-checked object): memory stays near what the
+    caller touches.
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source), name or "<bytes>"
     path = os.fspath(source)
     try:
         with open(path, "rb") as f:
+            if mapped and os.fstat(f.fileno()).st_size > 0:
+                return _StrictMap(f.fileno(), 0, access=mmap.ACCESS_READ), name or path
             return f.read(), name or path
     except OSError as err:
         raise TFLiteFileError(f"{path}: cannot read file ({err.strerror})") from None
 
 
-def load_model(source, name=None):
+def load_model(source, name=None, mapped=False):
     """Parses a .tflite file or buffer into a schema ModelT.
 
     Args:
       source: path, or bytes of a .tflite flatbuffer.
       name: display name used in errors (defaults to the path).
+      mapped: map a file instead of reading it; the returned data is then
+        a bytes-like mapping, and the ModelT's buffer arrays are views of it.
 
     Returns:
       (ModelT, bytes, name).
@@ -70,7 +93,7 @@ def load_model(source, name=None):
       TFLiteFileError: the file is missing, empty, truncated, not a TFLite
         flatbuffer, or of an unsupported schema version.
     """
-    data, name = read_bytes(source, name)
+    data, name = read_bytes(source, name, mapped)
     if len(data) < 8:
         raise TFLiteFileError(f"{name}: not a TFLite model (only {len(data)} bytes)")
     if data[4:8] != FILE_IDENTIFIER:
@@ -81,7 +104,8 @@ def load_model(source, name=None):
         raise TFLiteFileError(f"{name}: truncated or corrupted TFLite file "
                               f"(root table at offset {root} of a {len(data)}-byte file)")
     try:
-        model = schema.ModelT.InitFromPackedBuf(_StrictBytes(data), 0)
+        model = schema.ModelT.InitFromPackedBuf(
+            data if isinstance(data, _StrictMap) else _StrictBytes(data), 0)
     except (IndexError, struct.error, ValueError, TypeError, AttributeError, OverflowError,
             UnicodeDecodeError, RecursionError, MemoryError) as err:
         raise TFLiteFileError(f"{name}: truncated or corrupted TFLite file "
@@ -150,14 +174,20 @@ def is_custom(model, op):
     return max(int(code.builtinCode), int(code.deprecatedBuiltinCode)) == schema.BuiltinOperator.CUSTOM
 
 
-def buffer_bytes(model, data, tensor):
-    """Returns the raw bytes of a tensor's buffer (or None when it has none)."""
+def buffer_view(model, data, tensor):
+    """Returns a tensor's buffer as a uint8 array, without a copy where possible (or None)."""
     buf = model.buffers[tensor.buffer]
     if buf.data is not None and len(buf.data):
-        return np.asarray(buf.data, dtype=np.uint8).tobytes()
+        return np.asarray(buf.data, dtype=np.uint8).reshape(-1)
     if buf.offset and buf.size:
-        return data[buf.offset:buf.offset + buf.size]
+        return np.frombuffer(data, dtype=np.uint8, count=buf.size, offset=buf.offset)
     return None
+
+
+def buffer_bytes(model, data, tensor):
+    """Returns the raw bytes of a tensor's buffer (or None when it has none)."""
+    view = buffer_view(model, data, tensor)
+    return None if view is None else view.tobytes()
 
 
 def tensor_name(tensor):
@@ -165,12 +195,13 @@ def tensor_name(tensor):
     return n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n or "")
 
 
-def constant_array(model, data, tensor):
+def constant_array(model, data, tensor, copy=True):
     """Returns a constant tensor's value as a NumPy array (None for non-constant tensors).
 
-    INT4/INT2 tensors are unpacked (low bits first) to int8.
+    INT4/INT2 tensors are unpacked (low bits first) to int8. With copy=False
+    other types come back as a read-only view of the model's buffer.
     """
-    raw = buffer_bytes(model, data, tensor)
+    raw = buffer_view(model, data, tensor)
     if raw is None:
         return None
     shape = [int(s) for s in (tensor.shape if tensor.shape is not None else [])]
@@ -195,4 +226,5 @@ def constant_array(model, data, tensor):
     if len(raw) != count * itemsize:
         raise ValueError(f"tensor {tensor_name(tensor)!r}: buffer has {len(raw)} bytes, "
                          f"shape {shape} of {TENSOR_TYPE_NAMES[tensor.type]} needs {count * itemsize}")
-    return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+    values = np.frombuffer(raw, dtype=dtype).reshape(shape)
+    return values.copy() if copy else values
