@@ -95,7 +95,7 @@ def _worst_case_fc(scheme, k, sign_x, level):
                                           ("pow2_4bit", 64), ("pow2_4bit", -64)])
 @pytest.mark.parametrize("sign_x", [1.0, -1.0])
 def test_int16_overflow_worst_case(lib, simd, scheme, level, sign_x):
-    """vpmaddubsw lanes at their extreme over long rows (KERNEL_NOTES.md)."""
+    """vpmaddubsw lanes at their extreme over long rows (docs/delegate.md, "Arithmetic and kernels")."""
     k = {"binary": 65536 + 256 * 3 + 5, "ternary": 65536 + 128 * 3 + 7,
          "pow2_3bit": 65536 + 77, "pow2_4bit": 65536 + 63}[scheme]
     x, levels = _worst_case_fc(scheme, k, sign_x, level)

@@ -3,7 +3,7 @@
 // Each node is its own partition, except chains of ReLU6 convolutions that
 // hand their outputs to the next convolution as int8 (docs/delegate.md,
 // "int8 hand-over"); the tensors inside a chain live in delegate memory
-// (TFLITE_NOTES.md pitfall 4).
+// (docs/litert_abi.md, pitfall 4).
 //
 // Entry points (the classic external-delegate interface, loaded with
 // `load_delegate(path, options)`): tflite_plugin_create_delegate and

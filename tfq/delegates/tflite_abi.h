@@ -68,7 +68,7 @@ typedef enum TfLiteAllocationType {
 } TfLiteAllocationType;
 
 // kTfLiteDelegateFlagsAllowDynamicTensors also makes the runtime apply the
-// delegate before it rejects unresolved custom ops (TFLITE_NOTES.md, pitfall 3).
+// delegate before it rejects unresolved custom ops (docs/litert_abi.md, pitfall 3).
 enum {
   kTfLiteDelegateFlagsNone = 0,
   kTfLiteDelegateFlagsAllowDynamicTensors = 1,
