@@ -491,22 +491,35 @@ TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
   return kTfLiteOk;
 }
 
-// Chains of claimed nodes (in execution order) for the int8 hand-over: a
-// ReLU6 convolution whose output has exactly one reader, a claimed
-// convolution, is delegated together with it. Every other node is its own
-// partition.
-std::vector<std::vector<int>> BuildPartitions(TfLiteContext* context, const TfLiteIntArray* plan,
-                                              const std::vector<std::pair<int, NodeSpec>>& claim,
-                                              bool handover) {
-  std::map<int, int> readers;  // tensor -> number of node inputs reading it
+// Who reads and writes each tensor in the execution plan.
+struct PlanTensors {
+  std::map<int, int> readers;               // tensor -> node inputs reading it
+  std::map<int, std::vector<int>> writers;  // tensor -> nodes writing it, in plan order
+};
+
+PlanTensors ScanPlan(TfLiteContext* context, const TfLiteIntArray* plan) {
+  PlanTensors t;
   for (int i = 0; i < plan->size; ++i) {
     TfLiteNode* node = nullptr;
     TfLiteRegistration* reg = nullptr;
     if (context->GetNodeAndRegistration(context, plan->data[i], &node, &reg) != kTfLiteOk ||
-        node == nullptr || node->inputs == nullptr)
+        node == nullptr)
       continue;
-    for (int j = 0; j < node->inputs->size; ++j) readers[node->inputs->data[j]] += 1;
+    for (int j = 0; node->inputs != nullptr && j < node->inputs->size; ++j)
+      t.readers[node->inputs->data[j]] += 1;
+    for (int j = 0; node->outputs != nullptr && j < node->outputs->size; ++j)
+      t.writers[node->outputs->data[j]].push_back(plan->data[i]);
   }
+  return t;
+}
+
+// Chains of claimed nodes (in execution order) for the int8 hand-over: a
+// ReLU6 convolution whose output has exactly one reader, a claimed
+// convolution, is delegated together with it. Every other node is its own
+// partition.
+std::vector<std::vector<int>> BuildPartitions(const PlanTensors& tensors,
+                                              const std::vector<std::pair<int, NodeSpec>>& claim,
+                                              bool handover) {
   std::map<int, size_t> by_input;  // input tensor -> claimed convolution reading it
   for (size_t c = 0; c < claim.size(); ++c)
     if (claim[c].second.kind != OpKind::kFullyConnected) by_input[claim[c].second.input] = c;
@@ -515,7 +528,10 @@ std::vector<std::vector<int>> BuildPartitions(TfLiteContext* context, const TfLi
     const NodeSpec& spec = claim[c].second;
     if (spec.kind == OpKind::kFullyConnected || spec.activation != Activation::kRelu6) continue;
     const auto it = by_input.find(spec.output);
-    if (it == by_input.end() || readers[spec.output] != 1 || it->second <= c) continue;
+    const auto readers = tensors.readers.find(spec.output);
+    if (it == by_input.end() || readers == tensors.readers.end() || readers->second != 1 ||
+        it->second <= c)
+      continue;
     next[c] = static_cast<int>(it->second);
     prev[it->second] = static_cast<int>(c);
   }
@@ -526,20 +542,6 @@ std::vector<std::vector<int>> BuildPartitions(TfLiteContext* context, const TfLi
     for (int i = static_cast<int>(c); i >= 0; i = next[i]) parts.back().push_back(claim[i].first);
   }
   return parts;
-}
-
-// The nodes of the execution plan that write each tensor, in plan order.
-std::map<int, std::vector<int>> Writers(TfLiteContext* context, const TfLiteIntArray* plan) {
-  std::map<int, std::vector<int>> writers;
-  for (int i = 0; i < plan->size; ++i) {
-    TfLiteNode* node = nullptr;
-    TfLiteRegistration* reg = nullptr;
-    if (context->GetNodeAndRegistration(context, plan->data[i], &node, &reg) != kTfLiteOk ||
-        node == nullptr || node->outputs == nullptr)
-      continue;
-    for (int j = 0; j < node->outputs->size; ++j) writers[node->outputs->data[j]].push_back(plan->data[i]);
-  }
-  return writers;
 }
 
 // Graph-level conditions of a claim (docs/delegate.md, "Memory invariants"):
@@ -578,7 +580,8 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
   DelegateState* state = StateOf(delegate);
   TfLiteIntArray* plan = nullptr;
   if (context->GetExecutionPlan(context, &plan) != kTfLiteOk || plan == nullptr) return kTfLiteError;
-  const std::map<int, std::vector<int>> writers = Writers(context, plan);
+  const PlanTensors tensors = ScanPlan(context, plan);
+  const std::map<int, std::vector<int>>& writers = tensors.writers;
   std::vector<std::pair<int, NodeSpec>> claim;
   for (int i = 0; i < plan->size; ++i) {
     const int index = plan->data[i];
@@ -630,7 +633,7 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
       continue;
     state->stats_readers.insert({context, c.first});
   }
-  const auto parts = BuildPartitions(context, plan, claim, state->options.int8_handover);
+  const auto parts = BuildPartitions(tensors, claim, state->options.int8_handover);
   for (const std::vector<int>& part : parts) {
     std::vector<int> list(part.size() + 1);
     list[0] = static_cast<int>(part.size());
