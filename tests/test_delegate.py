@@ -1,7 +1,7 @@
 """The tfq delegate inside the stock LiteRT interpreters.
 
-Converted models (tfq.convert) run with the delegate in ai_edge_litert's and
-tf.lite's Interpreter and are compared with the converter's NumPy reference
+Converted models (tfq.convert) run with the delegate in ai_edge_litert's
+Interpreter (and once in TensorFlow's deprecated tf.lite.Interpreter) and are compared with the converter's NumPy reference
 executor (delegate arithmetic), with Keras, and across thread counts, forced
 reference kernels and batch sizes. Also: refusal of invalid nodes, options,
 and the explanation when the delegate is not loaded.
@@ -63,16 +63,23 @@ def test_matches_reference_executor_and_keras(cnn_models, scheme):
     x = np.random.default_rng(0).standard_normal((1, 12, 12, 3)).astype(np.float32)
     ref = ReferenceInterpreter(bytes(data), mode="delegate").run(x)[0]
     y_litert = _run(_litert(data), x)
-    y_tf = _run(_tf_lite(data), x)
     y_tfq = _run(tfq.Interpreter(model_content=bytes(data)), x)
     scale = np.max(np.abs(ref))
     # The reference computes the epilogue in float64: tiny rounding differences.
     np.testing.assert_allclose(y_litert, ref, rtol=1e-4, atol=1e-5 * scale)
-    np.testing.assert_array_equal(y_tf, y_litert)
     np.testing.assert_array_equal(y_tfq, y_litert)
     y_keras = model(x).numpy()
     # int8 activations: error bounded by half a quantization step per input.
     assert np.max(np.abs(y_litert - y_keras)) <= 0.05 * np.max(np.abs(y_keras)) + 1e-3
+
+
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
+def test_tf_lite_interpreter_compatibility(cnn_models):
+    """The one check of TensorFlow's deprecated tf.lite.Interpreter (users of older code):
+    the same library loads there and gives LiteRT's outputs."""
+    data, _ = cnn_models["ternary"]
+    x = np.random.default_rng(0).standard_normal((1, 12, 12, 3)).astype(np.float32)
+    np.testing.assert_array_equal(_run(_tf_lite(data), x), _run(_litert(data), x))
 
 
 def test_options_threads_reference_and_batch(cnn_models):
