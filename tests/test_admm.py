@@ -173,6 +173,23 @@ def test_empty_channel_warns(mnist_small):
         model.fit(x[:64], y[:64], epochs=1, verbose=0, callbacks=[tfq.ADMMCallback(finetune_epochs=0)])
 
 
+def test_empty_channel_warns_once_per_fit(mnist_small):
+    """ADMM's start, its switch to fine-tuning and the end of pruning all see the same empty channel."""
+    import warnings
+
+    (x, y), _ = mnist_small
+    model = compiled()
+    model.compile(keras.optimizers.SGD(0.0), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    k = model.get_layer("fc2").kernel
+    k.assign(np.where(np.arange(k.shape[1]) == 3, 0.0, k.numpy() + np.sign(k.numpy()) * 0.5))  # nothing else prunable to empty
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x[:64], y[:64], epochs=2, verbose=0,
+                  callbacks=[tfq.PruningCallback(0.1, frequency=1), tfq.ADMMCallback(finetune_epochs=1)])
+    empty = [str(w.message) for w in caught if "empty output channel" in str(w.message)]
+    assert len(empty) == 1 and "fc2" in empty[0], empty
+
+
 def test_backup_and_restore_resumes_identically(mnist_small, tmp_path):
     (x, y), _ = mnist_small
 

@@ -11,9 +11,12 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def tfq_cli(*args, cwd, timeout=600):
+COMMANDS = ("compress", "convert", "inspect", "evaluate", "benchmark", "report")
+
+
+def tfq_cli(*args, cwd, timeout=600, pythonpath=()):
     env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = os.pathsep.join([*pythonpath, ROOT, env.get("PYTHONPATH", "")])
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     proc = subprocess.run(
         [sys.executable, "-m", "tfq", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
@@ -38,7 +41,21 @@ def workdir(tmp_path_factory, mnist_small):
     np.savez(d / "small.npz", x_train=x, y_train=y, x_test=xt, y_test=yt)
     (d / "garbage.keras").write_bytes(b"this is not a zip archive")
     (d / "garbage.tflite").write_bytes(b"\x00" * 64)
+    from tfq import report
+
+    blob = report.keras_to_tflite(model)
+    (d / "truncated.tflite").write_bytes(blob[: len(blob) // 2])
+    # A `tensorflow` that fails on import: commands that must fail before loading TensorFlow use it.
+    (d / "no_tf" / "tensorflow").mkdir(parents=True)
+    (d / "no_tf" / "tensorflow" / "__init__.py").write_text("raise ImportError('TensorFlow was imported')\n")
     return d
+
+
+def _quiet(stderr):
+    """No TensorFlow start-up chatter and no Python warning (with its source line) on stderr."""
+    for line in stderr.splitlines():
+        assert not line.startswith(("E0000", "I0000", "W0000", "WARNING: All log messages")), stderr
+        assert "Warning" not in line, stderr
 
 
 def _one_line_error(stderr, *needles):
@@ -59,11 +76,17 @@ def test_pipeline_compress_convert_evaluate_benchmark_report(workdir):
     assert (workdir / "M_p4.keras").exists()
     assert "| conv2 | Conv2D | pow2_4bit |" in out and "| fc1 | Dense | pow2_4bit |" in out, out
     assert "data-free [" in err  # the per-layer progress bar
+    _quiet(err)
 
     rc, out, err = tfq_cli("convert", "--model", "M_p4.keras", "--out", "M_p4.tflite", cwd=workdir)
     assert rc == 0, err
+    # One summary line; the first and last layers are float by design, not "kept in float" notes.
+    assert "converted: 2 of 4 weighted ops packed; pow2_4bit: conv2, fc1; float: conv1, fc2" in out, out
+    assert "kept in float" not in err
+    _quiet(err)
     rc, out, err = tfq_cli("inspect", "M_p4.tflite", cwd=workdir)
     assert rc == 0 and "TFQ_" in out, out + err
+    assert "tfq.Interpreter" in out and "load_delegate(tfq.delegate_path())" in out, out
 
     rc, out, err = tfq_cli("evaluate", "M_p4.tflite", "--data", "mnist", "--limit", "500", cwd=workdir)
     assert rc == 0, err
@@ -81,6 +104,7 @@ def test_pipeline_compress_convert_evaluate_benchmark_report(workdir):
     rc, out, err = tfq_cli("report", "--models", "M.keras,M_p4.keras", "M_p4.tflite", "--data", "mnist",
                            "--limit", "300", "--runs", "5", "--out", "report.png", cwd=workdir)
     assert rc == 0, err
+    _quiet(err)  # the float baseline is converted on purpose: no warning about it
     with Image.open(workdir / "report.png") as img:
         img.verify()
     with Image.open(workdir / "report.png") as img:
@@ -100,6 +124,65 @@ def test_compress_with_data_and_sparsity(workdir):
     assert "admm + pruning" in out and "| fc1 | Dense | ternary |" in out, out
     sparsity = float(re.search(r"\| fc1 \| Dense \| ternary \| [\d,]+ \| 2 \| ([\d.]+)% \|", out).group(1))
     assert sparsity >= 50.0
+    # Training state (ADMM, pruning, optimizer) is stripped: no larger than the float parent.
+    assert (workdir / "M_t.keras").stat().st_size <= (workdir / "M.keras").stat().st_size
+    _quiet(err)
+
+
+def test_help_lists_commands_and_exits_0(workdir):
+    for flag in ("--help", "-h", "help"):
+        rc, out, err = tfq_cli(flag, cwd=workdir)
+        assert rc == 0 and err == "", (rc, err)
+        for name in COMMANDS:
+            assert re.search(rf"^  {name} +\S", out, re.M), out  # one line each
+        assert "absl" not in out and "--helpfull" not in out
+    rc, out, err = tfq_cli(cwd=workdir)  # no command: the same text, as an error
+    assert rc == 2 and "commands:" in err
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_command_help_shows_flags_defaults_and_example(workdir, name):
+    for flag in ("--help", "-h"):
+        rc, out, err = tfq_cli(name, flag, cwd=workdir, pythonpath=[str(workdir / "no_tf")])
+        assert rc == 0 and err == "", (rc, err)
+        assert out.startswith(f"usage: tfq {name}") and f"example:\n  tfq {name} " in out, out
+        assert "--verbose" in out and "absl" not in out and "--logtostderr" not in out, out
+    defaults = {"compress": "(default: ternary)", "benchmark": "(default: 50)", "evaluate": "(default: mnist)",
+                "report": "(default: 50)", "convert": "--allow_float", "inspect": "--json"}
+    assert defaults[name] in " ".join(out.split()), out
+
+
+def test_convert_refuses_a_float_model_unless_allow_float(workdir):
+    rc, out, err = tfq_cli("convert", "--model", "M.keras", "--out", "F.tflite", cwd=workdir)
+    assert rc == 1, (rc, out, err)
+    _one_line_error(err, "M.keras", "no weight lies in a tfq set", "tfq compress", "--allow_float")
+    assert not (workdir / "F.tflite").exists()
+    rc, out, err = tfq_cli("convert", "--model", "M.keras", "--out", "F.tflite", "--allow_float", cwd=workdir)
+    assert rc == 0, err
+    assert "converted: 0 of 4 weighted ops packed" in out and "plain float model" in out, out
+    _quiet(err)
+    assert "kept in float" not in err
+
+
+@pytest.mark.parametrize(
+    "args, code, needles",
+    [
+        (("compress", "--model", "garbage.keras", "--out", "x.keras"), 1, ("garbage.keras", "not a Keras model")),
+        (("convert", "--model", "garbage.keras", "--out", "x.tflite"), 1, ("garbage.keras", "not a Keras model")),
+        (("convert", "--model", "M.keras", "--out", "x.onnx"), 2, ("--out must end with .tflite", "x.onnx")),
+        (("evaluate", "truncated.tflite", "--data", "small.npz"), 1, ("truncated.tflite",)),
+        (("benchmark", "truncated.tflite"), 1, ("truncated.tflite",)),
+        (("benchmark", "garbage.tflite", "--baseline", "M.keras"), 1, ("garbage.tflite", "not a TFLite")),
+        (("report", "--models", "M.keras", "garbage.keras", "--out", "r.png"), 1, ("garbage.keras",)),
+        (("compress", "--model", "M.keras", "--out", "x.keras", "--scheme", "quad"), 2, ("unknown scheme",)),
+    ],
+    ids=["compress-corrupt", "convert-corrupt", "convert-suffix", "evaluate-truncated", "benchmark-truncated",
+         "benchmark-garbage", "report-corrupt", "compress-scheme"],
+)
+def test_bad_input_fails_before_tensorflow_loads(workdir, args, code, needles):
+    rc, out, err = tfq_cli(*args, cwd=workdir, pythonpath=[str(workdir / "no_tf")])
+    assert rc == code, (rc, out, err)
+    _one_line_error(err, *needles)
 
 
 @pytest.mark.parametrize(
@@ -111,6 +194,9 @@ def test_compress_with_data_and_sparsity(workdir):
         (("compress", "--model", "M.keras", "--scheme", "quad", "--out", "x.keras"), 2, ("unknown scheme", "quad")),
         (("compress", "--model", "M.keras", "--sparsity", "1.5", "--out", "x.keras"), 2, ("--sparsity",)),
         (("compress", "--model", "M.keras", "--out", "x.h5"), 2, ("--out",)),
+        (("convert", "--model", "M.keras", "--out", "x.onnx"), 2, ("--out", ".tflite")),
+        (("report", "--models", "M.keras", "--out", "r.jpg"), 2, ("--out", ".png")),
+        (("compress", "--model", "M.keras"), 2, ("required", "--out")),
         (("compress", "--model", "garbage.keras", "--out", "x.keras"), 1, ("garbage.keras", "not a Keras model")),
         (("compress", "--model", "M.keras", "--layers", "pool1", "--out", "x.keras"), 1, ("pool1", "not supported")),
         (("evaluate", "garbage.tflite", "--data", "small.npz"), 1, ("garbage.tflite", "not a TFLite")),
@@ -122,6 +208,7 @@ def test_compress_with_data_and_sparsity(workdir):
     ],
     ids=[
         "unknown-command", "unknown-flag", "missing-model", "unknown-scheme", "bad-sparsity", "bad-out",
+        "convert-bad-out", "report-bad-out", "missing-out",
         "corrupted-model", "unsupported-layer", "corrupted-tflite", "missing-tflite", "wrong-file-type",
         "bad-threads", "report-without-models", "corrupted-before-data",
     ],

@@ -307,3 +307,27 @@ def test_data_free_is_fast_on_a_mobilenet():
     assert time.perf_counter() - t0 < 10
     corrected = [r for r in report.layers if any("bias corrected" in c for c in r.corrections)]
     assert len(corrected) > 20
+
+
+def test_data_path_returns_a_stripped_model_no_larger_than_its_float_parent(mnist_small, tmp_path):
+    """ADMM/pruning state and the optimizer are dropped by default; keep_training_state keeps them."""
+    (x, y), _ = mnist_small
+    keras.utils.set_random_seed(0)
+    model = tfq.models.lenet300_100()
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=1, batch_size=64, verbose=0)
+    model.save(tmp_path / "float.keras")
+    small = tfq.compress(model, "ternary", sparsity=0.5, data=(x, y), epochs=2, verbose=0)
+    kept = tfq.compress(model, "ternary", sparsity=0.5, data=(x, y), epochs=2, verbose=0, keep_training_state=True)
+    assert kept.compiled and kept.optimizer.built  # ready to resume
+    assert not small.compiled and small.get_layer("fc2").tfq_compression["kernel"]["scheme"] == "ternary"
+    small.save(tmp_path / "small.keras")
+    kept.save(tmp_path / "kept.keras")
+    float_size = (tmp_path / "float.keras").stat().st_size
+    assert (tmp_path / "small.keras").stat().st_size <= float_size
+    assert (tmp_path / "kept.keras").stat().st_size > float_size  # ADMM state + optimizer
+    reloaded = keras.saving.load_model(tmp_path / "small.keras")
+    for a, b in zip(reloaded.get_weights(), small.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert _in_set(reloaded.get_layer("fc2").kernel, tfq.quantizers.get("ternary"), -1)
+    assert tfq.convert(small).report  # still converts (packed ops checked in tests/test_converter_e2e.py)

@@ -80,7 +80,7 @@ def test_reaches_target_and_zeros_stay(mnist_small, importance):
     check = ZerosEveryStep()
     hist = model.fit(
         x, y, epochs=2, batch_size=64, verbose=0,
-        callbacks=[tfq.PruningCallback(0.8, importance=importance, frequency=2), check],
+        callbacks=[tfq.PruningCallback(0.8, importance=importance, frequency=2, skip_first_last=False), check],
     )
     assert check.checked == 16
     for name in ("fc1", "fc2", "fc3"):
@@ -107,7 +107,8 @@ def test_regrowth_changes_mask(mnist_small):
     (x, y), _ = mnist_small
     model = compiled()
     model.compile(keras.optimizers.Adam(1e-2), LOSS)
-    cb = tfq.PruningCallback(0.7, schedule=pruning.ConstantSparsity(0.7, frequency=2), regrowth=True)
+    cb = tfq.PruningCallback(0.7, schedule=pruning.ConstantSparsity(0.7, frequency=2), regrowth=True,
+                             skip_first_last=False)
     seen = []
 
     class Snap(keras.callbacks.Callback):
@@ -129,13 +130,27 @@ def test_with_admm_in_one_fit(mnist_small, tmp_path):
     )
     w = model.get_layer("fc2").kernel.numpy()
     assert (w == 0).mean() >= 0.9
-    mask = model._tfq_pruning.mask[1].numpy()
+    # Same default layers for both callbacks: the first and the last stay float and unpruned.
+    assert model._tfq_pruning.keys == model._tfq_admm.keys == ["fc2/kernel"]
+    for name in ("fc1", "fc3"):
+        assert np.all(model.get_layer(name).kernel.numpy() != 0), name
+    mask = model._tfq_pruning.mask_for("fc2/kernel").numpy()
     q, _ = quantizers.Ternary().project(w, mask=mask)
     np.testing.assert_allclose(q, w, rtol=1e-5, atol=1e-7)
     assert np.all(w[mask == 0] == 0)
     # A pruned + ternary model converts into tfq layers with its masks.
     qmodel = tfq.quantize_model(model)
     np.testing.assert_array_equal(qmodel.get_layer("fc2").weights[-1].numpy(), mask)
+
+
+def test_callback_defaults_agree():
+    import inspect
+
+    defaults = [{k: p.default for k, p in inspect.signature(cb).parameters.items()}
+                for cb in (tfq.PruningCallback, tfq.ADMMCallback, tfq.compress)]
+    for key in ("layers", "skip_first_last"):
+        assert len({d[key] for d in defaults}) == 1, key
+    assert defaults[0]["skip_first_last"] is True
 
 
 def test_model_without_supported_layers():

@@ -14,6 +14,7 @@ _EXPORTS = {
     "PruningCallback": "tfq.callbacks",
     "quantize_model": "tfq.layers",
     "compress": "tfq.compression",
+    "strip_training_state": "tfq.compression",
     "convert": "tfq.converter",
     "Interpreter": "tfq.runtime",
     "delegate_path": "tfq.runtime",

@@ -21,6 +21,7 @@ It does not survive `load_model` (the kernels' values do; they are exactly
 """
 
 import warnings
+import weakref
 
 import keras
 import numpy as np
@@ -97,6 +98,11 @@ def _check_finite(spec, value=None, trained=False):
                          f"Layer {spec.layer.name!r}: {spec.name} contains NaN or Inf")
 
 
+# layer -> {variable name: the empty channels last reported}: the ADMM projections and the end of
+# pruning all look at the same kernel, and one message per layer and state is enough.
+_EMPTY_REPORTED = weakref.WeakKeyDictionary()
+
+
 def _warn_empty_channels(spec, mask=None):
     w = _numpy(spec.variable)
     if mask is not None:
@@ -108,6 +114,10 @@ def _warn_empty_channels(spec, mask=None):
     live = np.any(w != 0, axis=rest).reshape(-1)
     if not np.all(live):
         dead = np.flatnonzero(~live)
+        reported = _EMPTY_REPORTED.setdefault(spec.layer, {})
+        if reported.get(spec.name) == tuple(dead.tolist()):
+            return
+        reported[spec.name] = tuple(dead.tolist())
         warnings.warn(
             f"Layer {spec.layer.name!r}: {spec.name} has {dead.size} empty output channel(s) "
             f"(all weights zero or pruned), e.g. {dead[:8].tolist()}; their scale is 0",
@@ -499,8 +509,11 @@ class PruningCallback(_KernelStateCallback):
         frequency: steps between mask updates for the default schedule.
         end_fraction: for the default schedule, fraction of the training
             steps after which the target is reached.
-        layers / skip_first_last: which layers (see `ADMMCallback`); by
-            default every supported layer is pruned.
+        layers / skip_first_last: which layers, with the same defaults as
+            `ADMMCallback`: every supported layer except the first and the
+            last (their few weights matter most: at 90% LeNet-5's first
+            convolution lost whole output channels), so the two callbacks in
+            one `fit` agree.
 
     Logs (per epoch): `sparsity` (all pruned kernels) and `sparsity/<layer>/<variable>`.
     """
@@ -516,7 +529,7 @@ class PruningCallback(_KernelStateCallback):
         frequency=100,
         end_fraction=0.6,
         layers=None,
-        skip_first_last=False,
+        skip_first_last=True,
     ):
         super().__init__()
         self.target_sparsity = pruning_lib.check_sparsity(target_sparsity)

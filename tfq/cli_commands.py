@@ -1,77 +1,23 @@
 """The `compress`, `evaluate`, `benchmark` and `report` subcommands of `tfq` (see tfq/cli.py).
 
-Flags are absl flags on the global FLAGS (tfq/cli.py defines the shared
-`--model` and `--out`); each `cmd_*(args) -> exit code` takes the positional
-arguments left after flag parsing. Errors are raised, not printed: tfq/cli.py
-turns `UsageError` into exit code 2 and other failures into exit code 1, each
-with a one-line message (docs/cli.md).
+Each `cmd_*(args) -> exit code` takes the parsed `argparse.Namespace`; each
+`_*_flags(parser)` defines that command's flags. Everything that can be
+checked without TensorFlow (paths, suffixes, values) is checked before
+TensorFlow loads, so a wrong command line fails at once.
 """
 
 import os
-import sys
 
 import numpy as np
-from absl import flags
 
-FLAGS = flags.FLAGS
+from tfq import cli
+from tfq.cli import UsageError, comma_list, existing, log, out_path
 
-flags.DEFINE_string("scheme", "ternary", "compress: binary, ternary, pow2_3bit or pow2_4bit.")
-flags.DEFINE_float("sparsity", None, "compress: fraction of weights set to zero, in [0, 1).")
-flags.DEFINE_string(
-    "data", None,
-    "compress/evaluate/report: 'mnist' (from $TFQ_DATA_DIR/mnist or a download), a directory holding the "
-    "MNIST IDX .gz files, or an .npz with x_train, y_train, x_test, y_test. With compress it selects ADMM "
-    "training; without it compress is data-free.",
-)
-flags.DEFINE_string("eval_data", None, "compress: data (same forms as --data) used only to report accuracy.")
-flags.DEFINE_integer("epochs", None, "compress: training epochs with --data (derived when unset).")
-flags.DEFINE_float("learning_rate", None, "compress: learning rate with --data (derived when unset).")
-flags.DEFINE_integer("batch_size", None, "compress: batch size with --data (default 128).")
-flags.DEFINE_bool("corrections", True, "compress: data-free bias correction and cross-layer equalization.")
-flags.DEFINE_bool("skip_first_last", True, "compress: keep the first and last compressible layers in float.")
-flags.DEFINE_list("layers", None, "compress: compress exactly these layers (comma-separated names).")
-flags.DEFINE_string("baseline", None, "benchmark: the float .keras model, converted to LiteRT float and int8.")
-flags.DEFINE_list("threads", ["1"], "benchmark/evaluate/report: interpreter threads, e.g. 1,2.")
-flags.DEFINE_integer("runs", 50, "benchmark/report: timed invokes per model (median reported).")
-flags.DEFINE_integer("warmup", 5, "benchmark/report: untimed invokes first.")
-flags.DEFINE_list("models", None, "report: model files (.keras or .tflite), comma- or space-separated.")
-flags.DEFINE_string("markdown", None, "report: also write the table to this .md file (default: next to --out).")
-flags.DEFINE_integer("limit", None, "evaluate/report: use only the first N test images.")
-flags.DEFINE_bool("int8_baseline", True, "report: add LiteRT dynamic-range int8 for float .keras models.")
+DATA_HELP = ("'mnist' (from $TFQ_DATA_DIR/mnist when set, else the Keras download), a directory holding the "
+             "MNIST IDX .gz files, or an .npz with x_train, y_train, x_test, y_test")
 
-
-def quiet_tensorflow():
-    """Imports TensorFlow with its start-up chatter (oneDNN, CUDA probing) kept off stderr.
-
-    The messages come from C++ before any log level applies; with --verbose they are kept.
-    """
-    if "tensorflow" in sys.modules or FLAGS.verbose:
-        import tensorflow  # noqa: F401
-
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()
-    finally:
-        sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def _usage_error(msg):
-    from tfq.cli import UsageError
-
-    return UsageError(msg)
-
-
-def _log(msg):
-    print(f"[tfq] {msg}", file=sys.stderr, flush=True)
+# The scheme names of tfq.quantizers and docs/format.md, checked here without importing TensorFlow.
+SCHEMES = ("binary", "ternary", "pow2_3bit", "pow2_4bit")
 
 
 # --------------------------------------------------------------------------
@@ -79,60 +25,28 @@ def _log(msg):
 # --------------------------------------------------------------------------
 
 
-# The scheme names of tfq.quantizers and docs/format.md, checked here without importing TensorFlow.
-_SCHEMES = ("binary", "ternary", "pow2_3bit", "pow2_4bit")
-
-
-def _scheme():
-    name = (FLAGS.scheme or "").lower()
-    if name not in _SCHEMES:
-        raise _usage_error(f"unknown scheme {FLAGS.scheme!r}; valid: {', '.join(_SCHEMES)}")
+def _scheme(value):
+    name = (value or "").lower()
+    if name not in SCHEMES:
+        raise UsageError(f"unknown scheme {value!r}; valid: {', '.join(SCHEMES)}")
     return name
 
 
-def _sparsity():
-    s = FLAGS.sparsity
-    if s is not None and not 0.0 <= s < 1.0:
-        raise _usage_error(f"--sparsity must be in [0, 1), got {s}")
-    return s
-
-
-def _threads():
+def _threads(values):
+    joined = ",".join(values)
     try:
-        threads = [int(t) for t in FLAGS.threads]
+        threads = [int(t) for t in values]
     except ValueError:
-        raise _usage_error(f"--threads must be comma-separated positive integers, got {','.join(FLAGS.threads)}")
+        threads = []
     if not threads or any(t < 1 for t in threads):
-        raise _usage_error(f"--threads must be comma-separated positive integers, got {','.join(FLAGS.threads)}")
+        raise UsageError(f"--threads must be comma-separated positive integers, got {joined}")
     return threads
 
 
-def _positive(name):
-    value = getattr(FLAGS, name)
+def _positive(name, value):
     if value is not None and value < 1:
-        raise _usage_error(f"--{name} must be a positive integer, got {value}")
+        raise UsageError(f"--{name} must be a positive integer, got {value}")
     return value
-
-
-def _existing(path, what, suffixes):
-    if not path:
-        raise _usage_error(f"missing {what}")
-    if not os.path.exists(path):
-        raise _usage_error(f"{path}: no such file")
-    if suffixes and not path.endswith(suffixes):
-        raise _usage_error(f"{path}: expected a {' or '.join(suffixes)} file")
-    return path
-
-
-def _out_path(suffix):
-    if not FLAGS.out:
-        raise _usage_error(f"missing --out PATH{suffix}")
-    if not FLAGS.out.endswith(suffix):
-        raise _usage_error(f"--out must end with {suffix}, got {FLAGS.out}")
-    parent = os.path.dirname(os.path.abspath(FLAGS.out))
-    if not os.path.isdir(parent):
-        raise _usage_error(f"--out: directory {parent} does not exist")
-    return FLAGS.out
 
 
 # --------------------------------------------------------------------------
@@ -146,9 +60,9 @@ def _check_data_spec(spec):
         return
     if spec.endswith(".npz"):
         if not os.path.exists(spec):
-            raise _usage_error(f"{spec}: no such file")
+            raise UsageError(f"{spec}: no such file")
         return
-    raise _usage_error(f"--data must be 'mnist', a directory or an .npz file, got {spec!r}")
+    raise UsageError(f"--data must be 'mnist', a directory or an .npz file, got {spec!r}")
 
 
 def load_data(spec, limit=None):
@@ -156,7 +70,7 @@ def load_data(spec, limit=None):
     from tfq import datasets
 
     if spec is None:
-        raise _usage_error("missing --data (mnist, a directory with MNIST files, or an .npz)")
+        raise UsageError("missing --data (mnist, a directory with MNIST files, or an .npz)")
     if spec == "mnist":
         (x, y), (xt, yt) = datasets.mnist()
     elif os.path.isdir(spec):
@@ -165,10 +79,10 @@ def load_data(spec, limit=None):
         elif any(f.endswith("idx3-ubyte.gz") for f in os.listdir(spec)):
             (x, y), (xt, yt) = datasets.mnist(data_dir=os.path.dirname(os.path.abspath(spec)))
         else:
-            raise _usage_error(f"--data {spec}: directory holds no MNIST IDX files (expected mnist/*.gz)")
+            raise UsageError(f"--data {spec}: directory holds no MNIST IDX files (expected mnist/*.gz)")
     elif spec.endswith(".npz"):
         if not os.path.exists(spec):
-            raise _usage_error(f"{spec}: no such file")
+            raise UsageError(f"{spec}: no such file")
         with np.load(spec) as f:
             missing = {"x_train", "y_train", "x_test", "y_test"} - set(f.files)
             if missing:
@@ -176,7 +90,7 @@ def load_data(spec, limit=None):
             x, y, xt, yt = (f[k] for k in ("x_train", "y_train", "x_test", "y_test"))
         x, xt = x.astype(np.float32), xt.astype(np.float32)
     else:
-        raise _usage_error(f"--data must be 'mnist', a directory or an .npz file, got {spec!r}")
+        raise UsageError(f"--data must be 'mnist', a directory or an .npz file, got {spec!r}")
     if limit:
         xt, yt = xt[:limit], yt[:limit]
     return (x, y), (xt, yt)
@@ -187,95 +101,130 @@ def load_data(spec, limit=None):
 # --------------------------------------------------------------------------
 
 
+def _compress_flags(p):
+    p.add_argument("--model", required=True, metavar="PATH.keras", help="the float model")
+    p.add_argument("--out", required=True, metavar="PATH.keras", help="where to write the compressed model")
+    p.add_argument("--scheme", default="ternary", help=f"weight set: {', '.join(SCHEMES)}")
+    p.add_argument("--sparsity", type=float, metavar="S", help="fraction of weights set to zero, in [0, 1)")
+    p.add_argument("--data", metavar="DATA", help=f"train with ADMM on this data: {DATA_HELP}; without it, "
+                   "compression is data-free (seconds)")
+    p.add_argument("--eval_data", metavar="DATA", help="data (same forms as --data) used only to report accuracy")
+    p.add_argument("--epochs", type=int, help="training epochs with --data (derived from the data size when unset)")
+    p.add_argument("--learning_rate", type=float, help="learning rate with --data (1e-3 when unset)")
+    p.add_argument("--batch_size", type=int, help="batch size with --data (128 when unset)")
+    p.add_argument("--limit", type=int, metavar="N", help="with --eval_data: use only the first N test images")
+    cli.bool_flag(p, "corrections", True, "data-free bias correction and cross-layer equalization")
+    cli.bool_flag(p, "skip_first_last", True, "keep the first and last compressible layers in float")
+    p.add_argument("--layers", type=comma_list, metavar="A,B", help="compress exactly these layers (comma-separated)")
+    p.add_argument("--keep_training_state", action="store_true",
+                   help="keep the ADMM/pruning state and the optimizer in the saved model, to resume training (a "
+                   "file several times larger). By default both are removed: the file is no larger than the "
+                   "float model's")
+
+
 def cmd_compress(args):
     """Compresses a .keras model: data-free by default, ADMM training with --data."""
-    if args:
-        raise _usage_error(f"compress takes no positional arguments, got {' '.join(args)}")
-    from tfq.cli import _load_keras_model
-
-    path = _existing(FLAGS.model, "--model PATH.keras", (".keras",))
-    scheme = _scheme()
-    sparsity = _sparsity()
-    out = _out_path(".keras")
-    _positive("epochs")
-    _positive("batch_size")
-    if FLAGS.learning_rate is not None and not FLAGS.learning_rate > 0:
-        raise _usage_error(f"--learning_rate must be positive, got {FLAGS.learning_rate}")
-    if FLAGS.epochs is not None and not FLAGS.data:
-        raise _usage_error("--epochs needs --data (the data-free path does not train)")
-    for spec in (FLAGS.data, FLAGS.eval_data):
+    path = existing(args.model, "--model PATH.keras", (".keras",))
+    scheme = _scheme(args.scheme)
+    sparsity = args.sparsity
+    if sparsity is not None and not 0.0 <= sparsity < 1.0:
+        raise UsageError(f"--sparsity must be in [0, 1), got {sparsity}")
+    out = out_path(args.out, ".keras")
+    _positive("epochs", args.epochs)
+    _positive("batch_size", args.batch_size)
+    _positive("limit", args.limit)
+    if args.learning_rate is not None and not args.learning_rate > 0:
+        raise UsageError(f"--learning_rate must be positive, got {args.learning_rate}")
+    if args.epochs is not None and not args.data:
+        raise UsageError("--epochs needs --data (the data-free path does not train)")
+    for spec in (args.data, args.eval_data):
         _check_data_spec(spec)
-    quiet_tensorflow()
+    cli.check_keras_file(path)
+    model = cli.load_keras_model(path, args.verbose)
     data = validation = None
-    if FLAGS.data:
-        (x, y), (xt, yt) = load_data(FLAGS.data)
+    if args.data:
+        (x, y), (xt, yt) = load_data(args.data)
         data, validation = (x, y), (xt, yt)
-    elif FLAGS.eval_data:
-        _, validation = load_data(FLAGS.eval_data, FLAGS.limit)
-    model = _load_keras_model(path)
-    layers = {name: True for name in FLAGS.layers} if FLAGS.layers else None
+    elif args.eval_data:
+        _, validation = load_data(args.eval_data, args.limit)
+    layers = {name: True for name in args.layers} if args.layers else None
     import tfq
 
-    _log(f"compressing {path} to {scheme}" + (f", {sparsity:.0%} sparse" if sparsity else "")
-         + (" with ADMM training" if data is not None else " (data-free)"))
+    log(f"compressing {path} to {scheme}" + (f", {sparsity:.0%} sparse" if sparsity else "")
+        + (" with ADMM training" if data is not None else " (data-free)"))
     small, report = tfq.compress(
-        model, scheme, sparsity=sparsity, data=data, validation_data=validation, epochs=FLAGS.epochs,
-        layers=layers, corrections=FLAGS.corrections, skip_first_last=FLAGS.skip_first_last,
-        learning_rate=FLAGS.learning_rate, batch_size=FLAGS.batch_size, verbose=1, return_report=True,
+        model, scheme, sparsity=sparsity, data=data, validation_data=validation, epochs=args.epochs,
+        layers=layers, corrections=args.corrections, skip_first_last=args.skip_first_last,
+        learning_rate=args.learning_rate, batch_size=args.batch_size, verbose=1, return_report=True,
+        keep_training_state=args.keep_training_state,
     )
     small.save(out)
     print(report.to_markdown())
-    print(f"wrote {out}")
+    print(f"wrote {out} ({os.path.getsize(out):,} bytes; {os.path.getsize(path):,} bytes for {path})")
     return 0
 
 
 def _read_tflite(path):
-    _existing(path, "a .tflite FILE", (".tflite",))
+    """The bytes of a .tflite file, after checking it parses as a TFLite model (errors name the file)."""
+    existing(path, "a .tflite FILE", (".tflite",))
+    from tfq.converter import tflite_io
+
     with open(path, "rb") as f:
         blob = f.read()
     if len(blob) < 8 or blob[4:8] != b"TFL3":
         raise ValueError(f"{path}: not a TFLite flatbuffer (corrupted or wrong file)")
+    tflite_io.load_model(blob, name=path)  # truncated or damaged files fail here, naming the file
     return blob
+
+
+def _evaluate_flags(p):
+    p.add_argument("file", metavar="FILE.tflite", help="a .tflite classifier")
+    p.add_argument("--data", default="mnist", metavar="DATA", help=DATA_HELP)
+    p.add_argument("--limit", type=int, metavar="N", help="use only the first N test images")
+    p.add_argument("--threads", type=comma_list, default=["1"], metavar="N", help="interpreter threads")
 
 
 def cmd_evaluate(args):
     """Top-1 accuracy of a .tflite classifier through LiteRT (with the tfq delegate when needed)."""
-    if len(args) != 1:
-        raise _usage_error("evaluate takes exactly one FILE.tflite")
+    threads = _threads(args.threads)[0]
+    _positive("limit", args.limit)
+    blob = _read_tflite(args.file)
+    _check_data_spec(args.data)
     from tfq import report
 
-    threads = _threads()[0]
-    _positive("limit")
-    blob = _read_tflite(args[0])
-    _check_data_spec(FLAGS.data or "mnist")
-    _, (xt, yt) = load_data(FLAGS.data or "mnist", FLAGS.limit)
+    _, (xt, yt) = load_data(args.data, args.limit)
     runtime = "LiteRT + tfq delegate" if report.has_tfq_ops(blob) else "LiteRT"
     acc = report.tflite_accuracy(blob, xt, yt, threads=threads, progress=report.stderr_progress("evaluate"))
-    print(f"{args[0]}: accuracy {100 * acc:.2f}% on {len(xt)} images ({runtime}, {threads} thread"
+    print(f"{args.file}: accuracy {100 * acc:.2f}% on {len(xt)} images ({runtime}, {threads} thread"
           f"{'s' if threads > 1 else ''})")
     return 0
 
 
+def _benchmark_flags(p):
+    p.add_argument("file", metavar="FILE.tflite", help="the tfq .tflite model")
+    p.add_argument("--baseline", metavar="PATH.keras",
+                   help="the float .keras model, converted to LiteRT float and dynamic-range int8 and timed alongside")
+    p.add_argument("--threads", type=comma_list, default=["1"], metavar="N,M", help="interpreter threads, e.g. 1,2")
+    p.add_argument("--runs", type=int, default=50, help="timed invokes per model (the median is reported)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed invokes first")
+
+
 def cmd_benchmark(args):
     """Median latency of a tfq .tflite against LiteRT float and dynamic-range int8 of the baseline."""
-    if len(args) != 1:
-        raise _usage_error("benchmark takes exactly one FILE.tflite")
+    threads = _threads(args.threads)
+    runs = _positive("runs", args.runs)
+    warmup = args.warmup
+    if warmup < 0:
+        raise UsageError(f"--warmup must be >= 0, got {warmup}")
+    blob = _read_tflite(args.file)
+    if args.baseline:
+        cli.check_keras_file(args.baseline)
     from tfq import report
 
-    threads = _threads()
-    runs = _positive("runs")
-    warmup = FLAGS.warmup
-    if warmup is None or warmup < 0:
-        raise _usage_error(f"--warmup must be >= 0, got {warmup}")
-    blob = _read_tflite(args[0])
     models = {"tfq": blob}
-    if FLAGS.baseline:
-        from tfq.cli import _load_keras_model
-
-        baseline = _existing(FLAGS.baseline, "--baseline PATH.keras", (".keras",))
-        quiet_tensorflow()
-        base = _load_keras_model(baseline)
-        _log(f"converting {FLAGS.baseline} to LiteRT float and dynamic-range int8")
+    if args.baseline:
+        base = cli.load_keras_model(args.baseline, args.verbose)
+        log(f"converting {args.baseline} to LiteRT float and dynamic-range int8")
         models = {"LiteRT float": report.keras_to_tflite(base), "LiteRT int8": report.keras_to_tflite(base, True),
                   "tfq": blob}
     probe = report.make_interpreter(blob)
@@ -300,33 +249,48 @@ def cmd_benchmark(args):
     return 0
 
 
+def _report_flags(p):
+    p.add_argument("--models", nargs="+", required=True, metavar="FILE",
+                   help="model files (.keras or .tflite), space- or comma-separated; float .keras models are "
+                   "the baselines")
+    p.add_argument("--out", required=True, metavar="PATH.png", help="the figure")
+    p.add_argument("--markdown", metavar="PATH.md", help="the table (default: --out with .md)")
+    p.add_argument("--data", default="mnist", metavar="DATA", help=DATA_HELP)
+    p.add_argument("--limit", type=int, metavar="N", help="use only the first N test images")
+    p.add_argument("--threads", type=comma_list, default=["1"], metavar="N", help="interpreter threads")
+    p.add_argument("--runs", type=int, default=50, help="timed invokes per model (the median is reported)")
+    cli.bool_flag(p, "int8_baseline", True, "add LiteRT dynamic-range int8 for each float .keras model")
+
+
 def cmd_report(args):
     """Accuracy against size and latency for several models: a PNG figure and a Markdown table."""
-    from tfq import report
-
-    paths = list(FLAGS.models or []) + list(args)
-    if not paths:
-        raise _usage_error("report needs --models FILE [FILE ...] (.keras or .tflite)")
+    paths = [p for value in args.models for p in comma_list(value)]
     for p in paths:
-        _existing(p, "a model file", (".keras", ".tflite"))
-    out = _out_path(".png")
-    threads = _threads()[0]
-    runs = _positive("runs")
-    _positive("limit")
-    _check_data_spec(FLAGS.data or "mnist")
+        existing(p, "a model file", (".keras", ".tflite"))
+    out = out_path(args.out, ".png")
+    threads = _threads(args.threads)[0]
+    runs = _positive("runs", args.runs)
+    _positive("limit", args.limit)
+    _check_data_spec(args.data)
     for p in paths:
         if p.endswith(".tflite"):
             _read_tflite(p)
-    quiet_tensorflow()
-    _, (xt, yt) = load_data(FLAGS.data or "mnist", FLAGS.limit)
+        else:
+            cli.check_keras_file(p)
+    from tfq import quiet
+
+    quiet.import_tensorflow(args.verbose)
+    from tfq import report
+
+    _, (xt, yt) = load_data(args.data, args.limit)
     measurements = []
     for i, p in enumerate(paths):
-        _log(f"model {i + 1}/{len(paths)}: {p}")
-        measurements.extend(report.measurements_for(p, xt, yt, threads=threads, int8_baseline=FLAGS.int8_baseline,
-                                                    runs=runs, log=_log))
+        log(f"model {i + 1}/{len(paths)}: {p}")
+        measurements.extend(report.measurements_for(p, xt, yt, threads=threads, int8_baseline=args.int8_baseline,
+                                                    runs=runs, log=log))
     report.plot(measurements, out)
     table = report.markdown_table(measurements)
-    md = FLAGS.markdown or os.path.splitext(out)[0] + ".md"
+    md = args.markdown or os.path.splitext(out)[0] + ".md"
     with open(md, "w") as f:
         f.write(table + "\n")
     print(table)
@@ -335,9 +299,17 @@ def cmd_report(args):
 
 
 COMMANDS = {
-    "compress": (cmd_compress, "compress --model M.keras --scheme ternary [--sparsity 0.9] [--data mnist] "
-                               "--out M_t.keras"),
-    "evaluate": (cmd_evaluate, "evaluate M_t.tflite --data mnist [--limit N]"),
-    "benchmark": (cmd_benchmark, "benchmark M_t.tflite [--baseline M.keras] [--threads 1,2] [--runs 50]"),
-    "report": (cmd_report, "report --models M.keras M_t.keras ... --data mnist --out report.png"),
+    "compress": cli.Command(
+        cmd_compress, "compress a .keras model to 1-4 bit weights (data-free, or ADMM training with --data)",
+        _compress_flags,
+        "tfq compress --model M.keras --scheme pow2_4bit --out M_p4.keras              # data-free, seconds\n"
+        "tfq compress --model M.keras --scheme ternary --sparsity 0.9 --data mnist --out M_t.keras   # ADMM"),
+    "evaluate": cli.Command(cmd_evaluate, "top-1 accuracy of a .tflite through LiteRT (+ the tfq delegate)",
+                            _evaluate_flags, "tfq evaluate M_t.tflite --data mnist --limit 1000"),
+    "benchmark": cli.Command(
+        cmd_benchmark, "median latency of a .tflite against LiteRT float and int8 of its float parent",
+        _benchmark_flags, "tfq benchmark M_t.tflite --baseline M.keras --threads 1,2"),
+    "report": cli.Command(
+        cmd_report, "accuracy against size and latency of several models: PNG figure + Markdown table",
+        _report_flags, "tfq report --models M.keras M_t.keras --data mnist --out report.png"),
 }

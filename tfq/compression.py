@@ -135,6 +135,10 @@ def _all_kernels(layer):
     return [(k.name, k.variable, k.channel_axis) for k in (supported_kernels(layer) or [])]
 
 
+def _first_line(err):
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 def _flat_layers(model):
     """Layers in order, descending into nested models."""
     import keras
@@ -820,6 +824,7 @@ def compress(
     batch_size=None,
     verbose=1,
     return_report=False,
+    keep_training_state=False,
 ):
     """Compresses a Keras 3 model to low-bit weights in one call.
 
@@ -854,6 +859,11 @@ def compress(
         batch_size: batch size when `data` is given as arrays (default 128).
         verbose: 0 silent, 1 progress bars.
         return_report: also return a `CompressionReport`.
+        keep_training_state: keep the ADMM and pruning state and the
+            optimizer on the returned model (compiled, to resume training with
+            the callbacks). By default the returned model is stripped
+            (`strip_training_state`: uncompiled, no state), so its saved
+            file is no larger than its float parent's.
 
     Returns:
         The compressed model, or (model, report) when `return_report` is set.
@@ -899,6 +909,8 @@ def compress(
             verbose=verbose,
         )
         mode = "admm" + (" + pruning" if sparsity else "")
+    if not keep_training_state:
+        small = strip_training_state(small)
     all_reports = []
     for layer in _flat_layers(small):
         if layer.name in reports:
@@ -921,6 +933,47 @@ def compress(
     if return_report:
         return small, report
     return small
+
+
+def strip_training_state(model):
+    """A copy of a compressed model without what only training needs.
+
+    `tfq.ADMMCallback` and `tfq.PruningCallback` keep their state on the model
+    (three kernel-sized ADMM tensors per compressed kernel, the pruning masks
+    and slopes) so that `model.save` and `BackupAndRestore` can resume a run,
+    and the optimizer keeps its own (Adam: two more kernel-sized tensors).
+    A model that is done training needs none of it. Like TFMOT's
+    `strip_pruning`, this returns an uncompiled copy with the same weights
+    (still exactly in their sets) and the same `tfq_compression` marks; its
+    `.keras` file is no larger than that of an uncompiled float model.
+    `tfq.compress` calls it unless `keep_training_state=True`; after `fit`
+    with the callbacks, call it yourself before saving the final model.
+
+    Args:
+        model: a Keras model (Sequential, functional, or a subclassed model
+            whose config round-trips).
+
+    Returns:
+        A new, uncompiled `keras.Model`.
+    """
+    import keras
+
+    import tfq.layers  # noqa: F401  (registers tfq layers for deserialization)
+
+    # From the config without its compile part: clone_model would compile (and so build) a new optimizer.
+    config = keras.saving.serialize_keras_object(model)
+    config.pop("compile_config", None)
+    try:
+        stripped = keras.saving.deserialize_keras_object(config)
+    except (TypeError, ValueError, NotImplementedError) as err:
+        raise ValueError(f"strip_training_state cannot copy model {model.name!r} ({type(model).__name__}): "
+                         f"its config does not round-trip ({_first_line(err)})") from err
+    stripped.set_weights(model.get_weights())
+    marks = {l.name: getattr(l, "tfq_compression", None) for l in _flat_layers(model)}
+    for layer in _flat_layers(stripped):
+        if marks.get(layer.name):
+            object.__setattr__(layer, "tfq_compression", dict(marks[layer.name]))
+    return stripped
 
 
 # --------------------------------------------------------------------------
