@@ -16,7 +16,7 @@ model before conversion. Also times the data-free path on a MobileNetV2-sized
 model (224x224, 3.5M parameters; random weights, since nothing is downloaded).
 
 Usage:
-    TFQ_DATA_DIR=../shared/datasets python benchmarks/data_free.py [--quick]
+    TFQ_DATA_DIR=DIR python benchmarks/data_free.py [--quick]   # DIR holds mnist/*.gz (else: Keras download)
 """
 
 import argparse
