@@ -72,7 +72,16 @@ def load_data(spec, limit=None):
     if spec is None:
         raise UsageError("missing --data (mnist, a directory with MNIST files, or an .npz)")
     if spec == "mnist":
-        (x, y), (xt, yt) = datasets.mnist()
+        local = os.path.join(os.environ.get("TFQ_DATA_DIR") or "", "mnist")
+        if not (os.path.isdir(local) and sum(f.endswith(".gz") for f in os.listdir(local)) >= 4):
+            from tfq import quiet
+
+            quiet.import_tensorflow()  # the download goes through Keras: its start-up notices stay quiet
+        try:
+            (x, y), (xt, yt) = datasets.mnist()
+        except Exception as err:  # noqa: BLE001  (urllib, OSError, Keras' own wrappers)
+            raise ValueError(f"MNIST: download failed ({cli.first_line(err)}); offline, set TFQ_DATA_DIR to a "
+                             "folder whose mnist/ holds the four IDX .gz files") from err
     elif os.path.isdir(spec):
         if os.path.isdir(os.path.join(spec, "mnist")):
             (x, y), (xt, yt) = datasets.mnist(data_dir=spec)
