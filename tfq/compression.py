@@ -935,6 +935,10 @@ def compress(
     return small
 
 
+# Where tfq.callbacks attaches its state to the model (`_KernelStateCallback._attach_state`).
+_STATE_ATTRS = ("_tfq_admm", "_tfq_pruning")
+
+
 def strip_training_state(model):
     """A copy of a compressed model without what only training needs.
 
@@ -954,12 +958,15 @@ def strip_training_state(model):
             whose config round-trips).
 
     Returns:
-        A new, uncompiled `keras.Model`.
+        A new, uncompiled `keras.Model` (`model` itself when it is not
+        compiled and carries no state).
     """
     import keras
 
     import tfq.layers  # noqa: F401  (registers tfq layers for deserialization)
 
+    if not model.compiled and not any(attr in vars(model) for attr in _STATE_ATTRS):
+        return model  # nothing to strip (the data-free path): no copy
     # From the config without its compile part: clone_model would compile (and so build) a new optimizer.
     config = keras.saving.serialize_keras_object(model)
     config.pop("compile_config", None)
