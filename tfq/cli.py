@@ -1,6 +1,6 @@
 """The `tfq` command line (`tfq COMMAND ...` or `python -m tfq COMMAND ...`).
 
-Each subcommand is a `Command` in `COMMANDS`: a function `fn(args) -> exit
+Each subcommand is a `Command` in `commands()`: a function `fn(args) -> exit
 code` taking the parsed `argparse.Namespace`, a one-line summary (what
 `tfq --help` lists), a function adding its flags to its own parser, and an
 example (what `tfq COMMAND --help` ends with). Adding a subcommand = write
@@ -220,8 +220,7 @@ def cmd_inspect(args):
     return 0
 
 
-COMMANDS = {
-    "compress": None,  # filled from tfq.cli_commands below (kept first: the order `tfq --help` lists)
+_COMMANDS_HERE = {
     "convert": Command(cmd_convert, "write a .tflite with packed low-bit weights (tfq custom ops or --portable)",
                        _convert_flags,
                        "tfq convert --model M_t.keras --out M_t.tflite\n"
@@ -229,9 +228,15 @@ COMMANDS = {
     "inspect": Command(cmd_inspect, "per-op table of a .tflite: set, bits, sparsity, bytes",
                        _inspect_flags, "tfq inspect M_t.tflite\ntfq inspect M_t.tflite --json"),
 }
-from tfq import cli_commands  # noqa: E402  (compress, evaluate, benchmark, report)
 
-COMMANDS.update(cli_commands.COMMANDS)
+
+def commands():
+    """name -> Command, in the order `tfq --help` lists them (the workflow's)."""
+    from tfq import cli_commands  # compress, evaluate, benchmark, report (imported here: it imports this module)
+
+    more = dict(cli_commands.COMMANDS)
+    return {"compress": more.pop("compress"), **_COMMANDS_HERE, **more}
+
 
 _ABOUT = "tfq: 1-4 bit weights for Keras 3 models, packed into TFLite, run by a LiteRT delegate."
 
@@ -239,7 +244,7 @@ _ABOUT = "tfq: 1-4 bit weights for Keras 3 models, packed into TFLite, run by a 
 def usage():
     """The text of `tfq --help`: one line per command."""
     lines = ["usage: tfq COMMAND [flags]        (or: python -m tfq COMMAND [flags])", "", _ABOUT, "", "commands:"]
-    lines += [f"  {name:10s} {cmd.summary}" for name, cmd in COMMANDS.items()]
+    lines += [f"  {name:10s} {cmd.summary}" for name, cmd in commands().items()]
     lines += ["", "`tfq COMMAND --help` shows a command's flags, their defaults and an example.",
               "Exit codes: 0 success, 1 failure, 2 wrong command line. Docs: docs/cli.md"]
     return "\n".join(lines)
@@ -247,7 +252,7 @@ def usage():
 
 def command_parser(name):
     """The argparse parser of one command (its `--help` is the command's help)."""
-    cmd = COMMANDS[name]
+    cmd = commands()[name]
     doc = (cmd.fn.__doc__ or "").strip().splitlines()[0]
     parser = _Parser(prog=f"tfq {name}", description=doc, epilog="example:\n" + "\n".join(
         "  " + line for line in cmd.example.splitlines()), formatter_class=_HelpFormatter)
@@ -268,7 +273,7 @@ def main(argv):
         print(f"tfq {__version__}")
         return 0
     name = argv[0]
-    if name not in COMMANDS:
+    if name not in commands():
         print(f"tfq: unknown command {name!r} (tfq --help lists the commands)", file=sys.stderr)
         return 2
     verbose = "--verbose" in argv[1:]
@@ -284,9 +289,9 @@ def main(argv):
         logging.getLogger("tensorflow").setLevel(logging.WARNING)
         logging.getLogger("absl").setLevel(logging.WARNING)
         logging.getLogger("tfq").setLevel(logging.WARNING)
-    warnings.showwarning = _one_line_warning(name)
+    warnings.showwarning = _one_line_warning
     try:
-        return COMMANDS[name].fn(args)
+        return commands()[name].fn(args)
     except UsageError as err:
         if verbose:
             traceback.print_exc()
@@ -303,13 +308,9 @@ def main(argv):
         return 1
 
 
-def _one_line_warning(name):
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
     """Python warnings as `[tfq] note: message` (no source line) while a command runs."""
-
-    def show(message, category, filename, lineno, file=None, line=None):
-        print(f"[tfq] note: {message}", file=file or sys.stderr)
-
-    return show
+    print(f"[tfq] note: {message}", file=file or sys.stderr)
 
 
 def run():
@@ -319,4 +320,6 @@ def run():
 
 
 if __name__ == "__main__":
-    run()
+    from tfq.cli import run as _run  # the module instance tfq.cli_commands shares (its UsageError)
+
+    _run()
