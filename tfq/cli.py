@@ -174,11 +174,10 @@ def _summary_line(reports):
 
 def cmd_convert(args):
     """Converts a compressed Keras model (or a float .tflite) into a tfq .tflite."""
-    out = out_path(args.out, ".tflite")
     is_tflite = args.model.endswith(".tflite")
-    if is_tflite:
-        existing(args.model, "--model PATH", (".tflite",))
-    else:
+    existing(args.model, "--model PATH", (".keras", ".tflite"))
+    out = out_path(args.out, ".tflite")
+    if not is_tflite:
         check_keras_file(args.model)
     from tfq import quiet
 
