@@ -74,7 +74,12 @@ def main(argv=None):
     t0 = time.time()
     parent_out = args.parent_out or args.out.replace(".keras", f"_{args.parent_epochs}ep.keras")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    data = load_data(args.limit)
+    try:
+        data = load_data(args.limit)
+    except Exception as err:  # noqa: BLE001  (no network: urllib, OSError, Keras' own wrappers)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise SystemExit(f"[demo] MNIST: {first}; offline, set TFQ_DATA_DIR to a folder whose mnist/ holds "
+                         "the four IDX .gz files") from err
     print(f"[demo] training LeNet-5 in float for {args.epochs} epochs on {len(data[0][0])} MNIST images")
     model = train_float(data, args.epochs, parent_epochs=args.parent_epochs, parent_out=parent_out)
     acc = evaluate(model, data)
