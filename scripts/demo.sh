@@ -12,6 +12,10 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/setup_env.sh
+# A checkout next to a datasets folder (as in CI) uses it instead of a download.
+if [ -z "${TFQ_DATA_DIR:-}" ] && [ -d "$ROOT/../shared/datasets/mnist" ]; then
+  export TFQ_DATA_DIR="$(cd "$ROOT/../shared/datasets" && pwd)"
+fi
 OUT="${TFQ_DEMO_DIR:-artifacts/demo}"
 mkdir -p "$OUT"
 PY=.venv/bin/python
