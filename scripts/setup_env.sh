@@ -11,6 +11,12 @@ need_apt=()
 for pkg in cmake g++ clang qemu-user g++-aarch64-linux-gnu bazel-bootstrap default-jdk-headless; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
+# libFuzzer's runtime (tests/test_libfuzzer.py) is only a recommendation of
+# clang's package.
+if ! command -v clang++ >/dev/null 2>&1 ||
+   [ ! -f "$(clang++ -print-file-name=libclang_rt.fuzzer-$(uname -m).a 2>/dev/null)" ]; then
+  need_apt+=(libclang-rt-dev)
+fi
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "[setup] apt-get install ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi

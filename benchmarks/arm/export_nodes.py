@@ -43,17 +43,20 @@ def _tensor_record(array, dims=None):
             struct.pack(f"<{len(dims)}i", *dims) + struct.pack("<Q", len(raw)) + raw)
 
 
+def encode_node(code, options, tensors):
+    """One node's record (a .tfqnodes file holds a header, then these)."""
+    if len(tensors) != 5:
+        raise ValueError(f"node {code}: expected 5 tensors, got {len(tensors)}")
+    name = code.encode()
+    out = [struct.pack("<I", len(name)) + name, struct.pack("<I", len(options)) + bytes(options)]
+    out.extend(_tensor_record(t) for t in tensors)
+    return b"".join(out)
+
+
 def encode(nodes):
     """Serializes [(custom_code, options_bytes, [input, weights, scale, bias, output])]."""
-    out = [MAGIC, struct.pack("<II", VERSION, len(nodes))]
-    for code, options, tensors in nodes:
-        if len(tensors) != 5:
-            raise ValueError(f"node {code}: expected 5 tensors, got {len(tensors)}")
-        name = code.encode()
-        out.append(struct.pack("<I", len(name)) + name)
-        out.append(struct.pack("<I", len(options)) + bytes(options))
-        out.extend(_tensor_record(t) for t in tensors)
-    return b"".join(out)
+    return b"".join([MAGIC, struct.pack("<II", VERSION, len(nodes))] +
+                    [encode_node(*node) for node in nodes])
 
 
 def collect_nodes(tflite_path, images, num_threads=1):

@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "fake_graph.h"
 #include "kernels/kernels.h"
 #include "tflite_abi.h"
 
@@ -37,235 +38,39 @@ extern "C" void tflite_plugin_destroy_delegate(TfLiteDelegate* delegate);
 
 namespace {
 
-constexpr int32_t kBuiltinCustom = 32;
-constexpr char kMagic[8] = {'T', 'F', 'Q', 'N', 'O', 'D', 'E', 'S'};
-
-struct Blob {
-  bool present = false;
-  int type = 0;  // TfLiteType: 1 float32, 3 uint8
-  std::vector<int> dims;
-  std::vector<uint8_t> data;
-};
-
-// One exported node: custom code, options, then input, packed weights,
-// scales, bias (may be absent) and the expected output.
-struct NodeRecord {
-  std::string name;
-  std::vector<uint8_t> options;
-  Blob tensors[5];
-};
-
-class Reader {
- public:
-  explicit Reader(std::vector<uint8_t> bytes) : b_(std::move(bytes)) {}
-  bool Take(void* dst, size_t n) {
-    if (n > b_.size() - pos_) return false;
-    std::memcpy(dst, b_.data() + pos_, n);
-    pos_ += n;
-    return true;
-  }
-  template <class T>
-  bool Get(T* v) { return Take(v, sizeof(T)); }
-  bool Bytes(std::vector<uint8_t>* v, uint64_t n) {
-    if (n > b_.size() - pos_) return false;
-    v->assign(b_.begin() + pos_, b_.begin() + pos_ + n);
-    pos_ += n;
-    return true;
-  }
-  bool AtEnd() const { return pos_ == b_.size(); }
-
- private:
-  std::vector<uint8_t> b_;
-  size_t pos_ = 0;
-};
-
-bool ReadFile(const char* path, std::vector<NodeRecord>* nodes, std::string* error) {
-  FILE* f = std::fopen(path, "rb");
-  if (!f) {
-    *error = std::string("cannot open ") + path;
-    return false;
-  }
-  std::vector<uint8_t> bytes;
-  uint8_t buf[1 << 16];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) bytes.insert(bytes.end(), buf, buf + n);
-  std::fclose(f);
-  Reader r(std::move(bytes));
-  char magic[8];
-  uint32_t version = 0, count = 0;
-  if (!r.Take(magic, 8) || std::memcmp(magic, kMagic, 8) != 0 || !r.Get(&version) ||
-      version != 1 || !r.Get(&count)) {
-    *error = std::string(path) + ": not a version-1 .tfqnodes file";
-    return false;
-  }
-  for (uint32_t i = 0; i < count; ++i) {
-    NodeRecord rec;
-    uint32_t len;
-    std::vector<uint8_t> name;
-    if (!r.Get(&len) || !r.Bytes(&name, len) || !r.Get(&len) || !r.Bytes(&rec.options, len)) {
-      *error = std::string(path) + ": truncated node header";
-      return false;
-    }
-    rec.name.assign(name.begin(), name.end());
-    for (Blob& t : rec.tensors) {
-      uint8_t present, type;
-      uint32_t ndims;
-      uint64_t nbytes;
-      if (!r.Get(&present) || !r.Get(&type) || !r.Get(&ndims) || ndims > 8) {
-        *error = std::string(path) + ": truncated tensor header in node " + rec.name;
-        return false;
-      }
-      t.present = present != 0;
-      t.type = type;
-      t.dims.resize(ndims);
-      for (auto& d : t.dims)
-        if (!r.Get(&d)) return false;
-      if (!r.Get(&nbytes) || !r.Bytes(&t.data, nbytes)) {
-        *error = std::string(path) + ": truncated tensor data in node " + rec.name;
-        return false;
-      }
-    }
-    nodes->push_back(std::move(rec));
-  }
-  if (!r.AtEnd()) {
-    *error = std::string(path) + ": trailing bytes";
-    return false;
-  }
-  return true;
-}
-
-TfLiteIntArray* NewIntArray(const std::vector<int>& v) {
-  auto* a = static_cast<TfLiteIntArray*>(std::calloc(1, sizeof(int) * (v.size() + 1)));
-  a->size = static_cast<int>(v.size());
-  for (size_t i = 0; i < v.size(); ++i) a->data[i] = v[i];
-  return a;
-}
-
-// The stand-in interpreter: five tensors (input, weights, scale, bias,
-// output) and one custom node.
-struct FakeGraph {
-  TfLiteContext context;
-  TfLiteTensor tensors[5];
-  std::vector<float> output_storage;
-  TfLiteNode node;
-  TfLiteRegistration node_reg;
-  std::string custom_name;
-  TfLiteIntArray* plan = nullptr;
-  // What the delegate handed over.
-  bool replaced = false;
-  TfLiteRegistration delegate_reg;
-  TfLiteDelegate* delegate = nullptr;
-  std::vector<TfLiteIntArray*> owned;
-
-  ~FakeGraph() {
-    for (auto* a : owned) std::free(a);
-  }
-};
-
-FakeGraph* GraphOf(TfLiteContext* c) { return static_cast<FakeGraph*>(c->impl_); }
-
-TfLiteStatus GetExecutionPlan(TfLiteContext* c, TfLiteIntArray** plan) {
-  *plan = GraphOf(c)->plan;
-  return kTfLiteOk;
-}
-
-TfLiteStatus GetNodeAndRegistration(TfLiteContext* c, int index, TfLiteNode** node,
-                                    TfLiteRegistration** reg) {
-  if (index != 0) return kTfLiteError;
-  *node = &GraphOf(c)->node;
-  *reg = &GraphOf(c)->node_reg;
-  return kTfLiteOk;
-}
-
-TfLiteStatus Replace(TfLiteContext* c, TfLiteRegistration reg, const TfLiteIntArray* nodes,
-                     TfLiteDelegate* delegate) {
-  FakeGraph* g = GraphOf(c);
-  if (nodes->size != 1 || nodes->data[0] != 0 || g->replaced) return kTfLiteError;
-  g->replaced = true;
-  g->delegate_reg = reg;
-  g->delegate = delegate;
-  return kTfLiteOk;
-}
-
-TfLiteStatus ResizeTensor(TfLiteContext* c, TfLiteTensor* t, TfLiteIntArray* dims) {
-  FakeGraph* g = GraphOf(c);
-  if (t != &g->tensors[4]) {
-    std::free(dims);
-    return kTfLiteError;
-  }
-  int64_t n = 1;
-  for (int i = 0; i < dims->size; ++i) n *= dims->data[i];
-  g->output_storage.assign(n, 0.0f);
-  t->data.f = g->output_storage.data();
-  t->bytes = n * sizeof(float);
-  t->dims = dims;
-  g->owned.push_back(dims);
-  return kTfLiteOk;
-}
-
-void ReportError(TfLiteContext*, const char* fmt, ...) {
-  va_list args;
-  va_start(args, fmt);
-  std::fputs("runtime error: ", stderr);
-  std::vfprintf(stderr, fmt, args);
-  std::fputc('\n', stderr);
-  va_end(args);
-}
-
-void FillTensor(FakeGraph* g, int i, Blob& b, TfLiteAllocationType alloc) {
-  TfLiteTensor& t = g->tensors[i];
-  std::memset(&t, 0, sizeof(t));
-  t.type = static_cast<TfLiteType>(b.type);
-  t.data.raw = reinterpret_cast<char*>(b.data.data());
-  t.bytes = b.data.size();
-  t.dims = NewIntArray(b.dims);
-  g->owned.push_back(t.dims);
-  t.allocation_type = alloc;
-}
+using tfq_test::Blob;
+using tfq_test::FakeGraph;
+using tfq_test::NodeRecord;
 
 struct RunResult {
   bool ok = false;
   std::vector<float> output;
 };
 
-// Builds the graph for one node, applies a fresh delegate, runs `repeat`
-// invokes (at least one) and returns the output; *median_us receives the
-// median invoke time.
+// Builds the graph for one node (five tensors: input, weights, scale, bias,
+// output; fake_graph.h), applies a fresh delegate, runs `repeat` invokes (at
+// least one) and returns the output; *median_us receives the median invoke
+// time.
 RunResult RunNode(NodeRecord& rec, int threads, bool force_reference, int repeat,
                   double* median_us) {
   RunResult result;
-  FakeGraph g;
-  std::memset(&g.context, 0, sizeof(g.context));
-  std::memset(g.tensors, 0, sizeof(g.tensors));
-  g.context.impl_ = &g;
-  g.context.tensors = g.tensors;
-  g.context.tensors_size = 5;
-  g.context.GetExecutionPlan = GetExecutionPlan;
-  g.context.GetNodeAndRegistration = GetNodeAndRegistration;
-  g.context.ReplaceNodeSubsetsWithDelegateKernels = Replace;
-  g.context.ResizeTensor = ResizeTensor;
-  g.context.ReportError = ReportError;
-  g.context.recommended_num_threads = threads;
-  FillTensor(&g, 0, rec.tensors[0], kTfLiteArenaRw);
+  FakeGraph g(5);
+  g.context()->recommended_num_threads = threads;
+  const auto fill = [&](int i, TfLiteAllocationType alloc) {
+    const Blob& b = rec.tensors[i];
+    g.SetTensor(i, b.type, b.dims, b.data.data(), b.data.size(), alloc);
+  };
+  fill(0, kTfLiteArenaRw);
   for (int i = 1; i < 4; ++i)
-    if (rec.tensors[i].present) FillTensor(&g, i, rec.tensors[i], kTfLiteMmapRo);
-  // The output starts with the shape the model declares (the expected one).
-  FillTensor(&g, 4, rec.tensors[4], kTfLiteArenaRw);
-  g.output_storage.assign(rec.tensors[4].data.size() / sizeof(float), -12345.0f);  // poison
-  g.tensors[4].data.f = g.output_storage.data();
-  g.plan = NewIntArray({0});
-  g.owned.push_back(g.plan);
-  std::memset(&g.node, 0, sizeof(g.node));
-  g.node.inputs = NewIntArray({0, 1, 2, rec.tensors[3].present ? 3 : -1});
-  g.node.outputs = NewIntArray({4});
-  g.owned.push_back(g.node.inputs);
-  g.owned.push_back(g.node.outputs);
-  g.node.custom_initial_data = rec.options.data();
-  g.node.custom_initial_data_size = static_cast<int>(rec.options.size());
-  std::memset(&g.node_reg, 0, sizeof(g.node_reg));
-  g.node_reg.builtin_code = kBuiltinCustom;
-  g.custom_name = rec.name;
-  g.node_reg.custom_name = g.custom_name.c_str();
+    if (rec.tensors[i].present) fill(i, kTfLiteMmapRo);
+  // The output starts with the shape the model declares (the expected one),
+  // poisoned.
+  const Blob& want = rec.tensors[4];
+  const std::vector<float> poison(want.data.size() / sizeof(float), -12345.0f);
+  g.SetTensor(4, want.type, want.dims, poison.data(), want.data.size(), kTfLiteArenaRw);
+  g.set_plan({0});
+  g.set_graph_outputs({4});
+  g.AddNode(rec.name, rec.options, {0, 1, 2, rec.tensors[3].present ? 3 : -1}, {4});
 
   std::string threads_s = std::to_string(threads), ref_s = force_reference ? "1" : "0";
   char* keys[] = {const_cast<char*>("num_threads"), const_cast<char*>("force_reference")};
@@ -275,42 +80,34 @@ RunResult RunNode(NodeRecord& rec, int threads, bool force_reference, int repeat
     std::fprintf(stderr, "tflite_plugin_create_delegate failed\n");
     return result;
   }
-  if (delegate->Prepare(&g.context, delegate) != kTfLiteOk || !g.replaced) {
+  if (delegate->Prepare(g.context(), delegate) != kTfLiteOk || g.partitions().size() != 1) {
     std::fprintf(stderr, "node %s: the delegate did not claim it\n", rec.name.c_str());
     tflite_plugin_destroy_delegate(delegate);
     return result;
   }
-  // The interpreter's view of the delegated partition.
-  TfLiteDelegateParams params;
-  params.delegate = delegate;
-  params.nodes_to_replace = g.plan;
-  params.input_tensors = g.node.inputs;
-  params.output_tensors = g.node.outputs;
-  TfLiteNode dnode;
-  std::memset(&dnode, 0, sizeof(dnode));
-  dnode.inputs = g.node.inputs;
-  dnode.outputs = g.node.outputs;
-  dnode.delegate = delegate;
-  const TfLiteRegistration& reg = g.delegate_reg;
-  dnode.user_data = reg.init(&g.context, reinterpret_cast<const char*>(&params), 0);
-  bool ok = dnode.user_data != nullptr && reg.prepare(&g.context, &dnode) == kTfLiteOk;
+  bool ok = g.InitPartitions(delegate) && g.Prepare(0) == kTfLiteOk;
   std::vector<double> times;
   for (int i = 0; ok && i < std::max(1, repeat); ++i) {
     const auto t0 = std::chrono::steady_clock::now();
-    ok = reg.invoke(&g.context, &dnode) == kTfLiteOk;
+    ok = g.Invoke(0) == kTfLiteOk;
     const auto t1 = std::chrono::steady_clock::now();
     times.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
   }
-  if (dnode.user_data) reg.free(&g.context, dnode.user_data);
+  if (ok) {
+    const TfLiteTensor* out = g.tensor(4);
+    result.output.assign(out->data.f, out->data.f + out->bytes / sizeof(float));
+  }
+  // The partitions are freed before the delegate that made them.
+  g.FreePartitions();
   tflite_plugin_destroy_delegate(delegate);
   if (!ok) {
     std::fprintf(stderr, "node %s: init/prepare/invoke failed\n", rec.name.c_str());
+    result.output.clear();
     return result;
   }
   std::sort(times.begin(), times.end());
   *median_us = times[times.size() / 2];
   result.ok = true;
-  result.output = g.output_storage;
   return result;
 }
 
@@ -352,7 +149,7 @@ int main(int argc, char** argv) {
   }
   std::vector<NodeRecord> nodes;
   std::string error;
-  if (!ReadFile(path, &nodes, &error)) {
+  if (!tfq_test::ReadFile(path, &nodes, &error)) {
     std::fprintf(stderr, "FAIL: %s\n", error.c_str());
     return 1;
   }

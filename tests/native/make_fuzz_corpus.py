@@ -1,0 +1,71 @@
+"""Writes the seed corpus of the libFuzzer target tfq_fuzz_node (tests/native/fuzz_corpus/).
+
+Every tfq op kind (Conv2D 3x3, DepthwiseConv2D 3x3 stride 2 with multiplier
+2, 1x1 Conv2D with ReLU6, FullyConnected) of two small converted models,
+ternary with per-channel scales and pow2_4bit with one scale per tensor,
+exported with real tensors by benchmarks/arm/export_nodes.py. One file per
+node: its record (export_nodes.encode_node) followed by the neutral trailer
+(reference kernels, one thread, no structure change; tests/native/fuzz_node.cc
+describes the trailer), so the fuzzer has to find the structure choices
+itself. tests/test_libfuzzer.py checks that every seed is claimed and
+reproduces its exported output bit for bit.
+
+Usage: python tests/native/make_fuzz_corpus.py [OUT_DIR]
+"""
+
+import importlib.util
+import pathlib
+import sys
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CORPUS = ROOT / "tests" / "native" / "fuzz_corpus"
+TRAILER = bytes(4)
+MODELS = [("ternary", True), ("pow2_4bit", False)]  # (scheme, per-channel scales)
+INPUT_SHAPE = (5, 5, 2)
+
+
+def _exporter():
+    spec = importlib.util.spec_from_file_location(
+        "tfq_export_nodes", ROOT / "benchmarks" / "arm" / "export_nodes.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def seeds(tmp_dir):
+    """{file name: bytes} of the corpus; tmp_dir receives the converted models."""
+    from tfq.converter.testing import random_compressed_tflite
+
+    exporter = _exporter()
+    out = {}
+    for i, (scheme, per_channel) in enumerate(MODELS):
+        data, _ = random_compressed_tflite(scheme, "cnn", seed=i, per_channel=per_channel,
+                                           input_shape=INPUT_SHAPE)
+        path = pathlib.Path(tmp_dir) / f"{scheme}.tflite"
+        path.write_bytes(bytes(data))
+        image = np.random.default_rng(i).standard_normal((1, *INPUT_SHAPE)).astype(np.float32)
+        nodes, _ = exporter.collect_nodes(path, image)
+        for j, node in enumerate(nodes):
+            name = f"{scheme}_{j}_{node[0].lower()}"
+            out[name] = exporter.encode_node(*node) + TRAILER
+    return out
+
+
+def main(argv=None):
+    import tempfile
+
+    argv = sys.argv[1:] if argv is None else argv
+    dest = pathlib.Path(argv[0]) if argv else CORPUS
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = seeds(tmp)
+    for name, data in files.items():
+        (dest / name).write_bytes(data)
+    print(f"wrote {len(files)} seeds ({sum(map(len, files.values()))} bytes) to {dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
