@@ -76,9 +76,11 @@ def _run_each(fuzzer, files):
     return reports
 
 
-def _record_end(data):
-    """Offset where a node record ends (the trailer starts); export_nodes.py's layout."""
-    p = 0
+TRAILER_BYTES = 5  # fuzz_node.cc
+
+
+def _record_end(data, p=0):
+    """Offset where the node record starting at p ends; export_nodes.py's layout."""
     for _ in range(2):
         (n,) = struct.unpack_from("<I", data, p)
         p += 4 + n
@@ -90,28 +92,51 @@ def _record_end(data):
     return p
 
 
-def test_seed_corpus_is_claimed_and_exact(fuzzer):
+def _split(seed):
+    """(first record, trailer, second record or b"") of a seed file."""
+    data = seed.read_bytes()
+    end = _record_end(data)
+    trailer = data[end:end + TRAILER_BYTES]
+    rest = data[end + TRAILER_BYTES:]
+    assert len(trailer) == TRAILER_BYTES, f"{seed.name}: no {TRAILER_BYTES}-byte trailer"
+    assert not rest or _record_end(rest) == len(rest), f"{seed.name}: bad second record"
+    assert bool(rest) == bool(trailer[4] & 1), f"{seed.name}: chain bit without a second record"
+    return data[:end], trailer, rest
+
+
+def test_seed_corpus_is_claimed_and_exact(fuzzer, tmp_path):
     seeds = sorted(CORPUS.iterdir())
-    assert sum(p.stat().st_size for p in seeds) < 16 * 1024
-    reports = _run_each(fuzzer, seeds)
-    ops, schemes = set(), set()
+    assert sum(p.stat().st_size for p in seeds) < 24 * 1024
+    # Chains run with the int8 hand-over (other numbers than the exported
+    # float path); the same records without it must reproduce the export.
+    no_handover = []
     for p in seeds:
-        data = p.read_bytes()
-        assert len(data) == _record_end(data) + 4, f"{p.name}: not a record plus a 4-byte trailer"
+        first, trailer, second = _split(p)
+        if second:
+            no_handover.append(tmp_path / f"{p.name}-float")
+            no_handover[-1].write_bytes(first + trailer[:4] + bytes([trailer[4] | 4]) + second)
+    reports = _run_each(fuzzer, seeds + no_handover)
+    ops, schemes = set(), set()
+    for p in seeds + no_handover:
         report = reports[p.name]
+        chain = p.name.startswith("chain")
         # A seed the delegate refused would only teach the fuzzer its refusals.
-        assert "1 partition(s) claimed" in report and "invoke ok" in report, f"{p.name}:\n{report}"
-        assert "output equals the expected output" in report, f"{p.name}:\n{report}"
+        claimed = "2 partition(s) claimed" if p in no_handover else "1 partition(s) claimed"
+        assert claimed in report and "invoke ok" in report, f"{p.name}:\n{report}"
+        assert "refus" not in report, f"{p.name}:\n{report}"
+        if not chain or p in no_handover:
+            assert "output equals the expected output" in report, f"{p.name}:\n{report}"
         ops.add(re.search(r"node (TFQ_\w+)", report).group(1))
         schemes.add(p.name.split("_")[0])
     assert ops == {"TFQ_CONV_2D", "TFQ_DEPTHWISE_CONV_2D", "TFQ_FULLY_CONNECTED"}
-    assert len(schemes) >= 2
+    assert {"ternary", "pow2", "chain"} <= schemes
 
 
 # Trailers of the known shapes of the overflow (fuzz_node.cc): (bits of byte
 # 0 besides kernels and threads, byte 1, byte 2, byte 3), what the delegate
-# must do with them and the message naming the reason.
-REFUSED = ("0 partition(s) claimed", "refusing node")
+# must do with them and the message naming the reason; last, the legitimate
+# resize of the input between invokes, which must keep working.
+REFUSED = ("refusing node 0 (",)
 KNOWN_SHAPES = {
     "second tfq writer, smaller input": ((0, 0x14, 0x04, 0), REFUSED),
     "second builtin writer": ((0, 0x84, 0, 0), REFUSED),
@@ -125,24 +150,31 @@ KNOWN_SHAPES = {
     "output shrunk after prepare": ((0, 0x20, 0, 0x80), ("invoke refused", "output has")),
     "output emptied after prepare": ((0, 0x20, 0, 0), ("invoke refused", "output has")),
     "input shrunk after prepare": ((0x20, 0x20, 0, 0xF0), ("invoke refused", "input has")),
+    "input resized, prepared again": ((0x40, 0, 0x04, 0), ("invoke ok",)),
 }
 
 
 def test_known_overflow_shapes_are_refused_cleanly(fuzzer, tmp_path):
     cases = {}
     for seed in sorted(CORPUS.iterdir()):
-        record = seed.read_bytes()[:_record_end(seed.read_bytes())]
-        for i, (what, (trailer, _)) in enumerate(KNOWN_SHAPES.items()):
+        first, trailer, second = _split(seed)
+        for i, (what, (bits, _)) in enumerate(KNOWN_SHAPES.items()):
             for kernels in range(4):  # reference, avx2 cap, avx512vnni cap, auto
                 for threads in (1, 4):
-                    byte0 = kernels | (threads - 1) << 2 | 0x10 | trailer[0]  # 0x10: invoke twice
+                    byte0 = kernels | (threads - 1) << 2 | 0x10 | bits[0]  # 0x10: invoke twice
                     name = f"{seed.name}-{i}-{kernels}-{threads}"
-                    (tmp_path / name).write_bytes(record + bytes([byte0, *trailer[1:]]))
-                    cases[name] = what
+                    (tmp_path / name).write_bytes(first + bytes([byte0, *bits[1:], trailer[4]]) +
+                                                  second)
+                    cases[name] = (what, bool(second))
     reports = _run_each(fuzzer, [tmp_path / n for n in cases])
-    for name, what in cases.items():
+    for name, (what, chain) in cases.items():
+        report = reports[name]
         for expected in KNOWN_SHAPES[what][1]:
-            assert expected in reports[name], f"{what} ({name}):\n{reports[name]}"
+            assert expected in report, f"{what} ({name}):\n{report}"
+        if KNOWN_SHAPES[what][1] == REFUSED and not chain:
+            assert "0 partition(s) claimed" in report, f"{what} ({name}):\n{report}"
+        if "invoke ok" in KNOWN_SHAPES[what][1]:
+            assert "refused" not in report, f"{what} ({name}):\n{report}"
 
 
 def test_libfuzzer_finds_nothing_in_bounded_time(fuzzer, tmp_path):

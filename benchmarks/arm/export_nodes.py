@@ -59,8 +59,12 @@ def encode(nodes):
                     [encode_node(*node) for node in nodes])
 
 
-def collect_nodes(tflite_path, images, num_threads=1):
+def collect_nodes(tflite_path, images, num_threads=1, delegate_options=None):
     """Runs `images` (one invoke each) through the model with the tfq delegate.
+
+    `delegate_options` go to the delegate: {"int8_handover": "0"} keeps the
+    tensors between chained ReLU6 convolutions in float tensors, where this
+    reads them (with the hand-over they live in delegate memory).
 
     Returns the node list for `encode` (every tfq node, for every image) and
     the model outputs, shape (len(images), ...).
@@ -82,6 +86,7 @@ def collect_nodes(tflite_path, images, num_threads=1):
         # Keeping every tensor is the point here (debug-only in LiteRT's words).
         warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
         interp = tfq.Interpreter(model_path=str(tflite_path), num_threads=num_threads,
+                                 delegate_options=delegate_options,
                                  experimental_preserve_all_tensors=True)
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]

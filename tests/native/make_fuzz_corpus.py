@@ -7,8 +7,11 @@ exported with real tensors by benchmarks/arm/export_nodes.py. One file per
 node: its record (export_nodes.encode_node) followed by the neutral trailer
 (reference kernels, one thread, no structure change; tests/native/fuzz_node.cc
 describes the trailer), so the fuzzer has to find the structure choices
-itself. tests/test_libfuzzer.py checks that every seed is claimed and
-reproduces its exported output bit for bit.
+itself. Two more seeds are chains of the ReLU6 model (conv -> depthwise,
+depthwise -> 1x1 conv; the delegate hands int8 codes over between them):
+two records with the chain bit of the trailer between them.
+tests/test_libfuzzer.py checks that every seed is claimed and reproduces its
+exported output bit for bit.
 
 Usage: python tests/native/make_fuzz_corpus.py [OUT_DIR]
 """
@@ -21,9 +24,12 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "tests" / "native" / "fuzz_corpus"
-TRAILER = bytes(4)
+TRAILER = bytes(5)
+CHAIN_TRAILER = bytes([0, 0, 0, 0, 1])
 MODELS = [("ternary", True), ("pow2_4bit", False)]  # (scheme, per-channel scales)
 INPUT_SHAPE = (5, 5, 2)
+CHAIN_INPUT_SHAPE = (4, 4, 2)
+CHAIN_LINKS = [(0, 1), (1, 2)]  # node pairs of relu6_chain
 
 
 def _exporter():
@@ -50,6 +56,18 @@ def seeds(tmp_dir):
         for j, node in enumerate(nodes):
             name = f"{scheme}_{j}_{node[0].lower()}"
             out[name] = exporter.encode_node(*node) + TRAILER
+    data, _ = random_compressed_tflite("ternary", "chain", seed=len(MODELS),
+                                       input_shape=CHAIN_INPUT_SHAPE)
+    path = pathlib.Path(tmp_dir) / "chain.tflite"
+    path.write_bytes(bytes(data))
+    image = np.random.default_rng(len(MODELS)).standard_normal((1, *CHAIN_INPUT_SHAPE))
+    # Without the hand-over the links are float tensors the exporter can read.
+    nodes, _ = exporter.collect_nodes(path, image.astype(np.float32),
+                                      delegate_options={"int8_handover": "0"})
+    for a, b in CHAIN_LINKS:
+        name = f"chain_{a}_{b}_{nodes[a][0].lower()}_{nodes[b][0].lower()}"
+        out[name] = (exporter.encode_node(*nodes[a]) + CHAIN_TRAILER +
+                     exporter.encode_node(*nodes[b]))
     return out
 
 
