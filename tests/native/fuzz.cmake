@@ -23,7 +23,7 @@ if(_tfq_fuzz_defs)
   target_compile_definitions(tfq_fuzz_node PRIVATE ${_tfq_fuzz_defs})
 endif()
 set(_tfq_fuzz_flags -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined)
-target_compile_options(tfq_fuzz_node PRIVATE ${_tfq_fuzz_flags} -fno-omit-frame-pointer -g -O1
+target_compile_options(tfq_fuzz_node PRIVATE ${_tfq_fuzz_flags} -fno-omit-frame-pointer -gline-tables-only -O1
                        -Wall -Wextra -Wno-unused-parameter -ffp-contract=off)
 target_link_options(tfq_fuzz_node PRIVATE ${_tfq_fuzz_flags})
 target_link_libraries(tfq_fuzz_node PRIVATE Threads::Threads)
