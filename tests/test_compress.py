@@ -2,7 +2,6 @@
 
 import math
 import statistics
-import time
 
 import keras
 import numpy as np
@@ -300,11 +299,10 @@ def test_data_path_trains_into_the_set(mnist_small):
     assert report.settings["epochs"] == 2 and report.settings["rho"] > 0
 
 
-def test_data_free_is_fast_on_a_mobilenet():
+def test_data_free_on_a_mobilenet():
+    """The data-free path on a deep BN network (its time: benchmarks/data_free.py, not a test)."""
     model = keras.applications.MobileNetV2(weights=None, input_shape=(96, 96, 3), alpha=0.35)
-    t0 = time.perf_counter()
     small, report = tfq.compress(model, "ternary", verbose=0, return_report=True)
-    assert time.perf_counter() - t0 < 10
     corrected = [r for r in report.layers if any("bias corrected" in c for c in r.corrections)]
     assert len(corrected) > 20
 
