@@ -39,3 +39,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 echo "[setup] building tfq (C++ delegate via CMake)"
 .venv/bin/python -m pip install -q --no-build-isolation --no-deps -e .
+# The emulated aarch64 CPython with the real LiteRT interpreter that
+# tests/test_arm_litert.py runs the cross-compiled delegate in (cached in
+# ~/.cache/tfq, so only the first run downloads).
+echo "[setup] aarch64 LiteRT environment (scripts/arm_env.sh)"
+bash scripts/arm_env.sh prepare >/dev/null
