@@ -46,11 +46,13 @@ def _require_tools(compiler):
                     "installs g++-aarch64-linux-gnu, clang and qemu-user")
 
 
-def build_aarch64(compiler="gcc"):
-    """Configures (once) and builds the aarch64 native tests; returns the build folder.
+def build_aarch64(compiler="gcc", targets=("tfq_kernels_test", "tfq_node_runner")):
+    """Configures (once) and builds aarch64 targets; returns the build folder.
 
     compiler "gcc" is Debian's aarch64-linux-gnu-g++; "clang" is clang++
     --target=aarch64-linux-gnu, the compiler family of the Android NDK.
+    targets: the native test programs by default; tests/test_arm_litert.py
+    builds the delegate library (tfq_delegate) in the same folder.
 
     A file lock keeps parallel pytest workers from building at the same time;
     later calls only let CMake check that everything is up to date.
@@ -66,10 +68,8 @@ def build_aarch64(compiler="gcc"):
                  "-DCMAKE_BUILD_TYPE=Release", "-DTFQ_BUILD_NATIVE_TESTS=ON",
                  "-DTFQ_COPY_TO_SOURCE=OFF"],
                 check=True, capture_output=True, text=True)
-        # The test programs only; the aarch64 shared library itself is built
-        # (and its exports checked) by tests/test_android_demo.py.
-        r = subprocess.run(["cmake", "--build", str(build_dir), "-j2", "--target",
-                            "tfq_kernels_test", "tfq_node_runner"], capture_output=True, text=True)
+        r = subprocess.run(["cmake", "--build", str(build_dir), "-j2", "--target", *targets],
+                           capture_output=True, text=True)
         assert r.returncode == 0, (f"aarch64 build ({compiler}) failed:\n{r.stdout[-4000:]}\n"
                                    f"{r.stderr[-4000:]}")
     return build_dir

@@ -1,0 +1,291 @@
+"""aarch64 end to end: the real LiteRT interpreter runs tfq models with the aarch64 delegate.
+
+scripts/arm_env.sh prepares an emulated aarch64 CPython 3.11 (Debian's arm64
+packages) with the aarch64 wheels of ai-edge-litert and numpy; the delegate
+is cross-compiled with GCC (build-aarch64/, as in tests/test_arm.py). The
+converted models of the x86 end-to-end tests (tests/test_converter_e2e.py,
+tests/test_delegate.py) are written to a folder with their inputs, then
+tests/helpers/litert_cases.py runs them once on x86 (host LiteRT, host
+delegate) and once per CPU model inside the emulated Python under
+`qemu-aarch64 -cpu max` (dot product: neon_dotprod kernels) and
+`-cpu cortex-a53` (plain neon). The aarch64 outputs must match the reference
+executor (tfq.converter.reference, delegate arithmetic) and the x86 outputs
+with the tolerances of the x86 tests; the delegate's log must name the
+expected kernels. The MNIST case runs the Android demo's trained ternary
+LeNet-5 on 300 test images.
+
+Emulated run times say nothing about speed; nothing here times anything.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+from test_arm import CPUS, ROOT, _require_tools, build_aarch64
+
+sys.path.insert(0, str(ROOT / "tests" / "helpers"))
+import litert_cases  # noqa: E402
+
+ARM_ENV = ROOT / "scripts" / "arm_env.sh"
+LENET = ROOT / "android_demo" / "app" / "src" / "main" / "assets" / "lenet5_tfq_ternary.tflite"
+MNIST_IMAGES = 300
+CHAIN_SCALES = (1.0, 0.05, 20.0)
+CHAIN_OPTIONS = {"plain": {}, "threads2": {"num_threads": 2}, "scalar": {"force_reference": 1},
+                 "nohandover": {"int8_handover": 0}}
+SCHEMES = ("binary", "ternary", "pow2_3bit", "pow2_4bit")
+
+# Tolerances of the x86 tests: (rtol, atol relative to max|want|, or absolute).
+E2E = (1e-5, 1e-6, "relative")       # tests/test_converter_e2e.py
+LSTM = (1e-5, 1e-6, "absolute")      # test_delegate_runs_packed_lstm_loop
+CHAIN = (1e-4, 1e-5, "relative")     # tests/test_delegate.py, int8 hand-over
+
+
+def _case_names():
+    names = [f"{kind}_{s}" for kind in ("cnn", "mlp") for s in SCHEMES]
+    names += ["mixed_dm1", "mixed_dm2", "lstm", "conv1d_dilated", "separable"]
+    names += [f"chain_{o}_{i}" for i in range(len(CHAIN_SCALES)) for o in CHAIN_OPTIONS]
+    names += ["chain_batch", "chain_reuse", "chain_extra_output", "mnist"]
+    return names
+
+
+def _run_env(*args, timeout=1200):
+    r = subprocess.run(["bash", str(ARM_ENV), *map(str, args)], capture_output=True, text=True,
+                       timeout=timeout)
+    return r
+
+
+@pytest.fixture(scope="module")
+def arm_delegate():
+    """The aarch64 delegate (GCC cross build) and a prepared emulated Python."""
+    _require_tools("gcc")
+    for tool in ("unshare", "dpkg", "apt-get"):
+        if not shutil.which(tool):
+            pytest.fail(f"{tool} not found: scripts/arm_env.sh needs a Debian host with util-linux")
+    r = _run_env("prepare")
+    assert r.returncode == 0, f"scripts/arm_env.sh prepare failed:\n{r.stderr[-4000:]}"
+    return build_aarch64("gcc", targets=("tfq_delegate",)) / "libtfq_delegate.so"
+
+
+class _Cases:
+    """Writes models and inputs to a folder and remembers what each case expects."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.cases = []
+        self.expect = {}       # name -> (reference outputs, tolerance, extra info)
+
+    def add(self, name, data, x, ref, tol, options=None, threads=None, batch=False, reuse=None,
+            **info):
+        model = f"{name}.tflite"
+        (self.folder / model).write_bytes(bytes(data))
+        case = {"name": name, "model": model, "options": dict(options or {}, verbosity=1),
+                "threads": threads, "batch": batch}
+        if reuse is not None:
+            case["reuse"] = []
+            for i, xi in enumerate(reuse):
+                np.save(self.folder / f"{name}.in{i}.npy", xi.astype(np.float32))
+                case["reuse"].append(f"{name}.in{i}.npy")
+        else:
+            np.save(self.folder / f"{name}.in.npy", x.astype(np.float32))
+            case["input"] = f"{name}.in.npy"
+        self.cases.append(case)
+        self.expect[name] = (ref, tol, dict(info, options=case["options"]))
+
+    def write(self):
+        (self.folder / "cases.json").write_text(json.dumps(self.cases, indent=1))
+
+
+def _build_cases(folder):
+    import keras
+
+    from tfq import datasets, layers
+    from tfq.converter import convert, testing
+    from tfq.converter.reference import ReferenceInterpreter
+
+    def ref(data, x, **kw):
+        return ReferenceInterpreter(bytes(data), "delegate", **kw).run(x)
+
+    def per_image_ref(data, x, **kw):
+        r = ReferenceInterpreter(bytes(data), "delegate", **kw)
+        return [np.concatenate([r.run(row[None])[0] for row in x])]
+
+    c = _Cases(folder)
+    # Every scheme, as tests/test_converter_e2e.py::test_delegate_matches_reference.
+    for kind in ("cnn", "mlp"):
+        for scheme in SCHEMES:
+            model = testing.random_compressed_model(scheme, kind, seed=3, batch_norm=kind == "cnn",
+                                                    per_channel=scheme != "ternary")
+            data = convert(model)
+            x = np.random.default_rng(4).normal(size=(3,) + tuple(model.input_shape[1:]))
+            x = x.astype(np.float32)
+            c.add(f"{kind}_{scheme}", data, x, per_image_ref(data, x), E2E)
+    # Every tfq op and scheme in one model; depthwise multiplier 1 (NEON) and 2 (fallback);
+    # the first as a batch of 2 on 2 threads (batched GEMM).
+    for dm in (1, 2):
+        model = testing.small_cnn(input_shape=(13, 11, 5), depth_multiplier=dm,
+                                  name=f"arm_mixed_dm{dm}")
+        testing.set_in_set_weights(model, {"conv": "binary", "dwconv": "pow2_4bit",
+                                           "pwconv": "pow2_3bit", "fc": "ternary"}, seed=dm)
+        data = convert(model)
+        x = (np.random.default_rng(dm).standard_normal((2, 13, 11, 5)) * 3).astype(np.float32)
+        if dm == 1:
+            c.add("mixed_dm1", data, x, ref(data, x), E2E, threads=2, batch=True)
+        else:
+            c.add("mixed_dm2", data, x, per_image_ref(data, x), E2E)
+    # The LSTM of test_delegate_runs_packed_lstm_loop (packed kernels in a WHILE loop).
+    rng = np.random.default_rng(5)
+    inputs = keras.Input((6, 5))
+    h = keras.layers.LSTM(8, name="lstm")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="fc")(h))
+    for v in model.get_layer("lstm").weights:
+        if "kernel" in v.path:
+            v.assign(testing.in_set_kernel(tuple(v.shape), "ternary", rng))
+    data = convert(model)
+    x = rng.normal(size=(2, 6, 5)).astype(np.float32)
+    c.add("lstm", data, x, per_image_ref(data, x), LSTM)
+    # Dilated Conv1D and SeparableConv2D (test_more_layer_types).
+    for kind, shape in (("conv1d_dilated", (2, 16, 4)), ("separable", (2, 10, 10, 4))):
+        keras.utils.set_random_seed(6)
+        inputs = keras.Input(shape[1:])
+        if kind == "conv1d_dilated":
+            out = keras.layers.Conv1D(6, 3, padding="same", dilation_rate=2, name="c")(inputs)
+        else:
+            out = keras.layers.SeparableConv2D(6, 3, strides=2, padding="same",
+                                               depth_multiplier=2, name="c")(inputs)
+        model = layers.quantize_model(keras.Model(inputs, out), "ternary", skip_first_last=False)
+        data = convert(model)
+        x = np.random.default_rng(7).normal(size=shape).astype(np.float32)
+        c.add(kind, data, x, per_image_ref(data, x), E2E)
+    # The int8 hand-over chain (tests/test_delegate.py): every option, three input scales.
+    data, _ = testing.random_compressed_tflite("ternary", "chain", seed=11)
+    for i, scale in enumerate(CHAIN_SCALES):
+        x = (scale * np.random.default_rng(i).standard_normal((1, 10, 10, 4))).astype(np.float32)
+        for name, opts in CHAIN_OPTIONS.items():
+            handover = name != "nohandover"
+            c.add(f"chain_{name}_{i}", data, x, ref(data, x, int8_handover=handover), CHAIN,
+                  options=opts, handover=handover)
+    xb = np.random.default_rng(5).standard_normal((3, 10, 10, 4)).astype(np.float32)
+    c.add("chain_batch", data, xb, ref(data, xb), CHAIN, batch=True)
+    xs = [np.random.default_rng(s).standard_normal((1, 10, 10, 4)).astype(np.float32)
+          for s in (6, 6, 7, 6)]
+    xs[1] = np.zeros_like(xs[1])
+    xs[2][0, 3, 3, 2] = np.nan
+    c.add("chain_reuse", data, None, [np.stack([ref(data, xi)[0] for xi in xs])], CHAIN,
+          options={"num_threads": 2}, reuse=xs)
+    data2, _ = testing.random_compressed_tflite("ternary", "chain_extra_output", seed=12)
+    x = np.random.default_rng(8).standard_normal((1, 10, 10, 4)).astype(np.float32)
+    c.add("chain_extra_output", data2, x, ref(data2, x), CHAIN)
+    # MNIST: the Android demo's trained ternary LeNet-5, image by image.
+    (_, _), (xt, yt) = datasets.mnist()
+    xm = xt[:MNIST_IMAGES].astype(np.float32)
+    lenet = LENET.read_bytes()
+    c.add("mnist", lenet, xm, per_image_ref(lenet, xm), None, labels=yt[:MNIST_IMAGES])
+    c.write()
+    return c
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    """The cases, and their outputs on x86 (host LiteRT with the host delegate)."""
+    import tfq
+
+    folder = tmp_path_factory.mktemp("arm_cases")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        c = _build_cases(folder)
+    c.x86 = {case["name"]: litert_cases.run_case(folder, case, tfq.delegate_path())
+             for case in c.cases}
+    assert sorted(c.expect) == sorted(_case_names())
+    return c
+
+
+@pytest.fixture(scope="module", params=sorted(CPUS))
+def arm_run(request, arm_delegate, cases, tmp_path_factory):
+    """Runs every case inside the emulated aarch64 LiteRT; returns (cpu, outputs, logs)."""
+    cpu = request.param
+    out = tmp_path_factory.mktemp(f"arm_out_{cpu}")
+    r = _run_env("run", "--cpu", cpu, "--delegate", arm_delegate,
+                 ROOT / "tests" / "helpers" / "litert_cases.py", cases.folder, out)
+    assert r.returncode == 0 and "CASES DONE" in r.stdout, (
+        f"aarch64 LiteRT run (-cpu {cpu}) failed, exit {r.returncode}:\n"
+        f"{r.stdout[-2000:]}\n{r.stderr[-6000:]}")
+    logs = {}
+    for chunk in r.stderr.split("=== case ")[1:]:
+        name, _, text = chunk.partition("\n")
+        logs[name.strip()] = text
+    outputs = {}
+    for name in cases.expect:
+        with np.load(out / f"{name}.npz") as z:
+            outputs[name] = [z[f"arr_{i}"] for i in range(len(z.files))]
+    return cpu, outputs, logs
+
+
+def _assert_close(got, want, tol, what):
+    rtol, atol, kind = tol
+    assert len(got) == len(want), f"{what}: {len(got)} outputs, expected {len(want)}"
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g.shape == w.shape, f"{what}: output {i} shape {g.shape}, expected {w.shape}"
+        finite = np.isfinite(w)
+        scale = max(float(np.max(np.abs(w[finite]), initial=0.0)), 1e-3)
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol * scale if kind == "relative" else atol,
+                                   err_msg=f"{what}, output {i}")
+
+
+@pytest.mark.parametrize("name", [n for n in _case_names() if n != "mnist"])
+def test_aarch64_litert_matches_reference_and_x86(arm_run, cases, name):
+    cpu, outputs, logs = arm_run
+    want, tol, info = cases.expect[name]
+    got = outputs[name]
+    _assert_close(got, want, tol, f"-cpu {cpu} {name} vs the reference executor")
+    _assert_close(got, cases.x86[name], tol, f"-cpu {cpu} {name} vs x86")
+    isa = "reference" if info["options"].get("force_reference") else CPUS[cpu]
+    log = logs[name]
+    assert f"kernels: {isa}" in log, f"-cpu {cpu} {name}: delegate log\n{log}"
+    assert "refusing" not in log, log
+    if name.startswith("chain_") and info.get("handover") and "batch" not in name:
+        assert "chained 5 nodes" in log, log
+    if name == "chain_reuse":
+        y = got[0]
+        assert np.all(np.isnan(y[2])) and not np.any(np.isnan(y[[0, 1, 3]]))
+        np.testing.assert_array_equal(y[3], y[0])
+
+
+def test_aarch64_litert_mnist_agreement(arm_run, cases):
+    """The demo's ternary LeNet-5 on 300 MNIST test images: the thresholds of
+    tests/test_delegate.py::test_mnist_top1_agreement against the reference,
+    and the same top-1 as the x86 delegate on every image."""
+    cpu, outputs, logs = arm_run
+    y_arm = outputs["mnist"][0]
+    y_ref = cases.expect["mnist"][0][0]
+    y_x86 = cases.x86["mnist"][0]
+    labels = cases.expect["mnist"][2]["labels"]
+    acc = np.mean(np.argmax(y_arm, 1) == labels)
+    agree_ref = np.mean(np.argmax(y_arm, 1) == np.argmax(y_ref, 1))
+    agree_x86 = np.mean(np.argmax(y_arm, 1) == np.argmax(y_x86, 1))
+    print(f"-cpu {cpu}: MNIST accuracy {acc:.4f} on {len(labels)} images, top-1 agreement with "
+          f"the reference {agree_ref:.4f}, with x86 {agree_x86:.4f}, max |arm - x86| "
+          f"{np.max(np.abs(y_arm - y_x86)):.3g}")
+    assert f"kernels: {CPUS[cpu]}" in logs["mnist"], logs["mnist"]
+    assert acc > 0.85
+    assert agree_ref >= 0.999
+    assert agree_x86 == 1.0
+    big = np.max(np.abs(y_ref))
+    close = np.isclose(y_arm, y_ref, rtol=1e-4, atol=1e-4 * big)
+    assert close.mean() >= 0.999, close.mean()
+    assert np.max(np.abs(y_arm - y_ref)) <= 0.05 * big
+
+
+def test_runner_refuses_without_a_delegate(arm_delegate, tmp_path):
+    """The runner's error when the delegate library is missing names the problem."""
+    script = tmp_path / "noop.py"
+    script.write_text("print('never')\n")
+    r = _run_env("run", "--delegate", tmp_path / "missing.so", script, timeout=60)
+    assert r.returncode != 0 and "missing.so not found" in r.stderr, r.stderr
+    assert "never" not in r.stdout
+    assert os.path.exists(arm_delegate)
