@@ -8,8 +8,10 @@
 #       `dpkg --add-architecture arm64`), plus the aarch64 wheels of
 #       ai-edge-litert and numpy at the versions pinned in requirements.txt
 #       (pip download, unzipped, never installed). Prints the root's folder.
-#       Cached in $TFQ_ARM_ENV (default ~/.cache/tfq/aarch64-py311): a second
-#       run reads nothing from the network.
+#       Cached in $TFQ_ARM_ENV (default ~/.cache/tfq/aarch64-py311, about
+#       150 MB): a second run reads nothing from the network. Downloads are
+#       retried (4 attempts); an unreachable registry ends with a message
+#       naming it.
 #
 #   bash scripts/arm_env.sh run [--cpu MODEL] [--delegate LIB] SCRIPT [ARGS...]
 #       Runs SCRIPT with the emulated Python under `qemu-aarch64 -cpu MODEL`
@@ -26,7 +28,8 @@
 # unshare; scripts/setup_env.sh installs them and runs `prepare`.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-ENV_DIR="${TFQ_ARM_ENV:-${XDG_CACHE_HOME:-$HOME/.cache}/tfq/aarch64-py311}"
+CACHE_HOME="${XDG_CACHE_HOME:-${HOME:+$HOME/.cache}}"
+ENV_DIR="${TFQ_ARM_ENV:-${CACHE_HOME:-$REPO/build-arm-env}/tfq/aarch64-py311}"
 
 # CPython 3.11 and the shared libraries its interpreter and stdlib extension
 # modules load, plus libstdc++ and libgcc for LiteRT and the delegate.
@@ -34,7 +37,7 @@ DEBS=(python3.11-minimal libpython3.11-minimal libpython3.11-stdlib libc6 zlib1g
       libffi8 libssl3 libbz2-1.0 liblzma5 libsqlite3-0 libncursesw6 libtinfo6 libreadline8
       libuuid1 libgcc-s1 libstdc++6 libcrypt1 libnsl2 libtirpc3 libdb5.3 libgdbm6 media-types)
 WHEELS=(ai-edge-litert numpy)
-TRIES=4
+TRIES="${TFQ_ARM_TRIES:-4}"
 
 die() { echo "arm_env: $*" >&2; exit 1; }
 log() { echo "[arm_env] $*" >&2; }
@@ -107,8 +110,13 @@ prepare() {
     case "$p" in media-types) names+=("$p") ;; *) names+=("$p:arm64") ;; esac
   done
   # -o APT::Sandbox::User=root: the _apt user may not write into $HOME.
-  (cd "$tmp/debs" && retry apt-get download -q -o APT::Sandbox::User=root "${names[@]}" >/dev/null) \
-    || die "apt-get download of the arm64 packages failed (Debian archive unreachable?)"
+  if ! (cd "$tmp/debs" && apt-get download -q -o APT::Sandbox::User=root "${names[@]}" >/dev/null); then
+    # Old package lists name versions the archive no longer has: refresh them once.
+    log "apt-get download failed; apt-get update and retrying"
+    retry $sudo apt-get update -qq || die "apt-get update failed: is the Debian archive reachable?"
+    (cd "$tmp/debs" && retry apt-get download -q -o APT::Sandbox::User=root "${names[@]}" >/dev/null) \
+      || die "apt-get download of the arm64 packages failed (Debian archive unreachable?)"
+  fi
   for p in "$tmp"/debs/*.deb; do dpkg -x "$p" "$tmp/root"; done
   [ -x "$tmp/root/usr/bin/python3.11" ] || die "python3.11 missing after unpacking the packages"
 
