@@ -313,3 +313,90 @@ def test_runner_refuses_without_a_delegate(arm_delegate, tmp_path):
     assert r.returncode != 0 and "missing.so not found" in r.stderr, r.stderr
     assert "never" not in r.stdout
     assert os.path.exists(arm_delegate)
+
+
+# ---------------------------------------------------------------------------
+# Crafted models (tests/test_fuzz.py's mutations) through the aarch64 delegate.
+
+CRAFTED_MODELS = 200
+CRAFTED_BASES = [("ternary", "cnn"), ("pow2_4bit", "cnn"), ("binary", "mlp"), ("pow2_3bit", "cnn"),
+                 ("ternary", "chain")]
+HELPER = ROOT / "tests" / "helpers" / "litert_cases.py"
+
+
+@pytest.fixture(scope="module")
+def crafted(tmp_path_factory):
+    """CRAFTED_MODELS mutants of converted models, made with test_fuzz's mutation
+    helpers (bytes of the tfq custom options, of the packed buffers and tfq
+    tensor shapes, or anywhere in the file); returns (folder, {file: how made})."""
+    import test_fuzz
+
+    from tfq.converter.testing import random_compressed_tflite
+
+    folder = tmp_path_factory.mktemp("arm_crafted")
+    bases = [bytes(random_compressed_tflite(s, k, seed=i)[0])
+             for i, (s, k) in enumerate(CRAFTED_BASES)]
+    regions = [test_fuzz._tfq_regions(b) for b in bases]
+    rng = np.random.default_rng(2026)
+    made = {}
+    for n in range(CRAFTED_MODELS):
+        m = n % len(bases)
+        options = [g for g in regions[m] if g[2] == "options"]
+        r = rng.random()
+        if r < 0.45 and options:
+            start, end, kind = options[int(rng.integers(0, len(options)))]
+        elif r < 0.85:
+            start, end, kind = regions[m][int(rng.integers(0, len(regions[m])))]
+        else:
+            start, end, kind = 0, len(bases[m]), "anywhere"
+        name = f"{n:04d}.tflite"
+        (folder / name).write_bytes(test_fuzz._mutate_bytes(rng, bases[m], start, end))
+        made[name] = f"{'/'.join(CRAFTED_BASES[m])} model, {kind} bytes [{start}, {end})"
+    return folder, made
+
+
+def _crafted_outcomes(stdout):
+    """{file: "ran" | "refused"} from the runner's output, and the last file started."""
+    outcomes, last = {}, None
+    for line in stdout.splitlines():
+        if line.startswith("crafted "):
+            last = line.split()[1]
+        elif line.startswith("  -> ") and last:
+            outcomes[last] = line[5:].split(":")[0]
+    return outcomes, last
+
+
+@pytest.fixture(scope="module")
+def crafted_on_x86(crafted):
+    """The same crafted models through the x86 delegate (in a subprocess: a crash must not
+    take pytest down)."""
+    import tfq
+
+    folder, made = crafted
+    env = dict(os.environ, TFQ_DELEGATE_PATH=tfq.delegate_path(), TF_CPP_MIN_LOG_LEVEL="3")
+    r = subprocess.run([sys.executable, str(HELPER), "--crafted", str(folder)], env=env,
+                       capture_output=True, text=True, timeout=600)
+    outcomes, last = _crafted_outcomes(r.stdout)
+    assert r.returncode == 0 and "CRAFTED DONE" in r.stdout, (
+        f"x86: exit {r.returncode} at {last} ({made.get(last)})\n{r.stderr[-3000:]}")
+    return outcomes
+
+
+@pytest.mark.parametrize("cpu", sorted(CPUS))
+def test_crafted_models_do_not_crash_the_aarch64_delegate(arm_delegate, crafted, crafted_on_x86,
+                                                          cpu):
+    """No signal, no hang: every crafted model runs or is refused with an error,
+    and the same ones as on x86 are refused."""
+    folder, made = crafted
+    r = _run_env("run", "--cpu", cpu, "--delegate", arm_delegate, HELPER, "--crafted", folder,
+                 timeout=900)
+    outcomes, last = _crafted_outcomes(r.stdout)
+    assert r.returncode == 0 and "CRAFTED DONE" in r.stdout, (
+        f"-cpu {cpu}: exit {r.returncode} (negative or 128+: a signal) while running {last} "
+        f"({made.get(last)})\n{r.stdout[-1500:]}\n{r.stderr[-3000:]}")
+    assert len(outcomes) == CRAFTED_MODELS
+    refused = sorted(f for f, o in outcomes.items() if o == "refused")
+    print(f"-cpu {cpu}: {CRAFTED_MODELS} crafted models, {len(refused)} refused")
+    differ = {f: (crafted_on_x86[f], outcomes[f]) for f in outcomes
+              if outcomes[f] != crafted_on_x86[f]}
+    assert not differ, f"-cpu {cpu}: outcomes differ from x86 (x86, aarch64): {differ}"
