@@ -13,8 +13,9 @@ compiles with clang), each folder reused by later runs, then runs with each:
   (every tfq op and scheme, and the Android demo's ternary LeNet-5 on MNIST):
   each node runs through the delegate's own entry points on aarch64 and its
   output must equal the output the x86 delegate produced inside LiteRT, bit
-  for bit. No aarch64 LiteRT runtime is used (none can be run here), so this
-  is the node-level path, not a whole-graph run; docs/arm.md says so.
+  for bit. This checks every tfq node (also inside models whose final output
+  passes through float layers) and the clang build; whole graphs in the real
+  aarch64 LiteRT interpreter are tests/test_arm_litert.py's (docs/arm.md).
 
 Emulated run times say nothing about speed; nothing here times anything.
 """
