@@ -60,7 +60,8 @@ wheel_pins() {  # the versions pinned in requirements.txt (one home for them)
   done
 }
 
-spec() {  # what the cached environment was made from: a change rebuilds it
+spec() {  # what the cached environment was made from: a change rebuilds it (bump "layout"
+          # when what prepare writes changes, e.g. the cpuinfo files)
   printf '%s\n' "layout 1" "${DEBS[@]}" $(wheel_pins)
 }
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Creates (or reuses) .venv with the pinned Python packages, installs the Debian
 # packages the native builds need (the JDK for jni.h: the Android demo's JNI
-# bridge is compile-checked), and builds/installs tfq itself (which compiles
-# the C++ delegate through scikit-build-core). Sourced by demo.sh and test.sh.
+# bridge is compile-checked), builds/installs tfq itself (which compiles the
+# C++ delegate through scikit-build-core) and prepares the emulated aarch64
+# Python with LiteRT (scripts/arm_env.sh). Sourced by demo.sh and test.sh.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

@@ -305,14 +305,20 @@ def test_aarch64_litert_mnist_agreement(arm_run, cases):
     assert np.max(np.abs(y_arm - y_ref)) <= 0.05 * big
 
 
-def test_runner_refuses_without_a_delegate(arm_delegate, tmp_path):
-    """The runner's error when the delegate library is missing names the problem."""
+def test_runner_errors_name_the_problem(arm_delegate, tmp_path):
+    """A missing delegate library, an unprepared environment, a bad option."""
     script = tmp_path / "noop.py"
     script.write_text("print('never')\n")
     r = _run_env("run", "--delegate", tmp_path / "missing.so", script, timeout=60)
     assert r.returncode != 0 and "missing.so not found" in r.stderr, r.stderr
-    assert "never" not in r.stdout
-    assert os.path.exists(arm_delegate)
+    r = subprocess.run(["bash", str(ARM_ENV), "run", "--delegate", str(arm_delegate), str(script)],
+                       capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, TFQ_ARM_ENV=str(tmp_path / "empty")))
+    assert r.returncode != 0 and "run 'bash scripts/arm_env.sh prepare' first" in r.stderr, r.stderr
+    r = _run_env("run", "--threads", "2", script, timeout=60)
+    assert r.returncode != 0 and "unknown option --threads" in r.stderr, r.stderr
+    r = _run_env("install", timeout=60)
+    assert r.returncode != 0 and "usage: arm_env.sh prepare | run" in r.stderr, r.stderr
 
 
 # ---------------------------------------------------------------------------
