@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT / "tests" / "helpers"))
 import litert_cases  # noqa: E402
 
 ARM_ENV = ROOT / "scripts" / "arm_env.sh"
+HELPER = ROOT / "tests" / "helpers" / "litert_cases.py"
 LENET = ROOT / "android_demo" / "app" / "src" / "main" / "assets" / "lenet5_tfq_ternary.tflite"
 MNIST_IMAGES = 300
 CHAIN_SCALES = (1.0, 0.05, 20.0)
@@ -67,6 +68,34 @@ def _run_env(*args, timeout=1200):
     r = subprocess.run(["bash", str(ARM_ENV), *map(str, args)], capture_output=True, text=True,
                        timeout=timeout)
     return r
+
+
+def _run_parallel(commands, folder, timeout=1800):
+    """Runs {key: argv} at the same time (the emulated runs are mostly single-threaded:
+    two of them use both cores); returns {key: CompletedProcess}. Output goes to
+    files, so that a full pipe cannot serialise them."""
+    procs = {}
+    try:
+        for key, argv in commands.items():
+            out, err = folder / f"{key}.stdout", folder / f"{key}.stderr"
+            with open(out, "w") as fo, open(err, "w") as fe:
+                procs[key] = (subprocess.Popen([str(a) for a in argv], stdout=fo, stderr=fe,
+                                               env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")),
+                              out, err)
+        done = {}
+        for key, (p, out, err) in procs.items():
+            rc = p.wait(timeout=timeout)
+            done[key] = subprocess.CompletedProcess(p.args, rc, out.read_text(), err.read_text())
+        return done
+    finally:
+        for p, _, _ in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def _env_run(cpu, delegate, *args):
+    return ["bash", ARM_ENV, "run", "--cpu", cpu, "--delegate", delegate, HELPER, *args]
 
 
 @pytest.fixture(scope="module")
@@ -222,13 +251,23 @@ def cases(tmp_path_factory):
     return c
 
 
+@pytest.fixture(scope="module")
+def arm_runs(arm_delegate, cases, tmp_path_factory):
+    """Runs every case inside the emulated aarch64 LiteRT, both CPU models at once."""
+    folder = tmp_path_factory.mktemp("arm_out")
+    for cpu in CPUS:
+        (folder / cpu).mkdir()
+    runs = _run_parallel({cpu: _env_run(cpu, arm_delegate, cases.folder, folder / cpu)
+                          for cpu in CPUS}, folder)
+    return folder, runs
+
+
 @pytest.fixture(scope="module", params=sorted(CPUS))
-def arm_run(request, arm_delegate, cases, tmp_path_factory):
-    """Runs every case inside the emulated aarch64 LiteRT; returns (cpu, outputs, logs)."""
+def arm_run(request, arm_runs, cases):
+    """(cpu, {case: outputs}, {case: delegate log}) of one CPU model."""
     cpu = request.param
-    out = tmp_path_factory.mktemp(f"arm_out_{cpu}")
-    r = _run_env("run", "--cpu", cpu, "--delegate", arm_delegate,
-                 ROOT / "tests" / "helpers" / "litert_cases.py", cases.folder, out)
+    folder, runs = arm_runs
+    out, r = folder / cpu, runs[cpu]
     assert r.returncode == 0 and "CASES DONE" in r.stdout, (
         f"aarch64 LiteRT run (-cpu {cpu}) failed, exit {r.returncode}:\n"
         f"{r.stdout[-2000:]}\n{r.stderr[-6000:]}")
@@ -327,7 +366,6 @@ def test_runner_errors_name_the_problem(arm_delegate, tmp_path):
 CRAFTED_MODELS = 200
 CRAFTED_BASES = [("ternary", "cnn"), ("pow2_4bit", "cnn"), ("binary", "mlp"), ("pow2_3bit", "cnn"),
                  ("ternary", "chain")]
-HELPER = ROOT / "tests" / "helpers" / "litert_cases.py"
 
 
 @pytest.fixture(scope="module")
@@ -373,36 +411,38 @@ def _crafted_outcomes(stdout):
 
 
 @pytest.fixture(scope="module")
-def crafted_on_x86(crafted):
-    """The same crafted models through the x86 delegate (in a subprocess: a crash must not
-    take pytest down)."""
+def crafted_runs(arm_delegate, crafted, tmp_path_factory):
+    """The crafted models through the x86 delegate (host LiteRT, in a subprocess: a crash
+    must not take pytest down) and the aarch64 one under both CPU models, all at once."""
     import tfq
 
     folder, made = crafted
-    env = dict(os.environ, TFQ_DELEGATE_PATH=tfq.delegate_path(), TF_CPP_MIN_LOG_LEVEL="3")
-    r = subprocess.run([sys.executable, str(HELPER), "--crafted", str(folder)], env=env,
-                       capture_output=True, text=True, timeout=600)
-    outcomes, last = _crafted_outcomes(r.stdout)
+    x86 = [sys.executable, HELPER, "--crafted", folder]
+    commands = {cpu: _env_run(cpu, arm_delegate, "--crafted", folder) for cpu in CPUS}
+    commands["x86"] = ["env", f"TFQ_DELEGATE_PATH={tfq.delegate_path()}", *x86]
+    runs = _run_parallel(commands, tmp_path_factory.mktemp("crafted_out"), timeout=900)
+    results = {}
+    for key, r in runs.items():
+        outcomes, last = _crafted_outcomes(r.stdout)
+        results[key] = (r, outcomes, last)
+    r, _, last = results["x86"]
     assert r.returncode == 0 and "CRAFTED DONE" in r.stdout, (
         f"x86: exit {r.returncode} at {last} ({made.get(last)})\n{r.stderr[-3000:]}")
-    return outcomes
+    return results
 
 
 @pytest.mark.parametrize("cpu", sorted(CPUS))
-def test_crafted_models_do_not_crash_the_aarch64_delegate(arm_delegate, crafted, crafted_on_x86,
-                                                          cpu):
+def test_crafted_models_do_not_crash_the_aarch64_delegate(crafted, crafted_runs, cpu):
     """No signal, no hang: every crafted model runs or is refused with an error,
     and the same ones as on x86 are refused."""
-    folder, made = crafted
-    r = _run_env("run", "--cpu", cpu, "--delegate", arm_delegate, HELPER, "--crafted", folder,
-                 timeout=900)
-    outcomes, last = _crafted_outcomes(r.stdout)
+    _, made = crafted
+    r, outcomes, last = crafted_runs[cpu]
     assert r.returncode == 0 and "CRAFTED DONE" in r.stdout, (
         f"-cpu {cpu}: exit {r.returncode} (negative or 128+: a signal) while running {last} "
         f"({made.get(last)})\n{r.stdout[-1500:]}\n{r.stderr[-3000:]}")
     assert len(outcomes) == CRAFTED_MODELS
+    x86 = crafted_runs["x86"][1]
     refused = sorted(f for f, o in outcomes.items() if o == "refused")
     print(f"-cpu {cpu}: {CRAFTED_MODELS} crafted models, {len(refused)} refused")
-    differ = {f: (crafted_on_x86[f], outcomes[f]) for f in outcomes
-              if outcomes[f] != crafted_on_x86[f]}
+    differ = {f: (x86[f], outcomes[f]) for f in outcomes if outcomes[f] != x86[f]}
     assert not differ, f"-cpu {cpu}: outcomes differ from x86 (x86, aarch64): {differ}"
