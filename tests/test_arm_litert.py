@@ -12,8 +12,11 @@ delegate) and once per CPU model inside the emulated Python under
 executor (tfq.converter.reference, delegate arithmetic) with the tolerances
 of the x86 tests, and equal the x86 outputs bit for bit unless the model has
 builtin float math (LSTM gates, a float first/last layer), which LiteRT may
-round differently per CPU; the delegate's log must name the expected kernels. The MNIST case runs the Android demo's trained ternary
-LeNet-5 on 300 test images.
+round differently per CPU; the delegate's log must name the expected
+kernels. The MNIST case runs the Android demo's trained ternary LeNet-5 on
+300 test images. Last, 200 crafted models (tests/test_fuzz.py's mutations)
+must not crash the aarch64 delegate and must be refused exactly when x86
+refuses them.
 
 Emulated run times say nothing about speed; nothing here times anything.
 """
@@ -28,7 +31,7 @@ import warnings
 import numpy as np
 import pytest
 
-from test_arm import CPUS, ROOT, _require_tools, build_aarch64
+from test_arm import CPUS, ROOT, build_aarch64
 
 sys.path.insert(0, str(ROOT / "tests" / "helpers"))
 import litert_cases  # noqa: E402
@@ -101,10 +104,11 @@ def _env_run(cpu, delegate, *args):
 @pytest.fixture(scope="module")
 def arm_delegate():
     """The aarch64 delegate (GCC cross build) and a prepared emulated Python."""
-    _require_tools("gcc")
-    for tool in ("unshare", "dpkg", "apt-get"):
-        if not shutil.which(tool):
-            pytest.fail(f"{tool} not found: scripts/arm_env.sh needs a Debian host with util-linux")
+    missing = [t for t in ("aarch64-linux-gnu-g++", "qemu-aarch64", "cmake", "unshare", "dpkg",
+                           "apt-get") if not shutil.which(t)]
+    if missing:
+        pytest.fail(f"not found: {', '.join(missing)}; scripts/setup_env.sh installs the cross "
+                    "compiler and qemu-user, scripts/arm_env.sh needs a Debian host")
     r = _run_env("prepare")
     assert r.returncode == 0, f"scripts/arm_env.sh prepare failed:\n{r.stderr[-4000:]}"
     return build_aarch64("gcc", targets=("tfq_delegate",)) / "libtfq_delegate.so"
@@ -289,8 +293,8 @@ def _assert_close(got, want, tol, what):
         assert g.shape == w.shape, f"{what}: output {i} shape {g.shape}, expected {w.shape}"
         finite = np.isfinite(w)
         scale = max(float(np.max(np.abs(w[finite]), initial=0.0)), 1e-3)
-        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol * scale if kind == "relative" else atol,
-                                   err_msg=f"{what}, output {i}")
+        np.testing.assert_allclose(g, w, rtol=rtol, err_msg=f"{what}, output {i}",
+                                   atol=atol * scale if kind == "relative" else atol)
 
 
 @pytest.mark.parametrize("name", [n for n in _case_names() if n != "mnist"])
