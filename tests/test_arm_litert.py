@@ -365,88 +365,136 @@ def test_runner_errors_name_the_problem(arm_delegate, tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# Crafted models (tests/test_fuzz.py's mutations) through the aarch64 delegate.
+# Crafted models through the aarch64 delegate: tests/test_fuzz.py's mutations
+# and tests/test_delegate_safety.py's aliasing graphs.
 
 CRAFTED_MODELS = 200
-CRAFTED_BASES = [("ternary", "cnn"), ("pow2_4bit", "cnn"), ("binary", "mlp"), ("pow2_3bit", "cnn"),
-                 ("ternary", "chain")]
+STRUCTURAL = 0.4      # share of graph-structure mutations, as in test_fuzz.py
 
 
 @pytest.fixture(scope="module")
 def crafted(tmp_path_factory):
-    """CRAFTED_MODELS mutants of converted models, made with test_fuzz's mutation
-    helpers (bytes of the tfq custom options, of the packed buffers and tfq
-    tensor shapes, or anywhere in the file); returns (folder, {file: how made})."""
+    """CRAFTED_MODELS mutants of test_fuzz.py's base models, made with its mutation
+    helpers: the graph's structure (outputs, inputs, duplicated or swapped
+    operators, graph outputs), or bytes of the tfq custom options, of the packed
+    buffers and tfq tensor shapes, or anywhere in the file. Returns (folder,
+    {file: how it was made})."""
     import test_fuzz
 
     from tfq.converter.testing import random_compressed_tflite
 
     folder = tmp_path_factory.mktemp("arm_crafted")
-    bases = [bytes(random_compressed_tflite(s, k, seed=i)[0])
-             for i, (s, k) in enumerate(CRAFTED_BASES)]
+    kinds = [("ternary", "cnn"), ("pow2_4bit", "cnn"), ("binary", "mlp"), ("pow2_3bit", "cnn"),
+             ("ternary", "chain")]      # test_fuzz.py's `models`
+    bases = [bytes(random_compressed_tflite(s, k, seed=i)[0]) for i, (s, k) in enumerate(kinds)]
     regions = [test_fuzz._tfq_regions(b) for b in bases]
     rng = np.random.default_rng(2026)
     made = {}
     for n in range(CRAFTED_MODELS):
         m = n % len(bases)
-        options = [g for g in regions[m] if g[2] == "options"]
-        r = rng.random()
-        if r < 0.45 and options:
-            start, end, kind = options[int(rng.integers(0, len(options)))]
-        elif r < 0.85:
-            start, end, kind = regions[m][int(rng.integers(0, len(regions[m])))]
+        base = f"{'/'.join(kinds[m])} model"
+        if rng.random() < STRUCTURAL:
+            blob, edits = test_fuzz._mutate_structure(rng, bases[m])
+            how = f"{base}, structure {edits}"
         else:
-            start, end, kind = 0, len(bases[m]), "anywhere"
+            options = [g for g in regions[m] if g[2] == "options"]
+            r = rng.random()
+            if r < 0.45 and options:
+                start, end, kind = options[int(rng.integers(0, len(options)))]
+            elif r < 0.85:
+                start, end, kind = regions[m][int(rng.integers(0, len(regions[m])))]
+            else:
+                start, end, kind = 0, len(bases[m]), "anywhere"
+            blob = test_fuzz._mutate_bytes(rng, bases[m], start, end)
+            how = f"{base}, {kind} bytes [{start}, {end})"
         name = f"{n:04d}.tflite"
-        (folder / name).write_bytes(test_fuzz._mutate_bytes(rng, bases[m], start, end))
-        made[name] = f"{'/'.join(CRAFTED_BASES[m])} model, {kind} bytes [{start}, {end})"
+        (folder / name).write_bytes(blob)
+        made[name] = how
     return folder, made
 
 
+@pytest.fixture(scope="module")
+def aliasing(tmp_path_factory):
+    """test_delegate_safety.py's aliasing graphs: (folder, {file: expected message})."""
+    from test_delegate_safety import CASES, crafted_models
+
+    folder = tmp_path_factory.mktemp("arm_aliasing")
+    expected = {}
+    for name, blob in crafted_models().items():
+        (folder / f"{name}.tflite").write_bytes(blob)
+        expected[f"{name}.tflite"] = CASES[name][2]
+    return folder, expected
+
+
+def _tables(cpu):
+    """The kernel tables the delegate can pin (its `isa` option) under a CPU model."""
+    return ["reference", "neon"] + (["neon_dotprod"] if CPUS[cpu] == "neon_dotprod" else [])
+
+
 def _crafted_outcomes(stdout):
-    """{file: "ran" | "refused"} from the runner's output, and the last file started."""
+    """{"FILE OPTIONS": "ran" | "refused: MESSAGE"} from the runner's output, and the
+    last run started."""
     outcomes, last = {}, None
     for line in stdout.splitlines():
         if line.startswith("crafted "):
-            last = line.split()[1]
+            last = line[len("crafted "):]
         elif line.startswith("  -> ") and last:
-            outcomes[last] = line[5:].split(":")[0]
+            outcomes[last] = line[5:]
     return outcomes, last
 
 
 @pytest.fixture(scope="module")
-def crafted_runs(arm_delegate, crafted, tmp_path_factory):
-    """The crafted models through the x86 delegate (host LiteRT, in a subprocess: a crash
-    must not take pytest down) and the aarch64 one under both CPU models, all at once."""
+def crafted_runs(arm_delegate, crafted, aliasing, tmp_path_factory):
+    """All at once: the mutants through the x86 delegate (host LiteRT, in a subprocess:
+    a crash must not take pytest down) and through the aarch64 one under both CPU
+    models (2 threads, the CPU's best table); the aliasing graphs under both CPU
+    models with every table and 1, 2 and 4 threads."""
     import tfq
 
-    folder, made = crafted
-    x86 = [sys.executable, HELPER, "--crafted", folder]
-    commands = {cpu: _env_run(cpu, arm_delegate, "--crafted", folder) for cpu in CPUS}
-    commands["x86"] = ["env", f"TFQ_DELEGATE_PATH={tfq.delegate_path()}", *x86]
+    commands = {"x86": ["env", f"TFQ_DELEGATE_PATH={tfq.delegate_path()}", sys.executable,
+                        HELPER, "--crafted", crafted[0]]}
+    for cpu in CPUS:
+        commands[cpu] = _env_run(cpu, arm_delegate, "--crafted", crafted[0])
+        sets = [{"isa": isa, "num_threads": t} for isa in _tables(cpu) for t in (1, 2, 4)]
+        commands[f"aliasing-{cpu}"] = _env_run(cpu, arm_delegate, "--crafted", aliasing[0],
+                                               json.dumps(sets))
     runs = _run_parallel(commands, tmp_path_factory.mktemp("crafted_out"), timeout=900)
-    results = {}
-    for key, r in runs.items():
-        outcomes, last = _crafted_outcomes(r.stdout)
-        results[key] = (r, outcomes, last)
-    r, _, last = results["x86"]
+    return {key: (r, *_crafted_outcomes(r.stdout)) for key, r in runs.items()}
+
+
+def _assert_finished(r, last, made, what):
+    name = last.split()[0] if last else None
     assert r.returncode == 0 and "CRAFTED DONE" in r.stdout, (
-        f"x86: exit {r.returncode} at {last} ({made.get(last)})\n{r.stderr[-3000:]}")
-    return results
+        f"{what}: exit {r.returncode} (negative or above 128: a signal) while running {last} "
+        f"({made.get(name)})\n{r.stdout[-1500:]}\n{r.stderr[-3000:]}")
 
 
 @pytest.mark.parametrize("cpu", sorted(CPUS))
 def test_crafted_models_do_not_crash_the_aarch64_delegate(crafted, crafted_runs, cpu):
-    """No signal, no hang: every crafted model runs or is refused with an error,
-    and the same ones as on x86 are refused."""
+    """No signal, no hang: every mutant runs or is refused with an error, and
+    exactly the ones x86 refuses are refused."""
     _, made = crafted
+    r, x86, last = crafted_runs["x86"]
+    _assert_finished(r, last, made, "x86")
     r, outcomes, last = crafted_runs[cpu]
-    assert r.returncode == 0 and "CRAFTED DONE" in r.stdout, (
-        f"-cpu {cpu}: exit {r.returncode} (negative or 128+: a signal) while running {last} "
-        f"({made.get(last)})\n{r.stdout[-1500:]}\n{r.stderr[-3000:]}")
-    assert len(outcomes) == CRAFTED_MODELS
-    x86 = crafted_runs["x86"][1]
-    refused = sorted(f for f, o in outcomes.items() if o == "refused")
-    print(f"-cpu {cpu}: {CRAFTED_MODELS} crafted models, {len(refused)} refused")
-    differ = {f: (x86[f], outcomes[f]) for f in outcomes if outcomes[f] != x86[f]}
+    _assert_finished(r, last, made, f"-cpu {cpu}")
+    assert len(outcomes) == len(x86) == CRAFTED_MODELS
+    refused = sum(o.startswith("refused") for o in outcomes.values())
+    print(f"-cpu {cpu}: {CRAFTED_MODELS} crafted models, {refused} refused")
+    differ = {k: (x86[k], outcomes[k]) for k in outcomes
+              if outcomes[k].startswith("refused") != x86[k].startswith("refused")}
     assert not differ, f"-cpu {cpu}: outcomes differ from x86 (x86, aarch64): {differ}"
+
+
+@pytest.mark.parametrize("cpu", sorted(CPUS))
+def test_aliasing_graphs_are_refused_on_aarch64(aliasing, crafted_runs, cpu):
+    """test_delegate_safety.py's graphs, every table of the CPU, 1/2/4 threads:
+    refused with the message the x86 test expects."""
+    _, expected = aliasing
+    r, outcomes, last = crafted_runs[f"aliasing-{cpu}"]
+    _assert_finished(r, last, expected, f"aliasing graphs, -cpu {cpu}")
+    assert len(outcomes) == len(expected) * len(_tables(cpu)) * 3
+    for run, outcome in outcomes.items():
+        name = run.split()[0]
+        assert outcome.startswith("refused:") and expected[name] in outcome, (
+            f"-cpu {cpu} {run}: {outcome} (expected a refusal naming {expected[name]!r})")

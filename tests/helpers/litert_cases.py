@@ -17,12 +17,13 @@ Outputs go to `OUT/<name>.npz` (arr_0, arr_1, ...: the model's outputs in
 order). Before each case "=== case NAME" goes to stderr, so the delegate's
 log (verbosity) can be split by case.
 
-Usage: `litert_cases.py CASES OUT` or `litert_cases.py --crafted FOLDER`,
-with the delegate library in $TFQ_DELEGATE_PATH.
+Usage: `litert_cases.py CASES OUT` or `litert_cases.py --crafted FOLDER
+[OPTION_SETS_JSON]`, with the delegate library in $TFQ_DELEGATE_PATH.
 
 `--crafted` runs every .tflite file of the folder (possibly corrupt models)
-once: a model the delegate or LiteRT refuses is fine, a crash is not; it
-prints what happened to each and "CRAFTED DONE n ran, m refused".
+once per set of delegate options (a JSON list of dicts; default 2 threads):
+a model the delegate or LiteRT refuses is fine, a crash is not; it prints
+what happened to each and "CRAFTED DONE n ran, m refused".
 """
 
 import json
@@ -77,40 +78,44 @@ def run_folder(folder, out, delegate_path):
     print("CASES DONE", flush=True)
 
 
-def run_crafted(folder, delegate_path):
-    """Runs every .tflite file of the folder once (2 threads, random inputs); refusals are fine.
+def run_crafted(folder, delegate_path, option_sets=({"num_threads": 2},)):
+    """Runs every .tflite file of the folder once per delegate option set, with random
+    inputs; a refusal (an exception) is fine, a crash is not.
 
-    Prints "crafted NAME" before each model (so a crash names it) and
-    "  -> ran" or "  -> refused: MESSAGE" after it.
+    Prints "crafted NAME OPTIONS" before each run (so a crash names it) and
+    "  -> ran" or "  -> refused: MESSAGE" (its lines joined by " | ") after it.
     """
     ran = refused = 0
-    for i, path in enumerate(sorted(pathlib.Path(folder).glob("*.tflite"))):
-        print(f"crafted {path.name}", flush=True)
-        try:
-            interp = _interpreter(path.read_bytes(), delegate_path, {"num_threads": 2})
-            interp.allocate_tensors()
-            details = interp.get_input_details()
-            if any(np.prod(d["shape"], dtype=np.int64) > 4_000_000 for d in details):
-                raise ValueError("input too large for a quick run")  # a valid but huge model
-            for d in details:
-                x = np.random.default_rng(i).standard_normal(d["shape"])
-                interp.set_tensor(d["index"], x.astype(d["dtype"]))
-            interp.invoke()
-            for d in interp.get_output_details():
-                interp.get_tensor(d["index"])
-            ran += 1
-            print("  -> ran", flush=True)
-        except (ValueError, RuntimeError, IndexError, TypeError, MemoryError) as err:
-            # LiteRT or the delegate said no: the outcome bounds checks are for.
-            refused += 1
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            print(f"  -> refused: {first[:200]}", flush=True)
+    for options in option_sets:
+        tag = json.dumps(options, sort_keys=True, separators=(",", ":"))
+        for i, path in enumerate(sorted(pathlib.Path(folder).glob("*.tflite"))):
+            print(f"crafted {path.name} {tag}", flush=True)
+            try:
+                interp = _interpreter(path.read_bytes(), delegate_path, options)
+                interp.allocate_tensors()
+                details = interp.get_input_details()
+                if any(np.prod(d["shape"], dtype=np.int64) > 4_000_000 for d in details):
+                    raise ValueError("input too large for a quick run")  # valid but huge
+                for d in details:
+                    x = np.random.default_rng(i).standard_normal(d["shape"])
+                    interp.set_tensor(d["index"], x.astype(d["dtype"]))
+                interp.invoke()
+                for d in interp.get_output_details():
+                    interp.get_tensor(d["index"])
+                ran += 1
+                print("  -> ran", flush=True)
+            except (ValueError, RuntimeError, IndexError, TypeError, MemoryError) as err:
+                # LiteRT or the delegate said no: the outcome bounds checks are for.
+                refused += 1
+                text = " | ".join(ln.strip() for ln in str(err).splitlines() if ln.strip())
+                print(f"  -> refused: {(text or type(err).__name__)[:600]}", flush=True)
     print(f"CRAFTED DONE {ran} ran, {refused} refused", flush=True)
 
 
 if __name__ == "__main__":
     delegate = os.environ["TFQ_DELEGATE_PATH"]
     if sys.argv[1] == "--crafted":
-        run_crafted(sys.argv[2], delegate)
+        option_sets = [json.loads(sys.argv[3])] if len(sys.argv) > 3 else []
+        run_crafted(sys.argv[2], delegate, *option_sets)
     else:
         run_folder(sys.argv[1], sys.argv[2], delegate)
