@@ -16,7 +16,8 @@ round differently per CPU; the delegate's log must name the expected
 kernels. The MNIST case runs the Android demo's trained ternary LeNet-5 on
 300 test images. Last, 200 crafted models (tests/test_fuzz.py's mutations)
 must not crash the aarch64 delegate and must be refused exactly when x86
-refuses them.
+refuses them, and tests/test_delegate_safety.py's aliasing graphs must be
+refused with every NEON table.
 
 Emulated run times say nothing about speed; nothing here times anything.
 """
