@@ -25,7 +25,7 @@
 #       packages (numpy, ai_edge_litert): no TensorFlow, no Keras, no tfq.
 #
 # Needs qemu-user, dpkg/apt-get (Debian or Ubuntu host) and util-linux's
-# unshare; scripts/setup_env.sh installs them and runs `prepare`.
+# unshare; scripts/setup_env.sh installs them, and runs `prepare` for test.sh.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE_HOME="${XDG_CACHE_HOME:-${HOME:+$HOME/.cache}}"

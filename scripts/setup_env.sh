@@ -2,8 +2,8 @@
 # Creates (or reuses) .venv with the pinned Python packages, installs the Debian
 # packages the native builds need (the JDK for jni.h: the Android demo's JNI
 # bridge is compile-checked), builds/installs tfq itself (which compiles the
-# C++ delegate through scikit-build-core) and prepares the emulated aarch64
-# Python with LiteRT (scripts/arm_env.sh). Sourced by demo.sh and test.sh.
+# C++ delegate through scikit-build-core); with --tests also the emulated
+# aarch64 Python with LiteRT (scripts/arm_env.sh). Run by demo.sh and test.sh.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -40,8 +40,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 echo "[setup] building tfq (C++ delegate via CMake)"
 .venv/bin/python -m pip install -q --no-build-isolation --no-deps -e .
-# The emulated aarch64 CPython with the real LiteRT interpreter that
+# For the tests (test.sh passes --tests; the demo does not need it): the
+# emulated aarch64 CPython with the real LiteRT interpreter that
 # tests/test_arm_litert.py runs the cross-compiled delegate in (cached in
 # ~/.cache/tfq, so only the first run downloads).
-echo "[setup] aarch64 LiteRT environment (scripts/arm_env.sh)"
-bash scripts/arm_env.sh prepare >/dev/null
+if [ "${1:-}" = "--tests" ]; then
+  echo "[setup] aarch64 LiteRT environment (scripts/arm_env.sh)"
+  bash scripts/arm_env.sh prepare >/dev/null
+fi

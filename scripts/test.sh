@@ -4,7 +4,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-bash scripts/setup_env.sh
+bash scripts/setup_env.sh --tests
 export TFQ_DATA_DIR="${TFQ_DATA_DIR:-$(cd "$ROOT/.." && pwd)/shared/datasets}"
 export TF_CPP_MIN_LOG_LEVEL=2
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests
