@@ -78,7 +78,7 @@ def _require_cross():
     missing = [t for t in ("aarch64-linux-gnu-g++", "clang++", "qemu-aarch64", "cmake")
                if not shutil.which(t)]
     if missing or not (JDK_INCLUDE / "jni.h").exists():
-        pytest.skip(f"cross tools or JDK headers missing ({missing or JDK_INCLUDE / 'jni.h'}); "
+        pytest.fail(f"cross tools or JDK headers missing ({missing or JDK_INCLUDE / 'jni.h'}); "
                     "scripts/setup_env.sh installs them")
 
 

@@ -43,7 +43,7 @@ def _require_tools(compiler):
         ("clang++",) if compiler == "clang" else ())
     missing = [t for t in tools if not shutil.which(t)]
     if missing:
-        pytest.skip(f"ARM cross tools not installed ({', '.join(missing)}); scripts/setup_env.sh "
+        pytest.fail(f"ARM cross tools not installed ({', '.join(missing)}); scripts/setup_env.sh "
                     "installs g++-aarch64-linux-gnu, clang and qemu-user")
 
 

@@ -23,7 +23,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def _bazel():
     exe = shutil.which("bazel")
     if exe is None:
-        pytest.skip("bazel not installed (scripts/setup_env.sh installs bazel-bootstrap)")
+        pytest.fail("bazel not installed (scripts/setup_env.sh installs bazel-bootstrap)")
     return exe
 
 
@@ -39,7 +39,7 @@ def _checker():
 def build_lists(tmp_path_factory):
     bazel = _bazel()
     if not shutil.which("aarch64-linux-gnu-g++"):
-        pytest.skip("aarch64 cross compiler missing (needed for CMake's NEON configuration)")
+        pytest.fail("aarch64 cross compiler missing (needed for CMake's NEON configuration)")
     chk = _checker()
     tmp = tmp_path_factory.mktemp("cmake")
     return chk, chk.cmake_configs(tmp), chk.bazel_rules(bazel)
