@@ -31,13 +31,15 @@ trying a job on one machine, bounds the time a job waits for a missing or
 dead worker, and checks that all workers hold identical state.
 """
 
+import contextlib
 import dataclasses
+import faulthandler
 import hashlib
 import json
 import os
 import socket
 import sys
-import threading
+import time
 
 import numpy as np
 
@@ -51,6 +53,7 @@ __all__ = [
     "state_checksums",
     "ConsistencyCheck",
     "worker_dir",
+    "worker_errors",
 ]
 
 # Exit code of a worker whose cluster did not form in time (`multi_worker_strategy`).
@@ -192,12 +195,70 @@ def _all_gather(strategy, values):
     return np.asarray(strategy.experimental_local_results(out)[0])
 
 
+def _rendezvous(info, timeout):
+    """Waits until every other worker accepts TCP connections on its TF_CONFIG port, or exits.
+
+    Each worker listens on its own port meanwhile (TensorFlow's server takes
+    the port over right after), so all workers get past this at about the
+    same time. A peer that does not answer within `timeout` seconds (down,
+    unreachable, or started with a different TF_CONFIG) ends this process with
+    exit code 3 and a message on stderr.
+    """
+    host, port = info.address.rsplit(":", 1)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("" if host not in ("127.0.0.1", "localhost") else host, int(port)))
+    except OSError as e:
+        listener.close()
+        raise ValueError(f"tfq.distribute: cannot listen on this worker's address {info.address}: {e}") from None
+    listener.listen(64)
+    listener.settimeout(0.05)
+    deadline = time.monotonic() + float(timeout)
+    waiting = [a for a in info.workers if a != info.address]
+    try:
+        while waiting:
+            try:  # accept (and drop) the others' probes
+                listener.accept()[0].close()
+            except OSError:
+                pass
+            still = []
+            for addr in waiting:
+                h, p = addr.rsplit(":", 1)
+                try:
+                    socket.create_connection((h, int(p)), timeout=0.2).close()
+                except OSError:
+                    still.append(addr)
+            waiting = still
+            if waiting and time.monotonic() > deadline:
+                sys.stderr.write(
+                    f"tfq.distribute: worker {info.rank} ({info.address}) could not form the cluster within "
+                    f"{timeout:g} s: no answer from {waiting} (down, unreachable, or started with a different "
+                    "TF_CONFIG); giving up\n"
+                )
+                sys.stderr.flush()
+                os._exit(EXIT_STARTUP_TIMEOUT)
+            time.sleep(0.05)
+        # Linger a moment so that peers still probing see this port open.
+        end = time.monotonic() + 0.5
+        while time.monotonic() < end:
+            try:
+                listener.accept()[0].close()
+            except OSError:
+                pass
+    finally:
+        listener.close()
+
+
 def multi_worker_strategy(startup_timeout=120.0, collective_timeout=120.0):
     """A `tf.distribute.MultiWorkerMirroredStrategy` from `TF_CONFIG`, with bounded waits.
 
-    Checks `TF_CONFIG` first (`cluster_info`), then forms the cluster. A worker
-    that cannot reach the others within `startup_timeout` seconds prints why to
-    stderr and exits with code 3 (TensorFlow itself waits up to an hour).
+    Checks `TF_CONFIG` first (`cluster_info`), then waits until every other
+    worker answers on its port; a worker that cannot reach the others within
+    `startup_timeout` seconds prints why to stderr and exits with code 3
+    (TensorFlow itself waits up to an hour). Should a peer vanish between that
+    and the strategy being up, faulthandler ends the process (exit code 1,
+    with a traceback) after another `startup_timeout`.
     Every collective (gradients, metrics) fails with DeadlineExceeded after
     `collective_timeout` seconds, so a worker that dies mid-training and never
     comes back ends the others with an error instead of a hang (TensorFlow's
@@ -213,28 +274,17 @@ def multi_worker_strategy(startup_timeout=120.0, collective_timeout=120.0):
     info = cluster_info()
     if info is None:
         raise ValueError("multi_worker_strategy: TF_CONFIG is not set (see docs/distributed.md)")
-    done = threading.Event()
-
-    def watchdog():
-        if not done.wait(startup_timeout):
-            others = [a for a in info.workers if a != info.address]
-            sys.stderr.write(
-                f"tfq.distribute: worker {info.rank} ({info.address}) could not form the cluster within "
-                f"{startup_timeout:g} s: another worker is unreachable or was started with a different "
-                f"TF_CONFIG (expected {others}); giving up\n"
-            )
-            sys.stderr.flush()
-            os._exit(EXIT_STARTUP_TIMEOUT)
-
-    # A thread, because the strategy's constructor blocks inside TensorFlow's
-    # C++ runtime with no timeout of its own exposed in the public API.
-    threading.Thread(target=watchdog, daemon=True, name="tfq-startup-watchdog").start()
+    _rendezvous(info, startup_timeout)
+    # Backstop once all peers answered: should one die before the strategy is
+    # up, TensorFlow would wait an hour. A thread cannot help (the constructor
+    # holds the GIL); faulthandler's timer is a C thread.
+    faulthandler.dump_traceback_later(startup_timeout, exit=True)
     try:
         options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=float(collective_timeout))
         strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
         seen = _all_gather(strategy, [_fingerprint(info)])[:, 0]
     finally:
-        done.set()
+        faulthandler.cancel_dump_traceback_later()
     if np.any(seen != seen[0]):
         raise ValueError(
             f"tfq.distribute: the workers were started with different TF_CONFIG clusters "
@@ -308,6 +358,32 @@ def _with_leading_axis(step):
     return wrapped_step
 
 
+@contextlib.contextmanager
+def worker_errors():
+    """Turns TensorFlow's errors about a lost peer into one that says what happened and what to do.
+
+    Use around `fit` on every worker. A worker that dies (or is killed)
+    makes the collectives of the others fail within seconds
+    (UnavailableError, "Connection reset by peer"), or after the collective
+    timeout at the latest (DeadlineExceededError).
+    """
+    import tensorflow as tf
+
+    lost = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError,
+            tf.errors.CancelledError)
+    try:
+        yield
+    except lost as e:
+        info = cluster_info()
+        first = (str(e.message).strip().splitlines() or [""])[0][:300]
+        raise RuntimeError(
+            f"tfq.distribute: worker {info.rank if info else 0} lost contact with the other workers "
+            f"({type(e).__name__}: {first}). MultiWorkerMirroredStrategy cannot continue with fewer workers: "
+            "restart every worker with the same TF_CONFIG; keras.callbacks.BackupAndRestore resumes "
+            "from the last saved epoch"
+        ) from e
+
+
 def _state_variables(model):
     """(name, variable) of the model's weights, the optimizer's, and tfq's compression state."""
     out = [(f"model/{v.path}", v) for v in model.weights]
@@ -362,10 +438,16 @@ def _make_consistency_check():
                 with open(self.log_path, "a") as f:
                     f.write(json.dumps({"epoch": epoch, "checksums": sums}) + "\n")
             if bad:
+                when = "at the start of training" if epoch == "start" else f"after epoch {epoch}"
                 raise RuntimeError(
-                    f"tfq.distribute: after epoch {epoch} the workers hold different values of "
+                    f"tfq.distribute: {when} the workers hold different values of "
                     f"{len(bad)} variable(s), first {bad[0]!r}"
                 )
+
+        def on_train_begin(self, logs=None):
+            # After BackupAndRestore (listed before this callback): every
+            # worker must resume from the same state.
+            self._check("start")
 
         def on_epoch_end(self, epoch, logs=None):
             self._check(epoch)
