@@ -825,6 +825,7 @@ def compress(
     verbose=1,
     return_report=False,
     keep_training_state=False,
+    strategy=None,
 ):
     """Compresses a Keras 3 model to low-bit weights in one call.
 
@@ -864,6 +865,12 @@ def compress(
             the callbacks). By default the returned model is stripped
             (`strip_training_state`: uncompiled, no state), so its saved
             file is no larger than its float parent's.
+        strategy: a `tf.distribute` strategy to train with on the data path,
+            e.g. `tfq.distribute.multi_worker_strategy()` on every worker of
+            a multi-machine job (call `compress` outside its scope, with the
+            same model and arguments on every worker; docs/distributed.md).
+            With several workers `data` as arrays is split between them by
+            Keras; a `tf.data.Dataset` is sharded by its auto-shard policy.
 
     Returns:
         The compressed model, or (model, report) when `return_report` is set.
@@ -906,7 +913,7 @@ def compress(
         small, reports, acc_before, acc_after, settings = _with_data(
             model, scheme, sparsity, data, validation_data, epochs,
             layers=layers, skip_first_last=skip_first_last, learning_rate=learning_rate, batch_size=batch_size,
-            verbose=verbose,
+            verbose=verbose, strategy=strategy,
         )
         mode = "admm" + (" + pruning" if sparsity else "")
     if not keep_training_state:
@@ -1043,7 +1050,9 @@ def _default_loss(model, y_sample):
 
 
 def _with_data(model, scheme, sparsity, data, validation_data, epochs, *, layers, skip_first_last, learning_rate,
-               batch_size, verbose):
+               batch_size, verbose, strategy=None):
+    import contextlib
+
     import keras
 
     from tfq import callbacks as tfq_callbacks
@@ -1065,14 +1074,26 @@ def _with_data(model, scheme, sparsity, data, validation_data, epochs, *, layers
         y_sample = next(iter(data))[1]
     hp = derive_schedule(steps, epochs, learning_rate)
 
-    small = _clone(model)
+    scope = strategy.scope if strategy is not None else contextlib.nullcontext
+    with scope():
+        small = _clone(model)
+    multi_worker = False
+    if strategy is not None:
+        import tensorflow as tf
+
+        from tfq import distribute
+
+        small = distribute.prepare(small, strategy)
+        multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     originals = {}
     chosen, specs = _select(small, scheme, layers, skip_first_last)
     for name, kernels in specs.items():
         for attr, var, _ in kernels:
             originals[(name, attr)] = _np(var).astype(np.float64)
     loss = getattr(model, "loss", None) or _default_loss(small, y_sample)
-    small.compile(optimizer=keras.optimizers.Adam(hp["learning_rate"]), loss=loss, metrics=["accuracy"])
+    with scope():
+        small.compile(optimizer=keras.optimizers.Adam(hp["learning_rate"]), loss=loss, metrics=["accuracy"],
+                      jit_compile=False if strategy is not None else "auto")
     policy = {name: q for name, q in chosen.items()}
     cbs = []
     if sparsity:
@@ -1088,8 +1109,13 @@ def _with_data(model, scheme, sparsity, data, validation_data, epochs, *, layers
         val = tuple(val)
     # Keras' bar redraws in place on a terminal; in a log file one line per epoch reads better.
     fit_verbose = (1 if sys.stdout.isatty() else 2) if verbose else 0
-    small.fit(**fit_args, epochs=hp["epochs"], validation_data=val, callbacks=cbs, verbose=fit_verbose)
-    recalibrated = _reestimate_batch_norm(small, fit_args, batch_size)
+    if multi_worker:
+        # Every worker starts from and keeps the same state (checked, not assumed).
+        cbs.append(distribute.ConsistencyCheck(strategy))
+    lost = distribute.worker_errors if multi_worker else contextlib.nullcontext
+    with scope(), lost():
+        small.fit(**fit_args, epochs=hp["epochs"], validation_data=val, callbacks=cbs, verbose=fit_verbose)
+        recalibrated = _reestimate_batch_norm(small, fit_args, batch_size)
     acc_after = evaluate_accuracy(small, validation_data, batch_size) if validation_data is not None else None
 
     layer_map = {l.name: l for l in _flat_layers(small)}
