@@ -41,6 +41,8 @@ def main():
         epochs=args.epochs, batch_size=args.batch_size, verbose=1 if (info is None or info.is_chief) else 0,
         return_report=True, strategy=strategy,
     )
+    if info:
+        distribute.barrier(strategy)  # the chief, which hosts the coordination service, exits last
     if info is None or info.is_chief:
         small.save(args.out)
         print(json.dumps({"workers": info.num_workers if info else 1, "accuracy": report.accuracy_after,

@@ -14,6 +14,7 @@
 # --logs DIR    one log per worker (default: prefixed lines on this terminal)
 #
 # Exit code: 0 when every worker succeeded, else the first failing worker's.
+# Needs bash 5.1 or newer (wait -n -p).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
@@ -63,13 +64,15 @@ while :; do
     PIDS+=($!)
   done
   rc=0
-  # Wait for the first worker to end; a failure stops the others (they could
+  # Wait for the workers one by one; a failure stops the others (they could
   # not continue without it anyway, and would only wait for their timeouts).
-  remaining=$N
-  while [ "$remaining" -gt 0 ]; do
-    set +e; wait -n "${PIDS[@]}"; code=$?; set -e
-    remaining=$((remaining - 1))
-    if [ "$code" -ne 0 ] && [ "$rc" -eq 0 ]; then
+  alive=("${PIDS[@]}")
+  while [ "${#alive[@]}" -gt 0 ]; do
+    set +e; wait -n -p done_pid "${alive[@]}"; code=$?; set -e
+    next=()
+    for p in "${alive[@]}"; do [ "$p" = "$done_pid" ] || next+=("$p"); done
+    alive=("${next[@]}")
+    if [ "$code" -ne 0 ]; then
       rc=$code
       echo "train_multiworker.sh: a worker exited with code $code; stopping the others" >&2
       stop_all

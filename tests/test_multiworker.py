@@ -8,9 +8,12 @@ ADMM ternary, then one epoch with frozen codes).
 
 import json
 import os
+import pathlib
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -57,6 +60,12 @@ class Procs:
 
     @staticmethod
     def kill(p):
+        if p.poll() is None and getattr(p, "launcher", False):
+            p.terminate()  # the launcher's trap stops its workers
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
         if p.poll() is None:
             try:
                 os.killpg(p.pid, signal.SIGKILL)
@@ -73,6 +82,8 @@ class Procs:
 
 
 def _tail(path, n=3000):
+    if os.path.isdir(path):
+        return "\n".join(f"== {f}\n" + _tail(os.path.join(path, f), n) for f in sorted(os.listdir(path)))
     with open(path, errors="replace") as f:
         return f.read()[-n:]
 
@@ -88,16 +99,30 @@ def _epochs(path):
         return {str(r["epoch"]): r["checksums"] for r in map(json.loads, f)}
 
 
+def _scratch():
+    # Not pytest's tmp_path: its numbered directories are pruned by any other
+    # pytest session of the same user, which would remove them mid-run.
+    return pathlib.Path(tempfile.mkdtemp(prefix="tfq-multiworker-"))
+
+
+@pytest.fixture
+def tmp_dir():
+    d = _scratch()
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs():
     """An uninterrupted two-worker run and a single-process run over the same global batch, side by side."""
-    base = tmp_path_factory.mktemp("multiworker")
+    base = _scratch()
     with Procs() as procs:
         configs = distribute.local_cluster(2)
         workers = [procs.start(base / "mw", c, base / f"w{i}.log") for i, c in enumerate(configs)]
         single = procs.start(base / "single", None, base / "single.log")
         _run_ok(procs, workers + [single])
-    return base
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def _load(d, rank):
@@ -133,8 +158,9 @@ def test_two_workers_match_one_process_over_the_same_global_batch(runs):
             # Decisions (masks, codes) and counters: identical.
             assert np.array_equal(wm[k], ws[k]), k
         else:
-            # Summation order of the all-reduce differs: measured <= 3e-7.
-            np.testing.assert_allclose(wm[k], ws[k], rtol=0, atol=2e-6, err_msg=k)
+            # Summation order of the all-reduce differs (measured <= 3e-7);
+            # batch-norm statistics are over the global batch on both sides.
+            np.testing.assert_allclose(wm[k], ws[k], rtol=1e-5, atol=2e-6, err_msg=k)
     for key in ("loss", "accuracy", "sparsity", "admm_residual"):
         np.testing.assert_allclose(rm["history"][key], rs["history"][key], rtol=1e-4, atol=1e-5, err_msg=key)
     assert rm["accuracy"] == rs["accuracy"]
@@ -150,12 +176,12 @@ def test_two_workers_match_one_process_over_the_same_global_batch(runs):
     assert int(wm["tfq_admm|phase"]) == 3  # PHASE_DONE
 
 
-def test_killed_worker_resumes_from_backup_to_the_same_result(runs, tmp_path):
+def test_killed_worker_resumes_from_backup_to_the_same_result(runs, tmp_dir):
     configs = distribute.local_cluster(2)
-    backup = tmp_path / "backup"
-    out = tmp_path / "run"
+    backup = tmp_dir / "backup"
+    out = tmp_dir / "run"
     with Procs() as procs:
-        first = [procs.start(out, c, tmp_path / f"a{i}.log", "--backup", backup) for i, c in enumerate(configs)]
+        first = [procs.start(out, c, tmp_dir / f"a{i}.log", "--backup", backup) for i, c in enumerate(configs)]
         progress = out / "progress-1"
         deadline = time.time() + RUN_TIMEOUT
         while True:  # SIGKILL worker 1 in the middle of epoch 2 (the first ADMM epoch)
@@ -178,7 +204,7 @@ def test_killed_worker_resumes_from_backup_to_the_same_result(runs, tmp_path):
         assert "lost contact with the other workers" in _tail(first[0].log), _tail(first[0].log)
         assert lost_after < 120
         # The job is restarted with the same configuration.
-        again = [procs.start(out, c, tmp_path / f"b{i}.log", "--backup", backup) for i, c in enumerate(configs)]
+        again = [procs.start(out, c, tmp_dir / f"b{i}.log", "--backup", backup) for i, c in enumerate(configs)]
         _run_ok(procs, again)
     resumed, w = _load(out, 0)
     _, w1 = _load(out, 1)
@@ -192,11 +218,11 @@ def test_killed_worker_resumes_from_backup_to_the_same_result(runs, tmp_path):
     assert not os.path.exists(backup / "worker-0")  # deleted at the end, as Keras does
 
 
-def test_unreachable_worker_ends_with_a_clear_error(tmp_path):
+def test_unreachable_worker_ends_with_a_clear_error(tmp_dir):
     configs = distribute.local_cluster(2)
     with Procs() as procs:
         t0 = time.time()
-        p = procs.start(tmp_path / "out", configs[0], tmp_path / "w0.log", "--startup-timeout", "5")
+        p = procs.start(tmp_dir / "out", configs[0], tmp_dir / "w0.log", "--startup-timeout", "5")
         rc = procs.wait(p, timeout=120)
     assert rc == distribute.EXIT_STARTUP_TIMEOUT, _tail(p.log)
     assert "could not form the cluster within 5 s" in _tail(p.log)
@@ -216,6 +242,9 @@ def test_bad_tf_config_is_named():
         distribute.cluster_info({"cluster": {"worker": ["h:1"], "ps": ["h:2"]}, "task": {"type": "worker", "index": 0}})
     info = distribute.cluster_info({"cluster": {"chief": ["h:1"], "worker": ["h:2", "h:3"]}, "task": {"type": "worker", "index": 1}})
     assert (info.rank, info.num_workers, info.is_chief, info.address) == (2, 3, False, "h:3")
+    import tfq
+
+    assert tfq.distribute is distribute
     configs = [json.loads(c) for c in distribute.local_cluster(3)]
     assert [distribute.cluster_info(c).rank for c in configs] == [0, 1, 2]
     assert len({a for a in configs[0]["cluster"]["worker"]}) == 3
@@ -235,3 +264,34 @@ def test_prepare_refuses_what_it_cannot_do():
     with pytest.raises(ValueError, match="TF_CONFIG is not set"):
         os.environ.pop("TF_CONFIG", None)
         distribute.multi_worker_strategy()
+
+
+def test_launcher_script_runs_tfq_compress_on_two_workers(tmp_dir):
+    out, logs = tmp_dir / "m.keras", tmp_dir / "logs"
+    cmd = ["bash", os.path.join(ROOT, "scripts", "train_multiworker.sh"), "-n", "2", "--logs", str(logs),
+           os.path.join(ROOT, "scripts", "compress_multiworker.py"), "--model", "lenet300_100", "--samples", "256",
+           "--epochs", "2", "--sparsity", "0.5", "--batch-size", "128", "--out", str(out)]
+    env = dict(_env(None), PYTHON=sys.executable)
+    with Procs() as procs:
+        p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+        p.launcher, p.log = True, str(logs)
+        procs.procs.append(p)
+        rc = procs.wait(p)
+    assert rc == 0, _tail(logs)
+    line = [l for l in (logs / "worker-0.log").read_text().splitlines() if l.startswith("{")][-1]
+    assert json.loads(line)["workers"] == 2
+    assert not [l for l in (logs / "worker-1.log").read_text().splitlines() if l.startswith("{")]  # chief only
+    import keras
+
+    w = keras.models.load_model(out).get_layer("fc2").kernel.numpy()
+    assert (w == 0).mean() >= 0.5 - 1e-3
+    for c in range(w.shape[1]):
+        assert np.unique(np.abs(w[:, c][w[:, c] != 0])).size <= 1, c
+
+
+def test_launcher_rejects_bad_arguments(tmp_dir):
+    script = os.path.join(ROOT, "scripts", "train_multiworker.sh")
+    for args, msg in ((["-n", "x", "a.py"], "-n needs a positive number"), ([str(tmp_dir / "nope.py")], "no such script"),
+                      (["--bogus"], "unknown option")):
+        p = subprocess.run(["bash", script, *args], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 2 and msg in p.stderr, (args, p.stderr)

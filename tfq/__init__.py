@@ -22,7 +22,7 @@ _EXPORTS = {
     "Ternary": "tfq.quantizers",
     "PowerOfTwo": "tfq.quantizers",
 }
-_SUBMODULES = ("quantizers", "layers", "datasets", "models", "converter", "runtime", "callbacks")
+_SUBMODULES = ("quantizers", "layers", "datasets", "models", "converter", "runtime", "callbacks", "distribute")
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 

@@ -54,6 +54,7 @@ __all__ = [
     "ConsistencyCheck",
     "worker_dir",
     "worker_errors",
+    "barrier",
 ]
 
 # Exit code of a worker whose cluster did not form in time (`multi_worker_strategy`).
@@ -181,18 +182,34 @@ def _fingerprint(info):
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:3], "little")
 
 
+_GATHER = {}  # (strategy id, length) -> traced function: one trace per shape, not one per call
+
+
 def _all_gather(strategy, values):
     """Every replica's copy of a float64 vector, stacked (one collective), from cross-replica context."""
     import tensorflow as tf
 
-    values = tf.constant(np.asarray(values, np.float64)[None])
+    values = np.asarray(values, np.float64)
+    key = (id(strategy), values.size)
+    if key not in _GATHER:
 
-    @tf.function
-    def run():
-        return strategy.run(lambda: tf.distribute.get_replica_context().all_gather(values, axis=0))
+        @tf.function
+        def run(v):
+            return strategy.run(lambda: tf.distribute.get_replica_context().all_gather(v[None], axis=0))
 
-    out = run()
+        _GATHER[key] = run
+    out = _GATHER[key](tf.constant(values))
     return np.asarray(strategy.experimental_local_results(out)[0])
+
+
+def barrier(strategy):
+    """Returns once every worker has called it (one tiny collective).
+
+    Call it at the end of a script before the chief saves and exits: a
+    worker still running when the chief (which hosts TensorFlow's
+    coordination service) has exited logs heartbeat errors.
+    """
+    _all_gather(strategy, [0.0])
 
 
 def _rendezvous(info, timeout):
@@ -295,7 +312,7 @@ def multi_worker_strategy(startup_timeout=120.0, collective_timeout=120.0):
     return strategy
 
 
-def prepare(model, strategy=None):
+def prepare(model, strategy=None, sync_batch_norm=True):
     """Returns a model that `fit` can train under `strategy` (a multi-worker one included).
 
     Create `model` under `strategy.scope()` (its variables are then mirrored),
@@ -308,6 +325,14 @@ def prepare(model, strategy=None):
     Args:
         model: a built Keras functional or Sequential model with known inputs.
         strategy: the strategy it will be trained with (default: none to check).
+        sync_batch_norm: set `synchronized=True` on every
+            `keras.layers.BatchNormalization` (the public attribute its
+            constructor sets, read at every call): batch statistics are then
+            all-reduced over the global batch, so training matches one
+            process over the same global batch and every worker's moving
+            statistics stay identical (unsynchronized, each worker averages
+            its own batches and the copies drift apart). It stays set in the
+            saved config, where it changes nothing at inference.
 
     Raises:
         ValueError: called inside a strategy scope, or a model without
@@ -334,6 +359,10 @@ def prepare(model, strategy=None):
         for v in model.variables[:1]:
             if not isinstance(v.value, tf.distribute.DistributedValues) and strategy.num_replicas_in_sync > 1:
                 raise ValueError(f"tfq.distribute.prepare: model {model.name!r} was not created under strategy.scope()")
+    if sync_batch_norm:
+        for layer in _all_layers(model):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.synchronized = True
     single = lambda t: t[0] if isinstance(t, (list, tuple)) and len(t) == 1 else t  # noqa: E731
     wrapped = keras.Model(single(inputs), single(outputs), name=model.name)
     # The step's logs are averaged over the replicas along axis 0 when
@@ -344,6 +373,18 @@ def prepare(model, strategy=None):
     wrapped.train_step = _with_leading_axis(wrapped.train_step)
     wrapped.test_step = _with_leading_axis(wrapped.test_step)
     return wrapped
+
+
+def _all_layers(model):
+    """Every layer of the model, nested models' layers included."""
+    import keras
+
+    out = []
+    for layer in model.layers:
+        out.append(layer)
+        if isinstance(layer, keras.Model):
+            out.extend(_all_layers(layer))
+    return out
 
 
 def _with_leading_axis(step):
