@@ -33,9 +33,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ $# -ge 1 ] || { echo "train_multiworker.sh: give the training script (see --help)" >&2; exit 2; }
-[ -f "$1" ] || { echo "train_multiworker.sh: no such script: $1" >&2; exit 2; }
 case "$N" in ''|*[!0-9]*) echo "train_multiworker.sh: -n needs a positive number, got '$N'" >&2; exit 2 ;; esac
 [ "$N" -ge 1 ] || { echo "train_multiworker.sh: -n needs at least 1" >&2; exit 2; }
+[ -f "$1" ] || { echo "train_multiworker.sh: no such script: $1" >&2; exit 2; }
 [ -z "$LOGS" ] || mkdir -p "$LOGS"
 
 # The same ports on every restart: the job restarts with the same configuration.

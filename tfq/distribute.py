@@ -68,6 +68,7 @@ class ClusterInfo:
     task_type: str
     index: int
     workers: tuple  # "host:port" of every training task, chief first if any
+    jobs: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)  # job -> addresses
 
     @property
     def num_workers(self):
@@ -85,8 +86,6 @@ class ClusterInfo:
     @property
     def is_chief(self):
         return self.rank == 0
-
-    jobs: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
 
 def cluster_info(tf_config=None):
