@@ -23,6 +23,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=128, help="global batch size (split between the workers)")
     parser.add_argument("--samples", type=int, default=None, help="use the first N training images")
+    parser.add_argument("--val-samples", type=int, default=None, help="use the first N test images")
     parser.add_argument("--out", required=True, help="where the chief saves the compressed model (.keras)")
     args = parser.parse_args()
 
@@ -34,6 +35,8 @@ def main():
     (x, y), (xt, yt) = datasets.mnist()
     if args.samples:
         x, y = x[: args.samples], y[: args.samples]
+    if args.val_samples:
+        xt, yt = xt[: args.val_samples], yt[: args.val_samples]
     keras.utils.set_random_seed(0)  # the same float model on every worker
     model = getattr(models, args.model)()
     small, report = tfq.compress(

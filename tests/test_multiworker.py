@@ -184,14 +184,16 @@ def test_killed_worker_resumes_from_backup_to_the_same_result(runs, tmp_dir):
         first = [procs.start(out, c, tmp_dir / f"a{i}.log", "--backup", backup) for i, c in enumerate(configs)]
         progress = out / "progress-1"
         deadline = time.time() + RUN_TIMEOUT
-        while True:  # SIGKILL worker 1 in the middle of epoch 2 (the first ADMM epoch)
+        # SIGKILL worker 1 in the middle of epoch 3 (fine-tuning): the backup
+        # of epoch 2 holds ADMM's phase, rho, G, U and the pruning masks.
+        while True:
             assert time.time() < deadline, _tail(first[1].log)
             assert first[1].poll() is None, _tail(first[1].log)
             try:
                 epoch, batch = map(int, progress.read_text().split())
             except (OSError, ValueError):
                 epoch = batch = -1
-            if (epoch, batch) >= (2, 1):
+            if (epoch, batch) >= (3, 1):
                 break
             time.sleep(0.1)
         assert os.path.isdir(backup / "worker-1")
@@ -208,7 +210,7 @@ def test_killed_worker_resumes_from_backup_to_the_same_result(runs, tmp_dir):
         _run_ok(procs, again)
     resumed, w = _load(out, 0)
     _, w1 = _load(out, 1)
-    assert resumed["history"]["admm_rho"] and len(resumed["history"]["loss"]) == 2  # epochs 2 and 3 only
+    assert len(resumed["history"]["loss"]) == 1  # epoch 3 only
     ref, wref = _load(runs / "mw", 0)
     # Nothing lost (weights, Adam, ADMM phase/rho/G/U/codes, masks): bitwise the uninterrupted run.
     differ = [k for k in wref if not np.array_equal(wref[k], w[k])]
@@ -226,6 +228,23 @@ def test_unreachable_worker_ends_with_a_clear_error(tmp_dir):
         rc = procs.wait(p, timeout=120)
     assert rc == distribute.EXIT_STARTUP_TIMEOUT, _tail(p.log)
     assert "could not form the cluster within 5 s" in _tail(p.log)
+    assert time.time() - t0 < 120
+
+
+def test_mismatched_tf_configs_end_both_workers_in_bounded_time(tmp_dir):
+    # Worker 0 is told the cluster is [p0, p1], worker 1 that it is [p0, p2]:
+    # worker 0 never hears from p1 (exit 3); worker 1 hears p0 answer, enters
+    # TensorFlow's start-up and is ended by the backstop after its timeout.
+    p0, p1, p2 = distribute.free_ports(3)
+    a = json.loads(distribute.local_cluster(2, ports=[p0, p1])[0])
+    b = json.loads(distribute.local_cluster(2, ports=[p0, p2])[1])
+    with Procs() as procs:
+        t0 = time.time()
+        w0 = procs.start(tmp_dir / "out", json.dumps(a), tmp_dir / "w0.log", "--startup-timeout", "5")
+        w1 = procs.start(tmp_dir / "out", json.dumps(b), tmp_dir / "w1.log", "--startup-timeout", "5")
+        rc0, rc1 = procs.wait(w0, timeout=120), procs.wait(w1, timeout=120)
+    assert rc0 == distribute.EXIT_STARTUP_TIMEOUT and f"no answer from ['127.0.0.1:{p1}']" in _tail(w0.log), _tail(w0.log)
+    assert rc1 != 0, _tail(w1.log)
     assert time.time() - t0 < 120
 
 
@@ -269,7 +288,7 @@ def test_prepare_refuses_what_it_cannot_do():
 def test_launcher_script_runs_tfq_compress_on_two_workers(tmp_dir):
     out, logs = tmp_dir / "m.keras", tmp_dir / "logs"
     cmd = ["bash", os.path.join(ROOT, "scripts", "train_multiworker.sh"), "-n", "2", "--logs", str(logs),
-           os.path.join(ROOT, "scripts", "compress_multiworker.py"), "--model", "lenet300_100", "--samples", "256",
+           os.path.join(ROOT, "scripts", "compress_multiworker.py"), "--model", "lenet300_100", "--samples", "256", "--val-samples", "500",
            "--epochs", "2", "--sparsity", "0.5", "--batch-size", "128", "--out", str(out)]
     env = dict(_env(None), PYTHON=sys.executable)
     with Procs() as procs:
