@@ -1083,6 +1083,8 @@ def _with_data(model, scheme, sparsity, data, validation_data, epochs, *, layers
 
         from tfq import distribute
 
+        unsynced = [l for l in _flat_layers(small)
+                    if isinstance(l, keras.layers.BatchNormalization) and not l.synchronized]
         small = distribute.prepare(small, strategy)
         multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     originals = {}
@@ -1116,6 +1118,9 @@ def _with_data(model, scheme, sparsity, data, validation_data, epochs, *, layers
     with scope(), lost():
         small.fit(**fit_args, epochs=hp["epochs"], validation_data=val, callbacks=cbs, verbose=fit_verbose)
         recalibrated = _reestimate_batch_norm(small, fit_args, batch_size)
+    if strategy is not None:
+        for layer in unsynced:  # synchronized for training only (prepare); the saved config as given
+            layer.synchronized = False
     acc_after = evaluate_accuracy(small, validation_data, batch_size) if validation_data is not None else None
 
     layer_map = {l.name: l for l in _flat_layers(small)}
