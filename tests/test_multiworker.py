@@ -157,9 +157,17 @@ def test_two_workers_match_one_process_over_the_same_global_batch(runs):
         if exact:
             # Decisions (masks, codes) and counters: identical.
             assert np.array_equal(wm[k], ws[k]), k
+        elif k.startswith("optimizer|") and k.endswith(("momentum", "velocity")):
+            # Adam's averages of the gradients of the convolution feeding the
+            # batch norm (and of its beta): the batch norm cancels the
+            # kernel's scale, so the gradient is a difference of nearly equal
+            # sums and keeps the summation-order error (measured 2e-4 of the
+            # largest entry; 1e-6 for every other layer).
+            np.testing.assert_allclose(wm[k], ws[k], rtol=0, atol=1e-3 * np.abs(ws[k]).max(), err_msg=k)
         else:
-            # Summation order of the all-reduce differs (measured <= 3e-7);
-            # batch-norm statistics are over the global batch on both sides.
+            # Weights and tfq's state: the all-reduce sums in another order
+            # (measured <= 3e-7); batch-norm statistics are over the global
+            # batch on both sides.
             np.testing.assert_allclose(wm[k], ws[k], rtol=1e-5, atol=2e-6, err_msg=k)
     for key in ("loss", "accuracy", "sparsity", "admm_residual"):
         np.testing.assert_allclose(rm["history"][key], rs["history"][key], rtol=1e-4, atol=1e-5, err_msg=key)
