@@ -41,10 +41,12 @@ class Measurement:
 
 
 def keras_to_tflite(model, int8=False):
-    """Stock TFLite conversion of a Keras model: float, or dynamic-range int8 weights."""
+    """Stock TFLite conversion of a Keras model: float, or dynamic-range int8 weights (batch 1 with recurrent layers)."""
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    from tfq.converter.rewrite import with_static_batch
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(with_static_batch(model))
     if int8:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     with contextlib.redirect_stdout(io.StringIO()):  # the SavedModel export prints its signatures

@@ -236,19 +236,28 @@ def materialize(model):
     return new
 
 
+def with_static_batch(model):
+    """The model re-wrapped with batch size 1 when it has recurrent layers, else the model itself.
+
+    Recurrent layers (also inside `Bidirectional`) lower to a TFLite `WHILE`
+    loop only with a static batch size; any stock conversion of such a model
+    (the float and int8 baselines too) needs the wrapped model.
+    """
+    import keras
+    if not any(isinstance(layer, keras.layers.RNN) for layer in _iter_layers(model)):
+        return model
+    inputs = [keras.Input(shape=tuple(t.shape[1:]), batch_size=1, dtype=t.dtype) for t in model.inputs]
+    outputs = model(inputs if len(inputs) > 1 else inputs[0])
+    return keras.Model(inputs, outputs)
+
+
 def _keras_to_tflite(model):
     """Runs the stock TFLite converter on a Keras 3 model."""
     import keras
     import tensorflow as tf
     if not isinstance(model, keras.Model):
         raise TypeError(f"convert() expects a keras.Model, got {type(model).__name__}")
-    has_rnn = any(isinstance(layer, keras.layers.RNN) for layer in _iter_layers(model))
-    if has_rnn:
-        # Recurrent layers lower to a WHILE loop only with a static batch size.
-        inputs = [keras.Input(shape=tuple(t.shape[1:]), batch_size=1, dtype=t.dtype)
-                  for t in model.inputs]
-        outputs = model(inputs if len(inputs) > 1 else inputs[0])
-        model = keras.Model(inputs, outputs)
+    model = with_static_batch(model)
     # Keras' SavedModel export prints the exported signature to stdout; keep it quiet.
     with contextlib.redirect_stdout(io.StringIO()):
         converter = tf.lite.TFLiteConverter.from_keras_model(model)

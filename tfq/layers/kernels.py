@@ -86,10 +86,14 @@ def supported_kernels(layer):
 
 
 def iter_layers(model):
-    """Leaf layers of a model in order, descending into nested models."""
+    """Leaf layers of a model in order, descending into nested models and `Bidirectional` wrappers."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             yield from iter_layers(layer)
+        elif isinstance(layer, keras.layers.Bidirectional):
+            # The wrapper holds no kernels itself; its two recurrent layers do.
+            yield layer.forward_layer
+            yield layer.backward_layer
         else:
             yield layer
 

@@ -1,0 +1,471 @@
+"""The three example tasks end to end: text recognition, digit detection, face / non-face.
+
+Each task has a model builder, its training loss, its post-processing and
+its metric, and every one runs the same tfq path: train float -> ADMM (and
+pruning) with `tfq.ADMMCallback` -> `tfq.convert` -> LiteRT with the tfq
+delegate (`run_tflite`). `examples/<task>/`, `benchmarks/tasks.py` and
+`tests/test_tasks.py` use these functions; docs/tasks.md describes the data,
+the networks and the metrics.
+"""
+
+import time
+
+import numpy as np
+
+from tfq import metrics
+
+__all__ = [
+    "compress_with_admm", "run_tflite", "agreement",
+    "OCR_BLANK", "crnn", "ocr_targets", "train_ocr", "ocr_decode", "ocr_scores",
+    "DETECTION_STRIDE", "centernet", "detection_targets", "detection_loss", "train_detector",
+    "detection_decode", "detection_scores",
+    "face_cnn", "face_loss", "augment_faces", "train_face", "face_folds", "find_face",
+]
+
+
+# --------------------------------------------------------------------------
+# Common: compression and LiteRT execution
+# --------------------------------------------------------------------------
+
+
+def _clone(model):
+    import keras
+
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def compress_with_admm(model, x, y, loss, scheme, epochs, *, layers=None, sparsity=None, batch_size=32,
+                       learning_rate=1e-3, seed=0, verbose=0):
+    """A compressed copy of a trained model: ADMM (and gradient-aware pruning) fine-tuning on (x, y).
+
+    The ADMM schedule (rho and its growth, one fine-tuning epoch with frozen
+    codes) is `tfq.compression.derive_schedule` for these steps and epochs, as
+    `tfq.compress` uses; this function exists because the task losses (CTC,
+    the detector's focal loss) are not classification losses.
+
+    Args:
+        model: the trained float model (not modified).
+        x, y: training data.
+        loss: the training loss.
+        scheme: "binary", "ternary", "pow2_3bit" or "pow2_4bit".
+        epochs: epochs in all (ADMM, then one fine-tuning epoch).
+        layers: which layers, as for `tfq.ADMMCallback` (None: all but the
+            first and the last supported layers).
+        sparsity: pruning target in [0, 1), or None.
+        batch_size, learning_rate: training settings.
+        seed: Keras random seed of the run.
+
+    Returns:
+        `(compressed model, seconds)`.
+    """
+    import keras
+
+    from tfq.callbacks import ADMMCallback, PruningCallback
+    from tfq.compression import derive_schedule
+
+    keras.utils.set_random_seed(seed)
+    t0 = time.perf_counter()
+    small = _clone(model)
+    steps = int(np.ceil(len(x) / batch_size))
+    hp = derive_schedule(steps, epochs, learning_rate)
+    small.compile(optimizer=keras.optimizers.Adam(hp["learning_rate"]), loss=loss)
+    callbacks = []
+    if sparsity:
+        callbacks.append(PruningCallback(target_sparsity=sparsity, layers=layers, end_fraction=0.5))
+    callbacks.append(ADMMCallback(scheme=scheme, layers=layers, rho=hp["rho"], rho_growth=hp["rho_growth"],
+                                  rho_max=hp["rho_max"], finetune_epochs=hp["finetune_epochs"]))
+    small.fit(x, y, batch_size=batch_size, epochs=hp["epochs"], callbacks=callbacks, verbose=verbose)
+    return small, time.perf_counter() - t0
+
+
+def run_tflite(tflite_bytes, x, threads=1, batch=32):
+    """Runs a .tflite on every input through LiteRT (with the tfq delegate when it has tfq ops).
+
+    Models with a static batch of 1 (recurrent ones) run image by image;
+    others in batches of `batch`.
+
+    Returns:
+        The stacked outputs of the first output tensor, float32.
+    """
+    from tfq import report
+
+    interp = report.make_interpreter(tflite_bytes, threads)
+    inp = interp.get_input_details()[0]
+    fixed = int(inp["shape"][0]) == 1 and int(inp["shape_signature"][0]) == 1
+    step = 1 if fixed else batch
+    outs = []
+    current = None
+    for i in range(0, len(x), step):
+        chunk = np.asarray(x[i : i + step], dtype=inp["dtype"])
+        if current != len(chunk):
+            interp.resize_tensor_input(inp["index"], [len(chunk)] + list(inp["shape"][1:]))
+            interp.allocate_tensors()
+            current = len(chunk)
+        interp.set_tensor(inp["index"], chunk)
+        interp.invoke()
+        outs.append(np.array(interp.get_tensor(interp.get_output_details()[0]["index"])))
+    return np.concatenate(outs, 0)
+
+
+def agreement(a, b):
+    """Fraction of equal items of two equally long lists (decoded strings, class labels)."""
+    if len(a) != len(b) or not len(a):
+        raise ValueError(f"agreement needs two non-empty lists of equal length, got {len(a)} and {len(b)}")
+    return sum(list(np.atleast_1d(p)) == list(np.atleast_1d(q)) for p, q in zip(a, b)) / len(a)
+
+
+def _predict(model, x, batch_size=64):
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+
+
+# --------------------------------------------------------------------------
+# Text recognition: CRNN (conv stack -> bidirectional LSTM/GRU) + CTC
+# --------------------------------------------------------------------------
+
+OCR_BLANK = 0  # CTC blank; digit d is class d + 1
+
+
+def crnn(height=32, width=160, rnn="lstm", units=48, filters=(16, 32, 48)):
+    """A small CRNN: three conv blocks, then a bidirectional LSTM or GRU over the columns, then per-step logits.
+
+    The conv stack pools height by 8 and width by 4, so the sequence has
+    `width // 4` steps of 11 classes (blank + 10 digits).
+
+    Args:
+        height, width: input size (height a multiple of 8, width of 4).
+        rnn: "lstm" or "gru".
+        units: recurrent units per direction.
+        filters: channels of the three conv blocks.
+    """
+    import keras
+    from keras import layers
+
+    if rnn not in ("lstm", "gru"):
+        raise ValueError(f"rnn must be 'lstm' or 'gru', got {rnn!r}")
+    if height % 8 or width % 4:
+        raise ValueError(f"need height % 8 == 0 and width % 4 == 0, got {height}x{width}")
+    cell = layers.LSTM if rnn == "lstm" else layers.GRU
+    inp = keras.Input((height, width, 1), name="image")
+    x = inp
+    for i, (f, pool) in enumerate(zip(filters, ((2, 2), (2, 2), (2, 1)))):
+        x = layers.Conv2D(f, 3, padding="same", activation="relu", name=f"conv{i + 1}")(x)
+        x = layers.MaxPooling2D(pool, name=f"pool{i + 1}")(x)
+    x = layers.Permute((2, 1, 3), name="columns")(x)  # (width/4, height/8, filters)
+    x = layers.Reshape((width // 4, (height // 8) * filters[-1]), name="sequence")(x)
+    x = layers.Dense(64, activation="relu", name="proj")(x)
+    x = layers.Bidirectional(cell(units, return_sequences=True, name=rnn), name=f"bi{rnn}")(x)
+    out = layers.Dense(11, name="logits")(x)
+    return keras.Model(inp, out, name=f"crnn_{rnn}")
+
+
+def ocr_targets(y):
+    """Digit labels padded with -1 -> CTC targets (digit + 1, padded with the blank 0)."""
+    y = np.asarray(y)
+    return np.where(y >= 0, y + 1, OCR_BLANK).astype(np.int32)
+
+
+def train_ocr(model, x, y, epochs, batch_size=32, learning_rate=2e-3, seed=0, verbose=0):
+    """Trains a CRNN in float with the CTC loss (`keras.losses.CTC`); returns seconds."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    t0 = time.perf_counter()
+    model.compile(keras.optimizers.Adam(learning_rate), loss=keras.losses.CTC())
+    model.fit(x, ocr_targets(y), batch_size=batch_size, epochs=epochs, verbose=verbose)
+    return time.perf_counter() - t0
+
+
+def ocr_decode(logits):
+    """Greedy CTC decoding to digit lists."""
+    return [[c - 1 for c in s] for s in metrics.ctc_greedy_decode(logits, blank=OCR_BLANK)]
+
+
+def _digits(y):
+    return [[int(d) for d in row if d >= 0] for row in np.asarray(y)]
+
+
+def ocr_scores(logits, y):
+    """{"cer": character error rate, "seq_acc": sequence accuracy} of the logits against digit labels."""
+    pred, target = ocr_decode(logits), _digits(y)
+    return {"cer": metrics.character_error_rate(pred, target), "seq_acc": metrics.sequence_accuracy(pred, target)}
+
+
+# --------------------------------------------------------------------------
+# Detection: a CenterNet-style one-stage detector with a depthwise-separable backbone
+# --------------------------------------------------------------------------
+
+DETECTION_STRIDE = 4  # input pixels per output cell
+_NUM_CLASSES = 10
+
+
+def centernet(size=96, width=32, num_classes=_NUM_CLASSES):
+    """A small CenterNet-style detector.
+
+    Backbone: a 3x3 stride-2 convolution, then depthwise-separable blocks
+    (3x3 depthwise + 1x1 pointwise, each with batch norm and ReLU), two at
+    stride 4 and two at stride 8, one
+    nearest-neighbour upsampling back to stride 4 joined with the stride-4
+    features. Two heads (depthwise-separable): class-centre heatmap logits
+    (`num_classes` channels) and the box (centre offset x, y and size w, h in
+    cells), concatenated into one (size/4, size/4, num_classes + 4) output.
+    """
+    import keras
+    from keras import layers
+
+    if size % 8:
+        raise ValueError(f"size must be a multiple of 8, got {size}")
+
+    def sep(x, filters, stride, name):
+        x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
+        x = layers.BatchNormalization(name=f"{name}_dw_bn")(x)
+        x = layers.ReLU(name=f"{name}_dw_relu")(x)
+        x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pw")(x)
+        x = layers.BatchNormalization(name=f"{name}_pw_bn")(x)
+        return layers.ReLU(name=f"{name}_pw_relu")(x)
+
+    inp = keras.Input((size, size, 1), name="image")
+    x = layers.Conv2D(width // 2, 3, strides=2, padding="same", use_bias=False, name="stem")(inp)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    s4 = sep(sep(x, width, 2, "b2"), width * 3 // 2, 1, "b3")
+    x = sep(sep(s4, width * 2, 2, "b4"), width * 2, 1, "b5")
+    x = layers.UpSampling2D(2, name="up")(x)
+    x = layers.Concatenate(name="merge")([x, s4])
+    x = sep(x, width * 2, 1, "neck")
+    heads = []
+    for name, channels in (("heatmap", num_classes), ("box", 4)):
+        h = layers.DepthwiseConv2D(3, padding="same", name=f"{name}_dw")(x)
+        h = layers.ReLU(name=f"{name}_relu")(h)
+        heads.append(layers.Conv2D(channels, 1, name=name, bias_initializer=(
+            keras.initializers.Constant(-2.19) if name == "heatmap" else "zeros"))(h))
+    out = layers.Concatenate(name="heads")(heads)
+    return keras.Model(inp, out, name="centernet")
+
+
+def detection_targets(boxes, classes, size=96, num_classes=_NUM_CLASSES):
+    """Dense training targets: Gaussian class heatmaps, offsets and sizes at the centre cells, a centre mask.
+
+    Returns:
+        float32 (n, size/4, size/4, num_classes + 5): heatmap, offset x/y,
+        width/height in cells, mask (1 at each box's centre cell).
+    """
+    boxes, classes = np.asarray(boxes, np.float32), np.asarray(classes)
+    g = size // DETECTION_STRIDE
+    out = np.zeros((len(boxes), g, g, num_classes + 5), np.float32)
+    yy, xx = np.mgrid[0:g, 0:g].astype(np.float32)
+    for i in range(len(boxes)):
+        for b, c in zip(boxes[i], classes[i]):
+            if c < 0:
+                continue
+            x0, y0, x1, y1 = b / DETECTION_STRIDE
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            ix, iy = min(int(cx), g - 1), min(int(cy), g - 1)
+            w, h = x1 - x0, y1 - y0
+            sigma = max(0.4, (w + h) / 12.0)  # about a sixth of the box size, as CenterNet's radius rule
+            heat = np.exp(-((xx - ix) ** 2 + (yy - iy) ** 2) / (2 * sigma**2))
+            out[i, :, :, c] = np.maximum(out[i, :, :, c], heat)
+            out[i, iy, ix, num_classes : num_classes + 5] = (cx - ix, cy - iy, w, h, 1.0)
+    return out
+
+
+def _register(cls):
+    import keras
+
+    return keras.saving.register_keras_serializable(package="tfq")(cls)
+
+
+def detection_loss(num_classes=_NUM_CLASSES, size_weight=0.1):
+    """CenterNet's loss: penalty-reduced focal loss on the heatmap, L1 on offset and size at the centres.
+
+    Returns a `keras.losses.Loss` (registered, so compiled models clone and save).
+    """
+    import keras
+    from keras import ops
+
+    @_register
+    class CenterNetLoss(keras.losses.Loss):
+        def __init__(self, num_classes=_NUM_CLASSES, size_weight=0.1, name="centernet_loss", **kwargs):
+            super().__init__(name=name, **kwargs)
+            self.num_classes, self.size_weight = int(num_classes), float(size_weight)
+
+        def call(self, y_true, y_pred):
+            k = self.num_classes
+            heat_t, box_t, mask = y_true[..., :k], y_true[..., k : k + 4], y_true[..., k + 4 :]
+            p = ops.clip(ops.sigmoid(y_pred[..., :k]), 1e-4, 1 - 1e-4)
+            pos = ops.cast(heat_t >= 1.0 - 1e-6, "float32")
+            pos_loss = -ops.log(p) * (1 - p) ** 2 * pos
+            neg_loss = -ops.log(1 - p) * p**2 * (1 - heat_t) ** 4 * (1 - pos)
+            n = ops.maximum(ops.sum(mask, axis=(1, 2, 3)), 1.0)
+            focal = ops.sum(pos_loss + neg_loss, axis=(1, 2, 3)) / n
+            diff = ops.abs(y_pred[..., k:] - box_t) * mask
+            l1 = ops.sum(diff[..., :2], axis=(1, 2, 3)) + self.size_weight * ops.sum(diff[..., 2:], axis=(1, 2, 3))
+            return focal + l1 / n
+
+        def get_config(self):
+            return {**super().get_config(), "num_classes": self.num_classes, "size_weight": self.size_weight}
+
+    return CenterNetLoss(num_classes, size_weight)
+
+
+def train_detector(model, x, boxes, classes, epochs, batch_size=32, learning_rate=2e-3, seed=0, verbose=0):
+    """Trains the detector in float; returns seconds."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    t0 = time.perf_counter()
+    size = int(model.inputs[0].shape[1])
+    model.compile(keras.optimizers.Adam(learning_rate), loss=detection_loss())
+    model.fit(x, detection_targets(boxes, classes, size), batch_size=batch_size, epochs=epochs, verbose=verbose)
+    return time.perf_counter() - t0
+
+
+def detection_decode(outputs, num_classes=_NUM_CLASSES, top_k=100, score_threshold=0.05, iou_threshold=0.5):
+    """Post-processing: heatmap peaks (3x3 local maxima), top-k, boxes, class-wise NMS.
+
+    Args:
+        outputs: (n, g, g, num_classes + 4) raw model outputs.
+
+    Returns:
+        per image `(boxes (k, 4) in input pixels, scores (k,), classes (k,))`.
+    """
+    from scipy import ndimage
+
+    outputs = np.asarray(outputs, np.float32)
+    result = []
+    for out in outputs:
+        heat = 1.0 / (1.0 + np.exp(-out[..., :num_classes]))
+        peaks = heat == ndimage.maximum_filter(heat, size=(3, 3, 1), mode="constant")
+        ys, xs, cs = np.nonzero(peaks & (heat > score_threshold))
+        scores = heat[ys, xs, cs]
+        order = np.argsort(-scores, kind="stable")[:top_k]
+        ys, xs, cs, scores = ys[order], xs[order], cs[order], scores[order]
+        box = out[ys, xs, num_classes:]
+        cx, cy = xs + box[:, 0], ys + box[:, 1]
+        w, h = np.maximum(box[:, 2], 0.1), np.maximum(box[:, 3], 0.1)
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1) * DETECTION_STRIDE
+        keep = []
+        for c in np.unique(cs):
+            idx = np.flatnonzero(cs == c)
+            keep.extend(idx[metrics.nms(boxes[idx], scores[idx], iou_threshold)])
+        keep = np.asarray(sorted(keep, key=lambda k: -scores[k]), np.int64)
+        result.append((boxes[keep], scores[keep], cs[keep]))
+    return result
+
+
+def detection_scores(outputs, boxes, classes):
+    """{"map50": VOC-style mAP@0.5, "map": COCO-style mAP@[.5:.95]} of raw outputs against the scenes' boxes."""
+    dets = detection_decode(outputs)
+    gts = [(b[c >= 0], c[c >= 0]) for b, c in zip(np.asarray(boxes), np.asarray(classes))]
+    return {
+        "map50": metrics.mean_average_precision(dets, gts, (0.5,), "voc", num_classes=_NUM_CLASSES),
+        "map": metrics.mean_average_precision(dets, gts, metrics.COCO_IOU_THRESHOLDS, "coco",
+                                              num_classes=_NUM_CLASSES),
+    }
+
+
+# --------------------------------------------------------------------------
+# Face / non-face: a small CNN on lfw_subset, cross-validated
+# --------------------------------------------------------------------------
+
+
+def face_cnn(size=25, filters=(16, 32, 32)):
+    """A small face / non-face CNN: three conv-BN-ReLU blocks, global average pooling, two logits."""
+    import keras
+    from keras import layers
+
+    inp = keras.Input((size, size, 1), name="crop")
+    x = inp
+    for i, f in enumerate(filters):
+        x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv{i + 1}")(x)
+        x = layers.BatchNormalization(name=f"bn{i + 1}")(x)
+        x = layers.ReLU(name=f"relu{i + 1}")(x)
+        if i < len(filters) - 1:
+            x = layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    out = layers.Dense(2, name="logits")(x)
+    return keras.Model(inp, out, name="face_cnn")
+
+
+def augment_faces(x, y, copies, seed=0):
+    """`copies` augmented copies of each crop: horizontal flip, shifts of up to 2 pixels, contrast and brightness jitter."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng([seed, 0xFACE])
+    xs, ys = [x], [y]
+    for _ in range(copies):
+        out = np.empty_like(x)
+        for i, img in enumerate(x[..., 0]):
+            if rng.random() < 0.5:
+                img = img[:, ::-1]
+            img = ndimage.shift(img, rng.uniform(-2, 2, size=2), order=1, mode="nearest")
+            img = (img - img.mean()) * rng.uniform(0.7, 1.3) + img.mean() + rng.uniform(-0.1, 0.1)
+            out[i, ..., 0] = np.clip(img, 0, 1)
+        xs.append(out)
+        ys.append(y)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def face_loss():
+    """The face classifier's loss: sparse categorical cross-entropy on its two logits."""
+    import keras
+
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def train_face(model, x, y, epochs, batch_size=32, learning_rate=2e-3, seed=0, verbose=0):
+    """Trains the face CNN in float (sparse categorical cross-entropy on logits); returns seconds."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    t0 = time.perf_counter()
+    model.compile(keras.optimizers.Adam(learning_rate), loss=face_loss())
+    model.fit(x, y, batch_size=batch_size, epochs=epochs, verbose=verbose, shuffle=True)
+    return time.perf_counter() - t0
+
+
+def face_folds(y, k=5, seed=0):
+    """Stratified k-fold split: a list of `(train indices, test indices)`, each class spread evenly."""
+    y = np.asarray(y)
+    if k < 2:
+        raise ValueError(f"need k >= 2 folds, got {k}")
+    rng = np.random.default_rng([seed, 0xF01D])
+    fold_of = np.empty(len(y), np.int64)
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        fold_of[idx] = np.arange(len(idx)) % k
+    return [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(k)]
+
+
+def find_face(tflite_bytes, image, window=25, scales=(2.0, 2.5, 3.0, 3.5, 4.0, 5.0), stride=3, threads=1):
+    """Sliding-window face search: the best-scoring window over an image pyramid.
+
+    Each pyramid level shrinks the grayscale image by a factor of `scales`;
+    every `window`-sized crop (step `stride`) is scored by the face / non-face
+    model through LiteRT (with the tfq delegate when needed).
+
+    Returns:
+        `(box (x0, y0, x1, y1) in image pixels, face probability)`.
+    """
+    from scipy import ndimage
+
+    image = np.asarray(image, np.float32)
+    if image.ndim != 2:
+        raise ValueError(f"find_face expects a 2-D grayscale image, got shape {image.shape}")
+    best = (None, -1.0)
+    for s in scales:
+        small = np.clip(ndimage.zoom(image, 1.0 / s, order=1), 0, 1)
+        h, w = small.shape
+        if h < window or w < window:
+            continue
+        ys, xs = np.meshgrid(np.arange(0, h - window + 1, stride), np.arange(0, w - window + 1, stride),
+                             indexing="ij")
+        crops = np.stack([small[y : y + window, x : x + window] for y, x in zip(ys.ravel(), xs.ravel())])[..., None]
+        logits = run_tflite(tflite_bytes, crops, threads=threads, batch=256)
+        prob = np.exp(logits[:, 1] - np.logaddexp(logits[:, 0], logits[:, 1]))
+        j = int(prob.argmax())
+        if prob[j] > best[1]:
+            y, x = ys.ravel()[j], xs.ravel()[j]
+            best = (np.array([x * s, y * s, (x + window) * s, (y + window) * s]), float(prob[j]))
+    return best
