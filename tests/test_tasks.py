@@ -206,7 +206,7 @@ def test_detection_pipeline_depthwise_heads():
     keep_float = {"stem", "heatmap", "box"}
     small, _ = tasks.compress_with_admm(
         model, x, tasks.detection_targets(boxes, classes), tasks.detection_loss(), "pow2_3bit", 2,
-        layers=lambda layer: None if layer.name in keep_float else True)
+        layers=tasks.layers_except(keep_float))
     blob = tfq.convert(small)
     packed = {r.layer: r for r in _packed(blob)}
     assert {"b2_dw", "b2_pw", "neck_dw", "heatmap_dw", "box_dw"} <= set(packed)

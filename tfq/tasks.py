@@ -15,7 +15,7 @@ import numpy as np
 from tfq import metrics
 
 __all__ = [
-    "compress_with_admm", "run_tflite", "agreement",
+    "compress_with_admm", "layers_except", "run_tflite", "agreement",
     "OCR_BLANK", "crnn", "ocr_targets", "train_ocr", "ocr_decode", "ocr_scores",
     "DETECTION_STRIDE", "centernet", "detection_targets", "detection_loss", "train_detector",
     "detection_decode", "detection_scores",
@@ -78,6 +78,24 @@ def compress_with_admm(model, x, y, loss, scheme, epochs, *, layers=None, sparsi
                                   rho_max=hp["rho_max"], finetune_epochs=hp["finetune_epochs"]))
     small.fit(x, y, batch_size=batch_size, epochs=hp["epochs"], callbacks=callbacks, verbose=verbose)
     return small, time.perf_counter() - t0
+
+
+def layers_except(names=(), types=()):
+    """A layer policy for `tfq.ADMMCallback` / `compress_with_admm`: every supported layer but these.
+
+    Args:
+        names: layer names to keep in float.
+        types: layer classes to keep in float (e.g. `keras.layers.LSTM`).
+    """
+    from tfq.layers.kernels import supported_kernels
+
+    names, types = set(names), tuple(types)
+
+    def policy(layer):
+        keep = layer.name in names or (types and isinstance(layer, types)) or supported_kernels(layer) is None
+        return None if keep else True
+
+    return policy
 
 
 def run_tflite(tflite_bytes, x, threads=1, batch=32):

@@ -1,0 +1,219 @@
+"""The three example tasks end to end: accuracy, size and speed of float, LiteRT int8 and tfq variants.
+
+For each task (text recognition, digit detection, face / non-face; data and
+networks in docs/tasks.md) this trains the float network, compresses it
+with ADMM (`tfq.tasks.compress_with_admm`), converts every variant, and
+measures through LiteRT: the task metric on the test set, the .tflite size
+and its ratio to the float .tflite, the median latency of one input at
+`--threads` (interleaved over the rows, tfq rows with the tfq delegate, the
+others with LiteRT's XNNPACK), the ratio of LiteRT fp32 and int8 latency to
+it, and how long compression took. It prints one table per task.
+
+Usage:
+    python benchmarks/tasks.py --quick                 # all three small (minutes on 2 cores)
+    python benchmarks/tasks.py                         # the full runs (hours on 2 cores)
+    python benchmarks/tasks.py --tasks face --quick    # one task
+"""
+
+import argparse
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import tfq  # noqa: E402
+from tfq import datasets, report, tasks  # noqa: E402
+
+# Sizes and epochs: (quick, full).
+CONFIG = {
+    "ocr": {"train": (1500, 12000), "test": (200, 1000), "epochs": (4, 12), "admm_epochs": (2, 6)},
+    "detection": {"train": (600, 6000), "test": (100, 500), "epochs": (3, 20), "admm_epochs": (2, 8),
+                  "sparsity": ((0.5,), (0.5, 0.75, 0.9))},
+    "face": {"copies": (2, 6), "epochs": (8, 30), "admm_epochs": (3, 10), "folds": (5, 5)},
+}
+
+
+def cfg(task, key, quick):
+    return CONFIG[task][key][0 if quick else 1]
+
+
+def log(msg):
+    print(f"[tasks {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def latencies(blobs, sample, threads, runs):
+    return report.interleaved_latency(blobs, sample, threads=threads, runs=runs, warmup=5)
+
+
+def print_table(title, metric_names, rows, threads, note=""):
+    """rows: dicts with label, metrics {name: str}, size, ms, comp_s."""
+    float_size = rows[0]["size"]
+    fp32_ms = next(r["ms"] for r in rows if r["label"] == "float")
+    int8_ms = next(r["ms"] for r in rows if r["label"] == "LiteRT int8")
+    print(f"\n### {title}\n")
+    head = ["model"] + metric_names + [".tflite KiB", "smaller than float", f"ms ({threads} thr)",
+                                       "fp32 ms / this", "int8 ms / this", "compression s"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        cells = [r["label"]] + [r["metrics"][m] for m in metric_names] + [
+            f"{r['size'] / 1024:.1f}", f"{float_size / r['size']:.1f}x", f"{r['ms']:.3f}",
+            f"{fp32_ms / r['ms']:.2f}x", f"{int8_ms / r['ms']:.2f}x",
+            "-" if r.get("comp_s") is None else f"{r['comp_s']:.0f}"]
+        print("| " + " | ".join(cells) + " |")
+    if note:
+        print(f"\n{note}")
+    sys.stdout.flush()
+
+
+def stock(model):
+    return {"float": report.keras_to_tflite(model), "LiteRT int8": report.keras_to_tflite(model, int8=True)}
+
+
+# ------------------------------------------------------------------ text recognition
+
+
+def run_ocr(quick, threads, runs):
+    n, nt = cfg("ocr", "train", quick), cfg("ocr", "test", quick)
+    log(f"ocr: generating {n} + {nt} digit strings")
+    x, y, _ = datasets.digit_strings(n, seed=0)
+    xt, yt, _ = datasets.digit_strings(nt, seed=1, split="test")
+    model = tasks.crnn()
+    secs = tasks.train_ocr(model, x, y, cfg("ocr", "epochs", quick))
+    log(f"ocr: float trained in {secs:.0f} s")
+    targets = tasks.ocr_targets(y)
+    no_rnn = tasks.layers_except({"conv1", "logits"}, (keras.layers.LSTM, keras.layers.GRU))
+    variants = [
+        ("ternary", "ternary", no_rnn),
+        ("pow2_3bit", "pow2_3bit", no_rnn),
+        ("ternary + recurrent", "ternary", None),  # None: all but the first and last, the LSTMs included
+    ]
+    blobs, comp, agree = stock(model), {}, {}
+    ref_logits = {}
+    for label, scheme, layers in variants:
+        small, secs = tasks.compress_with_admm(model, x, targets, keras.losses.CTC(), scheme,
+                                               cfg("ocr", "admm_epochs", quick), layers=layers)
+        blobs[label], comp[label] = tfq.convert(small), secs
+        ref_logits[label] = small.predict(xt, verbose=0)
+        log(f"ocr: {label} compressed in {secs:.0f} s")
+    rows = []
+    lat = latencies(blobs, xt[:1], threads, runs)
+    for label, blob in blobs.items():
+        logits = tasks.run_tflite(blob, xt, threads)
+        s = tasks.ocr_scores(logits, yt)
+        metrics_ = {"CER": f"{100 * s['cer']:.2f}%", "sequence accuracy": f"{100 * s['seq_acc']:.1f}%"}
+        if label in ref_logits:
+            agree[label] = tasks.agreement(tasks.ocr_decode(logits), tasks.ocr_decode(ref_logits[label]))
+        rows.append({"label": label, "metrics": metrics_, "size": len(blob), "ms": lat[label],
+                     "comp_s": comp.get(label)})
+    print_table(f"Text recognition (CRNN, BiLSTM, CTC; {n} train / {nt} test strings, "
+                f"{cfg('ocr', 'epochs', quick)} float + {cfg('ocr', 'admm_epochs', quick)} ADMM epochs)",
+                ["CER", "sequence accuracy"], rows, threads,
+                "Decoded strings equal to Keras' (LiteRT + tfq delegate): "
+                + ", ".join(f"{k} {100 * v:.1f}%" for k, v in agree.items()))
+
+
+# ------------------------------------------------------------------ detection
+
+
+def run_detection(quick, threads, runs):
+    n, nt = cfg("detection", "train", quick), cfg("detection", "test", quick)
+    log(f"detection: generating {n} + {nt} scenes")
+    x, b, c = datasets.digit_scenes(n, seed=0)
+    xt, bt, ct = datasets.digit_scenes(nt, seed=1, split="test")
+    model = tasks.centernet()
+    secs = tasks.train_detector(model, x, b, c, cfg("detection", "epochs", quick))
+    log(f"detection: float trained in {secs:.0f} s")
+    targets = tasks.detection_targets(b, c)
+    keep_float = {"stem", "heatmap", "box"}
+    layers = tasks.layers_except(keep_float)
+    variants = [("ternary", "ternary", None), ("pow2_3bit", "pow2_3bit", None)]
+    variants += [(f"pruned {int(100 * s)}% + pow2_3bit", "pow2_3bit", s) for s in cfg("detection", "sparsity", quick)]
+    blobs, comp = stock(model), {}
+    for label, scheme, sparsity in variants:
+        small, secs = tasks.compress_with_admm(model, x, targets, tasks.detection_loss(), scheme,
+                                               cfg("detection", "admm_epochs", quick), layers=layers,
+                                               sparsity=sparsity)
+        blobs[label], comp[label] = tfq.convert(small), secs
+        log(f"detection: {label} compressed in {secs:.0f} s")
+    lat = latencies(blobs, xt[:1], threads, runs)
+    rows, map50 = [], {}
+    for label, blob in blobs.items():
+        s = tasks.detection_scores(tasks.run_tflite(blob, xt, threads), bt, ct)
+        map50[label] = s["map50"]
+        rows.append({"label": label, "metrics": {"mAP@0.5": f"{100 * s['map50']:.1f}",
+                                                  "mAP@[.5:.95]": f"{100 * s['map']:.1f}"},
+                     "size": len(blob), "ms": lat[label], "comp_s": comp.get(label)})
+    within = [r for r in rows if r["label"].startswith("pruned") and map50[r["label"]] >= map50["float"] - 0.01]
+    best = max(within, key=lambda r: rows[0]["size"] / r["size"], default=None)
+    note = ("Highest sparsity within 1 point of float mAP@0.5: "
+            + (f"{best['label']} ({rows[0]['size'] / best['size']:.1f}x smaller)" if best else "none of the tried ones"))
+    print_table(f"Digit detection (CenterNet-style, depthwise-separable; {n} train / {nt} test scenes 96x96, "
+                f"{cfg('detection', 'epochs', quick)} float + {cfg('detection', 'admm_epochs', quick)} ADMM epochs)",
+                ["mAP@0.5", "mAP@[.5:.95]"], rows, threads, note)
+
+
+# ------------------------------------------------------------------ face / non-face
+
+
+def run_face(quick, threads, runs):
+    x, y = datasets.lfw_faces()
+    folds = tasks.face_folds(y, k=cfg("face", "folds", quick))
+    labels = ["float", "LiteRT int8", "binary", "ternary"]
+    acc = {k: [] for k in labels}
+    comp = {k: [] for k in labels}
+    blobs0 = None
+    for f, (train, test) in enumerate(folds):
+        xa, ya = tasks.augment_faces(x[train], y[train], cfg("face", "copies", quick), seed=f)
+        model = tasks.face_cnn()
+        tasks.train_face(model, xa, ya, cfg("face", "epochs", quick), seed=f)
+        blobs = stock(model)
+        for scheme in ("binary", "ternary"):
+            small, secs = tasks.compress_with_admm(model, xa, ya, tasks.face_loss(), scheme,
+                                                   cfg("face", "admm_epochs", quick), seed=f)
+            blobs[scheme] = tfq.convert(small)
+            comp[scheme].append(secs)
+        for label, blob in blobs.items():
+            acc[label].append(float((tasks.run_tflite(blob, x[test], threads).argmax(1) == y[test]).mean()))
+        log(f"face: fold {f + 1}/{len(folds)}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in acc.items()))
+        blobs0 = blobs0 or blobs
+    lat = latencies(blobs0, x[:1], threads, runs)
+    rows = [{"label": k, "metrics": {"accuracy (mean ± std)": f"{100 * np.mean(acc[k]):.1f} ± {100 * np.std(acc[k]):.1f}%"},
+             "size": len(blobs0[k]), "ms": lat[k], "comp_s": np.mean(comp[k]) if comp[k] else None} for k in labels]
+    print_table(f"Face / non-face (lfw_subset, {len(folds)}-fold cross-validation, {cfg('face', 'copies', quick)} "
+                f"augmented copies, {cfg('face', 'epochs', quick)} float + {cfg('face', 'admm_epochs', quick)} "
+                "ADMM epochs)", ["accuracy (mean ± std)"], rows, threads,
+                "Sizes and latencies of the first fold's models; compression time is the mean per fold.")
+
+
+RUNNERS = {"ocr": run_ocr, "detection": run_detection, "face": run_face}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small data and few epochs")
+    parser.add_argument("--tasks", default="ocr,detection,face", help="comma-separated subset of " + ",".join(RUNNERS))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=None, help="timed invokes per model (default 50 quick, 200 full)")
+    args = parser.parse_args(argv)
+    chosen = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    unknown = [t for t in chosen if t not in RUNNERS]
+    if unknown or not chosen:
+        parser.error(f"unknown task(s) {unknown}; choose from {sorted(RUNNERS)}")
+    runs = args.runs or (50 if args.quick else 200)
+    print(f"tfq tasks benchmark ({'quick' if args.quick else 'full'}), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+          f"{report.machine_summary()}; latency: median of {runs} single-input invokes, interleaved")
+    for t in chosen:
+        t0 = time.perf_counter()
+        keras.utils.set_random_seed(0)
+        RUNNERS[t](args.quick, args.threads, runs)
+        log(f"{t}: {time.perf_counter() - t0:.0f} s in all")
+
+
+if __name__ == "__main__":
+    main()
