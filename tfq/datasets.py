@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-__all__ = ["mnist", "digit_strings", "digit_scenes", "lfw_faces"]
+__all__ = ["mnist", "digit_strings", "digit_scenes", "lfw_faces", "background_images", "background_crops"]
 
 _MNIST_FILES = {
     "x_train": "train-images-idx3-ubyte.gz",
@@ -257,3 +257,48 @@ def lfw_faces():
         crops = crops / 255.0
     y = np.concatenate([np.ones(100, np.int64), np.zeros(100, np.int64)])
     return crops[..., None], y
+
+
+# scikit-image sample images without faces (astronaut and camera show people;
+# chelsea and cat show a cat's face), all shipped inside the wheel.
+_BACKGROUND_IMAGES = ("coffee", "rocket", "text", "page", "moon", "brick", "grass", "gravel", "horse", "clock",
+                      "coins", "immunohistochemistry")
+
+
+def background_images():
+    """The face-free scikit-image sample images behind `background_crops`, grayscale float32 in [0, 1]."""
+    from skimage import data
+
+    images = []
+    for name in _BACKGROUND_IMAGES:
+        img = np.asarray(getattr(data, name)(), np.float32)
+        if img.ndim == 3:
+            img = img[..., :3].mean(-1)
+        images.append(img / 255.0 if img.max() > 1.0 else img)
+    return images
+
+
+def background_crops(n, seed=0, size=25, min_zoom=1.0, max_zoom=6.0):
+    """Non-face crops from scikit-image's shipped sample images, for the sliding-window face search.
+
+    Each crop is a random `size`x`size` window of one of the sample images
+    that show no face (coffee, rocket, text, page, moon, brick, grass, gravel,
+    horse, clock, coins, immunohistochemistry), taken from the image shrunk by
+    a random factor in [`min_zoom`, `max_zoom`], in grayscale [0, 1]. The same
+    arguments always give the same crops.
+
+    Returns:
+        float32 (n, size, size, 1).
+    """
+    n = _check_count(n)
+    rng = np.random.default_rng([seed, 0xB6])
+    images = background_images()
+    out = np.zeros((n, size, size, 1), np.float32)
+    for i in range(n):
+        img = images[int(rng.integers(0, len(images)))]
+        zoom = rng.uniform(min_zoom, max_zoom)
+        zoom = min(zoom, min(img.shape) / size)
+        h, w = (int(np.ceil(size * zoom)) for _ in range(2))
+        y0, x0 = int(rng.integers(0, img.shape[0] - h + 1)), int(rng.integers(0, img.shape[1] - w + 1))
+        out[i, ..., 0] = np.clip(_resize(img[y0 : y0 + h, x0 : x0 + w], size, size), 0.0, 1.0)
+    return out

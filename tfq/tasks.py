@@ -19,7 +19,7 @@ __all__ = [
     "OCR_BLANK", "crnn", "ocr_targets", "train_ocr", "ocr_decode", "ocr_scores",
     "DETECTION_STRIDE", "centernet", "detection_targets", "detection_loss", "train_detector",
     "detection_decode", "detection_scores",
-    "face_cnn", "face_loss", "augment_faces", "train_face", "face_folds", "find_face",
+    "face_cnn", "face_loss", "augment_faces", "train_face", "face_folds", "window_crops", "face_probability", "hard_negatives", "group_windows", "find_face",
 ]
 
 
@@ -138,6 +138,11 @@ def _predict(model, x, batch_size=64):
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
 
 
+# Batch-norm moving-average momentum of the task models: their runs are a few hundred
+# steps, too short for Keras' default 0.99 to reach the data's statistics.
+_BN_MOMENTUM = 0.9
+
+
 # --------------------------------------------------------------------------
 # Text recognition: CRNN (conv stack -> bidirectional LSTM/GRU) + CTC
 # --------------------------------------------------------------------------
@@ -146,7 +151,7 @@ OCR_BLANK = 0  # CTC blank; digit d is class d + 1
 
 
 def crnn(height=32, width=160, rnn="lstm", units=48, filters=(16, 32, 48)):
-    """A small CRNN: three conv blocks, then a bidirectional LSTM or GRU over the columns, then per-step logits.
+    """A small CRNN: three conv-BN-ReLU blocks, then a bidirectional LSTM or GRU over the columns, then per-step logits.
 
     The conv stack pools height by 8 and width by 4, so the sequence has
     `width // 4` steps of 11 classes (blank + 10 digits).
@@ -168,7 +173,9 @@ def crnn(height=32, width=160, rnn="lstm", units=48, filters=(16, 32, 48)):
     inp = keras.Input((height, width, 1), name="image")
     x = inp
     for i, (f, pool) in enumerate(zip(filters, ((2, 2), (2, 2), (2, 1)))):
-        x = layers.Conv2D(f, 3, padding="same", activation="relu", name=f"conv{i + 1}")(x)
+        x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv{i + 1}")(x)
+        x = layers.BatchNormalization(momentum=_BN_MOMENTUM, name=f"bn{i + 1}")(x)
+        x = layers.ReLU(name=f"relu{i + 1}")(x)
         x = layers.MaxPooling2D(pool, name=f"pool{i + 1}")(x)
     x = layers.Permute((2, 1, 3), name="columns")(x)  # (width/4, height/8, filters)
     x = layers.Reshape((width // 4, (height // 8) * filters[-1]), name="sequence")(x)
@@ -184,7 +191,7 @@ def ocr_targets(y):
     return np.where(y >= 0, y + 1, OCR_BLANK).astype(np.int32)
 
 
-def train_ocr(model, x, y, epochs, batch_size=32, learning_rate=2e-3, seed=0, verbose=0):
+def train_ocr(model, x, y, epochs, batch_size=32, learning_rate=3e-3, seed=0, verbose=0):
     """Trains a CRNN in float with the CTC loss (`keras.losses.CTC`); returns seconds."""
     import keras
 
@@ -237,15 +244,15 @@ def centernet(size=96, width=32, num_classes=_NUM_CLASSES):
 
     def sep(x, filters, stride, name):
         x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"{name}_dw")(x)
-        x = layers.BatchNormalization(name=f"{name}_dw_bn")(x)
+        x = layers.BatchNormalization(momentum=_BN_MOMENTUM, name=f"{name}_dw_bn")(x)
         x = layers.ReLU(name=f"{name}_dw_relu")(x)
         x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_pw")(x)
-        x = layers.BatchNormalization(name=f"{name}_pw_bn")(x)
+        x = layers.BatchNormalization(momentum=_BN_MOMENTUM, name=f"{name}_pw_bn")(x)
         return layers.ReLU(name=f"{name}_pw_relu")(x)
 
     inp = keras.Input((size, size, 1), name="image")
     x = layers.Conv2D(width // 2, 3, strides=2, padding="same", use_bias=False, name="stem")(inp)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.BatchNormalization(momentum=_BN_MOMENTUM, name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     s4 = sep(sep(x, width, 2, "b2"), width * 3 // 2, 1, "b3")
     x = sep(sep(s4, width * 2, 2, "b4"), width * 2, 1, "b5")
@@ -291,7 +298,8 @@ def detection_targets(boxes, classes, size=96, num_classes=_NUM_CLASSES):
 def _register(cls):
     import keras
 
-    return keras.saving.register_keras_serializable(package="tfq")(cls)
+    # Its own package: the "tfq>" names are the library's layers and quantizers.
+    return keras.saving.register_keras_serializable(package="tfq_tasks")(cls)
 
 
 def detection_loss(num_classes=_NUM_CLASSES, size_weight=0.1):
@@ -397,7 +405,7 @@ def face_cnn(size=25, filters=(16, 32, 32)):
     x = inp
     for i, f in enumerate(filters):
         x = layers.Conv2D(f, 3, padding="same", use_bias=False, name=f"conv{i + 1}")(x)
-        x = layers.BatchNormalization(name=f"bn{i + 1}")(x)
+        x = layers.BatchNormalization(momentum=_BN_MOMENTUM, name=f"bn{i + 1}")(x)
         x = layers.ReLU(name=f"relu{i + 1}")(x)
         if i < len(filters) - 1:
             x = layers.MaxPooling2D(2, name=f"pool{i + 1}")(x)
@@ -456,34 +464,78 @@ def face_folds(y, k=5, seed=0):
     return [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(k)]
 
 
-def find_face(tflite_bytes, image, window=25, scales=(2.0, 2.5, 3.0, 3.5, 4.0, 5.0), stride=3, threads=1):
-    """Sliding-window face search: the best-scoring window over an image pyramid.
+def window_crops(image, window=25, scales=(2.0, 2.5, 3.0, 3.5, 4.0, 5.0), stride=3):
+    """Every `window`-sized crop (step `stride`) of an image pyramid.
 
-    Each pyramid level shrinks the grayscale image by a factor of `scales`;
-    every `window`-sized crop (step `stride`) is scored by the face / non-face
-    model through LiteRT (with the tfq delegate when needed).
+    Args:
+        image: 2-D grayscale image in [0, 1].
+        scales: shrink factors of the pyramid levels.
 
     Returns:
-        `(box (x0, y0, x1, y1) in image pixels, face probability)`.
+        `(crops (n, window, window, 1), boxes (n, 4) as (x0, y0, x1, y1) in image pixels)`.
     """
     from scipy import ndimage
 
     image = np.asarray(image, np.float32)
     if image.ndim != 2:
-        raise ValueError(f"find_face expects a 2-D grayscale image, got shape {image.shape}")
-    best = (None, -1.0)
+        raise ValueError(f"expected a 2-D grayscale image, got shape {image.shape}")
+    crops, boxes = [], []
     for s in scales:
         small = np.clip(ndimage.zoom(image, 1.0 / s, order=1), 0, 1)
         h, w = small.shape
-        if h < window or w < window:
-            continue
-        ys, xs = np.meshgrid(np.arange(0, h - window + 1, stride), np.arange(0, w - window + 1, stride),
-                             indexing="ij")
-        crops = np.stack([small[y : y + window, x : x + window] for y, x in zip(ys.ravel(), xs.ravel())])[..., None]
-        logits = run_tflite(tflite_bytes, crops, threads=threads, batch=256)
-        prob = np.exp(logits[:, 1] - np.logaddexp(logits[:, 0], logits[:, 1]))
-        j = int(prob.argmax())
-        if prob[j] > best[1]:
-            y, x = ys.ravel()[j], xs.ravel()[j]
-            best = (np.array([x * s, y * s, (x + window) * s, (y + window) * s]), float(prob[j]))
-    return best
+        for y in range(0, h - window + 1, stride):
+            for x in range(0, w - window + 1, stride):
+                crops.append(small[y : y + window, x : x + window])
+                boxes.append((x * s, y * s, (x + window) * s, (y + window) * s))
+    if not crops:
+        raise ValueError(f"image {image.shape} is smaller than one window at every scale")
+    return np.stack(crops)[..., None], np.asarray(boxes, np.float32)
+
+
+def face_probability(logits):
+    """P(face) from the face CNN's two logits."""
+    logits = np.asarray(logits, np.float64)
+    return np.exp(logits[:, 1] - np.logaddexp(logits[:, 0], logits[:, 1]))
+
+
+def hard_negatives(model, images, count, **window_args):
+    """The `count` windows of face-free images that the model scores most face-like (for retraining)."""
+    crops = np.concatenate([window_crops(img, **window_args)[0] for img in images])
+    prob = face_probability(_predict(model, crops, batch_size=512))
+    return crops[np.argsort(-prob, kind="stable")[:count]]
+
+
+def group_windows(boxes, prob, threshold=0.5, iou=0.3):
+    """The window with the most face-like neighbourhood, as Viola-Jones' neighbour grouping.
+
+    A face is found by many overlapping windows (neighbouring positions and
+    scales), a false positive by few: each window above `threshold` scores
+    the sum of the probabilities of the windows overlapping it by IoU >=
+    `iou` (itself included); the highest such sum wins.
+
+    Returns:
+        `(index of the chosen window, its own probability)`.
+    """
+    cand = np.flatnonzero(prob > threshold)
+    if not len(cand):
+        j = int(np.argmax(prob))
+        return j, float(prob[j])
+    overlap = metrics.box_iou(boxes[cand], boxes[cand]) >= iou
+    support = overlap.astype(np.float64) @ prob[cand]
+    j = int(cand[int(np.argmax(support))])
+    return j, float(prob[j])
+
+
+def find_face(tflite_bytes, image, threads=1, **window_args):
+    """Sliding-window face search through LiteRT: windows of an image pyramid, then `group_windows`.
+
+    Every window of `window_crops(image, **window_args)` is scored by the face /
+    non-face model through LiteRT (with the tfq delegate when needed).
+
+    Returns:
+        `(box (x0, y0, x1, y1) in image pixels, face probability)`.
+    """
+    crops, boxes = window_crops(image, **window_args)
+    prob = face_probability(run_tflite(tflite_bytes, crops, threads=threads, batch=256))
+    j, p = group_windows(boxes, prob)
+    return boxes[j], p
