@@ -31,7 +31,7 @@ from tfq import datasets, report, tasks  # noqa: E402
 
 # Sizes and epochs: (quick, full).
 CONFIG = {
-    "ocr": {"train": (3000, 8000), "test": (200, 1000), "epochs": (4, 10), "admm_epochs": (2, 4)},
+    "ocr": {"train": (3000, 6000), "test": (200, 1000), "epochs": (4, 10), "admm_epochs": (2, 3)},
     "detection": {"train": (1500, 4000), "test": (200, 500), "epochs": (5, 12), "admm_epochs": (2, 4),
                   "sparsity": ((0.5,), (0.5, 0.75, 0.9))},
     "face": {"copies": (2, 6), "epochs": (8, 30), "admm_epochs": (3, 10), "folds": (5, 5)},
