@@ -356,6 +356,8 @@ class FakeGraph {
   // As the interpreter: a constant mapped from the model (kTfLiteMmapRo)
   // only gets the new dims; any other tensor gets a new buffer of exactly
   // the new size.
+  static constexpr size_t kMaxTensorBytes = size_t{256} << 20;
+
   static TfLiteStatus ResizeTensor(TfLiteContext* c, TfLiteTensor* t, TfLiteIntArray* dims) {
     FakeGraph* g = Of(c);
     const int i = static_cast<int>(t - g->tensors_.data());
@@ -373,6 +375,9 @@ class FakeGraph {
       if (v != 0 && n > SIZE_MAX / elem / v) return kTfLiteError;
       n *= v;
     }
+    // Like an interpreter whose arena cannot grow that far: a clean failure
+    // the delegate must report, and a bound on the fuzzer's memory.
+    if (n > kMaxTensorBytes / elem) return kTfLiteError;
     std::free(g->buffers_[i]);
     g->buffers_[i] = std::calloc(n, elem);
     t->data.raw = static_cast<char*>(g->buffers_[i]);
