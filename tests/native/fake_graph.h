@@ -21,6 +21,12 @@
 
 #include "tflite_abi.h"
 
+// The delegate's external entry points (delegate.cc), which the programs
+// using this graph drive.
+extern "C" TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** values, size_t n,
+                                                         void (*report_error)(const char*));
+extern "C" void tflite_plugin_destroy_delegate(TfLiteDelegate* delegate);
+
 namespace tfq_test {
 
 constexpr int32_t kBuiltinCustom = 32;

@@ -59,10 +59,6 @@
 #include "fake_graph.h"
 #include "tflite_abi.h"
 
-extern "C" TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** values, size_t n,
-                                                         void (*report_error)(const char*));
-extern "C" void tflite_plugin_destroy_delegate(TfLiteDelegate* delegate);
-
 namespace {
 
 using tfq_test::Blob;

@@ -617,21 +617,20 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
   reg.version = 1;
   // Statistics pass from a claimed convolution to a claimed convolution
   // reading its output only when the writer runs first in every invoke.
-  std::map<int, std::pair<int, OpKind>> claimed;  // node -> (plan position, kind)
-  for (int i = 0; i < plan->size; ++i)
-    for (const auto& c : claim)
-      if (c.first == plan->data[i]) claimed[c.first] = {i, c.second.kind};
+  // `claim` is in plan order, so a claim index orders nodes as they run.
+  std::map<int, size_t> claim_index;  // node -> its place in `claim`
+  for (size_t c = 0; c < claim.size(); ++c) claim_index[claim[c].first] = c;
   for (auto it = state->stats_readers.begin(); it != state->stats_readers.end();)
     it = it->first == context ? state->stats_readers.erase(it) : std::next(it);
-  for (const auto& c : claim) {
-    if (c.second.kind == OpKind::kFullyConnected) continue;
-    const auto w = writers.find(c.second.input);
+  for (size_t c = 0; c < claim.size(); ++c) {
+    if (claim[c].second.kind == OpKind::kFullyConnected) continue;
+    const auto w = writers.find(claim[c].second.input);
     if (w == writers.end() || w->second.size() != 1) continue;
-    const auto producer = claimed.find(w->second.front());
-    if (producer == claimed.end() || producer->second.second == OpKind::kFullyConnected ||
-        producer->second.first >= claimed[c.first].first)
+    const auto producer = claim_index.find(w->second.front());
+    if (producer == claim_index.end() || producer->second >= c ||
+        claim[producer->second].second.kind == OpKind::kFullyConnected)
       continue;
-    state->stats_readers.insert({context, c.first});
+    state->stats_readers.insert({context, claim[c].first});
   }
   const auto parts = BuildPartitions(tensors, claim, state->options.int8_handover);
   for (const std::vector<int>& part : parts) {
