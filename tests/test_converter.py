@@ -11,8 +11,9 @@ import pytest
 
 from tfq.converter import convert, format as fmt, sets, testing, tflite_io
 from tfq.converter.reference import ReferenceInterpreter
+from tfq import schemes
 
-SCHEMES = fmt.SCHEMES
+SCHEMES = schemes.NAMES
 
 
 # ---------------------------------------------------------------- packing
@@ -43,23 +44,23 @@ def test_pack_layout_matches_format_doc(bits):
             byte = packed[r * row_bytes + b * 32 + j]
             assert (byte >> (t * bits)) & ((1 << bits) - 1) == codes[r, pos]
     # padding holds the zero code
-    ternary = fmt.pack_codes(np.ones((1, 5), np.uint8), 2, zero_code=fmt.ZERO_CODE["ternary"])
+    ternary = fmt.pack_codes(np.ones((1, 5), np.uint8), 2, zero_code=schemes.get("ternary").zero_code)
     np.testing.assert_array_equal(fmt.unpack_codes(ternary, 1, 128, 2), np.ones((1, 128)))
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_code_tables(scheme):
-    table = fmt.CODE_TO_LEVEL[scheme]
+    table = schemes.get(scheme).code_table()
     valid = np.flatnonzero(~np.isnan(table))
     levels = table[valid]
     np.testing.assert_array_equal(fmt.levels_to_codes(levels, scheme), valid)
     np.testing.assert_array_equal(fmt.codes_to_levels(valid, scheme), levels)
     invalid = np.flatnonzero(np.isnan(table))
-    invalid = invalid[invalid < (1 << fmt.BITS[scheme])]
+    invalid = invalid[invalid < (1 << schemes.get(scheme).storage_bits)]
     if invalid.size:
         with pytest.raises(ValueError, match="invalid"):
             fmt.codes_to_levels(invalid[:1], scheme)
-    assert fmt.codes_to_levels([fmt.ZERO_CODE[scheme]], scheme)[0] == (-1 if scheme == "binary" else 0)
+    assert fmt.codes_to_levels([schemes.get(scheme).zero_code], scheme)[0] == (-1 if scheme == "binary" else 0)
 
 
 def test_options_roundtrip_and_validation():
@@ -160,7 +161,7 @@ def test_convert_each_layer_type_and_scheme(scheme):
         if not name.startswith("TFQ_"):
             continue
         opts = fmt.validate_options(fmt.decode_options(bytes(op.customOptions)), name)
-        assert opts["scheme"] == scheme and opts["bits"] == fmt.BITS[scheme]
+        assert opts["scheme"] == scheme and opts["bits"] == schemes.get(scheme).storage_bits
         packed = sg.tensors[op.inputs[1]]
         assert packed.type == tflite_io.schema.TensorType.UINT8
         assert list(packed.shape) == [fmt.packed_size(opts["rows"], opts["k"], opts["bits"])]
@@ -283,7 +284,7 @@ def test_admm_trained_model_converts_with_cross_check():
     for layer, scheme in (("fc1", "ternary"), ("fc2", "pow2_3bit"), ("fc3", "binary")):
         assert by_layer[layer].trained == scheme and by_layer[layer].packed
         # detection may find a narrower set than trained (never a wider one)
-        assert fmt.SCHEMES.index(by_layer[layer].scheme) <= fmt.SCHEMES.index(scheme)
+        assert schemes.NAMES.index(by_layer[layer].scheme) <= schemes.NAMES.index(scheme)
     x = xtr[:64]
     np.testing.assert_allclose(ReferenceInterpreter(data).predict(x), model.predict(x, verbose=0),
                                rtol=1e-4, atol=1e-4)

@@ -15,10 +15,11 @@ import pytest
 
 from tfq.converter import convert, format as fmt, testing
 from tfq.converter.reference import ReferenceInterpreter
+from tfq import schemes
 
 
 @pytest.mark.parametrize("kind", ["cnn", "mlp"])
-@pytest.mark.parametrize("scheme", fmt.SCHEMES)
+@pytest.mark.parametrize("scheme", schemes.NAMES)
 def test_delegate_matches_reference(kind, scheme):
     model = testing.random_compressed_model(scheme, kind, seed=3, batch_norm=kind == "cnn",
                                             per_channel=scheme != "ternary")

@@ -16,6 +16,7 @@ import pytest
 
 from tfq.converter import convert, format as fmt, sets, testing, tflite_io
 from tfq.converter.reference import ReferenceInterpreter
+from tfq import schemes
 
 # (strides, padding, use_bias, kernel size)
 CASES = [(1, "same", True, 3), (1, "valid", False, 3), (2, "same", False, 3), (2, "valid", True, 3),
@@ -42,7 +43,7 @@ def _golden(strides, padding, use_bias, kernel):
     return ops if use_bias else ops + ["RELU"]
 
 
-@pytest.mark.parametrize("scheme", fmt.SCHEMES)
+@pytest.mark.parametrize("scheme", schemes.NAMES)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "s{}-{}-{}-k{}".format(
     c[0], c[1], "bias" if c[2] else "nobias", c[3]))
 def test_transpose_conv_matches_keras_and_delegate(scheme, case):
@@ -52,8 +53,8 @@ def test_transpose_conv_matches_keras_and_delegate(scheme, case):
     data = convert(model)
     assert _ops(data) == _golden(*case)
     (report,) = data.report
-    assert report.op == "TRANSPOSE_CONV" and report.packed and report.scheme in fmt.SCHEMES
-    assert fmt.SCHEMES.index(report.scheme) <= fmt.SCHEMES.index(scheme)
+    assert report.op == "TRANSPOSE_CONV" and report.packed and report.scheme in schemes.NAMES
+    assert schemes.NAMES.index(report.scheme) <= schemes.NAMES.index(scheme)
     assert "lowered to TFQ_CONV_2D" in report.reason
 
     rng = np.random.default_rng(11)

@@ -10,6 +10,7 @@ import pytest
 
 from tfq.converter import convert, format as fmt, portable, sets, testing, tflite_io
 from tfq.converter.reference import ReferenceInterpreter
+from tfq import schemes
 
 TT = tflite_io.schema.TensorType
 
@@ -53,7 +54,7 @@ def _weighted_ops(data):
     return out
 
 
-@pytest.mark.parametrize("scheme", fmt.SCHEMES)
+@pytest.mark.parametrize("scheme", schemes.NAMES)
 def test_portable_cnn_types_exact_weights_and_litert(scheme):
     model = testing.random_compressed_model(scheme, "cnn", seed=1, batch_norm=True)
     data = convert(model, portable=True)

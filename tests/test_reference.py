@@ -12,6 +12,7 @@ import tensorflow as tf
 from tfq.converter import convert, format as fmt, rewrite, testing, tflite_io
 from tfq.converter.reference import ReferenceError, ReferenceInterpreter
 from tfq.converter.tflite_io import TFLiteFileError
+from tfq import schemes
 
 
 def _litert(data, x):
@@ -44,7 +45,7 @@ def _delegate_bound(x2, levels, scales):
     return np.abs(levels).sum(axis=1)[None, :] * scales.reshape(1, -1) * amax / 254.0
 
 
-@pytest.mark.parametrize("scheme", fmt.SCHEMES)
+@pytest.mark.parametrize("scheme", schemes.NAMES)
 def test_delegate_mode_within_documented_bound(scheme):
     rng = np.random.default_rng(1)
     inputs = keras.Input((97,))

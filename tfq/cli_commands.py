@@ -10,14 +10,14 @@ import os
 
 import numpy as np
 
+from tfq import schemes
 from tfq import cli
 from tfq.cli import UsageError, comma_list, existing, log, out_path
 
 DATA_HELP = ("'mnist' (from $TFQ_DATA_DIR/mnist when set, else the Keras download), a directory holding the "
              "MNIST IDX .gz files, or an .npz with x_train, y_train, x_test, y_test")
 
-# The scheme names of tfq.quantizers and docs/format.md, checked here without importing TensorFlow.
-SCHEMES = ("binary", "ternary", "pow2_3bit", "pow2_4bit")
+SCHEMES = schemes.NAMES
 
 
 # --------------------------------------------------------------------------

@@ -25,8 +25,7 @@ import time
 
 import numpy as np
 
-# Bits per stored code in the packed format (docs/format.md), used for sizes.
-_STORED_BITS = {"binary": 1, "ternary": 2, "pow2_3bit": 4, "pow2_4bit": 4}
+from tfq import schemes
 
 # Support points per channel for the BN-derived activation distributions.
 _QUANTILES = 256
@@ -762,7 +761,7 @@ def _data_free(model, chosen, specs, sparsity, corrections, verbose):
             scheme=quantizer.name,
             params=total,
             sparsity=zeros / max(total, 1),
-            bits=_STORED_BITS.get(quantizer.name, getattr(quantizer, "bits", 32)),
+            bits=schemes.get(quantizer.name).storage_bits,
             relative_error=math.sqrt(err_num / max(err_den, 1e-30)),
             corrections=tuple(applied),
         )
@@ -1138,7 +1137,7 @@ def _with_data(model, scheme, sparsity, data, validation_data, epochs, *, layers
             total += w.size
         reports[name] = LayerReport(
             name=name, kind=_layer_kind(layer_map[name]), scheme=q.name, params=total,
-            sparsity=zeros / max(total, 1), bits=_STORED_BITS.get(q.name, q.bits),
+            sparsity=zeros / max(total, 1), bits=schemes.get(q.name).storage_bits,
             relative_error=math.sqrt(num / max(den, 1e-30)), corrections=("ADMM",) + (("pruned",) if sparsity else ()),
         )
     settings = dict(hp, batch_size=batch_size, sparsity=sparsity, skip_first_last=skip_first_last,

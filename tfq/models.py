@@ -60,10 +60,6 @@ def small_bn_cnn(input_shape=(28, 28, 1), num_classes=10):
     )
 
 
-# Bits per stored code in the packed format (docs/format.md).
-STORAGE_BITS = {"binary": 1, "ternary": 2, "pow2_3bit": 4, "pow2_4bit": 4}
-
-
 def weight_bytes(model):
     """Bytes of a model's weights as tfq stores them.
 
@@ -78,6 +74,7 @@ def weight_bytes(model):
     """
     import numpy as np
 
+    from tfq import schemes
     from tfq.layers.kernels import iter_layers, supported_kernels
 
     total, float_total, n_params = 0, 0, 0
@@ -97,7 +94,7 @@ def weight_bytes(model):
                 c = info[v.name]
                 axes = c["channel_axis"] if isinstance(c["channel_axis"], (tuple, list)) else (c["channel_axis"],)
                 channels = int(np.prod([v.shape[a] for a in axes])) if c["per_channel"] else 1
-                total += (n * STORAGE_BITS[c["scheme"]] + 7) // 8 + 4 * channels
+                total += (n * schemes.get(c["scheme"]).storage_bits + 7) // 8 + 4 * channels
             else:
                 total += 4 * n
     return total, float_total, n_params

@@ -22,6 +22,8 @@ import numpy as np
 import keras
 import tensorflow as tf
 
+from tfq import schemes
+
 __all__ = [
     "Quantizer",
     "Binary",
@@ -46,22 +48,15 @@ _JIT_MIN_SIZE = 1 << 16
 
 
 def _levels_for(name):
-    if name == "binary":
-        return np.array([-1, 1], dtype=np.int32)
-    if name == "ternary":
-        return np.array([-1, 0, 1], dtype=np.int32)
-    if name == "pow2_3bit":
-        pos = 2 ** np.arange(3)
-    elif name == "pow2_4bit":
-        pos = 2 ** np.arange(7)
-    else:
-        raise ValueError(f"Unknown scheme {name!r}; valid: {names()}")
-    return np.concatenate([-pos[::-1], [0], pos]).astype(np.int32)
+    try:
+        return schemes.get(name).levels_array()
+    except ValueError:
+        raise ValueError(f"Unknown scheme {name!r}; valid: {names()}") from None
 
 
 def names():
     """The registered scheme names."""
-    return ["binary", "ternary", "pow2_3bit", "pow2_4bit"]
+    return list(schemes.NAMES)
 
 
 def _normalize_axes(channel_axis, ndim):

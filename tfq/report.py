@@ -18,6 +18,8 @@ import warnings
 
 import numpy as np
 
+from tfq import schemes
+
 _TFQ_OPS = (b"TFQ_FULLY_CONNECTED", b"TFQ_CONV_2D", b"TFQ_DEPTHWISE_CONV_2D")
 
 
@@ -64,7 +66,7 @@ def tflite_scheme(tflite_bytes):
     data = bytes(tflite_bytes)
     if not has_tfq_ops(data):
         return "float"
-    found = [s for s in ("binary", "ternary", "pow2_3bit", "pow2_4bit") if s.encode() in data]
+    found = [s for s in schemes.NAMES if s.encode() in data]
     return "+".join(found) or "tfq"
 
 

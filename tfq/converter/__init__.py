@@ -6,9 +6,9 @@
 `testing` (quick compressed test models).
 """
 
-from tfq.converter.format import CUSTOM_CODES, FORMAT_VERSION, SCHEMES, SUPPORTED_VERSIONS
+from tfq.converter.format import CUSTOM_CODES, FORMAT_VERSION, SUPPORTED_VERSIONS
 from tfq.converter.rewrite import ConversionResult, OpReport, convert, rewrite_tflite
 from tfq.converter.tflite_io import TFLiteFileError
 
 __all__ = ["convert", "rewrite_tflite", "ConversionResult", "OpReport", "TFLiteFileError",
-           "CUSTOM_CODES", "FORMAT_VERSION", "SCHEMES", "SUPPORTED_VERSIONS"]
+           "CUSTOM_CODES", "FORMAT_VERSION", "SUPPORTED_VERSIONS"]

@@ -11,6 +11,8 @@ import struct
 import numpy as np
 from flatbuffers import flexbuffers
 
+from tfq import schemes
+
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 BLOCK_BYTES = 32
@@ -22,45 +24,8 @@ CUSTOM_CODES = {
     "TFQ_DEPTHWISE_CONV_2D": "DEPTHWISE_CONV_2D",
 }
 
-# schemes from narrowest to widest; each one's levels contain the previous one's
-SCHEMES = ("binary", "ternary", "pow2_3bit", "pow2_4bit")
-BITS = {"binary": 1, "ternary": 2, "pow2_3bit": 4, "pow2_4bit": 4}
-# the largest |level| each scheme can hold (levels are 0 or +-2^e)
-MAX_LEVEL = {"binary": 1, "ternary": 1, "pow2_3bit": 4, "pow2_4bit": 64}
 ACTIVATIONS = ("NONE", "RELU", "RELU6")
 PADDINGS = ("SAME", "VALID")
-
-
-def _code_table(scheme):
-    """Returns a float32 array of 16 entries: level of each code, NaN if invalid."""
-    table = np.full(16, np.nan, dtype=np.float32)
-    if scheme == "binary":
-        table[0], table[1] = -1.0, 1.0
-    elif scheme == "ternary":
-        table[0], table[1], table[2] = -1.0, 0.0, 1.0
-    elif scheme == "pow2_3bit":
-        table[0] = 0.0
-        for c in (1, 2, 3):
-            table[c] = 2.0 ** (c - 1)
-            table[c + 8] = -(2.0 ** (c - 1))
-    elif scheme == "pow2_4bit":
-        table[0] = 0.0
-        for c in range(1, 8):
-            table[c] = 2.0 ** (c - 1)
-            table[c + 8] = -(2.0 ** (c - 1))
-    else:
-        raise ValueError(f"unknown scheme {scheme!r}; valid: {', '.join(SCHEMES)}")
-    return table
-
-
-CODE_TO_LEVEL = {s: _code_table(s) for s in SCHEMES}
-ZERO_CODE = {"binary": 0, "ternary": 1, "pow2_3bit": 0, "pow2_4bit": 0}
-
-
-def check_scheme(scheme):
-    if scheme not in SCHEMES:
-        raise ValueError(f"unknown scheme {scheme!r}; valid: {', '.join(SCHEMES)}")
-    return scheme
 
 
 def weights_per_block(bits):
@@ -79,9 +44,8 @@ def packed_size(rows, k, bits):
 
 def levels_to_codes(levels, scheme):
     """Maps integer-valued levels to codes; raises ValueError on a level outside the scheme."""
-    check_scheme(scheme)
+    table = schemes.get(scheme).code_table()
     levels = np.asarray(levels)
-    table = CODE_TO_LEVEL[scheme]
     codes = np.full(levels.shape, 255, dtype=np.uint8)
     for code, level in enumerate(table):
         if not np.isnan(level):
@@ -94,7 +58,7 @@ def levels_to_codes(levels, scheme):
 
 def codes_to_levels(codes, scheme):
     """Maps codes to float32 levels; raises ValueError on an invalid code."""
-    table = CODE_TO_LEVEL[check_scheme(scheme)]
+    table = schemes.get(scheme).code_table()
     codes = np.asarray(codes)
     if codes.size and codes.max() > 15:
         raise ValueError(f"invalid {scheme} code {int(codes.max())}")
@@ -217,11 +181,11 @@ def validate_options(opts, op_name, where="custom op"):
     for key in _INT_KEYS:
         if key in out and not isinstance(out[key], (int, np.integer)):
             raise ValueError(f"{where}: option {key!r} must be an int, got {out[key]!r}")
-    if out["scheme"] not in SCHEMES:
-        raise ValueError(f"{where}: unknown scheme {out['scheme']!r} (valid: {', '.join(SCHEMES)})")
-    if out["bits"] != BITS[out["scheme"]]:
+    if out["scheme"] not in schemes.SCHEMES:
+        raise ValueError(f"{where}: unknown scheme {out['scheme']!r} (valid: {', '.join(schemes.NAMES)})")
+    if out["bits"] != schemes.SCHEMES[out["scheme"]].storage_bits:
         raise ValueError(f"{where}: bits={out['bits']} does not match scheme "
-                         f"{out['scheme']} ({BITS[out['scheme']]} bits)")
+                         f"{out['scheme']} ({schemes.SCHEMES[out['scheme']].storage_bits} bits)")
     if out["activation"] not in ACTIVATIONS:
         raise ValueError(f"{where}: unknown activation {out['activation']!r} "
                          f"(valid: {', '.join(ACTIVATIONS)})")
@@ -263,6 +227,6 @@ def validate_options(opts, op_name, where="custom op"):
         raise ValueError(f"{where}: depth_multiplier must be >= 1")
     if shape[0] and op_name == "TFQ_DEPTHWISE_CONV_2D" and shape[0] != 1:
         raise ValueError(f"{where}: depthwise weight_shape must start with 1, got {shape}")
-    if out["k"] * MAX_LEVEL[out["scheme"]] * 127 >= 2 ** 31:
+    if out["k"] * schemes.SCHEMES[out["scheme"]].max_level * 127 >= 2 ** 31:
         raise ValueError(f"{where}: k={out['k']} could overflow the int32 accumulator")
     return out

@@ -13,6 +13,7 @@ from ai_edge_litert import schema_py_generated as schema
 from tfq.converter import format as fmt
 from tfq.converter import sets
 from tfq.converter import tflite_io
+from tfq import schemes
 
 # builtin op -> index of its weight input
 _WEIGHT_INPUT = {
@@ -82,8 +83,8 @@ def _detect_scheme(matrix):
         det, _ = sets.detect(matrix[start:start + rows])
         if det is None:
             return None
-        widest = max(widest, fmt.SCHEMES.index(det.scheme))
-    return fmt.SCHEMES[widest] if widest >= 0 else None
+        widest = max(widest, schemes.NAMES.index(det.scheme))
+    return schemes.NAMES[widest] if widest >= 0 else None
 
 
 def inspect_model(source, detect_sets=True):

@@ -21,19 +21,28 @@ docs/converter.md for the numbers):
 import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
+from tfq import schemes
+
 TT = schema.TensorType
 
-# (op, scheme) -> (tensor type, "dynamic" | "dequantize")
+_BITS = {TT.INT2: 2, TT.INT4: 4, TT.INT8: 8}
+
+
+def _narrowest_type(scheme):
+    """The narrowest signed integer type holding every level of the scheme."""
+    top = schemes.get(scheme).max_level
+    return next(t for t, bits in _BITS.items() if top <= 2 ** (bits - 1) - 1)
+
+
+# (op, scheme) -> tensor type. Only FULLY_CONNECTED has INT2/INT4 kernels.
 CHOICE = {
-    "FULLY_CONNECTED": {"binary": TT.INT2, "ternary": TT.INT2, "pow2_3bit": TT.INT4,
-                        "pow2_4bit": TT.INT8},
-    "CONV_2D": {s: TT.INT8 for s in ("binary", "ternary", "pow2_3bit", "pow2_4bit")},
-    "DEPTHWISE_CONV_2D": {s: TT.INT8 for s in ("binary", "ternary", "pow2_3bit", "pow2_4bit")},
+    "FULLY_CONNECTED": {s: _narrowest_type(s) for s in schemes.NAMES},
+    "CONV_2D": {s: TT.INT8 for s in schemes.NAMES},
+    "DEPTHWISE_CONV_2D": {s: TT.INT8 for s in schemes.NAMES},
     # only with a constant output_shape (static batch); else lowered to CONV_2D (rewrite.py)
-    "TRANSPOSE_CONV": {s: TT.INT8 for s in ("binary", "ternary", "pow2_3bit", "pow2_4bit")},
+    "TRANSPOSE_CONV": {s: TT.INT8 for s in schemes.NAMES},
 }
 DEQUANTIZED_OPS = ("DEPTHWISE_CONV_2D",)
-_BITS = {TT.INT2: 2, TT.INT4: 4, TT.INT8: 8}
 
 
 def pack_subbyte(values, bits):

@@ -27,6 +27,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from tfq.converter import format as fmt
 from tfq.converter import tflite_io
+from tfq import schemes
 
 MODES = ("float", "delegate")
 
@@ -274,7 +275,7 @@ class ReferenceInterpreter:
             lv = levels.reshape(opts["weight_shape"])
             w = lv * scales.reshape([-1] + [1] * (lv.ndim - 1))
         # integer accumulation is exact in float32 while |acc| < 2^24
-        bound = opts["k"] * fmt.MAX_LEVEL[opts["scheme"]] * 127
+        bound = opts["k"] * schemes.SCHEMES[opts["scheme"]].max_level * 127
         acc_dtype = np.float32 if bound < 2 ** 24 else np.float64
         return {"opts": opts, "levels": lv.astype(np.float64), "weights": w.astype(np.float32),
                 "acc_dtype": acc_dtype,

@@ -23,6 +23,7 @@ from ai_edge_litert import schema_py_generated as schema
 from tfq.converter import format as fmt
 from tfq.converter import sets
 from tfq.converter import tflite_io
+from tfq import schemes
 
 log = logging.getLogger("tfq.converter")
 
@@ -121,17 +122,17 @@ def trained_scheme(layer):
     info = getattr(layer, "tfq_compression", None)
     if isinstance(info, dict) and info:
         found = [v.get("scheme") for v in info.values() if isinstance(v, dict)]
-        found = [s for s in found if s in fmt.SCHEMES]
+        found = [s for s in found if s in schemes.SCHEMES]
         if found:
-            return max(found, key=fmt.SCHEMES.index)
+            return schemes.widest(found)
     for attr in ("tfq_scheme", "kernel_quantizer", "quantizer"):
         value = getattr(layer, attr, None)
         if value is None:
             continue
-        if isinstance(value, str) and value in fmt.SCHEMES:
+        if isinstance(value, str) and value in schemes.SCHEMES:
             return value
         name = getattr(value, "name", None)
-        if isinstance(name, str) and name in fmt.SCHEMES:
+        if isinstance(name, str) and name in schemes.SCHEMES:
             return name
     return None
 
@@ -616,8 +617,8 @@ class _Rewriter:
         if report.trained and not report.packed:
             report.reason = (f"layer trained for {report.trained} but left builtin: "
                              f"{report.reason}")
-        elif report.trained and report.scheme and report.trained in fmt.SCHEMES and \
-                fmt.SCHEMES.index(report.scheme) > fmt.SCHEMES.index(report.trained):
+        elif report.trained and report.scheme and report.trained in schemes.SCHEMES and \
+                schemes.NAMES.index(report.scheme) > schemes.NAMES.index(report.trained):
             report.reason = (f"layer trained for {report.trained}, values need "
                              f"{report.scheme}")
         self.reports.append(report)
@@ -625,14 +626,14 @@ class _Rewriter:
     def _to_custom(self, sg, op, name, info, det, activation, report):
         custom = "TFQ_" + ("FULLY_CONNECTED" if name == "BATCH_MATMUL" else name)
         scheme = det.scheme
-        bits = fmt.BITS[scheme]
+        bits = schemes.SCHEMES[scheme].storage_bits
         weight_shape = info["weight_shape"]
         if name == "DEPTHWISE_CONV_2D":
             rows_levels = det.levels.T                       # [taps, O]
         else:
             rows_levels = det.levels                         # [O, k]
         codes = fmt.levels_to_codes(rows_levels, scheme)
-        packed = fmt.pack_codes(codes, bits, fmt.ZERO_CODE[scheme])
+        packed = fmt.pack_codes(codes, bits, schemes.SCHEMES[scheme].zero_code)
         rows, k = codes.shape
         opts = {"version": fmt.FORMAT_VERSION, "scheme": scheme, "bits": bits,
                 "rows": rows, "k": k, "weight_shape": weight_shape, "activation": activation}

@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from tfq.converter import format as fmt
+from tfq import schemes as schemes_lib
 
 # Relative deviation accepted between a weight and scale*level: float32
 # folding arithmetic (a product rounded once or twice) stays below 2^-22.
@@ -38,7 +38,7 @@ class Detection:
     sparsity: float
 
 
-def detect(matrix, rtol=DEFAULT_RTOL, schemes=fmt.SCHEMES):
+def detect(matrix, rtol=DEFAULT_RTOL, schemes=schemes_lib.NAMES):
     """Finds the narrowest set holding a weight matrix exactly, per channel.
 
     Args:
@@ -73,14 +73,14 @@ def detect(matrix, rtol=DEFAULT_RTOL, schemes=fmt.SCHEMES):
     max_level = float(magnitude.max())
     has_zero = bool((~nonzero).any())
     for scheme in schemes:
-        if max_level > fmt.MAX_LEVEL[scheme]:
+        if max_level > schemes_lib.SCHEMES[scheme].max_level:
             continue
         if scheme == "binary" and has_zero:
             continue
         break
     else:
         return None, (f"not in any set: levels up to {max_level:g} times the channel scale "
-                      f"exceed the widest scheme ({fmt.MAX_LEVEL['pow2_4bit']})")
+                      f"exceed the widest scheme ({schemes_lib.SCHEMES[schemes_lib.NAMES[-1]].max_level})")
     levels = (np.sign(w) * magnitude).astype(np.float32)
     scales = np.where(zero_channel, 0.0, scale)
     if (~zero_channel).any():
@@ -111,7 +111,7 @@ def _try_per_tensor(levels, scales, scheme, zero_channel):
         return levels, scales
     factor = np.where(zero_channel, 1.0, factor)
     merged = levels * factor[:, None].astype(np.float32)
-    if np.abs(merged).max() > fmt.MAX_LEVEL[scheme]:
+    if np.abs(merged).max() > schemes_lib.SCHEMES[scheme].max_level:
         return levels, scales
     return merged.astype(np.float32), np.array([base], dtype=np.float32)
 

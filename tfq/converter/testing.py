@@ -8,20 +8,12 @@ them to get .tflite files with every tfq custom op in seconds.
 
 import numpy as np
 
-from tfq.converter import format as fmt
-
-_LEVELS = {
-    "binary": np.array([-1.0, 1.0]),
-    "ternary": np.array([-1.0, 0.0, 1.0]),
-    "pow2_3bit": np.array([0.0, 1, 2, 4, -1, -2, -4]),
-    "pow2_4bit": np.array([0.0] + [s * 2.0 ** e for s in (1, -1) for e in range(7)]),
-}
-
+from tfq import schemes
 
 def random_levels(shape, scheme, rng, sparsity=None):
     """Random levels of a scheme; `sparsity` sets the fraction of zeros (not binary)."""
-    fmt.check_scheme(scheme)
-    levels = rng.choice(_LEVELS[scheme][_LEVELS[scheme] != 0], size=shape)
+    table = schemes.get(scheme).code_table()  # code order, as the levels have always been drawn
+    levels = rng.choice(table[np.isfinite(table) & (table != 0)].astype(np.float64), size=shape)
     if scheme != "binary":
         p = 0.3 if sparsity is None else sparsity
         levels = np.where(rng.random(shape) < p, 0.0, levels)
@@ -34,7 +26,7 @@ def in_set_kernel(shape, scheme, rng, per_channel=True, channel_axes=(-1,), spar
 
     Args:
       shape: kernel shape (Keras layout).
-      scheme: one of tfq.converter.SCHEMES.
+      scheme: one of tfq.schemes.NAMES.
       rng: numpy Generator.
       per_channel: one scale per output channel (else one for the tensor).
       channel_axes: axes that index output channels (DepthwiseConv2D: (-2, -1)).
