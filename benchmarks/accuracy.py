@@ -32,8 +32,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tfq  # noqa: E402
-from tfq import datasets, models  # noqa: E402
-from tfq.layers.kernels import select_kernels  # noqa: E402
+from tfq import datasets, models, record  # noqa: E402
+from tfq.kernels import select_kernels  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 SCHEMES = ["binary", "ternary", "pow2_3bit", "pow2_4bit"]
@@ -90,14 +90,12 @@ def project_naive(model, scheme, skip_first_last):
     for spec in select_kernels(model, scheme, None, skip_first_last, what="naive"):
         q, _ = spec.quantizer.project(np.asarray(spec.variable), channel_axis=spec.channel_axis)
         spec.variable.assign(q)
-        info = dict(getattr(spec.layer, "tfq_compression", None) or {})
-        info[spec.name] = {"scheme": scheme, "per_channel": True, "channel_axis": spec.channel_axis}
-        object.__setattr__(spec.layer, "tfq_compression", info)
+        record.mark(spec.layer, spec.name, spec.quantizer, spec.channel_axis)
     return model
 
 
 def row(model_name, method, policy, model, test, seconds):
-    size, float_size, n = models.weight_bytes(model)
+    size, float_size, n = record.weight_bytes(model)
     return {
         "model": model_name, "method": method, "policy": policy, "acc": evaluate(model, test),
         "correct": correct(model, test),

@@ -8,6 +8,8 @@ import keras
 
 import tfq
 from tfq import models, quantizers
+from tfq import state as tfq_state
+from tfq import record
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -46,18 +48,22 @@ def test_fit_leaves_kernels_in_set(mnist_small, scheme, tmp_path):
     assert_in_set(fc2.kernel.numpy(), q)
     # Default policy: first and last layer stay float.
     assert len(np.unique(fc1.kernel.numpy())) > 1000 and len(np.unique(fc3.kernel.numpy())) > 500
-    assert fc2.tfq_compression == {"kernel": {"scheme": scheme, "per_channel": True, "channel_axis": -1}}
-    assert not hasattr(fc1, "tfq_compression")
+    assert record.read(fc2) == {"kernel": {"scheme": scheme, "per_channel": True, "channel_axis": -1}}
+    assert record.read(fc1) == {}
     with open(log) as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and float(rows[1]["admm_rho"]) > float(rows[0]["admm_rho"])
     assert 0 <= float(rows[0]["admm_residual"]) < 1.5 and "admm_residual/fc2/kernel" in rows[0]
-    assert fc2.kernel.constraint is None  # hook removed after fit
+    # The training hook is gone after fit; what stays is the record, which changes no value.
+    assert isinstance(fc2.kernel.constraint, record.CompressedKernel)
+    np.testing.assert_array_equal(fc2.kernel.constraint(fc2.kernel).numpy(), fc2.kernel.numpy())
     # Round trip through .keras.
     path = str(tmp_path / "m.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
     np.testing.assert_allclose(loaded.predict(xt, verbose=0), model.predict(xt, verbose=0), rtol=1e-5, atol=1e-5)
+    # The record is model state: it survives save and load_model.
+    assert record.read(loaded.get_layer("fc2")) == record.read(fc2) and record.read(loaded.get_layer("fc1")) == {}
 
 
 def _all_layer_types():
@@ -212,12 +218,12 @@ def test_backup_and_restore_resumes_identically(mnist_small, tmp_path):
             x, y, epochs=3, batch_size=64, shuffle=False, verbose=0,
             callbacks=callbacks() + [keras.callbacks.BackupAndRestore(backup), Interrupt()],
         )
-    saved_state = [v.numpy() for v in model._tfq_admm.weights + model._tfq_pruning.weights]
+    saved_state = [v.numpy() for v in tfq_state.get(model, tfq_state.ADMM).weights + tfq_state.get(model, tfq_state.PRUNING).weights]
 
     class Check(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
             assert epoch == 2
-            now = [v.numpy() for v in self.model._tfq_admm.weights + self.model._tfq_pruning.weights]
+            now = [v.numpy() for v in tfq_state.get(self.model, tfq_state.ADMM).weights + tfq_state.get(self.model, tfq_state.PRUNING).weights]
             for a, b in zip(saved_state, now):
                 np.testing.assert_array_equal(a, b)
 

@@ -9,7 +9,8 @@ import pytest
 
 import tfq
 from tfq import compression
-from tfq.layers.kernels import supported_kernels
+from tfq.kernels import supported_kernels
+from tfq import record
 
 
 def _in_set(var, quantizer, axis):
@@ -28,7 +29,7 @@ def _set_bn(bn, gamma, beta):
 def test_relu_expectation_matches_clipped_normal():
     mu = np.array([-1.0, 0.0, 0.5, 2.0])
     sigma = np.array([1.0, 2.0, 0.3, 1.5])
-    dist = compression._ChannelDist.gaussian(mu, sigma).map(lambda v: np.maximum(v, 0))
+    dist = compression.bn_stats.ChannelDist.gaussian(mu, sigma).map(lambda v: np.maximum(v, 0))
     nd = statistics.NormalDist()
     expected = [s * nd.pdf(m / s) + m * nd.cdf(m / s) for m, s in zip(mu, sigma)]
     np.testing.assert_allclose(dist.mean(), expected, rtol=2e-3, atol=2e-3)
@@ -90,7 +91,7 @@ def _bn_separable_stack(seed):
     bn.gamma.assign((10.0 ** rng.uniform(-1.5, 1.5, 16)).astype("float32"))
     bn.beta.assign(rng.uniform(-0.5, 0.5, 16).astype("float32") * np.asarray(bn.gamma))
     x = rng.normal(size=(256, 10, 10, 8)).astype("float32")
-    compression._reestimate_batch_norm(model, {"x": x, "y": None}, 64)
+    compression.with_data.reestimate_batch_norm(model, {"x": x, "y": None}, 64)
     return model, x[:32]
 
 
@@ -109,7 +110,7 @@ def _unbalanced_stack(seed):
     x = keras.layers.Conv2D(32, 1, name="pw")(x)
     out = keras.layers.Conv2D(4, 1, name="head")(x)
     model = keras.Model(inp, out)
-    balanced = compression._clone(model)
+    balanced = compression.graph.clone_model(model)
     s = (10.0 ** np.random.default_rng(seed).uniform(-1.5, 1.5, 16)).astype("float32")
     dw, pw = model.get_layer("dw"), model.get_layer("pw")
     dw.kernel.assign(np.asarray(dw.kernel) * s.reshape(16, 1))
@@ -122,9 +123,9 @@ def _unbalanced_stack(seed):
 
 def test_equalization_preserves_the_float_function():
     model, balanced, x = _unbalanced_stack(0)
-    clone = compression._clone(model)
-    chosen, specs = compression._select(clone, "ternary", None, True)
-    notes = compression._equalize(compression._Graph(clone), chosen, specs)
+    clone = compression.graph.clone_model(model)
+    chosen, specs = compression.graph.select_layers(clone, "ternary", None, True)
+    notes = compression.corrections.equalize(compression.graph.Graph(clone), chosen, specs)
     assert "pw" in notes and "dw" in notes, notes
     np.testing.assert_allclose(np.asarray(clone(x)), np.asarray(model(x)), rtol=1e-3, atol=1e-3)
     ranges = lambda m: np.abs(np.asarray(m.get_layer("pw").kernel)).reshape(16, -1).max(1)  # noqa: E731
@@ -318,7 +319,7 @@ def test_data_path_returns_a_stripped_model_no_larger_than_its_float_parent(mnis
     small = tfq.compress(model, "ternary", sparsity=0.5, data=(x, y), epochs=2, verbose=0)
     kept = tfq.compress(model, "ternary", sparsity=0.5, data=(x, y), epochs=2, verbose=0, keep_training_state=True)
     assert kept.compiled and kept.optimizer.built  # ready to resume
-    assert not small.compiled and small.get_layer("fc2").tfq_compression["kernel"]["scheme"] == "ternary"
+    assert not small.compiled and record.read(small.get_layer("fc2"))["kernel"]["scheme"] == "ternary"
     small.save(tmp_path / "small.keras")
     kept.save(tmp_path / "kept.keras")
     float_size = (tmp_path / "float.keras").stat().st_size

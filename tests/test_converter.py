@@ -12,6 +12,7 @@ import pytest
 from tfq.converter import convert, format as fmt, sets, testing, tflite_io
 from tfq.converter.reference import ReferenceInterpreter
 from tfq import schemes
+from tfq import quantizers, record
 
 SCHEMES = schemes.NAMES
 
@@ -204,8 +205,8 @@ def test_convert_folds_batch_norm():
 def test_partial_model_reports_left_layers_and_cross_check():
     model = testing.random_compressed_model({"conv": "binary", "dwconv": "ternary",
                                             "pwconv": "pow2_3bit"}, "cnn", seed=10)
-    model.get_layer("fc").tfq_compression = {"kernel": {"scheme": "ternary"}}
-    model.get_layer("conv").tfq_compression = {"kernel": {"scheme": "ternary"}}
+    record.mark(model.get_layer("fc"), "kernel", quantizers.Ternary(), -1)
+    record.mark(model.get_layer("conv"), "kernel", quantizers.Ternary(), -1)
     with pytest.warns(UserWarning, match="trained for ternary but left builtin"):
         data = convert(model)
     assert _ops(data)[-1] == "FULLY_CONNECTED"
@@ -235,8 +236,8 @@ def test_lstm_lowered_to_packed_fully_connected():
     for v in model.get_layer("lstm").weights:
         if "kernel" in v.path:
             v.assign(testing.in_set_kernel(tuple(v.shape), "ternary", rng))
-    model.get_layer("lstm").tfq_compression = {"kernel": {"scheme": "ternary"},
-                                               "recurrent_kernel": {"scheme": "ternary"}}
+    for name in ("kernel", "recurrent_kernel"):
+        record.mark(model.get_layer("lstm"), name, quantizers.Ternary(), -1)
     data = convert(model)
     packed = [r for r in data.report if r.packed]
     assert len(packed) == 2 and all(r.layer == "lstm" for r in packed)

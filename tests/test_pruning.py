@@ -7,6 +7,7 @@ import tensorflow as tf
 
 import tfq
 from tfq import models, pruning, quantizers
+from tfq import state as tfq_state
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -65,7 +66,7 @@ class ZerosEveryStep(keras.callbacks.Callback):
     """Checks before each step that pruned weights are exactly zero."""
 
     def on_train_batch_begin(self, batch, logs=None):
-        state = self.model._tfq_pruning
+        state = tfq_state.get(self.model, tfq_state.PRUNING)
         for spec_mask, key in zip(state.mask, state.keys):
             layer = self.model.get_layer(key.split("/")[0])
             w = layer.kernel.numpy()
@@ -113,7 +114,7 @@ def test_regrowth_changes_mask(mnist_small):
 
     class Snap(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            seen.append(self.model._tfq_pruning.mask[1].numpy().copy())
+            seen.append(tfq_state.get(self.model, tfq_state.PRUNING).mask[1].numpy().copy())
 
     model.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[cb, Snap()])
     came_back = np.any((seen[2] == 0) & (seen[-1] == 1))
@@ -131,10 +132,10 @@ def test_with_admm_in_one_fit(mnist_small, tmp_path):
     w = model.get_layer("fc2").kernel.numpy()
     assert (w == 0).mean() >= 0.9
     # Same default layers for both callbacks: the first and the last stay float and unpruned.
-    assert model._tfq_pruning.keys == model._tfq_admm.keys == ["fc2/kernel"]
+    assert tfq_state.get(model, tfq_state.PRUNING).keys == tfq_state.get(model, tfq_state.ADMM).keys == ["fc2/kernel"]
     for name in ("fc1", "fc3"):
         assert np.all(model.get_layer(name).kernel.numpy() != 0), name
-    mask = model._tfq_pruning.mask_for("fc2/kernel").numpy()
+    mask = tfq_state.get(model, tfq_state.PRUNING).mask_for("fc2/kernel").numpy()
     q, _ = quantizers.Ternary().project(w, mask=mask)
     np.testing.assert_allclose(q, w, rtol=1e-5, atol=1e-7)
     assert np.all(w[mask == 0] == 0)
@@ -174,7 +175,7 @@ def test_slope_is_windowed_mean_step(mnist_small):
 
     cb = tfq.PruningCallback(0.5, schedule=pruning.ConstantSparsity(0.5, begin_step=20, frequency=20), beta=0.9)
     model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[Record(), cb])  # 32 steps
-    state = model._tfq_pruning
+    state = tfq_state.get(model, tfq_state.PRUNING)
     i = state.keys.index("fc2/kernel")
     want = (1 - 0.9**10) * (seen[20] - seen[10]) / 10
     np.testing.assert_allclose(state.slope[i].numpy(), want, rtol=1e-4, atol=1e-9)
@@ -218,10 +219,10 @@ def test_slope_is_the_optimizers_gradient_average(mnist_small, opt):
 
     cb = tfq.PruningCallback(0.5, schedule=pruning.ConstantSparsity(0.5, begin_step=20, frequency=100))
     model.fit(x, y, epochs=1, batch_size=16, verbose=0, callbacks=[Record(), cb])  # 32 steps
-    state = model._tfq_pruning
+    state = tfq_state.get(model, tfq_state.PRUNING)
     i = state.keys.index("fc2/kernel")
     if opt == "sgd":  # keeps no average: the windowed mean step (test above)
-        assert seen["m"] is None and cb._moments is None
+        assert seen["m"] is None and cb.run._moments is None
         return
     np.testing.assert_allclose(state.slope[i].numpy(), np.abs(seen["m"]), rtol=1e-6)
     want = pruning.prune_mask(pruning.importance(tf.constant(seen["w"]), tf.constant(np.abs(seen["m"]))), 0.5)

@@ -29,7 +29,7 @@ def test_submodules():
 def _registered():
     """Every object tfq registers with Keras, as a constructed instance."""
     from tfq import layers as QL
-    from tfq import pruning, quantizers
+    from tfq import pruning, quantizers, record
 
     objs = [
         quantizers.Binary(), quantizers.Ternary(per_channel=False), quantizers.PowerOfTwo(3), quantizers.PowerOfTwo(4),
@@ -37,6 +37,7 @@ def _registered():
         QL.QuantDense(4, scheme="binary"), QL.QuantConv1D(3, 2), QL.QuantConv2D(3, 2, scheme="pow2_4bit"),
         QL.QuantDepthwiseConv2D(3), QL.QuantSeparableConv2D(4, 3), QL.QuantConv2DTranspose(2, 3),
         QL.QuantLSTM(4, scheme="pow2_3bit"), QL.QuantGRU(4), QL.QuantEmbedding(10, 3, mask=True),
+        record.CompressedKernel("ternary", channel_axis=(2, 3), wrapped=keras.constraints.MaxNorm(2.0)),
     ]
     return objs
 

@@ -182,7 +182,7 @@ def test_ocr_gru_converts_packed():
     import tfq
     from tfq import tasks
 
-    from tfq.layers.kernels import select_kernels
+    from tfq.kernels import select_kernels
 
     small = tasks.crnn(rnn="gru", units=16)
     specs = select_kernels(small, "ternary")  # the Bidirectional wrapper's two GRUs included

@@ -69,7 +69,7 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, default=None, help="use only this many training images")
     args = parser.parse_args(argv)
     quiet.import_tensorflow()
-    from tfq import models
+    from tfq import record
 
     t0 = time.time()
     parent_out = args.parent_out or args.out.replace(".keras", f"_{args.parent_epochs}ep.keras")
@@ -84,7 +84,7 @@ def main(argv=None):
     model = train_float(data, args.epochs, parent_epochs=args.parent_epochs, parent_out=parent_out)
     acc = evaluate(model, data)
     model.save(args.out)
-    float_bytes = models.weight_bytes(model)[1]
+    float_bytes = record.weight_bytes(model).float
     print(f"[demo] float LeNet-5: test accuracy {acc * 100:.2f}%, {float_bytes:,} bytes of weights, "
           f"saved to {args.out} ({time.time() - t0:.0f} s)")
     return model

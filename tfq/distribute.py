@@ -43,6 +43,8 @@ import time
 
 import numpy as np
 
+from tfq import state as tfq_state
+
 __all__ = [
     "ClusterInfo",
     "cluster_info",
@@ -430,10 +432,10 @@ def _state_variables(model):
     opt = getattr(model, "optimizer", None)
     if opt is not None:
         out += [(f"optimizer/{v.path}", v) for v in opt.variables]
-    for attr in ("_tfq_admm", "_tfq_pruning"):
-        state = getattr(model, attr, None)
+    for kind in (tfq_state.ADMM, tfq_state.PRUNING):
+        state = tfq_state.get(model, kind)
         if state is not None:
-            out += [(f"{attr[1:]}/{v.name}", v) for v in state.weights]
+            out += [(f"tfq_{kind}/{v.name}", v) for v in state.weights]
     return out
 
 

@@ -38,7 +38,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["ConstantSparsity", "PolynomialDecay", "importance", "prune_mask", "PruningState", "check_sparsity"]
+from tfq import state as tfq_state
+from tfq.kernels import select_kernels
+from tfq.training import (KernelHook, attached_state, check_finite, finite_or_raise, nonfinite_message,
+                          rebuild_train_function, steps_per_epoch, strategy_of, to_numpy, warn_empty_channels)
+
+__all__ = ["ConstantSparsity", "PolynomialDecay", "importance", "prune_mask", "PruningState", "PruningTraining",
+           "check_sparsity", "masks_for", "end_step", "gradient_averages"]
 
 
 def check_sparsity(value, what="target_sparsity"):
@@ -178,7 +184,7 @@ class PruningState(keras.layers.Layer):
     slope window; every step with regrowth), `shadow` the value pruned
     weights would have (regrowth only).
 
-    Attached to the model as `model._tfq_pruning` (see `tfq.admm.ADMMState`).
+    Attached to the model (`tfq.state`), like `tfq.admm.ADMMState`.
     """
 
     def __init__(self, specs, regrowth=False, **kwargs):
@@ -210,3 +216,336 @@ class PruningState(keras.layers.Layer):
 
     def mask_for(self, key):
         return self.mask[self.keys.index(key)] if key in self.keys else None
+
+def masks_for(model, keys):
+    """The pruning mask variable of each kernel key ("layer/variable") of `model`, None where none."""
+    state = tfq_state.get(model, tfq_state.PRUNING)
+    return [state.mask_for(k) if state is not None else None for k in keys]
+
+
+def end_step(model):
+    """The optimizer step after which the model's pruning schedule prunes no more.
+
+    -1 when the schedule does not say, None when the model is not being pruned.
+    ADMM in the same fit waits for it (prune first, then quantize).
+    """
+    state = tfq_state.get(model, tfq_state.PRUNING)
+    return None if state is None else int(to_numpy(state.end_step))
+
+
+def gradient_averages(optimizer, variables):
+    """The optimizer's running average of the gradient of each variable, or None.
+
+    Adam, AdamW, Adamax, Nadam and Lion keep one (their first moment), and SGD
+    with momentum keeps a multiple of one; Keras names these slots
+    `<variable path with _>_momentum` (`add_variable_from_reference`). Returns
+    None when the optimizer keeps none, or is not built yet.
+    """
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
+    O = keras.optimizers
+    kinds = (O.Adam, O.AdamW, O.Adamax, O.Nadam, O.Lion)
+    if not (isinstance(optimizer, kinds) or (isinstance(optimizer, O.SGD) and float(optimizer.momentum) > 0)):
+        return None
+    if not optimizer.built:
+        return None
+    by_name = {v.name: v for v in optimizer.variables}
+    found = [by_name.get(v.path.replace("/", "_") + "_momentum") for v in variables]
+    if any(f is None or tuple(f.shape) != tuple(v.shape) for f, v in zip(found, variables)):
+        return None
+    return found
+
+
+class PruningTraining:
+    """The pruning run of one `fit`: the schedule, the slope measurement, the mask updates.
+
+    Driven by `tfq.PruningCallback` (its docstring lists the arguments), which
+    forwards the Keras events to the `on_*` methods of the same names.
+    """
+
+    def __init__(
+        self,
+        target_sparsity=0.9,
+        schedule=None,
+        importance="gradient",
+        gamma=1.0,
+        beta=0.9,
+        regrowth=False,
+        frequency=100,
+        end_fraction=0.6,
+        layers=None,
+        skip_first_last=True,
+    ):
+        self.model = None
+        self.params = {}
+        self.target_sparsity = check_sparsity(target_sparsity)
+        if schedule is not None and not callable(schedule):
+            raise TypeError(f"schedule must be callable step -> (should_prune, sparsity), got {schedule!r}")
+        self.schedule = schedule
+        if importance not in ("gradient", "magnitude"):
+            raise ValueError(f"importance must be 'gradient' or 'magnitude', got {importance!r}")
+        self.importance = importance
+        self.gamma, self.beta = float(gamma), float(beta)
+        if not 0.0 <= self.beta < 1.0:
+            raise ValueError(f"beta must be in [0, 1), got {beta}")
+        self.regrowth = bool(regrowth)
+        self.frequency = int(frequency)
+        if self.frequency < 1:
+            raise ValueError(f"frequency must be >= 1, got {frequency}")
+        if not 0.0 < float(end_fraction) <= 1.0:
+            raise ValueError(f"end_fraction must be in (0, 1], got {end_fraction}")
+        self.end_fraction = float(end_fraction)
+        self.layers = layers
+        self.skip_first_last = bool(skip_first_last)
+        self.specs = None
+        self.state = None
+        self._installed = False
+        self._update_fn = None
+        self._snapshot_fn = None
+        self._window = 1
+        self._moments = None  # the optimizer's gradient averages, once found
+        self._moments_unresolved = False
+        self._last_refresh = 0
+        self._epoch_start_step = 0
+
+    def bind(self, model):
+        """Attaches to `model` (selecting the kernels now when it is built)."""
+        self.model = model
+        if model.built and self.specs is None:
+            self._setup()
+
+    def _setup(self):
+        model = self.model
+        if not model.built:
+            raise ValueError(f"PruningCallback: model {model.name!r} must be built before fit")
+        self.specs = select_kernels(model, None, self.layers, self.skip_first_last, what="pruning")
+        self.state = attached_state(
+            model, tfq_state.PRUNING, self.specs,
+            lambda: PruningState(self.specs, regrowth=self.regrowth, name="tfq_pruning_state"),
+            compatible=lambda state: state.regrowth == self.regrowth,
+        )
+
+    def _make_step(self, i):
+        spec, state = self.specs[i], self.state
+        beta, regrowth = self.beta, self.regrowth
+
+        if not regrowth:
+            # Per step only the mask product (pruned weights stay exactly 0);
+            # the slope is measured from `prev` by the callback (`_refresh`).
+            def step(w):
+                return w * tf.cast(state.mask[i], w.dtype)
+
+            step.mask_only = True
+            return step, None
+
+        # With regrowth the optimizer's steps on pruned weights are zeroed by
+        # the mask every step, so they must be accumulated (and measured) per step.
+        def step(w):
+            w = tf.convert_to_tensor(w)
+            masked = w * tf.cast(state.mask[i], w.dtype)
+            alive = state.mask[i] > 0
+            state.shadow[i].assign(tf.where(alive, w, state.shadow[i] + (w - state.prev[i])))
+            # Signed running average: the steady drift survives, noise cancels.
+            delta = w - state.prev[i]
+            state.slope[i].assign(beta * state.slope[i] + (1.0 - beta) * delta)
+            return masked
+
+        def post(w_final):
+            state.prev[i].assign(w_final)
+
+        return step, post
+
+    def _default_schedule(self):
+        epochs = int(self.params.get("epochs", 1)) if self.params else 1
+        steps = steps_per_epoch(self.params)
+        if steps is None:
+            raise ValueError("PruningCallback: cannot infer the number of steps; pass schedule=")
+        # Counted from the step pruning began (kept in the state), so a run
+        # resumed by BackupAndRestore follows the same schedule.
+        start = int(to_numpy(self.state.begin_step))
+        total = max(epochs * steps, 1)
+        end = start + max(int(total * self.end_fraction), 1)
+        freq = min(self.frequency, max(1, (end - start) // 4))
+        return PolynomialDecay(0.0, self.target_sparsity, start, end, power=3, frequency=freq)
+
+    def _build_update_fn(self, schedule):
+        specs, state = self.specs, self.state
+        gamma, regrowth, use_slope = self.gamma, self.regrowth, self.importance == "gradient"
+        beta = self.beta
+        moments = self._moments if use_slope else None
+        # Without regrowth (and without the optimizer's gradient average) the
+        # slope is refreshed here from the kernel's change since the snapshot
+        # `prev` taken at optimizer step `state.step`.
+        refresh = use_slope and not regrowth and moments is None
+
+        @tf.function
+        def update(step):
+            should, sparsity = schedule(step)
+            should = tf.convert_to_tensor(should)
+            if refresh:
+                n = tf.maximum(step - state.step, 1)
+                b = tf.pow(tf.constant(beta, tf.float32), tf.cast(n, tf.float32))
+                for i, spec in enumerate(specs):
+                    w = tf.convert_to_tensor(spec.variable)
+                    # Mean step per optimizer step over the window (the
+                    # per-step EMA with decay beta, applied n steps at once).
+                    delta = (w - state.prev[i]) / tf.cast(n, w.dtype)
+                    state.slope[i].assign(tf.cast(b, w.dtype) * state.slope[i] + tf.cast(1.0 - b, w.dtype) * delta)
+
+            def prune():
+                for i, spec in enumerate(specs):
+                    w = finite_or_raise(spec.variable, nonfinite_message(spec))
+                    if moments is not None:
+                        state.slope[i].assign(tf.cast(tf.abs(moments[i]), state.slope[i].dtype))
+                    if regrowth:
+                        # Pruned weights compete with the value they would have.
+                        w = tf.where(state.mask[i] > 0, w, state.shadow[i])
+                    score = importance(w, tf.abs(state.slope[i]) if use_slope else None, gamma)
+                    mask = prune_mask(score, sparsity, state.mask[i], regrowth)
+                    state.mask[i].assign(mask)
+                    spec.variable.assign(w * mask)
+                    state.prev[i].assign(w * mask)
+                return tf.constant(True)
+
+            tf.cond(should, prune, lambda: tf.constant(False))
+            if refresh:
+                for i, spec in enumerate(specs):
+                    state.prev[i].assign(spec.variable)
+            state.step.assign(step)
+
+        @tf.function
+        def snapshot(step):
+            # Start of the slope window before the next mask update.
+            for i, spec in enumerate(specs):
+                state.prev[i].assign(spec.variable)
+            state.step.assign(step)
+
+        self._snapshot_fn = snapshot if refresh else None
+        # Window length: the EMA's time constant, 1 / (1 - beta) steps.
+        self._window = max(1, int(round(1.0 / (1.0 - beta))))
+        return update
+
+    def on_train_begin(self, logs=None):
+        if self.specs is None:
+            self._setup()
+        if getattr(self.model, "optimizer", None) is None:
+            raise ValueError("PruningCallback: compile the model before fit")
+        if int(to_numpy(self.state.initialized)) == 0:
+            with strategy_of(self.model).scope():
+                for i, spec in enumerate(self.specs):
+                    check_finite(spec)
+                    self.state.prev[i].assign(spec.variable)
+                self.state.begin_step.assign(int(to_numpy(self.model.optimizer.iterations)))
+                self.state.step.assign(int(to_numpy(self.model.optimizer.iterations)))
+                self.state.initialized.assign(1)
+        self._moments = None
+        self._moments_unresolved = True
+        self._find_moments()
+        self._make_schedule()
+        self._schedule_fresh = False
+        for i, spec in enumerate(self.specs):
+            hook = KernelHook.attach(spec.variable)
+            hook.pruning, hook.pruning_post = self._make_step(i)
+        self._installed = True
+        rebuild_train_function(self.model)
+
+    def _find_moments(self):
+        """Looks up the optimizer's gradient averages (it is built by the first step at the latest)."""
+        if self.importance != "gradient":
+            return False
+        self._moments = gradient_averages(self.model.optimizer, [s.variable for s in self.specs])
+        return self._moments is not None
+
+    def _make_schedule(self):
+        schedule = self.schedule if self.schedule is not None else self._default_schedule()
+        self._schedule = schedule
+        self._update_fn = self._build_update_fn(schedule)
+        end = getattr(schedule, "end_step", None)
+        with strategy_of(self.model).scope():
+            self.state.end_step.assign(int(end) if isinstance(end, (int, np.integer)) and end >= 0 else -1)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._schedule_fresh:
+            # Once more after every on_train_begin (BackupAndRestore may have
+            # restored the state after ours ran).
+            self._make_schedule()
+            self._schedule_fresh = True
+        self._epoch_start_step = int(to_numpy(self.model.optimizer.iterations))
+        self._last_refresh = int(to_numpy(self.state.step))
+
+    def _timing(self):
+        """(frequency, begin_step, end_step attribute or None) of a schedule with int frequency and begin (tfq's, TFMOT's), else None."""
+        sch = self._schedule
+        freq, begin = getattr(sch, "frequency", None), getattr(sch, "begin_step", None)
+        if not isinstance(freq, int) or not isinstance(begin, int) or freq < 1:
+            return None
+        return freq, begin, getattr(sch, "end_step", None)
+
+    def _next_due(self, step):
+        """First step after `step` at which the schedule may prune (None: unknown or never)."""
+        timing = self._timing()
+        if timing is None:
+            return None
+        freq, begin, end = timing
+        nxt = begin if step < begin else begin + ((step - begin) // freq + 1) * freq
+        if isinstance(end, int) and end >= 0:
+            if step >= end:
+                return None
+            nxt = min(nxt, end)
+        return nxt
+
+    def _maybe_due(self, step):
+        # Skip the call on steps where a schedule with the usual attributes
+        # (tfq's and TFMOT's have them) cannot prune; the schedule itself
+        # decides in-graph on the others.
+        timing = self._timing()
+        if timing is None:
+            return True
+        freq, begin, end = timing
+        if not self.regrowth and isinstance(end, int) and 0 <= end < step:
+            # Past the end the target is reached; without regrowth a new mask
+            # would be the same one (and each costs a sort per kernel).
+            return False
+        return step >= begin and ((step - begin) % freq == 0 or step == end)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self._epoch_start_step + batch + 1
+        if self._moments is None and self._moments_unresolved and self.model.optimizer.built:
+            # Built by the first step: from now on the slope is its gradient average.
+            self._moments_unresolved = False
+            if self._find_moments():
+                self._update_fn = self._build_update_fn(self._schedule)
+        if self._maybe_due(step):
+            with strategy_of(self.model).scope():
+                self._update_fn(tf.constant(step, tf.int64))
+            self._last_refresh = step
+        elif self._snapshot_fn is not None:
+            # Snapshot the kernels `window` steps before the next mask update,
+            # so the slope it uses is the mean step of those last steps.
+            nxt = self._next_due(step)
+            if nxt is not None and 0 < nxt - step <= self._window < nxt - self._last_refresh:
+                with strategy_of(self.model).scope():
+                    self._snapshot_fn(tf.constant(step, tf.int64))
+                self._last_refresh = step
+
+    def on_epoch_end(self, epoch, logs=None):
+        zeros, total = 0, 0
+        for spec in self.specs:
+            w = to_numpy(spec.variable)
+            check_finite(spec, w, trained=True)
+            z = int(np.sum(w == 0))
+            zeros, total = zeros + z, total + w.size
+            if logs is not None:
+                logs[f"sparsity/{spec.key}"] = z / w.size
+        if logs is not None:
+            logs["sparsity"] = zeros / max(total, 1)
+
+    def on_train_end(self, logs=None):
+        for spec in self.specs or []:
+            hook = spec.variable.constraint
+            if isinstance(hook, KernelHook):
+                hook.pruning = hook.pruning_post = None
+            KernelHook.detach_if_empty(spec.variable)
+        self._installed = False
+        rebuild_train_function(self.model)
+        for i, spec in enumerate(self.specs or []):
+            warn_empty_channels(spec, self.state.mask[i])

@@ -87,7 +87,7 @@ def layers_except(names=(), types=()):
         names: layer names to keep in float.
         types: layer classes to keep in float (e.g. `keras.layers.LSTM`).
     """
-    from tfq.layers.kernels import supported_kernels
+    from tfq.kernels import supported_kernels
 
     names, types = set(names), tuple(types)
 

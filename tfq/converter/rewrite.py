@@ -97,34 +97,19 @@ class ConversionResult(bytes):
 
 # ------------------------------------------------------------------ Keras side
 
-def _iter_layers(model):
-    stack = list(getattr(model, "layers", []))
-    while stack:
-        layer = stack.pop(0)
-        yield layer
-        stack.extend(getattr(layer, "layers", []) or [])
-        inner = getattr(layer, "layer", None)   # wrappers (Bidirectional, TimeDistributed...)
-        if inner is not None:
-            yield inner
-        for attr in ("cell", "forward_layer", "backward_layer"):
-            sub = getattr(layer, attr, None)
-            if sub is not None:
-                yield sub
-
-
 def trained_scheme(layer):
     """The scheme a Keras layer says it was trained for, or None.
 
-    Reads `layer.tfq_compression` (`{variable: {"scheme": ...}}`, recorded by
-    `tfq.ADMMCallback`; the widest scheme wins when the variables differ), or a
-    tfq quantizer kept as `quantizer` / `kernel_quantizer`, or `tfq_scheme`.
+    Reads the compression record (`tfq.record`: written by `tfq.ADMMCallback`
+    and `tfq.compress`, saved with the model; the widest scheme wins when the
+    kernels differ), or a tfq quantizer kept as `quantizer` /
+    `kernel_quantizer`, or `tfq_scheme`.
     """
-    info = getattr(layer, "tfq_compression", None)
-    if isinstance(info, dict) and info:
-        found = [v.get("scheme") for v in info.values() if isinstance(v, dict)]
-        found = [s for s in found if s in schemes.SCHEMES]
-        if found:
-            return schemes.widest(found)
+    from tfq import record  # Keras: only when converting a Keras model
+
+    recorded = record.layer_scheme(layer) if getattr(layer, "built", False) else None
+    if recorded:
+        return recorded
     for attr in ("tfq_scheme", "kernel_quantizer", "quantizer"):
         value = getattr(layer, attr, None)
         if value is None:
@@ -142,7 +127,9 @@ def _layer_index(model):
     index = {}
     if model is None:
         return index
-    for layer in _iter_layers(model):
+    from tfq.kernels import iter_named  # Keras: only when converting a Keras model
+
+    for layer in iter_named(model):
         index.setdefault(layer.name, trained_scheme(layer))
     return index
 
@@ -193,10 +180,13 @@ def materialize(model):
     tfq.layers project their float "shadow" kernels in the forward pass; the
     TFLite converter would keep that projection as graph ops. The clone holds
     the projected kernels (exactly `scale * level`) as ordinary weights, and
-    each replaced layer records its scheme in `tfq_compression` for the
+    each replaced layer records its scheme (`tfq.record`) for the
     cross-check. Models without tfq layers are returned unchanged.
     """
     import keras
+
+    from tfq import record
+    from tfq.kernels import supported_kernels
     quant = {layer.name: layer for layer in _iter_model_layers(model) if _is_quant_layer(layer)}
     if not quant:
         return model
@@ -232,8 +222,9 @@ def materialize(model):
                 v.assign(src_vars[key])
             else:
                 raise ValueError(f"convert: cannot match weight {key!r} of layer {layer.name!r}")
-        scheme = getattr(getattr(src, "scheme", None), "name", None)
-        layer.tfq_compression = {name: {"scheme": scheme} for name in projected}
+        for spec in supported_kernels(layer) or []:
+            if spec.name in projected:
+                record.mark(layer, spec.name, src.scheme, spec.channel_axis)
     return new
 
 
@@ -245,7 +236,10 @@ def with_static_batch(model):
     (the float and int8 baselines too) needs the wrapped model.
     """
     import keras
-    if not any(isinstance(layer, keras.layers.RNN) for layer in _iter_layers(model)):
+
+    from tfq.kernels import iter_named
+
+    if not any(isinstance(layer, keras.layers.RNN) for layer in iter_named(model)):
         return model
     inputs = [keras.Input(shape=tuple(t.shape[1:]), batch_size=1, dtype=t.dtype) for t in model.inputs]
     outputs = model(inputs if len(inputs) > 1 else inputs[0])

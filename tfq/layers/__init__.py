@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfq import quantizers
-from tfq.layers.kernels import iter_layers, select_kernels, supported_kernels
+from tfq.kernels import iter_layers, select_kernels, supported_kernels
 
 __all__ = [
     "QuantDense",
@@ -301,16 +301,16 @@ def quantize_model(model, scheme="ternary", layers=None, skip_first_last=True):
     chosen = {}
     for spec in specs:
         chosen.setdefault(spec.layer.name, (spec.layer, spec.quantizer))
-    pstate = getattr(model, "_tfq_pruning", None)
+    from tfq import pruning  # the masks of a PruningCallback run on `model`, if any
+
     masks = {}
     for name, (layer, _) in chosen.items():
         if _counterpart(layer) is None:
             raise ValueError(f"quantize_model: layer {name!r} ({type(layer).__name__}) has no tfq counterpart")
-        if pstate is not None:
-            for s in supported_kernels(layer):
-                m = pstate.mask_for(s.key)
-                if m is not None:
-                    masks.setdefault(name, {})[s.name] = np.asarray(keras.ops.convert_to_numpy(m))
+        kernels = supported_kernels(layer)
+        for s, m in zip(kernels, pruning.masks_for(model, [s.key for s in kernels])):
+            if m is not None:
+                masks.setdefault(name, {})[s.name] = np.asarray(keras.ops.convert_to_numpy(m))
 
     def clone(layer):
         if layer.name in chosen:

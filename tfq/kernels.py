@@ -1,7 +1,9 @@
-"""Which kernels of which layers tfq compresses, and along which channel axes.
+"""Which kernels of which layers tfq compresses, and how to walk a model's layers.
 
-Shared by `ADMMCallback`, `PruningCallback` and `quantize_model`, so the three
-agree on what a "supported kernel" is.
+The one answer to "what is a supported kernel, along which axes are its output
+channels, and which layers does a policy select", shared by the callbacks,
+`tfq.compress`, `quantize_model`, the size accounting and the converter, so
+they all agree.
 """
 
 import dataclasses
@@ -11,7 +13,7 @@ import keras
 
 from tfq import quantizers
 
-__all__ = ["KernelSpec", "supported_kernels", "select_kernels", "iter_layers"]
+__all__ = ["KernelSpec", "supported_kernels", "select_kernels", "iter_layers", "iter_named", "constraint_owner"]
 
 
 @dataclasses.dataclass
@@ -40,25 +42,49 @@ class KernelSpec:
         return f"{self.layer.name}/{self.name}"
 
 
-def _kernel_names(layer):
-    """(variable name, channel axis) pairs of a supported layer, else None."""
+def _kernel_table(layer):
+    """(variable name, channel axis, constraint attribute) of a supported layer's kernels, else None.
+
+    The constraint attribute is the layer argument that holds the variable's
+    constraint (on the cell for LSTM and GRU): where Keras saves it, and so
+    where the compression record lives (`tfq.record`).
+    """
     L = keras.layers
     if isinstance(layer, L.SeparableConv2D) or isinstance(layer, L.SeparableConv1D):
         ndim = 4 if isinstance(layer, L.SeparableConv2D) else 3
-        return [("depthwise_kernel", (ndim - 2, ndim - 1)), ("pointwise_kernel", -1)]
+        return [("depthwise_kernel", (ndim - 2, ndim - 1), "depthwise_constraint"),
+                ("pointwise_kernel", -1, "pointwise_constraint")]
     if isinstance(layer, L.DepthwiseConv2D) or isinstance(layer, L.DepthwiseConv1D):
         ndim = 4 if isinstance(layer, L.DepthwiseConv2D) else 3
-        return [("kernel", (ndim - 2, ndim - 1))]
+        return [("kernel", (ndim - 2, ndim - 1), "depthwise_constraint")]
     if isinstance(layer, (L.Conv2DTranspose, L.Conv1DTranspose)):
         # Transposed conv kernels are (..., out_channels, in_channels).
-        return [("kernel", -2)]
+        return [("kernel", -2, "kernel_constraint")]
     if isinstance(layer, (L.Conv1D, L.Conv2D, L.Dense)):
-        return [("kernel", -1)]
+        return [("kernel", -1, "kernel_constraint")]
     if isinstance(layer, (L.LSTM, L.GRU)):
-        return [("kernel", -1), ("recurrent_kernel", -1)]
+        return [("kernel", -1, "kernel_constraint"), ("recurrent_kernel", -1, "recurrent_constraint")]
     if isinstance(layer, L.Embedding):
-        return [("embeddings", -1)]
+        return [("embeddings", -1, "embeddings_constraint")]
     return None
+
+
+def _kernel_names(layer):
+    """(variable name, channel axis) pairs of a supported layer, else None."""
+    table = _kernel_table(layer)
+    return None if table is None else [(name, axis) for name, axis, _ in table]
+
+
+def constraint_owner(layer, name):
+    """(object, attribute) holding the constraint of kernel `name` of a supported layer.
+
+    Raises:
+        ValueError: the layer has no compressible kernel of that name.
+    """
+    for var, _, attr in _kernel_table(layer) or ():
+        if var == name:
+            return (layer.cell if hasattr(layer, "cell") else layer), attr
+    raise ValueError(f"Layer {layer.name!r} ({type(layer).__name__}) has no compressible kernel {name!r}")
 
 
 def _find_variable(layer, name):
@@ -96,6 +122,27 @@ def iter_layers(model):
             yield layer.backward_layer
         else:
             yield layer
+
+
+def iter_named(model):
+    """Every named object inside a model, breadth first: nested models, wrappers
+    and the layers they wrap, RNN cells.
+
+    Converted tensors are named after these (an LSTM's kernel after its cell
+    inside a `Bidirectional`), so the converter looks them all up by name.
+    """
+    stack = list(getattr(model, "layers", []))
+    while stack:
+        layer = stack.pop(0)
+        yield layer
+        stack.extend(getattr(layer, "layers", []) or [])
+        inner = getattr(layer, "layer", None)  # wrappers (Bidirectional, TimeDistributed, ...)
+        if inner is not None:
+            yield inner
+        for attr in ("cell", "forward_layer", "backward_layer"):
+            sub = getattr(layer, attr, None)
+            if sub is not None:
+                yield sub
 
 
 def _looks_compressible(layer):
