@@ -22,7 +22,8 @@ _EXPORTS = {
     "Ternary": "tfq.quantizers",
     "PowerOfTwo": "tfq.quantizers",
 }
-_SUBMODULES = ("quantizers", "layers", "datasets", "models", "converter", "runtime", "callbacks", "distribute")
+_SUBMODULES = ("schemes", "quantizers", "kernels", "record", "admm", "pruning", "callbacks", "layers", "compression",
+               "datasets", "models", "converter", "runtime", "distribute")
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 

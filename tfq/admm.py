@@ -35,8 +35,7 @@ import tensorflow as tf
 
 from tfq import pruning, quantizers, record
 from tfq import state as tfq_state
-from tfq.kernels import select_kernels
-from tfq.training import (KernelHook, attached_state, check_finite, finite_or_raise, nonfinite_message,
+from tfq.training import (KernelHook, KernelRun, attached_state, check_finite, finite_or_raise, nonfinite_message,
                           rebuild_train_function, strategy_of, to_numpy, warn_empty_channels)
 
 __all__ = ["prox_step", "dual_update", "ADMMState", "ADMMTraining", "PHASE_IDLE", "PHASE_ADMM", "PHASE_FINETUNE",
@@ -121,7 +120,7 @@ class ADMMState(keras.layers.Layer):
         return out, (np.sqrt(num / den) if den > 0 else 0.0)
 
 
-class ADMMTraining:
+class ADMMTraining(KernelRun):
     """The ADMM run of one `fit`: the phase machine, the rho schedule, the updates.
 
     Driven by `tfq.ADMMCallback` (its docstring lists the arguments), which
@@ -141,8 +140,7 @@ class ADMMTraining:
         start_epoch=None,
         verbose=0,
     ):
-        self.model = None
-        self.params = {}
+        super().__init__()
         self.start_epoch = None if start_epoch is None else int(start_epoch)
         self.scheme = quantizers.get(scheme)
         if self.scheme is None:
@@ -159,27 +157,17 @@ class ADMMTraining:
             raise ValueError(f"finetune_epochs must be >= 0, got {finetune_epochs}")
         self.finetune_epochs = int(finetune_epochs)
         self.verbose = verbose
-        self.specs = None
-        self.state = None
         self._hook_phase = None
         self._phase = None
         self._update_fn = None
         self._last_update = None
         self._epoch_start_step = 0
 
-    def bind(self, model):
-        """Attaches to `model` (selecting the kernels now when it is built)."""
-        self.model = model
-        if model.built and self.specs is None:
-            self._setup()
-
     # -- setup -----------------------------------------------------------------
 
     def _setup(self):
         model = self.model
-        if not model.built:
-            raise ValueError(f"ADMMCallback: model {model.name!r} must be built before fit")
-        self.specs = select_kernels(model, self.scheme, self.layers, self.skip_first_last, what="ADMM")
+        self.specs = self.select(self.scheme, what="ADMM", who="ADMMCallback")
         self.state = attached_state(model, tfq_state.ADMM, self.specs, lambda: ADMMState(self.specs, name="tfq_admm_state"))
 
     def _masks(self):

@@ -39,8 +39,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfq import state as tfq_state
-from tfq.kernels import select_kernels
-from tfq.training import (KernelHook, attached_state, check_finite, finite_or_raise, nonfinite_message,
+from tfq.training import (KernelHook, KernelRun, attached_state, check_finite, finite_or_raise, nonfinite_message,
                           rebuild_train_function, steps_per_epoch, strategy_of, to_numpy, warn_empty_channels)
 
 __all__ = ["ConstantSparsity", "PolynomialDecay", "importance", "prune_mask", "PruningState", "PruningTraining",
@@ -255,7 +254,7 @@ def gradient_averages(optimizer, variables):
     return found
 
 
-class PruningTraining:
+class PruningTraining(KernelRun):
     """The pruning run of one `fit`: the schedule, the slope measurement, the mask updates.
 
     Driven by `tfq.PruningCallback` (its docstring lists the arguments), which
@@ -275,8 +274,7 @@ class PruningTraining:
         layers=None,
         skip_first_last=True,
     ):
-        self.model = None
-        self.params = {}
+        super().__init__()
         self.target_sparsity = check_sparsity(target_sparsity)
         if schedule is not None and not callable(schedule):
             raise TypeError(f"schedule must be callable step -> (should_prune, sparsity), got {schedule!r}")
@@ -296,8 +294,6 @@ class PruningTraining:
         self.end_fraction = float(end_fraction)
         self.layers = layers
         self.skip_first_last = bool(skip_first_last)
-        self.specs = None
-        self.state = None
         self._installed = False
         self._update_fn = None
         self._snapshot_fn = None
@@ -307,17 +303,9 @@ class PruningTraining:
         self._last_refresh = 0
         self._epoch_start_step = 0
 
-    def bind(self, model):
-        """Attaches to `model` (selecting the kernels now when it is built)."""
-        self.model = model
-        if model.built and self.specs is None:
-            self._setup()
-
     def _setup(self):
         model = self.model
-        if not model.built:
-            raise ValueError(f"PruningCallback: model {model.name!r} must be built before fit")
-        self.specs = select_kernels(model, None, self.layers, self.skip_first_last, what="pruning")
+        self.specs = self.select(None, what="pruning", who="PruningCallback")
         self.state = attached_state(
             model, tfq_state.PRUNING, self.specs,
             lambda: PruningState(self.specs, regrowth=self.regrowth, name="tfq_pruning_state"),
@@ -325,7 +313,7 @@ class PruningTraining:
         )
 
     def _make_step(self, i):
-        spec, state = self.specs[i], self.state
+        state = self.state
         beta, regrowth = self.beta, self.regrowth
 
         if not regrowth:

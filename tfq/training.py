@@ -19,8 +19,9 @@ import tensorflow as tf
 
 from tfq import quantizers
 from tfq import state as tfq_state
+from tfq.kernels import select_kernels
 
-__all__ = ["KernelHook", "strategy_of", "to_numpy", "check_finite", "finite_or_raise", "nonfinite_message",
+__all__ = ["KernelHook", "KernelRun", "strategy_of", "to_numpy", "check_finite", "finite_or_raise", "nonfinite_message",
            "warn_empty_channels", "rebuild_train_function", "steps_per_epoch", "attached_state"]
 
 
@@ -157,3 +158,32 @@ def attached_state(model, kind, specs, make_state, compatible=lambda state: True
             state = make_state()
         tfq_state.attach(model, kind, state)
     return state
+
+
+class KernelRun:
+    """What the ADMM and pruning runs share: the model they are bound to, its kernels, Keras' params.
+
+    `tfq.callbacks` binds a run to the model (`bind`, from `set_model`) and
+    hands it the `fit` parameters (`params`, from `set_params`).
+    """
+
+    def __init__(self):
+        self.model = None
+        self.params = {}
+        self.specs = None  # the selected kernels, once the model is known and built
+        self.state = None  # the state layer on the model (`tfq.state`)
+
+    def bind(self, model):
+        """Attaches to `model` (selecting the kernels now when it is built)."""
+        self.model = model
+        if model.built and self.specs is None:
+            self._setup()
+
+    def _setup(self):
+        raise NotImplementedError
+
+    def select(self, scheme, what, who):
+        """The kernels this run's `layers` / `skip_first_last` policy selects (`tfq.kernels.select_kernels`)."""
+        if not self.model.built:
+            raise ValueError(f"{who}: model {self.model.name!r} must be built before fit")
+        return select_kernels(self.model, scheme, self.layers, self.skip_first_last, what=what)
