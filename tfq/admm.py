@@ -63,11 +63,11 @@ def _levels_of(q, scale, channel_axis):
     """Integer levels of a projected tensor `q = scale[c] * level` (0 where scale is 0)."""
     q = tf.convert_to_tensor(q)
     shape = q.shape.as_list()
-    axes = quantizers._normalize_axes(channel_axis, len(shape))
-    rows, perm = quantizers._to_rows(q, axes)
+    axes = quantizers.normalize_axes(channel_axis, len(shape))
+    rows, perm = quantizers.to_rows(q, axes)
     s = tf.reshape(scale, [-1, 1])
     lv = tf.round(tf.math.divide_no_nan(rows, s))
-    return quantizers._from_rows(lv, shape, perm)
+    return quantizers.from_rows(lv, shape, perm)
 
 
 class ADMMState(keras.layers.Layer):
@@ -88,7 +88,7 @@ class ADMMState(keras.layers.Layer):
         for s in specs:
             shape = tuple(s.variable.shape)
             if s.quantizer.per_channel:
-                axes = quantizers._normalize_axes(s.channel_axis, len(shape))
+                axes = quantizers.normalize_axes(s.channel_axis, len(shape))
                 channels = int(np.prod([shape[a] for a in axes]))
             else:
                 channels = 1

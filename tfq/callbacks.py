@@ -142,6 +142,14 @@ class PruningCallback(_RunCallback):
             last (their few weights matter most: at 90% LeNet-5's first
             convolution lost whole output channels), so the two callbacks in
             one `fit` agree.
+        block: None (default: individual weights), `(rows, cols)` or "RxC"
+            (e.g. (4, 4) or "4x4": whole blocks of `rows` output channels ×
+            `cols` consecutive positions of the reduction axis are pruned,
+            judged by the block's mean importance; each side one of 1, 2, 4,
+            8, 16, 32), or "auto": the shape the block-sparse kernels run
+            fastest on (`tfq.pruning.AUTO_BLOCK`). LSTM/GRU kernels are cut
+            per gate; depthwise kernels are not block-pruned (they stay
+            dense unless named in `layers`, which is an error).
 
     Logs (per epoch): `sparsity` (all pruned kernels) and `sparsity/<layer>/<variable>`.
     """
@@ -158,8 +166,10 @@ class PruningCallback(_RunCallback):
         end_fraction=0.6,
         layers=None,
         skip_first_last=True,
+        block=None,
     ):
         super().__init__(pruning.PruningTraining(
             target_sparsity=target_sparsity, schedule=schedule, importance=importance, gamma=gamma, beta=beta,
             regrowth=regrowth, frequency=frequency, end_fraction=end_fraction, layers=layers, skip_first_last=skip_first_last,
+            block=block,
         ))

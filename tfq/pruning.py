@@ -34,10 +34,14 @@ References:
     M. Zhu, S. Gupta. "To prune, or not to prune" (polynomial schedule). 2017.
 """
 
+import dataclasses
+import re
+
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tfq import quantizers
 from tfq import state as tfq_state
 from tfq.training import (KernelHook, KernelRun, attached_state, check_finite, finite_or_raise, nonfinite_message,
                           rebuild_train_function, steps_per_epoch, strategy_of, to_numpy, warn_empty_channels)
@@ -176,6 +180,128 @@ def prune_mask(score, sparsity, mask=None, regrowth=False):
     return tf.reshape(new, tf.shape(score))
 
 
+# --------------------------------------------------------------------------
+# Blocks
+# --------------------------------------------------------------------------
+
+# Block sides the kernels can skip: a power of two up to 32, so that blocks
+# tile the packed rows (32-weight groups, docs/format.md).
+BLOCK_SIDES = (1, 2, 4, 8, 16, 32)
+# `block="auto"`: the shape the block-sparse kernels run fastest on, chosen
+# from kernel measurements (docs/compression.md, "Choosing the block shape").
+AUTO_BLOCK = (4, 4)
+
+
+def check_block(block, what="block"):
+    """`None`, or `(rows, cols)` from None, "auto", "RxC" or a pair of ints; ValueError otherwise."""
+    if block is None:
+        return None
+    if isinstance(block, str):
+        if block == "auto":
+            return AUTO_BLOCK
+        m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", block)
+        if not m:
+            raise ValueError(f"{what} must be None, 'auto', 'RxC' (e.g. '4x4') or (rows, cols); got {block!r}")
+        block = (int(m.group(1)), int(m.group(2)))
+    try:
+        rows, cols = (int(v) for v in block)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be None, 'auto', 'RxC' (e.g. '4x4') or (rows, cols); got {block!r}") from None
+    if rows not in BLOCK_SIDES or cols not in BLOCK_SIDES or isinstance(block[0], bool):
+        raise ValueError(
+            f"{what} {block!r} does not divide the packed rows: rows and columns must each be one of "
+            f"{', '.join(map(str, BLOCK_SIDES))} (blocks tile the 32-weight groups of the format)")
+    return rows, cols
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockGrid:
+    """How one kernel is cut into blocks.
+
+    The kernel is seen as the matrix the converter packs: one row per output
+    channel, the reduction axis (kh·kw·cin for a convolution, the inputs of a
+    dense layer) along the row, in the packed order (`tfq.quantizers.to_rows`).
+    A block is `rows` output channels × `cols` consecutive reduction positions.
+    The rows are cut in `groups` equal segments first (the gates of an LSTM or
+    GRU, so that no block mixes two gates); blocks at the end of a segment or a
+    row may be partial.
+    """
+
+    shape: tuple
+    axes: tuple
+    groups: int
+    rows: int
+    cols: int
+
+    @property
+    def out(self):
+        return int(np.prod([self.shape[a] for a in self.axes]))
+
+    @property
+    def k(self):
+        return int(np.prod(self.shape)) // self.out
+
+    @property
+    def counts(self):
+        """(groups, block rows per group, block columns)."""
+        per = self.out // self.groups
+        return self.groups, -(-per // self.rows), -(-self.k // self.cols)
+
+    def to_blocks(self, x):
+        """[groups, block rows, rows, block cols, cols] view of a kernel-shaped tensor, zero-padded."""
+        m, _ = quantizers.to_rows(tf.convert_to_tensor(x), self.axes)
+        per = self.out // self.groups
+        g, nbr, nbc = self.counts
+        m = tf.reshape(m, [g, per, self.k])
+        m = tf.pad(m, [[0, 0], [0, nbr * self.rows - per], [0, nbc * self.cols - self.k]])
+        return tf.reshape(m, [g, nbr, self.rows, nbc, self.cols])
+
+    def from_block_mask(self, bm, dtype):
+        """The kernel-shaped 0/1 mask of a [groups, block rows, block cols] block mask."""
+        g, nbr, nbc = self.counts
+        per = self.out // self.groups
+        full = tf.broadcast_to(tf.cast(bm, dtype)[:, :, None, :, None], [g, nbr, self.rows, nbc, self.cols])
+        full = tf.reshape(full, [g, nbr * self.rows, nbc * self.cols])[:, :per, : self.k]
+        _, perm = quantizers.to_rows(tf.zeros(self.shape, dtype), self.axes)
+        return quantizers.from_rows(tf.reshape(full, [self.out, self.k]), list(self.shape), perm)
+
+
+def block_grid(spec, block):
+    """The `BlockGrid` of a kernel (`tfq.kernels.KernelSpec`) for `block = (rows, cols)`.
+
+    Raises:
+        ValueError: a depthwise kernel (not block-pruned: docs/compression.md).
+    """
+    if isinstance(spec.channel_axis, tuple):
+        raise ValueError(
+            f"Layer {spec.layer.name!r} ({type(spec.layer).__name__}): its depthwise kernel {spec.name!r} cannot "
+            "be block-pruned (a block of one channel's taps would remove the channel); leave the layer out of "
+            "`layers` or use block=None")
+    shape = tuple(int(d) for d in spec.variable.shape)
+    axes = quantizers.normalize_axes(spec.channel_axis, len(shape))
+    groups = 1
+    if isinstance(spec.layer, keras.layers.LSTM):
+        groups = 4
+    elif isinstance(spec.layer, keras.layers.GRU):
+        groups = 3
+    return BlockGrid(shape, axes, groups, *block)
+
+
+def block_prune_mask(score, sparsity, mask, regrowth, grid):
+    """Like `prune_mask`, for whole blocks: the blocks with the lowest mean score are pruned.
+
+    `round(sparsity * number of blocks)` blocks are pruned (partial edge
+    blocks count as blocks); without regrowth a block already pruned in
+    `mask` (all its weights pruned) stays pruned.
+    """
+    ones = tf.ones(grid.shape, score.dtype)
+    total = tf.reduce_sum(grid.to_blocks(score), axis=[2, 4])
+    count = tf.reduce_sum(grid.to_blocks(ones), axis=[2, 4])
+    bscore = total / count
+    bmask = None if mask is None else tf.reduce_max(grid.to_blocks(tf.cast(mask, score.dtype)), axis=[2, 4])
+    return grid.from_block_mask(prune_mask(bscore, sparsity, bmask, regrowth), score.dtype)
+
+
 class PruningState(keras.layers.Layer):
     """Variables of pruning for a list of kernels: masks, slope averages, snapshots.
 
@@ -273,9 +399,12 @@ class PruningTraining(KernelRun):
         end_fraction=0.6,
         layers=None,
         skip_first_last=True,
+        block=None,
     ):
         super().__init__()
         self.target_sparsity = check_sparsity(target_sparsity)
+        self.block = check_block(block)
+        self.grids = None
         if schedule is not None and not callable(schedule):
             raise TypeError(f"schedule must be callable step -> (should_prune, sparsity), got {schedule!r}")
         self.schedule = schedule
@@ -305,7 +434,17 @@ class PruningTraining(KernelRun):
 
     def _setup(self):
         model = self.model
-        self.specs = self.select(None, what="pruning", who="PruningCallback")
+        specs = self.select(None, what="pruning", who="PruningCallback")
+        if self.block is not None:
+            named = self.layers if isinstance(self.layers, dict) else {}
+            # Depthwise kernels stay dense under block pruning (docs/compression.md);
+            # naming one explicitly is an error (block_grid says why).
+            specs = [s for s in specs if not isinstance(s.channel_axis, tuple) or s.layer.name in named]
+            if not specs:
+                raise ValueError(f"pruning: model {model.name!r} has no kernel to block-prune (depthwise kernels are "
+                                 "not block-pruned)")
+            self.grids = [block_grid(s, self.block) for s in specs]
+        self.specs = specs
         self.state = attached_state(
             model, tfq_state.PRUNING, self.specs,
             lambda: PruningState(self.specs, regrowth=self.regrowth, name="tfq_pruning_state"),
@@ -356,7 +495,7 @@ class PruningTraining(KernelRun):
         return PolynomialDecay(0.0, self.target_sparsity, start, end, power=3, frequency=freq)
 
     def _build_update_fn(self, schedule):
-        specs, state = self.specs, self.state
+        specs, state, grids = self.specs, self.state, self.grids
         gamma, regrowth, use_slope = self.gamma, self.regrowth, self.importance == "gradient"
         beta = self.beta
         moments = self._moments if use_slope else None
@@ -388,7 +527,10 @@ class PruningTraining(KernelRun):
                         # Pruned weights compete with the value they would have.
                         w = tf.where(state.mask[i] > 0, w, state.shadow[i])
                     score = importance(w, tf.abs(state.slope[i]) if use_slope else None, gamma)
-                    mask = prune_mask(score, sparsity, state.mask[i], regrowth)
+                    if grids is None:
+                        mask = prune_mask(score, sparsity, state.mask[i], regrowth)
+                    else:
+                        mask = block_prune_mask(score, sparsity, state.mask[i], regrowth, grids[i])
                     state.mask[i].assign(mask)
                     spec.variable.assign(w * mask)
                     state.prev[i].assign(w * mask)

@@ -37,6 +37,9 @@ __all__ = [
     "project_pow2",
     "fit_scale",
     "straight_through",
+    "normalize_axes",
+    "to_rows",
+    "from_rows",
 ]
 
 _MAX_ITERS = 50
@@ -59,7 +62,8 @@ def names():
     return list(schemes.NAMES)
 
 
-def _normalize_axes(channel_axis, ndim):
+def normalize_axes(channel_axis, ndim):
+    """The channel axes as a sorted tuple of non-negative ints (() for None); ValueError when out of range."""
     if channel_axis is None:
         return ()
     axes = channel_axis if isinstance(channel_axis, (tuple, list)) else (channel_axis,)
@@ -74,7 +78,7 @@ def _normalize_axes(channel_axis, ndim):
     return tuple(sorted(out))
 
 
-def _to_rows(x, axes):
+def to_rows(x, axes):
     """Moves the channel axes to the front and flattens: [channels, n]."""
     ndim = len(x.shape)
     rest = [a for a in range(ndim) if a not in axes]
@@ -83,7 +87,8 @@ def _to_rows(x, axes):
     return tf.reshape(xt, [-1, _prod([x.shape[a] for a in rest])]), perm
 
 
-def _from_rows(rows, shape, perm):
+def from_rows(rows, shape, perm):
+    """Inverse of `to_rows`: the [channels, n] rows back in a tensor of `shape`."""
     tshape = [shape[p] for p in perm]
     xt = tf.reshape(rows, tshape)
     if perm == list(range(len(shape))):
@@ -252,12 +257,12 @@ def project(w, levels, mask=None, channel_axis=-1, init_scale=None, jit=None):
         wt = tf.reshape(wt, [1])
         shape = [1]
         channel_axis = None
-    axes = _normalize_axes(channel_axis, len(shape))
+    axes = normalize_axes(channel_axis, len(shape))
     mt = tf.ones_like(wt) if mask is None else tf.cast(tf.convert_to_tensor(mask), wt.dtype)
     if mask is not None and mt.shape.as_list() != shape:
         raise ValueError(f"mask shape {mt.shape.as_list()} does not match weight shape {shape}")
-    rows, perm = _to_rows(wt, axes)
-    mrows, _ = _to_rows(mt, axes)
+    rows, perm = to_rows(wt, axes)
+    mrows, _ = to_rows(mt, axes)
     if jit is None:
         jit = _prod(shape) >= _JIT_MIN_SIZE
     if jit:
@@ -269,7 +274,7 @@ def project(w, levels, mask=None, channel_axis=-1, init_scale=None, jit=None):
             lv, s = _compiled_project_rows(key, True)(rows, mrows, init)
     else:
         lv, s = _project_rows(rows, mrows, np.asarray(levels), init_scale)
-    q = _from_rows(s[:, None] * lv, shape, perm)
+    q = from_rows(s[:, None] * lv, shape, perm)
     if as_numpy:
         return q.numpy(), s.numpy()
     return q, s
@@ -287,14 +292,14 @@ def fit_scale(w, q, mask=None, channel_axis=-1):
     wt = tf.convert_to_tensor(w)
     qt = tf.cast(tf.convert_to_tensor(q), wt.dtype)
     shape = wt.shape.as_list()
-    axes = _normalize_axes(channel_axis, len(shape))
-    rows, perm = _to_rows(wt, axes)
-    qrows, _ = _to_rows(qt, axes)
+    axes = normalize_axes(channel_axis, len(shape))
+    rows, perm = to_rows(wt, axes)
+    qrows, _ = to_rows(qt, axes)
     if mask is not None:
-        mrows, _ = _to_rows(tf.cast(tf.convert_to_tensor(mask), wt.dtype), axes)
+        mrows, _ = to_rows(tf.cast(tf.convert_to_tensor(mask), wt.dtype), axes)
         qrows = qrows * mrows
     s = tf.maximum(_ls_scale(rows, tf.ones_like(rows), qrows), 0.0)
-    return _from_rows(s[:, None] * qrows, shape, perm), s
+    return from_rows(s[:, None] * qrows, shape, perm), s
 
 
 def project_binary(w, mask=None, channel_axis=-1):

@@ -97,7 +97,7 @@ def warn_empty_channels(spec, mask=None):
     w = to_numpy(spec.variable)
     if mask is not None:
         w = w * to_numpy(mask)
-    axes = quantizers._normalize_axes(spec.channel_axis, w.ndim) if spec.quantizer is None or spec.quantizer.per_channel else ()
+    axes = quantizers.normalize_axes(spec.channel_axis, w.ndim) if spec.quantizer is None or spec.quantizer.per_channel else ()
     if not axes:
         return
     rest = tuple(a for a in range(w.ndim) if a not in axes)

@@ -1,0 +1,130 @@
+"""Block-structured pruning: block shapes, the block grid of each layer kind, whole blocks pruned in fit."""
+
+import numpy as np
+import pytest
+import keras
+import tensorflow as tf
+
+import tfq
+from tfq import kernels, pruning, quantizers, record
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def block_view(mask, grid):
+    """The mask as [groups, block rows, rows, block cols, cols], padding marked -1."""
+    pad = grid.to_blocks(tf.ones(grid.shape)) == 0
+    return np.where(pad.numpy(), -1.0, grid.to_blocks(tf.convert_to_tensor(mask, tf.float32)).numpy())
+
+
+def assert_whole_blocks(mask, grid):
+    """Every block of the mask is all ones or all zeros (padding ignored)."""
+    v = block_view(mask, grid)
+    for g in range(v.shape[0]):
+        for br in range(v.shape[1]):
+            for bc in range(v.shape[3]):
+                vals = set(np.unique(v[g, br, :, bc, :]).tolist()) - {-1.0}
+                assert len(vals) == 1, (g, br, bc, vals)
+
+
+@pytest.mark.parametrize("block,want", [(None, None), ("auto", pruning.AUTO_BLOCK), ("4x1", (4, 1)),
+                                        ((16, 4), (16, 4)), ("1X16", (1, 16))])
+def test_block_shapes_accepted(block, want):
+    assert pruning.check_block(block) == want
+
+
+@pytest.mark.parametrize("bad", [(3, 4), (4, 5), (64, 1), (0, 4), "4x", "big", (4,), 4, (True, 4)])
+def test_bad_block_shape_is_refused(bad):
+    with pytest.raises(ValueError, match="block"):
+        tfq.PruningCallback(0.5, block=bad)
+
+
+def _spec(layer, name="kernel"):
+    return next(s for s in kernels.supported_kernels(layer) if s.name == name)
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv", "conv_transpose", "lstm", "gru", "separable"])
+def test_block_mask_prunes_whole_blocks(kind):
+    keras.utils.set_random_seed(0)
+    if kind == "dense":
+        layer, shape, name = keras.layers.Dense(10), (None, 37), "kernel"
+    elif kind == "conv":
+        layer, shape, name = keras.layers.Conv2D(12, 3), (None, 8, 8, 5), "kernel"
+    elif kind == "conv_transpose":
+        layer, shape, name = keras.layers.Conv2DTranspose(6, 3), (None, 5, 5, 7), "kernel"
+    elif kind == "lstm":
+        layer, shape, name = keras.layers.LSTM(6), (None, 4, 9), "recurrent_kernel"
+    elif kind == "gru":
+        layer, shape, name = keras.layers.GRU(5), (None, 4, 9), "kernel"
+    else:
+        layer, shape, name = keras.layers.SeparableConv2D(12, 3), (None, 8, 8, 6), "pointwise_kernel"
+    layer.build(shape)
+    spec = _spec(layer, name)
+    grid = pruning.block_grid(spec, (4, 4))
+    w = tf.convert_to_tensor(spec.variable)
+    mask = pruning.block_prune_mask(tf.abs(w), 0.5, None, False, grid).numpy()
+    assert mask.shape == tuple(spec.variable.shape)
+    assert_whole_blocks(mask, grid)
+    g, nbr, nbc = grid.counts
+    pruned_blocks = int(np.sum(block_view(mask, grid).max(axis=(2, 4)) == 0))
+    assert pruned_blocks == round(0.5 * g * nbr * nbc)
+    if kind in ("lstm", "gru"):
+        # Cut per gate: no block holds rows of two gates.
+        units = layer.units
+        assert grid.groups == (4 if kind == "lstm" else 3) and grid.out == grid.groups * units
+    # The blocks pruned are the ones with the smallest mean |w|.
+    rows, _ = quantizers.to_rows(tf.abs(w), grid.axes)
+    assert rows.shape == (grid.out, grid.k)
+
+
+def test_block_mask_keeps_pruned_blocks_without_regrowth():
+    layer = keras.layers.Dense(8)
+    layer.build((None, 16))
+    spec = _spec(layer)
+    grid = pruning.block_grid(spec, (2, 4))
+    w = tf.convert_to_tensor(spec.variable)
+    first = pruning.block_prune_mask(tf.abs(w), 0.25, None, False, grid)
+    # Scores turned around: the pruned blocks would now win, but stay pruned.
+    second = pruning.block_prune_mask(1.0 / (tf.abs(w) + 1e-3), 0.5, first, False, grid).numpy()
+    assert np.all(second[first.numpy() == 0] == 0)
+    assert_whole_blocks(second, grid)
+
+
+def test_depthwise_is_left_dense_or_refused_when_named():
+    inp = keras.Input((8, 8, 4))
+    x = keras.layers.Conv2D(8, 3, name="c1")(inp)
+    x = keras.layers.DepthwiseConv2D(3, name="dw")(x)
+    x = keras.layers.Conv2D(8, 1, name="pw")(x)
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inp, keras.layers.Dense(3, name="fc")(x))
+    model.compile("adam", "mse")
+    cb = tfq.PruningCallback(0.5, block=(4, 4))
+    cb.set_model(model)
+    assert [s.key for s in cb.specs] == ["pw/kernel"]  # default policy: first/last float, depthwise dense
+    with pytest.raises(ValueError, match="'dw'.*cannot be block-pruned"):
+        tfq.PruningCallback(0.5, block=(4, 4), layers={"dw": True, "pw": True}).set_model(model)
+
+
+def test_fit_prunes_blocks_with_admm(mnist_small):
+    (x, y), (xt, yt) = mnist_small
+    keras.utils.set_random_seed(0)
+    model = tfq.models.lenet300_100()
+    model.compile(keras.optimizers.Adam(1e-3), LOSS)
+    cb = tfq.PruningCallback(0.8, block="4x4", frequency=4)
+    model.fit(x, y, epochs=3, batch_size=64, verbose=0, callbacks=[cb, tfq.ADMMCallback("ternary", update_every=4)])
+    spec = cb.specs[0]
+    assert spec.key == "fc2/kernel"
+    w = spec.variable.numpy()
+    grid = pruning.block_grid(spec, (4, 4))
+    mask = cb.state.mask[0].numpy()
+    assert_whole_blocks(mask, grid)
+    assert float(np.mean(mask == 0)) == pytest.approx(0.8, abs=0.01)
+    # Pruned blocks are zero; ternary zeros inside live blocks come on top.
+    assert np.all(w[mask == 0] == 0) and float(np.mean(w == 0)) >= 0.8
+    assert record.read(model.get_layer("fc2"))["kernel"]["scheme"] == "ternary"
+    # Converts and runs as the Keras model does.
+    data = tfq.convert(model)
+    from tfq.converter.reference import ReferenceInterpreter
+
+    np.testing.assert_allclose(ReferenceInterpreter(data, "float").predict(xt[:8]), model.predict(xt[:8], verbose=0),
+                               rtol=1e-4, atol=1e-4)
