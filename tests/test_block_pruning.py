@@ -128,3 +128,23 @@ def test_fit_prunes_blocks_with_admm(mnist_small):
 
     np.testing.assert_allclose(ReferenceInterpreter(data, "float").predict(xt[:8]), model.predict(xt[:8], verbose=0),
                                rtol=1e-4, atol=1e-4)
+
+
+def test_compress_block_without_and_with_data(mnist_small):
+    (x, y), (xt, yt) = mnist_small
+    keras.utils.set_random_seed(1)
+    model = tfq.models.lenet5()
+    small = tfq.compress(model, "ternary", sparsity=0.9, block="4x4", verbose=0)
+    spec = _spec(small.get_layer("conv2"))
+    grid = pruning.block_grid(spec, (4, 4))
+    live = (spec.variable.numpy() != 0).astype(np.float32)
+    blocks_alive = block_view(live, grid).max(axis=(2, 4))
+    assert float(np.mean(blocks_alive == 0)) == pytest.approx(0.9, abs=0.01)
+    with pytest.raises(ValueError, match="needs a sparsity"):
+        tfq.compress(model, "ternary", block="4x4", verbose=0)
+    with pytest.raises(ValueError, match="does not divide"):
+        tfq.compress(model, "ternary", sparsity=0.5, block=(3, 3), verbose=0)
+    small, rep = tfq.compress(model, "ternary", sparsity=0.5, block=(4, 1), data=(x, y), epochs=2, verbose=0,
+                              return_report=True)
+    assert rep.settings["block"] == (4, 1)
+    assert record.read(small.get_layer("conv2"))["kernel"]["scheme"] == "ternary"

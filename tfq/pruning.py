@@ -266,13 +266,18 @@ class BlockGrid:
         return quantizers.from_rows(tf.reshape(full, [self.out, self.k]), list(self.shape), perm)
 
 
+def is_depthwise(spec):
+    """A depthwise kernel: one filter per input channel (its channel axes are a pair)."""
+    return isinstance(spec.channel_axis, tuple)
+
+
 def block_grid(spec, block):
     """The `BlockGrid` of a kernel (`tfq.kernels.KernelSpec`) for `block = (rows, cols)`.
 
     Raises:
         ValueError: a depthwise kernel (not block-pruned: docs/compression.md).
     """
-    if isinstance(spec.channel_axis, tuple):
+    if is_depthwise(spec):
         raise ValueError(
             f"Layer {spec.layer.name!r} ({type(spec.layer).__name__}): its depthwise kernel {spec.name!r} cannot "
             "be block-pruned (a block of one channel's taps would remove the channel); leave the layer out of "
@@ -437,9 +442,12 @@ class PruningTraining(KernelRun):
         specs = self.select(None, what="pruning", who="PruningCallback")
         if self.block is not None:
             named = self.layers if isinstance(self.layers, dict) else {}
-            # Depthwise kernels stay dense under block pruning (docs/compression.md);
-            # naming one explicitly is an error (block_grid says why).
-            specs = [s for s in specs if not isinstance(s.channel_axis, tuple) or s.layer.name in named]
+            # Depthwise kernels stay dense under block pruning (docs/compression.md):
+            # naming a layer that has nothing else is an error (block_grid says why).
+            for s in specs:
+                if s.layer.name in named and all(is_depthwise(t) for t in specs if t.layer is s.layer):
+                    block_grid(s, self.block)
+            specs = [s for s in specs if not is_depthwise(s)]
             if not specs:
                 raise ValueError(f"pruning: model {model.name!r} has no kernel to block-prune (depthwise kernels are "
                                  "not block-pruned)")

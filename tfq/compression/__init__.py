@@ -52,6 +52,7 @@ def compress(
     return_report=False,
     keep_training_state=False,
     strategy=None,
+    block=None,
 ):
     """Compresses a Keras 3 model to low-bit weights in one call.
 
@@ -68,6 +69,10 @@ def compress(
             `tfq.quantizers` quantizer: the default scheme.
         sparsity: fraction of weights to set to zero, in [0, 1). Without data
             the smallest magnitudes are pruned per layer before projection.
+        block: prune whole blocks instead of single weights (with
+            `sparsity`): None, `(rows, cols)`, "RxC" or "auto", as for
+            `tfq.PruningCallback`; without data, the blocks of smallest mean
+            magnitude. Depthwise kernels are not block-pruned.
         data: training data (a `tf.data.Dataset` of (x, y) batches, or a tuple
             (x, y) of arrays). None selects the data-free path.
         validation_data: same forms as `data`; used for the accuracy in the
@@ -119,6 +124,11 @@ def compress(
         raise TypeError(f"compress expects a keras.Model, got {type(model).__name__}.")
     if sparsity is not None and not (0.0 <= float(sparsity) < 1.0):
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}.")
+    from tfq import pruning
+
+    block = pruning.check_block(block)
+    if block is not None and not sparsity:
+        raise ValueError(f"block={block} needs a sparsity: blocks are what is pruned.")
     if corrections not in (True, False, None, "all", "bias", "equalization"):
         raise ValueError(f"corrections must be True, False, 'bias' or 'equalization', got {corrections!r}.")
     if not model.built:
@@ -127,19 +137,20 @@ def compress(
     if data is None:
         small = clone_model(model)
         chosen, specs = select_layers(small, scheme, layers, skip_first_last)
-        reports, _ = compress_data_free(small, chosen, specs, sparsity, corrections, verbose)
+        reports, _ = compress_data_free(small, chosen, specs, sparsity, corrections, verbose, block)
         _record(small, specs, chosen)
         mode = "data-free"
         acc_before = acc_after = None
         if validation_data is not None:
             acc_before = evaluate_accuracy(model, validation_data, batch_size)
             acc_after = evaluate_accuracy(small, validation_data, batch_size)
-        settings = {"corrections": corrections, "sparsity": sparsity, "skip_first_last": skip_first_last}
+        settings = {"corrections": corrections, "sparsity": sparsity, "block": block,
+                    "skip_first_last": skip_first_last}
     else:
         small, reports, acc_before, acc_after, settings = compress_with_data(
             model, scheme, sparsity, data, validation_data, epochs,
             layers=layers, skip_first_last=skip_first_last, learning_rate=learning_rate, batch_size=batch_size,
-            verbose=verbose, strategy=strategy,
+            verbose=verbose, strategy=strategy, block=block,
         )
         mode = "admm" + (" + pruning" if sparsity else "")
     if not keep_training_state:

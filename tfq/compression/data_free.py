@@ -5,9 +5,10 @@ import sys
 import time
 
 import numpy as np
+import tensorflow as tf
 
-from tfq import schemes
-from tfq.kernels import iter_layers
+from tfq import pruning, schemes
+from tfq.kernels import KernelSpec, iter_layers
 from tfq.compression.corrections import bias_target, equalize
 from tfq.compression.graph import Graph, layer_kind, to_numpy
 from tfq.compression.report import LayerReport
@@ -42,9 +43,12 @@ class _Progress:
         sys.stderr.flush()
 
 
-def _magnitude_mask(k, sparsity):
+def _magnitude_mask(k, sparsity, grid=None):
     if not sparsity:
         return None
+    if grid is not None:
+        # Whole blocks by their mean magnitude, as PruningCallback(importance="magnitude") would.
+        return pruning.block_prune_mask(tf.abs(tf.constant(k)), sparsity, None, False, grid).numpy()
     n_prune = int(round(sparsity * k.size))
     if n_prune <= 0:
         return None
@@ -53,7 +57,7 @@ def _magnitude_mask(k, sparsity):
     return mask
 
 
-def compress_data_free(model, chosen, specs, sparsity, corrections, verbose):
+def compress_data_free(model, chosen, specs, sparsity, corrections, verbose, block=None):
     graph = Graph(model)
     layers = {l.name: l for l in iter_layers(model)}
     notes = {}
@@ -88,7 +92,9 @@ def compress_data_free(model, chosen, specs, sparsity, corrections, verbose):
             k = to_numpy(var).astype(np.float32)
             if not np.all(np.isfinite(k)):
                 raise ValueError(f"Layer {name!r}: {attr} contains NaN or Inf; cannot compress it.")
-            mask = _magnitude_mask(k, sparsity)
+            spec = KernelSpec(layer, attr, var, axis)
+            grid = None if block is None or pruning.is_depthwise(spec) else pruning.block_grid(spec, block)
+            mask = None if block is not None and grid is None else _magnitude_mask(k, sparsity, grid)
             q, _ = quantizer.project(k, mask=mask, channel_axis=axis)
             q = to_numpy(q).astype(np.float32)
             var.assign(q)

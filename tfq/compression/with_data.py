@@ -75,7 +75,7 @@ def _default_loss(model, y_sample):
 
 
 def compress_with_data(model, scheme, sparsity, data, validation_data, epochs, *, layers, skip_first_last, learning_rate,
-               batch_size, verbose, strategy=None):
+               batch_size, verbose, strategy=None, block=None):
     import contextlib
 
     import keras
@@ -124,8 +124,9 @@ def compress_with_data(model, scheme, sparsity, data, validation_data, epochs, *
     policy = {name: q for name, q in chosen.items()}
     cbs = []
     if sparsity:
-        cbs.append(tfq_callbacks.PruningCallback(target_sparsity=sparsity, layers={n: True for n in policy},
-                                                 end_fraction=0.5))
+        prunable = [n for n in policy if block is None or any(not isinstance(axis, tuple) for _, _, axis in specs[n])]
+        cbs.append(tfq_callbacks.PruningCallback(target_sparsity=sparsity, layers={n: True for n in prunable},
+                                                 end_fraction=0.5, block=block))
     cbs.append(tfq_callbacks.ADMMCallback(
         scheme=next(iter(policy.values())), layers=policy, rho=hp["rho"], rho_growth=hp["rho_growth"],
         rho_max=hp["rho_max"], finetune_epochs=hp["finetune_epochs"], verbose=1 if verbose else 0,
@@ -166,7 +167,7 @@ def compress_with_data(model, scheme, sparsity, data, validation_data, epochs, *
             sparsity=zeros / max(total, 1), bits=schemes.get(q.name).storage_bits,
             relative_error=math.sqrt(num / max(den, 1e-30)), corrections=("ADMM",) + (("pruned",) if sparsity else ()),
         )
-    settings = dict(hp, batch_size=batch_size, sparsity=sparsity, skip_first_last=skip_first_last,
+    settings = dict(hp, batch_size=batch_size, sparsity=sparsity, block=block, skip_first_last=skip_first_last,
                     batch_norm_reestimated_on=recalibrated, optimizer="Adam", loss=getattr(loss, "name", str(loss)))
     return small, reports, acc_before, acc_after, settings
 
