@@ -15,6 +15,7 @@ and the compression ratio. Then the issue's targets, each marked.
 Usage:
     python benchmarks/accuracy.py            # full: both models, whole MNIST (about 30 min on 2 cores)
     python benchmarks/accuracy.py --quick    # smoke run: small data, 1+1 epochs
+    python benchmarks/accuracy.py --sparse   # block-sparse vs unstructured + ternary (issue 12's rows)
 """
 
 import argparse
@@ -37,7 +38,7 @@ from tfq.kernels import select_kernels  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 SCHEMES = ["binary", "ternary", "pow2_3bit", "pow2_4bit"]
-BUILDERS = {"lenet300_100": models.lenet300_100, "lenet5": models.lenet5}
+BUILDERS = {"lenet300_100": models.lenet300_100, "lenet5": models.lenet5, "small_bn_cnn": models.small_bn_cnn}
 
 
 def fresh(builder, weights=None, lr=1e-3):
@@ -162,6 +163,82 @@ def run_model(name, train, test, pre, comp, batch, log, seeds=3):
     return results
 
 
+def run_sparse(name, train, test, pre, comp, batch, log, seeds=3, block="auto", targets=(0.8, 0.9, 0.95)):
+    """Issue 12's rows: block-sparse vs unstructured pruning + ternary, "all" and default policies.
+
+    Every run starts from the same float model pre-trained `pre` epochs and
+    trains `comp` epochs with `PruningCallback` + `ADMMCallback("ternary")`;
+    at 90% the block runs also compare gradient-aware and magnitude block
+    importance. Where two rows are compared (block vs unstructured at 90%,
+    gradient vs magnitude), each is the mean of `seeds` runs.
+    """
+    builder = BUILDERS[name]
+    x, y = train
+    results = []
+
+    def fit(model, callbacks):
+        t = time.time()
+        model.fit(x, y, epochs=comp, batch_size=batch, verbose=0, callbacks=list(callbacks))
+        return time.time() - t
+
+    keras.utils.set_random_seed(0)
+    base = fresh(builder)
+    fit_t = time.time()
+    base.fit(x, y, epochs=pre, batch_size=batch, verbose=0)
+    pre_weights = base.get_weights()
+    base.fit(x, y, epochs=comp, batch_size=batch, verbose=0)
+    results.append(row(name, "float", "-", base, test, time.time() - fit_t))
+    log(f"{name}: float {pre + comp} epochs: {results[-1]['acc'] * 100:.2f}%")
+    shape = "x".join(map(str, tfq.pruning.check_block(block)))
+    for policy, skip in (("all", False), ("default", True)):
+        for target in targets:
+            variants = [("unstructured", None, "gradient"), (f"block {shape}", block, "gradient")]
+            if target == 0.9:
+                variants.append((f"block {shape} mag", block, "magnitude"))
+            for label, blk, importance in variants:
+                n_seeds = seeds if target == 0.9 else 1
+                runs = []
+                for seed in range(1, n_seeds + 1):
+                    keras.utils.set_random_seed(seed)
+                    m = fresh(builder, pre_weights)
+                    t = fit(m, [tfq.PruningCallback(target, importance=importance, block=blk, skip_first_last=skip),
+                                tfq.ADMMCallback("ternary", skip_first_last=skip)])
+                    runs.append(row(name, "", policy, m, test, t))
+                r = dict(runs[-1], acc=float(np.mean([q["acc"] for q in runs])), seed_accs=[q["acc"] for q in runs])
+                r["method"] = f"{int(target * 100)}% {label} + tern" + (f" ({n_seeds} seeds)" if n_seeds > 1 else "")
+                results.append(r)
+                log(f"{name}: {r['method']} ({policy}): {r['acc'] * 100:.2f}% "
+                    f"({', '.join(f'{a * 100:.2f}' for a in r['seed_accs'])})")
+    return results
+
+
+def check_sparse_targets(results, shape):
+    def acc(model, prefix, policy):
+        r = next((r for r in results if r["model"] == model and r["method"].startswith(prefix)
+                  and r["policy"] == policy), None)
+        return None if r is None else r["acc"] * 100
+
+    lines = []
+    checks = [("lenet5", 90, 0.5), ("lenet300_100", 95, 1.0)]
+    for model, target, tol in checks:
+        for policy in ("all", "default"):
+            f, a = acc(model, "float", "-"), acc(model, f"{target}% block {shape} +", policy)
+            if f is not None and a is not None:
+                lines.append(f"[{'MET ' if f - a <= tol else 'MISS'}] {model} {target}% block-sparse + ternary within "
+                             f"{tol} of float ({policy}): {a:.2f} vs {f:.2f} (diff {a - f:+.2f})")
+    for model in sorted({r["model"] for r in results}):
+        for policy in ("all", "default"):
+            b, u = acc(model, f"90% block {shape} +", policy), acc(model, "90% unstructured", policy)
+            m = acc(model, f"90% block {shape} mag", policy)
+            if b is not None and u is not None:
+                lines.append(f"[{'MET ' if u - b <= 0.3 else 'MISS'}] {model} 90%: block costs at most 0.3 against "
+                             f"unstructured ({policy}): {b:.2f} vs {u:.2f} (diff {b - u:+.2f})")
+            if b is not None and m is not None:
+                lines.append(f"[{'MET ' if b >= m else 'MISS'}] {model} 90% block: gradient-aware >= magnitude "
+                             f"({policy}): {b:.2f} vs {m:.2f}")
+    print("\n".join(lines))
+
+
 def run_baselines(names, pre, comp, batch, limit, log):
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_legacy_baselines.py")
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
@@ -244,6 +321,9 @@ def main():
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--seeds", type=int, default=3, help="runs averaged for the 95%% pruning comparison")
     parser.add_argument("--no-baselines", action="store_true", help="skip TFMOT/Larq")
+    parser.add_argument("--sparse", action="store_true",
+                        help="only the block-sparse rows: block vs unstructured pruning + ternary at 80/90/95%%")
+    parser.add_argument("--block", default="auto", help="block shape for --sparse: auto or RxC")
     args = parser.parse_args()
     names = args.models.split(",")
     for n in names:
@@ -259,6 +339,19 @@ def main():
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
     t0 = time.time()
+    if args.sparse:
+        shape = "x".join(map(str, tfq.pruning.check_block(args.block)))
+        results = []
+        for name in names:
+            results += run_sparse(name, (x, y), (xt, yt), args.pre, args.comp, args.batch, log, args.seeds, args.block)
+        print(f"\nMNIST, block {shape} vs unstructured pruning + ADMM ternary: {args.pre} float + {args.comp} "
+              f"compression epochs (float: {args.pre + args.comp}); Adam 1e-3, batch {args.batch}; {len(x)} training / "
+              f"{len(xt)} test images; 90% rows: mean of {args.seeds} seeds")
+        print_table(results)
+        print()
+        check_sparse_targets(results, shape)
+        print(f"\n(total {time.time() - t0:.0f} s)")
+        return
     results = []
     for name in names:
         results += run_model(name, (x, y), (xt, yt), args.pre, args.comp, args.batch, log, args.seeds)
