@@ -31,6 +31,12 @@ struct Y256A {
     x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0xB1));
     return _mm_cvtsi128_si32(x);
   }
+  // 8 bytes of 2-bit codes -> 32 signed levels (see Sparse::codes).
+  static T decode2(const int8_t* p) {
+    const T raw = _mm256_set1_epi64x(Load64(p));
+    const T u = _mm256_and_si256(_mm256_srlv_epi64(raw, _mm256_setr_epi64x(0, 2, 4, 6)), _mm256_set1_epi8(3));
+    return _mm256_sub_epi8(u, _mm256_set1_epi8(1));
+  }
   // 8 pixels of 4 k-rows (8 bytes each) -> 8 dwords: two unpack levels.
   static T quad4(const uint8_t* r0, const uint8_t* r1, const uint8_t* r2, const uint8_t* r3) {
     const __m128i x01 = _mm_unpacklo_epi8(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(r0)),

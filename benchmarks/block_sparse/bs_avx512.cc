@@ -24,6 +24,13 @@ struct Z512 {
   static T mul128(T a) { return _mm512_slli_epi32(a, 7); }
   static void store(int32_t* p, T v) { _mm512_storeu_si512(p, v); }
   static int32_t hsum(T v) { return _mm512_reduce_add_epi32(v); }
+  // 16 bytes of 2-bit codes -> 64 signed levels (see Sparse::codes).
+  static T decode2(const int8_t* p) {
+    const T raw = _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    const T u = _mm512_and_si512(_mm512_srlv_epi64(raw, _mm512_setr_epi64(0, 0, 2, 2, 4, 4, 6, 6)),
+                                 _mm512_set1_epi8(3));
+    return _mm512_sub_epi8(u, _mm512_set1_epi8(1));
+  }
   // 16 pixels of 4 k-rows (16 bytes each) -> 16 dwords of 4 bytes (vpermb).
   static T quad4(const uint8_t* r0, const uint8_t* r1, const uint8_t* r2, const uint8_t* r3) {
     static const T perm = [] {
@@ -70,6 +77,12 @@ struct Y256V {
     x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0x4E));
     x = _mm_add_epi32(x, _mm_shuffle_epi32(x, 0xB1));
     return _mm_cvtsi128_si32(x);
+  }
+  // 8 bytes of 2-bit codes -> 32 signed levels (see Sparse::codes).
+  static T decode2(const int8_t* p) {
+    const T raw = _mm256_set1_epi64x(Load64(p));
+    const T u = _mm256_and_si256(_mm256_srlv_epi64(raw, _mm256_setr_epi64x(0, 2, 4, 6)), _mm256_set1_epi8(3));
+    return _mm256_sub_epi8(u, _mm256_set1_epi8(1));
   }
   static T quad4(const uint8_t* r0, const uint8_t* r1, const uint8_t* r2, const uint8_t* r3) {
     static const T perm = [] {

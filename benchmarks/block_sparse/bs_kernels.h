@@ -37,6 +37,12 @@ struct Sparse {
   std::vector<uint8_t> idx8;
   std::vector<uint16_t> idx16;
   std::vector<int8_t> vals;
+  // 2-bit codes (level + 1) of the same values for the packed variants: each
+  // vector of B bytes of `vals` (B = code_vec) comes from B / 4 bytes, whose
+  // field t (bits 2t, 2t + 1) holds byte t * B / 4 + s: one broadcast, one
+  // variable shift per quarter (vpsrlvq), a mask and a subtract decode it.
+  std::vector<uint8_t> codes;
+  int code_vec = 0;
   std::vector<int32_t> wsum;     // per row: sum of levels (for the -128 correction)
   int64_t nnz_blocks = 0;        // real (unpadded) blocks
 };
@@ -52,6 +58,7 @@ struct Variant {
   Kind kind;
   ALayout layout;
   int pad;  // entries per group the kernel consumes (counts padded to it)
+  int code_vec = 0;  // > 0: the kernel reads 2-bit codes packed for this vector width
   std::function<void(const Sparse&, const uint8_t*, int, int32_t*)> run;
 };
 
@@ -76,12 +83,20 @@ inline const uint16_t* Idx<uint16_t>(const Sparse& s) { return s.idx16.data(); }
 
 // Family C: lanes = output channels (R = G * V::kLanes), activation dwords
 // broadcast from im2col rows (pixel-major, N x K), NP pixels per tile.
-template <class V, int G, int NP, int C, typename I>
+// Weight vector g of quad j of an entry at w (levels, or 2-bit codes: P2).
+template <class V, bool P2>
+inline typename V::T WeightVec(const int8_t* w, int R, int j, int g) {
+  if constexpr (P2) return V::decode2(w + j * R + g * (V::kBytes / 4));
+  else return V::load(w + j * R * 4 + g * V::kBytes);
+}
+
+template <class V, int G, int NP, int C, typename I, bool P2 = false>
 void GemmCTile(const Sparse& s, const uint8_t* A, int p0, int32_t* Y) {
   using T = typename V::T;
   const int R = s.R, K = s.K, M = s.M;
   const I* idx = Idx<I>(s);
-  const int8_t* w = s.vals.data();
+  const int8_t* w = P2 ? reinterpret_cast<const int8_t*>(s.codes.data()) : s.vals.data();
+  constexpr int kDiv = P2 ? 4 : 1;  // bytes per weight: 1 / kDiv
   const int nbr = M / R;
   for (int br = 0; br < nbr; ++br) {
     T acc[G][NP];
@@ -93,13 +108,13 @@ void GemmCTile(const Sparse& s, const uint8_t* A, int p0, int32_t* Y) {
         const int col = idx[e] * C;
         for (int j = 0; j < C / 4; ++j) {
           T wv[G];
-          for (int g = 0; g < G; ++g) wv[g] = V::load(w + j * R * 4 + g * V::kBytes);
+          for (int g = 0; g < G; ++g) wv[g] = WeightVec<V, P2>(w, R, j, g);
           for (int p = 0; p < NP; ++p) {
             const T a = V::bcast32(A + (int64_t)(p0 + p) * K + col + 4 * j);
             for (int g = 0; g < G; ++g) acc[g][p] = V::dp(acc[g][p], a, wv[g]);
           }
         }
-        w += R * C;
+        w += R * C / kDiv;
       }
     } else {
       for (int e = 0; e < n; e += 4) {
@@ -124,11 +139,16 @@ void GemmCTile(const Sparse& s, const uint8_t* A, int p0, int32_t* Y) {
   }
 }
 
-template <class V, int G, int NP, int C, typename I>
+template <class V, int G, int NP, int C, typename I, bool P2 = false>
 void GemmC(const Sparse& s, const uint8_t* A, int N, int32_t* Y) {
   int p = 0;
-  for (; p + NP <= N; p += NP) GemmCTile<V, G, NP, C, I>(s, A, p, Y);
-  for (; p < N; ++p) GemmCTile<V, G, 1, C, I>(s, A, p, Y);
+  for (; p + NP <= N; p += NP) GemmCTile<V, G, NP, C, I, P2>(s, A, p, Y);
+  for (; p < N; ++p) GemmCTile<V, G, 1, C, I, P2>(s, A, p, Y);
+}
+
+template <class V, int G, int NP, int C, typename I>
+void GemmC2(const Sparse& s, const uint8_t* A, int N, int32_t* Y) {
+  GemmC<V, G, NP, C, I, true>(s, A, N, Y);
 }
 
 // Family P: lanes = pixels (V::kLanes per vector, NPV vectors per tile),
@@ -201,13 +221,14 @@ void GemmP(const Sparse& s, const uint8_t* A, int N, int32_t* Y) {
 // GEMV, channel lanes (R = G * V::kLanes): one broadcast activation dword per
 // quad, U independent accumulator sets (the dpbusd latency chain), unrolled
 // so that every accumulator index is a compile-time constant.
-template <class V, int G, int C, typename I>
+template <class V, int G, int C, typename I, bool P2 = false>
 void GemvC(const Sparse& s, const uint8_t* a, int, int32_t* y) {
   using T = typename V::T;
   constexpr int U = G >= 2 ? 2 : 4;
   const int R = s.R;
   const I* idx = Idx<I>(s);
-  const int8_t* w = s.vals.data();
+  const int8_t* w = P2 ? reinterpret_cast<const int8_t*>(s.codes.data()) : s.vals.data();
+  constexpr int kDiv = P2 ? 4 : 1;
   const int nbr = s.M / R;
   for (int br = 0; br < nbr; ++br) {
     T acc[U][G];
@@ -221,10 +242,9 @@ void GemvC(const Sparse& s, const uint8_t* a, int, int32_t* y) {
         const int col = idx[e] * C;
         for (int j = 0; j < C / 4; ++j) {
           const T av = V::bcast32(a + col + 4 * j);
-          for (int g = 0; g < G; ++g)
-            accu[g] = V::dp(accu[g], av, V::load(w + j * R * 4 + g * V::kBytes));
+          for (int g = 0; g < G; ++g) accu[g] = V::dp(accu[g], av, WeightVec<V, P2>(w, R, j, g));
         }
-        w += R * C;
+        w += R * C / kDiv;
       } else {
         const int32_t d = a[idx[e]] | (a[idx[e + 1]] << 8) | (a[idx[e + 2]] << 16) |
                           ((int32_t)a[idx[e + 3]] << 24);
@@ -246,6 +266,11 @@ void GemvC(const Sparse& s, const uint8_t* a, int, int32_t* y) {
       V::store(y + br * R + g * V::kLanes, V::sub(t, corr));
     }
   }
+}
+
+template <class V, int G, int C, typename I>
+void GemvC2(const Sparse& s, const uint8_t* a, int n, int32_t* y) {
+  GemvC<V, G, C, I, true>(s, a, n, y);
 }
 
 // GEMV, R == 1, lanes along k: E = V::kBytes / C entries of one row per

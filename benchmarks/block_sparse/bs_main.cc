@@ -92,6 +92,18 @@ Sparse Pack(const std::vector<int8_t>& W, const std::vector<uint8_t>& mask, int 
   return s;
 }
 
+// 2-bit codes (level + 1) of s.vals for vectors of B bytes (see Sparse::codes).
+void PackCodes(Sparse* s, int B) {
+  s->code_vec = B;
+  const int q = B / 4;
+  s->codes.assign(s->vals.size() / 4, 0);
+  for (size_t c = 0; c < s->vals.size() / B; ++c)
+    for (int b = 0; b < B; ++b) {
+      const int code = s->vals[c * B + b] + 1;
+      s->codes[c * q + b % q] |= static_cast<uint8_t>(code << (2 * (b / q)));
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -239,6 +251,11 @@ int main(int argc, char** argv) {
         }
         const auto& wm = weights[key];
         items.push_back({&v, Pack(wm.first, wm.second, M, K, v.R, v.C, v.pad), {}});
+        if (v.code_vec) {
+          PackCodes(&items.back().s, v.code_vec);
+          items.back().s.vals.clear();  // the kernel must not need them
+          items.back().s.vals.shrink_to_fit();
+        }
       }
       // Exact check of every variant before timing.
       std::vector<int32_t> y((int64_t)N * M + 64);
@@ -281,7 +298,8 @@ int main(int argc, char** argv) {
                     it.v->isa.c_str(), it.v->family.c_str(), it.s.R, it.s.C, it.t[it.t.size() / 2] * 1e6,
                     1.0 - it.s.nnz_blocks / nb, it.t[it.t.size() / 4] * 1e6,
                     it.t[it.t.size() * 3 / 4] * 1e6,
-                    it.s.vals.size() + it.s.counts.size() * 2 + it.s.idx8.size() + it.s.idx16.size() * 2);
+                    it.s.vals.size() + it.s.codes.size() + it.s.counts.size() * 2 + it.s.idx8.size() +
+                        it.s.idx16.size() * 2);
       }
       std::fflush(stdout);
     }
