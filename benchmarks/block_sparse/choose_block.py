@@ -118,6 +118,8 @@ def main(argv=None):
     ap.add_argument("--build-dir", default=str(ROOT / "build" / "block_sparse"))
     args = ap.parse_args(argv)
 
+    if 0.0 not in [float(x) for x in args.sparsities.split(",")]:
+        args.sparsities = "0," + args.sparsities  # the dense loop every ratio refers to
     exe, cxx_version = build(pathlib.Path(args.build_dir))
     runs, layouts = [], {}
     for i in range(args.runs):
@@ -162,8 +164,8 @@ def main(argv=None):
         li, tfq_dense = lit.get(c, (math.nan, math.nan))
         print()
         lay = layouts.get(c)
-        extra = (f"; layout costs (scalar, us): im2col {lay[0]:.0f}, quads layout (P) {lay[1]:.0f},"
-                 f" k-rows layout (P, Cx1) {lay[2]:.0f}, int32 output transpose (P) {lay[3]:.0f}") if lay else ""
+        extra = (f"; layout costs (scalar, us): im2col {lay[0]:.0f}, + quads layout from its rows (P) {lay[1]:.0f},"
+                 f" or k-rows layout (P, Cx1) {lay[2]:.0f}, int32 output transpose (P) {lay[3]:.0f}") if lay else ""
         print(f"## {c}: LiteRT full-int8 {li:.0f} us, tfq dense ternary {tfq_dense:.0f} us (whole op, speed.py)"
               + extra)
         hdr = ["ISA", "block", "fam", "0% us"] + [f"{s:.0%} us (x)" for s in sps if s > 0] + [
