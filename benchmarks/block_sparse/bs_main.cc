@@ -295,20 +295,26 @@ int main(int argc, char** argv) {
                       it.v->family.c_str(), it.v->R, it.v->C, (long long)bad);
         }
       }
-      // Interleaved timing: every round runs every variant once (reps calls,
-      // >= ~0.3 ms per sample); medians over the rounds.
+      // Interleaved timing: every round runs every variant once: one untimed
+      // warm-up call (the variant before it evicted its data from L1/L2),
+      // then `reps` timed calls (>= ~0.3 ms per sample, calibrated on a warm
+      // call); medians over the rounds. Without the warm-up, a variant whose
+      // calibration call ran cold got few reps and its samples stayed cold.
       std::vector<int> reps(items.size(), 1);
       for (size_t i = 0; i < items.size(); ++i) {
+        const auto& it = items[i];
+        it.v->run(it.s, lay[it.v->layout].data(), N, y.data());
         const double t0 = Now();
-        items[i].v->run(items[i].s, lay[items[i].v->layout].data(), N, y.data());
+        it.v->run(it.s, lay[it.v->layout].data(), N, y.data());
         const double dt = Now() - t0;
         reps[i] = std::max(1, std::min(1000, static_cast<int>(3e-4 / std::max(dt, 1e-7))));
       }
       for (int r = 0; r < rounds; ++r)
         for (size_t i = 0; i < items.size(); ++i) {
+          const auto& it = items[i];
+          it.v->run(it.s, lay[it.v->layout].data(), N, y.data());
           const double t0 = Now();
-          for (int k = 0; k < reps[i]; ++k)
-            items[i].v->run(items[i].s, lay[items[i].v->layout].data(), N, y.data());
+          for (int k = 0; k < reps[i]; ++k) it.v->run(it.s, lay[it.v->layout].data(), N, y.data());
           items[i].t.push_back((Now() - t0) / reps[i]);
         }
       for (auto& it : items) {
