@@ -163,6 +163,11 @@ def run_model(name, train, test, pre, comp, batch, log, seeds=3):
     return results
 
 
+def _shape_label(block):
+    b = tfq.pruning.check_block(block)
+    return "auto" if b == "auto" else "x".join(map(str, b))
+
+
 def run_sparse(name, train, test, pre, comp, batch, log, seeds=3, block="auto", targets=(0.8, 0.9, 0.95)):
     """Issue 12's rows: block-sparse vs unstructured pruning + ternary, "all" and default policies.
 
@@ -189,7 +194,7 @@ def run_sparse(name, train, test, pre, comp, batch, log, seeds=3, block="auto", 
     base.fit(x, y, epochs=comp, batch_size=batch, verbose=0)
     results.append(row(name, "float", "-", base, test, time.time() - fit_t))
     log(f"{name}: float {pre + comp} epochs: {results[-1]['acc'] * 100:.2f}%")
-    shape = "x".join(map(str, tfq.pruning.check_block(block)))
+    shape = _shape_label(block)
     for policy, skip in (("all", False), ("default", True)):
         for target in targets:
             variants = [("unstructured", None, "gradient"), (f"block {shape}", block, "gradient")]
@@ -340,7 +345,7 @@ def main():
 
     t0 = time.time()
     if args.sparse:
-        shape = "x".join(map(str, tfq.pruning.check_block(args.block)))
+        shape = _shape_label(args.block)
         results = []
         for name in names:
             results += run_sparse(name, (x, y), (xt, yt), args.pre, args.comp, args.batch, log, args.seeds, args.block)

@@ -27,7 +27,7 @@ def assert_whole_blocks(mask, grid):
                 assert len(vals) == 1, (g, br, bc, vals)
 
 
-@pytest.mark.parametrize("block,want", [(None, None), ("auto", pruning.AUTO_BLOCK), ("4x1", (4, 1)),
+@pytest.mark.parametrize("block,want", [(None, None), ("auto", "auto"), ("4x1", (4, 1)),
                                         ((16, 4), (16, 4)), ("1X16", (1, 16))])
 def test_block_shapes_accepted(block, want):
     assert pruning.check_block(block) == want
@@ -75,6 +75,15 @@ def test_block_mask_prunes_whole_blocks(kind):
     # The blocks pruned are the ones with the smallest mean |w|.
     rows, _ = quantizers.to_rows(tf.abs(w), grid.axes)
     assert rows.shape == (grid.out, grid.k)
+
+
+def test_auto_block_fits_narrow_kernels():
+    wide, narrow, lstm = keras.layers.Dense(64), keras.layers.Dense(10), keras.layers.LSTM(12)
+    wide.build((None, 9)), narrow.build((None, 9)), lstm.build((None, 3, 9))
+    assert pruning.AUTO_BLOCK == (32, 4)
+    assert (pruning.block_grid(_spec(wide), "auto").rows, pruning.block_grid(_spec(wide), "auto").cols) == (32, 4)
+    assert pruning.block_grid(_spec(narrow), "auto").rows == 8
+    assert pruning.block_grid(_spec(lstm), "auto").rows == 8  # 12 units per gate
 
 
 def test_block_mask_keeps_pruned_blocks_without_regrowth():

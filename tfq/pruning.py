@@ -188,17 +188,16 @@ def prune_mask(score, sparsity, mask=None, regrowth=False):
 # tile the packed rows (32-weight groups, docs/format.md).
 BLOCK_SIDES = (1, 2, 4, 8, 16, 32)
 # `block="auto"`: the shape the block-sparse kernels run fastest on, chosen
-# from kernel measurements (docs/compression.md, "Choosing the block shape").
-AUTO_BLOCK = (4, 4)
+# from kernel measurements (docs/compression.md, "Choosing the block shape");
+# a kernel with fewer output channels (per gate) takes fewer rows.
+AUTO_BLOCK = (32, 4)
 
 
 def check_block(block, what="block"):
-    """`None`, or `(rows, cols)` from None, "auto", "RxC" or a pair of ints; ValueError otherwise."""
-    if block is None:
-        return None
+    """None, "auto", or `(rows, cols)` from "RxC" or a pair of ints; ValueError otherwise."""
+    if block is None or block == "auto":
+        return block
     if isinstance(block, str):
-        if block == "auto":
-            return AUTO_BLOCK
         m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", block)
         if not m:
             raise ValueError(f"{what} must be None, 'auto', 'RxC' (e.g. '4x4') or (rows, cols); got {block!r}")
@@ -272,7 +271,10 @@ def is_depthwise(spec):
 
 
 def block_grid(spec, block):
-    """The `BlockGrid` of a kernel (`tfq.kernels.KernelSpec`) for `block = (rows, cols)`.
+    """The `BlockGrid` of a kernel (`tfq.kernels.KernelSpec`) for `block = (rows, cols)` or "auto".
+
+    "auto" is `AUTO_BLOCK`, with its rows cut to the largest power of two
+    that fits the kernel's output channels (per gate).
 
     Raises:
         ValueError: a depthwise kernel (not block-pruned: docs/compression.md).
@@ -289,6 +291,12 @@ def block_grid(spec, block):
         groups = 4
     elif isinstance(spec.layer, keras.layers.GRU):
         groups = 3
+    if block == "auto":
+        per = int(np.prod([shape[a] for a in axes])) // groups
+        rows = AUTO_BLOCK[0]
+        while rows > 1 and rows > per:
+            rows //= 2
+        block = (rows, AUTO_BLOCK[1])
     return BlockGrid(shape, axes, groups, *block)
 
 

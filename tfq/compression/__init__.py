@@ -128,7 +128,7 @@ def compress(
 
     block = pruning.check_block(block)
     if block is not None and not sparsity:
-        raise ValueError(f"block={block} needs a sparsity: blocks are what is pruned.")
+        raise ValueError(f"block={block!r} needs a sparsity: blocks are what is pruned.")
     if corrections not in (True, False, None, "all", "bias", "equalization"):
         raise ValueError(f"corrections must be True, False, 'bias' or 'equalization', got {corrections!r}.")
     if not model.built:
