@@ -1,4 +1,4 @@
-"""The tfq packed weight format, version 1 (see docs/format.md).
+"""The tfq packed weight format, versions 1 and 2 (see docs/format.md).
 
 Pure NumPy: code tables, packing and unpacking of weight rows, and the custom
 options of the tfq custom ops (encoding, decoding and validation). Both the
@@ -13,8 +13,10 @@ from flatbuffers import flexbuffers
 
 from tfq import schemes
 
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 1  # dense ops; block-sparse ops are version 2
+SPARSE_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
+BLOCK_SIDES = (1, 2, 4, 8, 16, 32)
 BLOCK_BYTES = 32
 
 # custom code -> builtin op it replaces (documentation and inspection)
@@ -116,7 +118,7 @@ def unpack_codes(packed, rows, k, bits):
 # ---------------------------------------------------------------- options
 
 _INT_KEYS = ("version", "bits", "rows", "k", "stride_h", "stride_w", "dilation_h",
-             "dilation_w", "depth_multiplier")
+             "dilation_w", "depth_multiplier", "block_rows", "block_cols", "nnz_blocks", "index_bits")
 
 
 def encode_options(options):
@@ -229,4 +231,126 @@ def validate_options(opts, op_name, where="custom op"):
         raise ValueError(f"{where}: depthwise weight_shape must start with 1, got {shape}")
     if out["k"] * schemes.SCHEMES[out["scheme"]].max_level * 127 >= 2 ** 31:
         raise ValueError(f"{where}: k={out['k']} could overflow the int32 accumulator")
+    if version >= 2:
+        _validate_sparse_options(out, op_name, where)
+    elif "layout" in out:
+        raise ValueError(f"{where}: option 'layout' needs format version 2, found version {version}")
     return out
+
+
+def is_sparse(opts):
+    """True for a block-sparse op (version 2, layout block_sparse)."""
+    return opts.get("version", 1) >= 2 and opts.get("layout") == "block_sparse"
+
+
+def _validate_sparse_options(out, op_name, where):
+    if out.get("layout") != "block_sparse":
+        raise ValueError(f"{where}: format version 2 needs layout 'block_sparse', got {out.get('layout')!r}")
+    if op_name == "TFQ_DEPTHWISE_CONV_2D":
+        raise ValueError(f"{where}: a TFQ_DEPTHWISE_CONV_2D cannot be block-sparse")
+    missing = [key for key in ("block_rows", "block_cols", "nnz_blocks", "index_bits") if key not in out]
+    if missing:
+        raise ValueError(f"{where}: custom options lack {', '.join(missing)}")
+    if not schemes.get(out["scheme"]).has_zero:
+        raise ValueError(f"{where}: a {out['scheme']} op cannot be block-sparse (the scheme has no zero)")
+    for key in ("block_rows", "block_cols"):
+        if out[key] not in BLOCK_SIDES:
+            raise ValueError(f"{where}: {key}={out[key]} (valid: {', '.join(map(str, BLOCK_SIDES))})")
+    nbr, nbc = block_counts(out)
+    if not 0 <= out["nnz_blocks"] <= nbr * nbc:
+        raise ValueError(f"{where}: nnz_blocks={out['nnz_blocks']} outside 0..{nbr * nbc}")
+    want = 8 if nbc <= 256 else 16
+    if out["index_bits"] != want:
+        raise ValueError(f"{where}: index_bits={out['index_bits']}, expected {want} for {nbc} block columns")
+
+
+def block_counts(opts):
+    """(block rows, blocks per block row) of a block-sparse op."""
+    return -(-opts["rows"] // opts["block_rows"]), -(-opts["k"] // opts["block_cols"])
+
+
+def block_bytes(opts):
+    return -(-opts["block_rows"] * opts["block_cols"] * opts["bits"] // 8)
+
+
+def sparse_size(opts):
+    """Bytes of tensor 1 of a block-sparse op (docs/format.md, version 2)."""
+    nbr, _ = block_counts(opts)
+    return 2 * nbr + opts["nnz_blocks"] * (opts["index_bits"] // 8 + block_bytes(opts))
+
+
+def weight_bytes_expected(opts):
+    """The exact size tensor 1 must have, for either layout."""
+    return sparse_size(opts) if is_sparse(opts) else packed_size(opts["rows"], opts["k"], opts["bits"])
+
+
+def pack_sparse(codes, bits, block, zero_code):
+    """Block-sparse encoding of a [rows, k] code matrix (docs/format.md, version 2).
+
+    A block is stored when any of its codes is not `zero_code`.
+
+    Returns:
+      (tensor bytes as a flat uint8 array, {block_rows, block_cols, nnz_blocks, index_bits}).
+    """
+    codes = np.asarray(codes, dtype=np.uint8)
+    rows, k = codes.shape
+    R, C = block
+    nbr, nbc = -(-rows // R), -(-k // C)
+    padded = np.full((nbr * R, nbc * C), zero_code, dtype=np.uint8)
+    padded[:rows, :k] = codes
+    blocks = padded.reshape(nbr, R, nbc, C).transpose(0, 2, 1, 3).reshape(nbr, nbc, R * C)
+    keep = np.any(blocks != zero_code, axis=2)
+    counts = keep.sum(axis=1).astype("<u2")
+    index_bits = 8 if nbc <= 256 else 16
+    br, bc = np.nonzero(keep)  # row-major: block rows in order, columns increasing
+    indices = bc.astype(np.uint8 if index_bits == 8 else "<u2")
+    per_byte = 8 // bits
+    flat = blocks[br, bc]  # [nnz, R*C]
+    pad = (-flat.shape[1]) % per_byte
+    if pad:
+        flat = np.concatenate([flat, np.full((flat.shape[0], pad), zero_code, np.uint8)], axis=1)
+    fields = flat.reshape(flat.shape[0], flat.shape[1] // per_byte, per_byte).astype(np.uint16)
+    shifts = (np.arange(per_byte, dtype=np.uint16) * bits)[None, None, :]
+    packed = np.bitwise_or.reduce(fields << shifts, axis=2).astype(np.uint8).reshape(-1)
+    data = np.concatenate([counts.view(np.uint8), indices.view(np.uint8), packed])
+    return data, {"block_rows": R, "block_cols": C, "nnz_blocks": int(keep.sum()), "index_bits": index_bits}
+
+
+def unpack_sparse(data, opts, where="custom op"):
+    """Inverse of pack_sparse, validating the arrays: codes [rows, k] (zero code outside stored blocks).
+
+    Raises:
+      ValueError: naming `where`: a size, count, index or order that disagrees with docs/format.md.
+    """
+    data = np.asarray(data, dtype=np.uint8).reshape(-1)
+    expected = sparse_size(opts)
+    if data.size != expected:
+        raise ValueError(f"{where}: block-sparse weights have {data.size} bytes, expected {expected}")
+    rows, k, R, C, bits = opts["rows"], opts["k"], opts["block_rows"], opts["block_cols"], opts["bits"]
+    nbr, nbc = block_counts(opts)
+    nnz = opts["nnz_blocks"]
+    counts = data[: 2 * nbr].view("<u2").astype(np.int64)
+    ib = opts["index_bits"] // 8
+    idx_end = 2 * nbr + nnz * ib
+    indices = data[2 * nbr:idx_end].view(np.uint8 if ib == 1 else "<u2").astype(np.int64)
+    if counts.sum() != nnz:
+        raise ValueError(f"{where}: block counts sum to {int(counts.sum())}, nnz_blocks is {nnz}")
+    if counts.size and counts.max() > nbc:
+        raise ValueError(f"{where}: a block row counts {int(counts.max())} blocks, there are {nbc} block columns")
+    if indices.size and indices.max() >= nbc:
+        raise ValueError(f"{where}: block column index {int(indices.max())} out of range 0..{nbc - 1}")
+    block_row = np.repeat(np.arange(nbr), counts)
+    if nnz > 1:
+        same = block_row[1:] == block_row[:-1]
+        if np.any(same & (indices[1:] <= indices[:-1])):
+            raise ValueError(f"{where}: block column indices of a block row are not strictly increasing")
+    per_byte = 8 // bits
+    nb = block_bytes(opts)
+    raw = data[idx_end:].reshape(nnz, nb)
+    shifts = (np.arange(per_byte, dtype=np.uint8) * bits)[None, None, :]
+    fields = ((raw[:, :, None] >> shifts) & np.uint8((1 << bits) - 1)).reshape(nnz, nb * per_byte)[:, : R * C]
+    zero = schemes.get(opts["scheme"]).zero_code
+    dense = np.full((nbr, nbc, R * C), zero, dtype=np.uint8)
+    dense[block_row, indices] = fields
+    out = dense.reshape(nbr, nbc, R, C).transpose(0, 2, 1, 3).reshape(nbr * R, nbc * C)
+    return out[:rows, :k]
