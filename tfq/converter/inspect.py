@@ -138,7 +138,8 @@ def inspect_model(source, detect_sets=True):
                 "kind": "builtin", "set": scheme, "bits": bits, "params": int(raw.size),
                 "sparsity": 1.0 - np.count_nonzero(values) / values.size if values.size else 0.0,
                 "bytes": len(stored) + _quant_bytes(tensor), "float_bytes": int(raw.size) * 4,
-                "type": tflite_io.TENSOR_TYPE_NAMES.get(tensor.type, "?"),
+                "type": tflite_io.TENSOR_TYPE_NAMES.get(tensor.type, "?"), "layout": "dense",
+                "code_bytes": len(stored), "index_bytes": 0, "scale_bytes": _quant_bytes(tensor),
             })
     weight_bytes = sum(r["bytes"] for r in rows)
     float_bytes = sum(r["float_bytes"] for r in rows)
@@ -161,10 +162,25 @@ def _tfq_row(fb, data, name, g, i, sg, op, op_name, inputs):
     scales = tflite_io.buffer_view(fb, data, sg.tensors[inputs[2]])
     if packed is None or scales is None:
         raise ValueError(f"{where}: packed weights and scales must be constant")
-    expected = fmt.packed_size(opts["rows"], opts["k"], opts["bits"])
+    expected = fmt.weight_bytes_expected(opts)
     if len(packed) != expected:
         raise ValueError(f"{where}: packed weights have {len(packed)} bytes, expected {expected}")
     params = int(opts["rows"] * opts["k"])
+    row = {
+        "subgraph": g, "index": i, "name": tflite_io.tensor_name(sg.tensors[inputs[1]]).replace(
+            "/tfq_packed", ""),
+        "op": op_name, "kind": "tfq", "set": opts["scheme"], "bits": opts["bits"], "params": params,
+        "bytes": len(packed) + len(scales), "float_bytes": params * 4, "type": f"v{opts['version']}",
+        "layout": "dense", "code_bytes": len(packed), "index_bytes": 0, "scale_bytes": len(scales),
+    }
+    if fmt.is_sparse(opts):
+        codes = fmt.unpack_sparse(packed, opts, where)
+        zeros = int(np.count_nonzero(fmt.codes_to_levels(codes, opts["scheme"]) == 0))
+        nbr, _ = fmt.block_counts(opts)
+        index_bytes = 2 * nbr + opts["nnz_blocks"] * opts["index_bits"] // 8
+        row.update(layout=f"{opts['block_rows']}x{opts['block_cols']}", index_bytes=index_bytes,
+                   code_bytes=len(packed) - index_bytes, sparsity=zeros / params)
+        return row
     # Row chunks: the unpacked codes and levels of a large layer never exist at once.
     row_bytes = len(packed) // opts["rows"]
     step = max(1, _DETECT_CHUNK // max(1, opts["k"]))
@@ -174,13 +190,8 @@ def _tfq_row(fb, data, name, g, i, sg, op, op_name, inputs):
         codes = fmt.unpack_codes(packed[r0 * row_bytes:r1 * row_bytes], r1 - r0, opts["k"],
                                  opts["bits"])
         zeros += int(np.count_nonzero(fmt.codes_to_levels(codes, opts["scheme"]) == 0))
-    return {
-        "subgraph": g, "index": i, "name": tflite_io.tensor_name(sg.tensors[inputs[1]]).replace(
-            "/tfq_packed", ""),
-        "op": op_name, "kind": "tfq", "set": opts["scheme"], "bits": opts["bits"], "params": params,
-        "sparsity": zeros / params, "bytes": len(packed) + len(scales),
-        "float_bytes": params * 4, "type": f"v{opts['version']}",
-    }
+    row["sparsity"] = zeros / params
+    return row
 
 
 def _fmt_bytes(n):
@@ -193,14 +204,17 @@ def _fmt_bytes(n):
 
 def format_table(info):
     """Renders inspect_model's dict as a text table."""
-    header = ("#", "name", "op", "kind", "set", "bits", "params", "sparsity", "bytes", "ratio")
+    header = ("#", "name", "op", "kind", "set", "bits", "params", "sparsity", "block", "weights", "index",
+              "scales", "bytes", "ratio")
     lines = []
     for r in info["ops"]:
         idx = f"{r['index']}" if r["subgraph"] == 0 else f"{r['subgraph']}:{r['index']}"
         nm = r["name"] if len(r["name"]) <= 40 else "..." + r["name"][-37:]
         ratio = r["float_bytes"] / r["bytes"] if r["bytes"] else float("nan")
         lines.append((idx, nm, r["op"], r["kind"], r["set"], str(r["bits"]), str(r["params"]),
-                      f"{r['sparsity']:.1%}", _fmt_bytes(r["bytes"]), f"{ratio:.1f}x"))
+                      f"{r['sparsity']:.1%}", "-" if r["layout"] == "dense" else r["layout"],
+                      _fmt_bytes(r["code_bytes"]), _fmt_bytes(r["index_bytes"]) if r["index_bytes"] else "-",
+                      _fmt_bytes(r["scale_bytes"]), _fmt_bytes(r["bytes"]), f"{ratio:.1f}x"))
     widths = [max(len(h), *(len(row[c]) for row in lines)) if lines else len(h)
               for c, h in enumerate(header)]
     out = [f"{info['file']}: {_fmt_bytes(info['file_bytes'])}, {len(info['ops'])} weighted ops "

@@ -244,11 +244,12 @@ class ReferenceInterpreter:
         packed = self._const(g, sg, inputs[1]) if inputs[1] >= 0 else None
         if packed is None or sg.tensors[inputs[1]].type != schema.TensorType.UINT8:
             raise ReferenceError(f"{where}: input 1 must be a constant uint8 tensor of packed codes")
-        expected = fmt.packed_size(opts["rows"], opts["k"], opts["bits"])
-        if packed.size != expected:
-            raise ReferenceError(f"{where}: packed weights have {packed.size} bytes, format v1 "
-                                 f"needs {expected} for rows={opts['rows']}, k={opts['k']}, "
-                                 f"bits={opts['bits']}")
+        if not fmt.is_sparse(opts):
+            expected = fmt.packed_size(opts["rows"], opts["k"], opts["bits"])
+            if packed.size != expected:
+                raise ReferenceError(f"{where}: packed weights have {packed.size} bytes, format v1 "
+                                     f"needs {expected} for rows={opts['rows']}, k={opts['k']}, "
+                                     f"bits={opts['bits']}")
         scales = self._const(g, sg, inputs[2]) if inputs[2] >= 0 else None
         out_ch = opts["weight_shape"][3] if name == "TFQ_DEPTHWISE_CONV_2D" else opts["weight_shape"][0]
         if scales is None or sg.tensors[inputs[2]].type != schema.TensorType.FLOAT32 or \
@@ -261,8 +262,12 @@ class ReferenceInterpreter:
             if bias is None or bias.size != out_ch:
                 raise ReferenceError(f"{where}: bias must be a constant float32 tensor of size {out_ch}")
             bias = bias.astype(np.float64).reshape(-1)
-        codes = fmt.unpack_codes(packed, opts["rows"], opts["k"], opts["bits"])
         try:
+            if fmt.is_sparse(opts):
+                # Version 2: the stored blocks, zero elsewhere (validated while unpacking).
+                codes = fmt.unpack_sparse(packed, opts, "block-sparse weights")
+            else:
+                codes = fmt.unpack_codes(packed, opts["rows"], opts["k"], opts["bits"])
             levels = fmt.codes_to_levels(codes, opts["scheme"])
         except ValueError as err:
             raise ReferenceError(f"{where}: {err}") from None

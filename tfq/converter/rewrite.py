@@ -22,6 +22,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from tfq.converter import format as fmt
 from tfq.converter import sets
+from tfq.converter import sparse as sparse_layout
 from tfq.converter import tflite_io
 from tfq import schemes
 
@@ -65,6 +66,8 @@ class OpReport:
       packed: True when the op became a tfq custom op (or portable op).
       reason: why it was not packed, or a remark from the cross-check.
       float_bytes, packed_bytes: weight bytes before and after.
+      sparsity: fraction of zero weights.
+      layout: "dense", or "block_sparse RxC" (format version 2).
     """
     subgraph: int
     index: int
@@ -78,6 +81,7 @@ class OpReport:
     float_bytes: int = 0
     packed_bytes: int = 0
     sparsity: float = 0.0
+    layout: str = "dense"
     max_rel_error: float = 0.0
 
 
@@ -262,8 +266,9 @@ def _keras_to_tflite(model):
 # ------------------------------------------------------------------ rewriting
 
 class _Rewriter:
-    def __init__(self, model, data, layers, rtol, portable):
+    def __init__(self, model, data, layers, rtol, portable, sparse=False):
         self.model = model
+        self.sparse = sparse
         self.data = data
         self.layers = layers
         self.rtol = rtol
@@ -627,10 +632,13 @@ class _Rewriter:
         else:
             rows_levels = det.levels                         # [O, k]
         codes = fmt.levels_to_codes(rows_levels, scheme)
-        packed = fmt.pack_codes(codes, bits, schemes.SCHEMES[scheme].zero_code)
+        packed, layout = sparse_layout.choose(codes, scheme, custom, self.sparse)
         rows, k = codes.shape
         opts = {"version": fmt.FORMAT_VERSION, "scheme": scheme, "bits": bits,
                 "rows": rows, "k": k, "weight_shape": weight_shape, "activation": activation}
+        opts.update(layout)
+        if layout:
+            report.layout = f"block_sparse {layout['block_rows']}x{layout['block_cols']}"
         bo = op.builtinOptions
         if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             opts.update(stride_h=bo.strideH, stride_w=bo.strideW,
@@ -715,7 +723,7 @@ def compact(model):
             op.opcodeIndex = remap_c[int(op.opcodeIndex)]
 
 
-def rewrite_tflite(tflite, model=None, portable=False, rtol=sets.DEFAULT_RTOL, name=None):
+def rewrite_tflite(tflite, model=None, portable=False, rtol=sets.DEFAULT_RTOL, name=None, sparse=False):
     """Rewrites float .tflite bytes (or a path) into a tfq model.
 
     Args:
@@ -724,6 +732,7 @@ def rewrite_tflite(tflite, model=None, portable=False, rtol=sets.DEFAULT_RTOL, n
       portable: write builtin INT2/INT4/INT8 weights instead of custom ops.
       rtol: relative tolerance of the set detection (see tfq.converter.sets).
       name: display name for errors.
+      sparse: the layout of the packed ops, see `convert`.
 
     Returns:
       A ConversionResult (bytes with a `.report` list of OpReport).
@@ -738,7 +747,7 @@ def rewrite_tflite(tflite, model=None, portable=False, rtol=sets.DEFAULT_RTOL, n
         if buf.offset and buf.size:
             buf.data = np.frombuffer(data[buf.offset:buf.offset + buf.size], dtype=np.uint8)
             buf.offset, buf.size = 0, 0
-    rewriter = _Rewriter(fb, data, _layer_index(model), rtol, portable)
+    rewriter = _Rewriter(fb, data, _layer_index(model), rtol, portable, sparse)
     for g, sg in enumerate(fb.subgraphs):
         for i, op in enumerate(list(sg.operators or [])):
             rewriter.rewrite_op(g, sg, i, op)
@@ -758,7 +767,7 @@ def rewrite_tflite(tflite, model=None, portable=False, rtol=sets.DEFAULT_RTOL, n
     return result
 
 
-def convert(model, portable=False, *, rtol=sets.DEFAULT_RTOL):
+def convert(model, portable=False, *, rtol=sets.DEFAULT_RTOL, sparse=False):
     """Converts a compressed Keras 3 model to a .tflite flatbuffer.
 
     Runs `tf.lite.TFLiteConverter` on `model`, then replaces every weighted op
@@ -773,6 +782,11 @@ def convert(model, portable=False, *, rtol=sets.DEFAULT_RTOL):
         built by `tfq.quantize_model`), or the bytes/path of a float .tflite.
       portable: emit builtin ops only (no custom ops, no delegate needed).
       rtol: relative tolerance of the exact-set test (float32 folding noise).
+      sparse: layout of the packed weights: False (dense rows, format
+        version 1), "auto" (per op, block-sparse format version 2 when it
+        takes at most 3/4 of the dense bytes: pruned weights), or True
+        (block-sparse wherever the op and scheme allow). See
+        `tfq.converter.sparse` and docs/format.md.
 
     Returns:
       The .tflite bytes (a `bytes` subclass whose `.report` lists what
@@ -782,8 +796,8 @@ def convert(model, portable=False, *, rtol=sets.DEFAULT_RTOL):
       TypeError: `model` is neither a Keras model nor .tflite bytes/path.
     """
     if isinstance(model, (bytes, bytearray, memoryview, str)) or hasattr(model, "__fspath__"):
-        return rewrite_tflite(model, None, portable=portable, rtol=rtol)
+        return rewrite_tflite(model, None, portable=portable, rtol=rtol, sparse=sparse)
     model = materialize(model)
     float_bytes = _keras_to_tflite(model)
     return rewrite_tflite(float_bytes, model, portable=portable, rtol=rtol,
-                          name=f"model {getattr(model, 'name', '?')!r}")
+                          name=f"model {getattr(model, 'name', '?')!r}", sparse=sparse)

@@ -1,0 +1,58 @@
+"""Dense or block-sparse: the layout the converter writes for one op (docs/format.md, version 2).
+
+A block-sparse op stores only the blocks of its code matrix that hold a
+non-zero weight, plus a count per block row and a column index per stored
+block. The converter tries the block shapes below on the codes it is about
+to pack and keeps the smallest encoding; it writes it instead of the dense
+version-1 rows when that saves at least `1 - BREAK_EVEN` of the bytes.
+
+Why a margin and not any saving: until the block-sparse kernels of issue 13
+land, the delegate runs block-sparse ops on its scalar path, slower than
+the dense SIMD kernels; a few percent of bytes are not worth that. Pruned
+models (whole zero blocks) save far more than the margin.
+"""
+
+from tfq import schemes
+from tfq.converter import format as fmt
+
+__all__ = ["CANDIDATE_BLOCKS", "BREAK_EVEN", "choose", "MODES"]
+
+# Rows x columns, the kernels' preferred shapes first (docs/compression.md,
+# "Choosing the block shape"); the 1-column shapes catch blocks pruned with
+# block=(R, 1).
+CANDIDATE_BLOCKS = ((32, 4), (16, 4), (8, 4), (4, 4), (2, 4), (1, 4), (32, 1), (16, 1), (8, 1), (4, 1))
+# Block-sparse when it takes at most this fraction of the dense bytes.
+BREAK_EVEN = 0.75
+MODES = (False, True, "auto")
+
+
+def choose(codes, scheme, op_name, mode="auto"):
+    """The layout of one op's codes.
+
+    Args:
+      codes: uint8 [rows, k] code matrix (docs/format.md).
+      scheme: the op's scheme name.
+      op_name: the tfq custom op ("TFQ_FULLY_CONNECTED", ...).
+      mode: False (always dense), True (block-sparse whenever the op and the
+        scheme allow it), or "auto" (block-sparse when at most `BREAK_EVEN`
+        of the dense bytes).
+
+    Returns:
+      `(tensor bytes, extra options)`: the extra options are {} for a dense
+      version-1 op, else version 2's (version, layout, block shape, counts).
+    """
+    if mode not in MODES:
+        raise ValueError(f"sparse must be False, True or 'auto', got {mode!r}")
+    s = schemes.get(scheme)
+    dense = fmt.pack_codes(codes, s.storage_bits, s.zero_code)
+    if mode is False or not s.has_zero or op_name == "TFQ_DEPTHWISE_CONV_2D":
+        return dense, {}
+    best = None
+    for block in CANDIDATE_BLOCKS:
+        data, opts = fmt.pack_sparse(codes, s.storage_bits, block, s.zero_code)
+        if best is None or data.size < best[0].size:
+            best = (data, opts)
+    if mode == "auto" and best[0].size > BREAK_EVEN * dense.size:
+        return dense, {}
+    data, opts = best
+    return data, dict(opts, version=fmt.SPARSE_VERSION, layout="block_sparse")
