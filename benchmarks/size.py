@@ -13,6 +13,15 @@ the same Keras model is written as:
   packed     tfq.convert(): tfq custom ops, packed codes (docs/format.md)
 
 Prints bytes and the ratio float/size. Run: python benchmarks/size.py
+
+With --sparse, the block-sparse table (format version 2): every weighted
+layer projected onto ternary and block-pruned (`block="auto"`, whole blocks
+of the smallest mean magnitude, as `tfq.compress` does without data) at each
+sparsity, written by `tfq.convert(sparse="auto")`; and ResNet-50 (random
+weights, 90% block-sparse ternary, all but the first and last layer) with
+where its bytes go. Sizes do not depend on training: pruning removes whole
+blocks, and the zeros ternary adds inside live blocks are stored like any
+code. Run: python benchmarks/size.py --sparse
 """
 
 import os
@@ -63,7 +72,87 @@ def sizes(model):
     return {k: len(v) for k, v in out.items()}
 
 
+def block_prune_model(model, sparsity, skip_first_last=False, block="auto"):
+    """Projects every Dense/Conv2D kernel onto ternary after pruning its blocks of smallest mean magnitude."""
+    import keras
+    import tensorflow as tf
+    from tfq import kernels, pruning, quantizers
+    q = quantizers.get("ternary")
+    specs = [s for layer in kernels.iter_layers(model) for s in (kernels.supported_kernels(layer) or [])
+             if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
+    if skip_first_last:
+        specs = specs[1:-1]
+    for spec in specs:
+        w = spec.variable.numpy()
+        mask = None
+        if not pruning.is_depthwise(spec):
+            grid = pruning.block_grid(spec, block)
+            mask = pruning.block_prune_mask(tf.abs(tf.constant(w)), sparsity, None, False, grid).numpy()
+        qw, _ = q.project(w, mask=mask, channel_axis=spec.channel_axis)
+        spec.variable.assign(np.asarray(qw, np.float32))
+    return model
+
+
+def where_bytes(data):
+    """{weights, indices, scales, float weights, rest} bytes of a .tflite, from tfq inspect."""
+    from tfq.converter import inspect
+    info = inspect.inspect_model(bytes(data), detect_sets=False)
+    out = {"weights": 0, "indices": 0, "scales": 0, "float weights": 0}
+    for r in info["ops"]:
+        if r["kind"] == "tfq":
+            out["weights"] += r["code_bytes"]
+            out["indices"] += r["index_bytes"]
+            out["scales"] += r["scale_bytes"]
+        else:
+            out["float weights"] += r["bytes"]
+    out["rest (biases, graph)"] = info["file_bytes"] - sum(out.values())
+    return out
+
+
+def _float_tflite(model):
+    """TFLiteConverter's float file, without the export's "Saved artifact" listing on stdout."""
+    import contextlib
+    import io
+    import tensorflow as tf
+    with contextlib.redirect_stdout(io.StringIO()):
+        return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+def main_sparse():
+    import warnings
+    import keras
+    import tfq
+    from tfq import models
+    print("Block-sparse ternary (block='auto', tfq.convert(sparse='auto')), every weighted layer compressed; "
+          "bytes of the whole .tflite (ratio float / size)")
+    print("| model | sparsity | float | tfq dense (v1) | tfq block-sparse (v2) | v2 vs float |")
+    print("|---|---|---|---|---|---|")
+    for builder, targets in (("lenet300_100", (0.9, 0.95)), ("lenet5", (0.9, 0.95)), ("small_bn_cnn", (0.8, 0.9))):
+        for sparsity in targets:
+            keras.utils.set_random_seed(0)
+            model = block_prune_model(getattr(models, builder)(), sparsity)
+            flt = _float_tflite(model)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                dense, sp = tfq.convert(flt), tfq.convert(flt, sparse="auto")
+            print(f"| {builder} | {sparsity:.0%} | {len(flt)} | {len(dense)} ({len(flt) / len(dense):.1f}x) | "
+                  f"{len(sp)} ({len(flt) / len(sp):.1f}x) | {len(flt) / len(sp):.1f}x |")
+    keras.utils.set_random_seed(0)
+    resnet = keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3))
+    resnet = block_prune_model(resnet, 0.9, skip_first_last=True)
+    flt = _float_tflite(resnet)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sp = tfq.convert(flt, sparse="auto")
+    print(f"\nResNet-50 (random weights, 90% block-sparse ternary, all but the first and last layer): "
+          f"float {len(flt) / 2 ** 20:.1f} MB, tfq {len(sp) / 2 ** 20:.2f} MB, {len(flt) / len(sp):.1f}x")
+    for k, v in where_bytes(sp).items():
+        print(f"  {k:22s} {v / 2 ** 20:8.2f} MB  ({v / len(sp):5.1%})")
+
+
 def main():
+    if "--sparse" in sys.argv[1:]:
+        return main_sparse()
     import keras
     from tfq import models
     cols = ["float", "int8", "aeq4", "aeq2", "portable", "packed"]

@@ -71,7 +71,7 @@ def test_options_roundtrip_and_validation():
     decoded = fmt.decode_options(fmt.encode_options(opts))
     assert decoded == opts
     assert fmt.validate_options(decoded, "TFQ_CONV_2D")["k"] == 27
-    with pytest.raises(ValueError, match=r"version 7 is not supported \(supported: 1\)"):
+    with pytest.raises(ValueError, match=r"version 7 is not supported \(supported: 1, 2\)"):
         fmt.validate_options({**opts, "version": 7}, "TFQ_CONV_2D")
     with pytest.raises(ValueError, match="bits=4 does not match"):
         fmt.validate_options({**opts, "bits": 4}, "TFQ_CONV_2D")

@@ -101,7 +101,7 @@ def test_cli_bad_input_has_clear_errors(files, tmp_path):
     op.customOptions = np.frombuffer(fmt.encode_options(opts), np.uint8)
     (tmp_path / "v9.tflite").write_bytes(tflite_io.save_model(fb))
     out = _cli("inspect", str(tmp_path / "v9.tflite"))
-    assert out.returncode == 1 and "version 9 is not supported (supported: 1)" in out.stderr
+    assert out.returncode == 1 and "version 9 is not supported (supported: 1, 2)" in out.stderr
     assert "Traceback" not in out.stderr
     out = _cli("convert", "--model", str(tmp_path / "nope.keras"), "--out", str(tmp_path / "x"))
     assert out.returncode == 2 and "no such file" in out.stderr

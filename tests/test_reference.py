@@ -201,10 +201,17 @@ def test_wrong_version_invalid_codes_and_sizes_refused(tfq_file):
 
     def set_version(fb, sg, op):
         opts = fmt.decode_options(bytes(op.customOptions))
+        opts["version"] = 3
+        op.customOptions = np.frombuffer(fmt.encode_options(opts), np.uint8)
+    with pytest.raises(ReferenceError, match=r"format version 3 is not supported \(supported: 1, 2\)"):
+        ReferenceInterpreter(_edit_first_tfq_op(data, set_version))
+
+    def v2_without_layout(fb, sg, op):
+        opts = fmt.decode_options(bytes(op.customOptions))
         opts["version"] = 2
         op.customOptions = np.frombuffer(fmt.encode_options(opts), np.uint8)
-    with pytest.raises(ReferenceError, match=r"format version 2 is not supported \(supported: 1\)"):
-        ReferenceInterpreter(_edit_first_tfq_op(data, set_version))
+    with pytest.raises(ReferenceError, match=r"version 2 needs layout 'block_sparse'"):
+        ReferenceInterpreter(_edit_first_tfq_op(data, v2_without_layout))
 
     def bad_code(fb, sg, op):
         buf = fb.buffers[sg.tensors[op.inputs[1]].buffer]

@@ -5,6 +5,7 @@ first use so that `python -m tfq inspect` starts fast.
 """
 
 import importlib
+import sys
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,14 @@ _SUBMODULES = ("schemes", "quantizers", "kernels", "record", "admm", "pruning", 
                "datasets", "models", "converter", "runtime", "distribute")
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
+
+
+if "keras" in sys.modules:
+    # Keras is loaded already, so registering tfq's saved classes (the
+    # compression record, quantizers, quantized layers) costs nothing now, and
+    # `keras.models.load_model` of a compressed model then finds them.
+    importlib.import_module("tfq.layers")
+    importlib.import_module("tfq.record")
 
 
 def __getattr__(name):

@@ -187,9 +187,11 @@ def load_keras(path):
     """Loads a .keras model file, with tfq's custom objects registered."""
     import keras
 
-    # Registers tfq's serializable classes (quantizers, quantized layers) before deserialization.
+    # Registers tfq's serializable classes (quantizers, quantized layers, the
+    # compression record) before deserialization.
     import tfq.layers  # noqa: F401
     import tfq.quantizers  # noqa: F401
+    import tfq.record  # noqa: F401
 
     return keras.saving.load_model(path, compile=False)
 
