@@ -157,3 +157,18 @@ def test_compress_block_without_and_with_data(mnist_small):
                               return_report=True)
     assert rep.settings["block"] == (4, 1)
     assert record.read(small.get_layer("conv2"))["kernel"]["scheme"] == "ternary"
+
+
+def test_every_block_row_keeps_a_block():
+    layer = keras.layers.Dense(10)
+    layer.build((None, 100))
+    spec = _spec(layer)
+    grid = pruning.block_grid(spec, (8, 4))
+    # Scores that put every block of the second block row (classes 8, 9) last.
+    score = np.ones((100, 10), np.float32)
+    score[:, 8:] = 1e-3
+    mask = pruning.block_prune_mask(tf.constant(score), 0.6, None, False, grid).numpy()
+    assert mask[:, 8:].any() and mask[:, :8].any()
+    assert_whole_blocks(mask, grid)
+    # Still exactly round(0.6 * 50) blocks pruned.
+    assert int(np.sum(block_view(mask, grid).max(axis=(2, 4)) == 0)) == 30
