@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from tfq import pruning, quantizers, record
 from tfq import state as tfq_state
-from tfq.training import (KernelHook, KernelRun, attached_state, check_finite, finite_or_raise, nonfinite_message,
+from tfq.training import (KernelHook, KernelRun, KernelState, attached_state, check_finite, finite_or_raise, nonfinite_message,
                           rebuild_train_function, strategy_of, to_numpy, warn_empty_channels)
 
 __all__ = ["prox_step", "dual_update", "ADMMState", "ADMMTraining", "PHASE_IDLE", "PHASE_ADMM", "PHASE_FINETUNE",
@@ -70,7 +70,7 @@ def _levels_of(q, scale, channel_axis):
     return quantizers.from_rows(lv, shape, perm)
 
 
-class ADMMState(keras.layers.Layer):
+class ADMMState(KernelState):
     """Variables of ADMM for a list of kernels: G, U, frozen codes, scales, rho, phase.
 
     Attached to the model (`tfq.state`) so that `model.save`, `save_weights`
@@ -82,8 +82,7 @@ class ADMMState(keras.layers.Layer):
     """
 
     def __init__(self, specs, **kwargs):
-        super().__init__(trainable=False, **kwargs)
-        self.keys = [s.key for s in specs]
+        super().__init__(specs, **kwargs)
         self.g, self.u, self.codes, self.scale = [], [], [], []
         for s in specs:
             shape = tuple(s.variable.shape)
@@ -92,21 +91,15 @@ class ADMMState(keras.layers.Layer):
                 channels = int(np.prod([shape[a] for a in axes]))
             else:
                 channels = 1
-            tag = s.key.replace("/", "__")
-            # "mean" aggregation lets replicas assign identical values in
-            # replica context under tf.distribute.
-            self.g.append(self.add_weight(shape=shape, initializer="zeros", trainable=False, name=f"{tag}__g", aggregation="mean"))
-            self.u.append(self.add_weight(shape=shape, initializer="zeros", trainable=False, name=f"{tag}__u", aggregation="mean"))
-            self.codes.append(self.add_weight(shape=shape, initializer="zeros", trainable=False, name=f"{tag}__codes", aggregation="mean"))
-            self.scale.append(self.add_weight(shape=(channels,), initializer="zeros", trainable=False, name=f"{tag}__scale", aggregation="mean"))
-        self.rho = self.add_weight(shape=(), initializer="zeros", trainable=False, name="rho", aggregation="only_first_replica")
-        self.phase = self.add_weight(shape=(), initializer="zeros", trainable=False, name="phase", dtype="int32", aggregation="only_first_replica")
-        self.step = self.add_weight(shape=(), initializer="zeros", trainable=False, name="step", dtype="int64", aggregation="only_first_replica")
-        self.start_epoch = self.add_weight(shape=(), initializer="zeros", trainable=False, name="start_epoch", dtype="int32", aggregation="only_first_replica")
+            self.g.append(self.kernel_variable(s, "g"))
+            self.u.append(self.kernel_variable(s, "u"))
+            self.codes.append(self.kernel_variable(s, "codes"))
+            self.scale.append(self.kernel_variable(s, "scale", shape=(channels,)))
+        self.rho = self.scalar("rho")
+        self.phase = self.scalar("phase", "int32")
+        self.step = self.scalar("step", "int64")
+        self.start_epoch = self.scalar("start_epoch", "int32")
         self.built = True
-
-    def call(self, inputs):  # pragma: no cover - never called; state only
-        return inputs
 
     def residuals(self, variables):
         """Per-kernel `||W - G|| / ||W||` (NumPy floats) and the global one."""

@@ -43,7 +43,7 @@ import tensorflow as tf
 
 from tfq import quantizers
 from tfq import state as tfq_state
-from tfq.training import (KernelHook, KernelRun, attached_state, check_finite, finite_or_raise, nonfinite_message,
+from tfq.training import (KernelHook, KernelRun, KernelState, attached_state, check_finite, finite_or_raise, nonfinite_message,
                           rebuild_train_function, steps_per_epoch, strategy_of, to_numpy, warn_empty_channels)
 
 __all__ = ["ConstantSparsity", "PolynomialDecay", "importance", "prune_mask", "PruningState", "PruningTraining",
@@ -323,7 +323,7 @@ def block_prune_mask(score, sparsity, mask, regrowth, grid):
     return grid.from_block_mask(prune_mask(protected, sparsity, bmask, regrowth), score.dtype)
 
 
-class PruningState(keras.layers.Layer):
+class PruningState(KernelState):
     """Variables of pruning for a list of kernels: masks, slope averages, snapshots.
 
     `prev` is the kernel's value at optimizer step `step` (the start of the
@@ -334,31 +334,25 @@ class PruningState(keras.layers.Layer):
     """
 
     def __init__(self, specs, regrowth=False, **kwargs):
-        super().__init__(trainable=False, **kwargs)
-        self.keys = [s.key for s in specs]
+        super().__init__(specs, **kwargs)
         self.regrowth = bool(regrowth)
         self.mask, self.slope, self.prev, self.shadow = [], [], [], []
         for s in specs:
-            shape = tuple(s.variable.shape)
-            tag = s.key.replace("/", "__")
-            self.mask.append(self.add_weight(shape=shape, initializer="ones", trainable=False, name=f"{tag}__mask", aggregation="mean"))
-            self.slope.append(self.add_weight(shape=shape, initializer="zeros", trainable=False, name=f"{tag}__slope", aggregation="mean"))
-            self.prev.append(self.add_weight(shape=shape, initializer="zeros", trainable=False, name=f"{tag}__prev", aggregation="mean"))
+            self.mask.append(self.kernel_variable(s, "mask", initializer="ones"))
+            self.slope.append(self.kernel_variable(s, "slope"))
+            self.prev.append(self.kernel_variable(s, "prev"))
             if self.regrowth:
                 # Pruned weights keep accumulating their optimizer steps here
                 # (Dynamic Network Surgery); they come back with this value.
-                self.shadow.append(self.add_weight(shape=shape, initializer="zeros", trainable=False, name=f"{tag}__shadow", aggregation="mean"))
-        self.step = self.add_weight(shape=(), initializer="zeros", trainable=False, name="step", dtype="int64", aggregation="only_first_replica")
+                self.shadow.append(self.kernel_variable(s, "shadow"))
+        self.step = self.scalar("step", "int64")
         # Optimizer step when pruning began (the default schedule counts from it).
-        self.begin_step = self.add_weight(shape=(), initializer="zeros", trainable=False, name="begin_step", dtype="int64", aggregation="only_first_replica")
+        self.begin_step = self.scalar("begin_step", "int64")
         # Optimizer step after which the schedule prunes no more (-1: unknown);
         # ADMMCallback waits for it.
-        self.end_step = self.add_weight(shape=(), initializer="zeros", trainable=False, name="end_step", dtype="int64", aggregation="only_first_replica")
-        self.initialized = self.add_weight(shape=(), initializer="zeros", trainable=False, name="initialized", dtype="int32", aggregation="only_first_replica")
+        self.end_step = self.scalar("end_step", "int64")
+        self.initialized = self.scalar("initialized", "int32")
         self.built = True
-
-    def call(self, inputs):  # pragma: no cover - never called; state only
-        return inputs
 
     def mask_for(self, key):
         return self.mask[self.keys.index(key)] if key in self.keys else None

@@ -21,7 +21,7 @@ from tfq import quantizers
 from tfq import state as tfq_state
 from tfq.kernels import select_kernels
 
-__all__ = ["KernelHook", "KernelRun", "strategy_of", "to_numpy", "check_finite", "finite_or_raise", "nonfinite_message",
+__all__ = ["KernelHook", "KernelRun", "KernelState", "strategy_of", "to_numpy", "check_finite", "finite_or_raise", "nonfinite_message",
            "warn_empty_channels", "rebuild_train_function", "steps_per_epoch", "attached_state"]
 
 
@@ -187,3 +187,36 @@ class KernelRun:
         if not self.model.built:
             raise ValueError(f"{who}: model {self.model.name!r} must be built before fit")
         return select_kernels(self.model, scheme, self.layers, self.skip_first_last, what=what)
+
+
+class KernelState(keras.layers.Layer):
+    """A state layer of per-kernel variables and scalars (`tfq.admm.ADMMState`, `tfq.pruning.PruningState`).
+
+    Not one of the model's layers: `tfq.state` attaches it to the model so
+    that Keras saves it. Variable names and creation order are part of the
+    saved files (a resumed run loads them by position), so subclasses create
+    theirs in a fixed order.
+    """
+
+    def __init__(self, specs, **kwargs):
+        super().__init__(trainable=False, **kwargs)
+        self.keys = [s.key for s in specs]
+
+    def kernel_variable(self, spec, name, shape=None, initializer="zeros"):
+        """A variable of kernel `spec` named "<layer>__<variable>__<name>" (kernel-shaped by default).
+
+        "mean" aggregation lets replicas assign identical values in replica
+        context under tf.distribute.
+        """
+        tag = spec.key.replace("/", "__")
+        shape = tuple(spec.variable.shape) if shape is None else shape
+        return self.add_weight(shape=shape, initializer=initializer, trainable=False, name=f"{tag}__{name}",
+                               aggregation="mean")
+
+    def scalar(self, name, dtype="float32"):
+        """A scalar variable, written by the first replica only."""
+        return self.add_weight(shape=(), initializer="zeros", trainable=False, name=name, dtype=dtype,
+                               aggregation="only_first_replica")
+
+    def call(self, inputs):  # pragma: no cover - never called; state only
+        return inputs
