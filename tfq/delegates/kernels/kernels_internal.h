@@ -1,11 +1,24 @@
 // Internal dispatch table of the kernel tier: one table per instruction set
-// (reference, AVX2; NEON and NEON dot-product come later). ops.cc does the
+// (reference, AVX2, AVX-512 VNNI, NEON, NEON dot product), assembled in
+// dispatch.cc from the micro-kernels of microkernels.h. ops.cc does the
 // orchestration (quantization, im2col, threading, epilogue) and calls the
 // inner loops through the table chosen at run time.
+//
+// Linkage rule for every kernel header (this one, codes/*.h, gemm/*.h): the
+// files including them are compiled with different ISA flags (-mavx2,
+// -mavx512*, -march=armv8.2-a+dotprod, or none). An inline function or
+// template with external linkage instantiated in two of them would be one
+// COMDAT symbol, and the linker keeps an arbitrary copy: the default-flag
+// caller could end up running the AVX-512 copy. So every inline function and
+// template defined in a kernel header lives in an unnamed namespace (internal
+// linkage: one private copy per file, compiled with that file's flags);
+// only the micro-kernel entry points (microkernels.h), each defined in one
+// file, have external linkage.
 #ifndef TFQ_DELEGATES_KERNELS_KERNELS_INTERNAL_H_
 #define TFQ_DELEGATES_KERNELS_KERNELS_INTERNAL_H_
 
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels.h"
 
@@ -71,8 +84,8 @@ const KernelTable& RefTable();
 const KernelTable* Avx2Table();
 // Null when not built or not supported by the CPU.
 const KernelTable* Avx512VnniTable();
-// aarch64 (lowbit_neon.cc): null when the library was built without NEON
-// code; the dot-product table is also null when the CPU lacks HWCAP_ASIMDDP.
+// aarch64: null when the library was built without NEON code; the
+// dot-product table is also null when the CPU lacks HWCAP_ASIMDDP.
 const KernelTable* NeonTable();
 const KernelTable* NeonDotprodTable();
 // isa_cap: -1 picks the best ISA (or SetIsaOverride's); an Isa value caps
@@ -81,6 +94,9 @@ const KernelTable& SelectTable(bool force_reference, int isa_cap = -1);
 bool IsaAvailable(Isa isa);
 // Test hook: -1 picks the best ISA; an Isa value caps the choice at it.
 void SetIsaOverride(int isa);
+
+// Internal linkage: see the linkage rule at the top of this file.
+namespace {
 
 // The int8 hand-over code of one output before its activation: ReLU6 (NaN
 // maps to 0, never UB), then q = nearbyint(v * kHandoverScale) in [0, 127],
@@ -114,6 +130,76 @@ inline int FieldCode(const uint8_t* block, int bits, int t, int j) {
   return (block[j] >> (t * bits)) & ((1 << bits) - 1);
 }
 
+// Per-scheme constants of the SIMD kernels, all derived from the code table
+// (kernels.h) at compile time.
+template <Scheme S>
+struct SchemeCodes {
+  static constexpr int kBits = SchemeBits(S);
+  static constexpr int kFields = 8 / kBits;  // codes per byte
+  static constexpr int kWpb = WeightsPerBlock(S);
+  static constexpr int kMaxLevel = MaxAbsLevel(S);
+  // Binary and ternary codes are affine in the level, level = kMul * code -
+  // kOff (binary 2u - 1, ternary u - 1): kernels multiply the raw codes and
+  // remove the offset once per row with the activation sum. Power-of-two
+  // codes are not; kernels look their levels up (SignedLevels, BiasedLevels).
+  static constexpr bool kAffine = S == Scheme::kBinary || S == Scheme::kTernary;
+  static constexpr int kMul = kAffine ? CodeLevel(S, 1) - CodeLevel(S, 0) : 1;
+  static constexpr int kOff = kAffine ? -CodeLevel(S, 0) : 0;
+  // Products level * q (|q| <= 127) one int16 lane may sum before it is
+  // widened: the largest power of two <= 32767 / (127 * kMaxLevel), at most
+  // 256 (256, 256, 64, 4).
+  static constexpr int kTapsPerWiden = [] {
+    int n = 1;
+    while (n < 256 && 2 * n * 127 * kMaxLevel <= 32767) n *= 2;
+    return n;
+  }();
+};
+
+// A 16-entry code -> byte lookup table (one entry per 4-bit code).
+struct CodeTable16 {
+  int8_t v[16];
+};
+
+// Signed level of every code (invalid codes, refused when a node is
+// prepared, map to 0).
+constexpr CodeTable16 SignedLevels(Scheme s) {
+  CodeTable16 t{};
+  for (int c = 0; c < 16; ++c) {
+    const int l = CodeLevel(s, c);
+    t.v[c] = static_cast<int8_t>(l > 64 ? 0 : l);
+  }
+  return t;
+}
+
+// level + MaxAbsLevel of every code as an unsigned byte (invalid codes map to
+// level 0): the x86 kernels multiply these with vpmaddubsw / vpdpbusd and
+// remove MaxAbsLevel * sum(q) once per row.
+constexpr CodeTable16 BiasedLevels(Scheme s) {
+  CodeTable16 t{};
+  for (int c = 0; c < 16; ++c) {
+    const int l = CodeLevel(s, c);
+    t.v[c] = static_cast<int8_t>(static_cast<uint8_t>((l > 64 ? 0 : l) + MaxAbsLevel(s)));
+  }
+  return t;
+}
+
+template <Scheme S>
+using SchemeTag = std::integral_constant<Scheme, S>;
+
+// The one switch from a run-time scheme to the code-table templates: calls
+// f(SchemeTag<S>()) for S == s. Every micro-kernel that is templated on the
+// scheme is reached through it.
+template <class F>
+inline void DispatchScheme(Scheme s, F&& f) {
+  switch (s) {
+    case Scheme::kBinary: return f(SchemeTag<Scheme::kBinary>());
+    case Scheme::kTernary: return f(SchemeTag<Scheme::kTernary>());
+    case Scheme::kPow2_3bit: return f(SchemeTag<Scheme::kPow2_3bit>());
+    case Scheme::kPow2_4bit: return f(SchemeTag<Scheme::kPow2_4bit>());
+  }
+}
+
+}  // namespace
 }  // namespace internal
 }  // namespace tfq
 

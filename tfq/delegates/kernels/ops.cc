@@ -408,37 +408,6 @@ Isa SelectedIsa(bool force_reference, int isa_cap) {
 
 bool IsaAvailable(Isa isa) { return internal::IsaAvailable(isa); }
 
-size_t ExecWeightsBytes(const PackedWeights& w, bool force_reference, int* exec_group,
-                        int isa_cap) {
-  const KernelTable& kt = internal::SelectTable(force_reference, isa_cap);
-  *exec_group = 0;
-  if (kt.exec_group <= 0 || kt.gemm_exec == nullptr || w.rows <= 0 || w.row_bytes <= 0) return 0;
-  const int64_t padded = (w.rows + kt.exec_group - 1) / kt.exec_group * kt.exec_group;
-  if (padded > 2 * w.rows) return 0;  // keep any execution copy within 2x of the packed size
-  *exec_group = kt.exec_group;
-  return static_cast<size_t>(padded * w.row_bytes);
-}
-
-void PrepareExecWeights(const PackedWeights& w, int group, uint8_t* out) {
-  const int64_t nblocks = w.row_bytes / 32;
-  const int64_t groups = (w.rows + group - 1) / group;
-  for (int64_t g = 0; g < groups; ++g) {
-    for (int64_t b = 0; b < nblocks; ++b) {
-      for (int q = 0; q < 8; ++q) {
-        uint8_t* dst = out + ((g * nblocks + b) * 8 + q) * 4 * group;
-        for (int c = 0; c < group; ++c) {
-          const int64_t row = g * group + c;
-          if (row < w.rows) {
-            std::memcpy(dst + 4 * c, w.codes + row * w.row_bytes + b * 32 + 4 * q, 4);
-          } else {
-            std::memset(dst + 4 * c, 0, 4);  // padding channels: computed, never stored
-          }
-        }
-      }
-    }
-  }
-}
-
 size_t FullyConnectedScratchBytes(const PackedWeights& w, int64_t m) {
   const int64_t kp = PaddedK(w.scheme, w.k);
   if (kp < 0 || m <= 0) return 0;
