@@ -84,7 +84,7 @@ struct DelegateState {
   // Shared by all partitions of the graph, which run one after another:
   // kernel scratch, and the two buffers the tensors inside a partition
   // alternate between (node i of a chain writes handover[i % 2], node i + 1
-  // reads it; the runtime allocates no memory for them, pitfall 4).
+  // reads it; the runtime allocates no memory for them: docs/litert_abi.md, pitfall 4).
   AlignedBuffer scratch;
   AlignedBuffer handover[2];
   int claimed = 0;
@@ -585,7 +585,7 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
         SchemeName(spec.scheme), static_cast<long long>(spec.rows), static_cast<long long>(spec.k));
     claim.emplace_back(index, spec);
   }
-  // Room for fields a newer runtime may have appended (pitfall 1): the struct
+  // Room for fields a newer runtime may have appended (docs/litert_abi.md, pitfall 1): the struct
   // is passed by value, so we pass our full, zero-filled declaration.
   TfLiteRegistration reg;
   std::memset(&reg, 0, sizeof(reg));
@@ -706,7 +706,7 @@ TFQ_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
       return nullptr;
     }
   }
-  // Zero-filled with room for fields newer runtimes append (pitfall 2).
+  // Zero-filled with room for fields newer runtimes append (docs/litert_abi.md, pitfall 2).
   void* mem = std::calloc(1, sizeof(TfLiteDelegate) + 256);
   if (mem == nullptr) return nullptr;
   auto* delegate = static_cast<TfLiteDelegate*>(mem);
@@ -714,7 +714,7 @@ TFQ_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
   state->options = options;
   delegate->data_ = state;
   delegate->Prepare = tfq::DelegatePrepare;
-  delegate->flags = kTfLiteDelegateFlagsAllowDynamicTensors;  // pitfall 3
+  delegate->flags = kTfLiteDelegateFlagsAllowDynamicTensors;  // docs/litert_abi.md, pitfall 3
   return delegate;
 }
 

@@ -41,6 +41,23 @@ tfq::ThreadPool* SharedPool(int threads) {
   return pools[threads].get();
 }
 
+tfq::Epilogue MakeEpilogue(const float* scale, int per_channel, const float* bias, int activation) {
+  tfq::Epilogue e;
+  e.scale = scale;
+  e.per_channel_scale = per_channel != 0;
+  e.bias = bias;
+  e.activation = static_cast<tfq::Activation>(activation);
+  return e;
+}
+
+tfq::KernelOptions MakeOptions(int force_reference, int threads) {
+  tfq::KernelOptions opt;
+  opt.force_reference = force_reference != 0;
+  opt.pool = SharedPool(threads);
+  opt.min_parallel_macs = 0;  // the tests use small shapes: split them anyway
+  return opt;
+}
+
 void* AlignedScratch(size_t bytes, std::vector<uint64_t>* storage) {
   storage->assign(bytes / 8 + 16, 0);
   auto p = reinterpret_cast<uintptr_t>(storage->data());
@@ -57,7 +74,8 @@ TFQ_EXPORT int tfq_testing_set_isa(int isa) {
   return static_cast<int>(tfq::SelectedIsa(false));
 }
 
-// Instruction set the dispatcher selects: 0 reference, 1 avx2, 2 neon, 3 neon dotprod.
+// Instruction set the dispatcher selects (an Isa value: 0 reference, 1 avx2,
+// 2 neon, 3 neon_dotprod, 4 avx512vnni).
 TFQ_EXPORT int tfq_testing_isa(int force_reference) {
   return static_cast<int>(tfq::SelectedIsa(force_reference != 0));
 }
@@ -81,15 +99,8 @@ TFQ_EXPORT int tfq_testing_fully_connected(const float* x, int64_t m, int scheme
       activation < 0 || activation > 2)
     return -1;
   const tfq::PackedWeights w = prepared.At(codes);
-  tfq::Epilogue e;
-  e.scale = scale;
-  e.per_channel_scale = per_channel != 0;
-  e.bias = bias;
-  e.activation = static_cast<tfq::Activation>(activation);
-  tfq::KernelOptions opt;
-  opt.force_reference = force_reference != 0;
-  opt.pool = SharedPool(threads);
-  opt.min_parallel_macs = 0;  // the tests use small shapes: split them anyway
+  const tfq::Epilogue e = MakeEpilogue(scale, per_channel, bias, activation);
+  const tfq::KernelOptions opt = MakeOptions(force_reference, threads);
   std::vector<uint64_t> storage;
   void* scratch = AlignedScratch(tfq::FullyConnectedScratchBytes(w, m), &storage);
   tfq::FullyConnected(x, m, w, e, y, scratch, opt);
@@ -140,16 +151,9 @@ TFQ_EXPORT int tfq_testing_conv(int depthwise, const float* x, const int* geo, i
       return -1;
   }
   const tfq::PackedWeights w = prepared.At(codes);
-  tfq::Epilogue e;
-  e.scale = scale;
-  e.per_channel_scale = per_channel != 0;
-  e.bias = bias;
-  e.activation = static_cast<tfq::Activation>(activation);
-  tfq::KernelOptions opt;
-  opt.force_reference = force_reference != 0;
-  opt.pool = SharedPool(threads);
+  const tfq::Epilogue e = MakeEpilogue(scale, per_channel, bias, activation);
+  const tfq::KernelOptions opt = MakeOptions(force_reference, threads);
   const int nthreads = opt.pool ? opt.pool->num_threads() : 1;
-  opt.min_parallel_macs = 0;  // the tests use small shapes: split them anyway
   std::vector<uint64_t> storage;
   const size_t bytes = depthwise ? tfq::DepthwiseScratchBytes(w, g, nthreads)
                                  : tfq::Conv2DScratchBytes(w, g, nthreads);

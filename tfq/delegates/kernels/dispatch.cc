@@ -74,7 +74,7 @@ KernelTable MakeAvx512VnniTable() {
 
 #if defined(TFQ_HAVE_NEON)
 // Both NEON tables share everything but the GEMM.
-KernelTable MakeNeonTable(Isa isa, decltype(KernelTable::gemm) gemm) {
+KernelTable MakeNeonTable(Isa isa, GemmFn* gemm) {
   KernelTable t{};
   t.isa = isa;
   t.absmax = AbsMaxNeon;

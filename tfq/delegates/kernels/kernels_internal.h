@@ -25,58 +25,73 @@
 namespace tfq {
 namespace internal {
 
+// The micro-kernel types: the contract of each op, one per KernelTable field
+// (microkernels.h declares every implementation with them).
+
+// max |x[i]|; sets *nonfinite when an element is NaN or infinite.
+using AbsMaxFn = float(const float* x, int64_t n, bool* nonfinite);
+// q[i] = clamp(rint(x[i] * s), -127, 127) for finite x*s; returns sum of q.
+using QuantizeFn = int64_t(const float* x, int64_t n, float s, int8_t* q);
+// Sum of n int8 values.
+using SumI8Fn = int64_t(const int8_t* q, int64_t n);
+// c[j * ldc + i] = sum_k level(w row i, k) * a[j * lda + k] over
+// nblocks * WeightsPerBlock positions, for i < n_rows and j < n_act.
+// sumq[j] is the sum of activation row j (used by offset-code kernels).
+// Activation rows are zero beyond the logical k.
+using GemmFn = void(Scheme s, const uint8_t* w, int64_t row_bytes, int64_t n_rows, const int8_t* a,
+                    int64_t lda, const int32_t* sumq, int64_t n_act, int64_t nblocks, int32_t* c,
+                    int64_t ldc);
+// acc[o] = sum_t level(tap row t, o) * taps[t][o / depth_multiplier] for
+// o < out_c; taps[t] == nullptr means zero padding.
+using DepthwisePixelFn = void(Scheme s, const uint8_t* codes, int64_t row_bytes,
+                              const int8_t* const* taps, int ntaps, int depth_multiplier, int out_c,
+                              int32_t* acc);
+// Depth multiplier 1: like DepthwisePixelFn with the levels already decoded
+// to int16, levels[t * stride + o] (stride a multiple of 32, zero beyond out_c).
+using DepthwiseLevelsFn = void(const int16_t* levels, int64_t stride, const int8_t* const* taps,
+                               int ntaps, int out_c, int32_t* acc);
+// GEMM on the channel-interleaved execution layout (see PrepareExecWeights):
+// c[j * ldc + o] for o < out_c, same meaning as GemmFn; positions >= k_valid
+// (zero activations) may be skipped.
+using GemmExecFn = void(Scheme s, const uint8_t* wx, int64_t out_c, int64_t nblocks, int64_t k_valid,
+                        const int8_t* a, int64_t lda, const int32_t* sumq, int64_t n_act, int32_t* c,
+                        int64_t ldc);
+// Depth multiplier 1: a whole output row oy of a depthwise convolution on
+// int16 levels (as DepthwiseLevelsFn), acc[ox * out_c + o] for ox < out_w;
+// img is the quantized NHWC image, readable 64 bytes past its end. One call
+// per row instead of one per pixel.
+using DepthwiseLevelsRowFn = void(const int16_t* levels, int64_t stride, const int8_t* img,
+                                  const ConvGeometry& g, int oy, int32_t* acc);
+// The float epilogue of `rows` rows of n outputs,
+// y[r * ldy + i] = act(float(acc[r * lda + i]) * f[i] (+ b[i])), with the
+// same IEEE operations (no FMA) and clamps as the portable one.
+using EpilogueRowsFn = void(const int32_t* acc, int64_t lda, const float* f, const float* b,
+                            int64_t n, int64_t rows, float* y, int64_t ldy, Activation a);
+// The int8 hand-over epilogue (KernelOptions::output_q),
+// q[r * ldq + i] = rint(min(max(float(acc) * f[i] (+ b[i]), 0), 6) * kHandoverScale)
+// with NaN mapped to 0, the same IEEE operations as the portable one.
+using EpilogueRowsQFn = void(const int32_t* acc, int64_t lda, const float* f, const float* b,
+                             int64_t n, int64_t rows, int8_t* q, int64_t ldq);
+// out[r] = sum of q[r * c, r * c + c) for r < rows (contiguous rows: the
+// channel sums of the pixels of an image).
+using SumRowsI8Fn = void(const int8_t* q, int64_t rows, int64_t c, int32_t* out);
+
+// The kernels of one instruction set. Optional entries may be null: ops.cc
+// then uses the portable code (or, for sum_rows_i8, sum_i8 per row).
 struct KernelTable {
   Isa isa;
-  // max |x[i]|; sets *nonfinite when an element is NaN or infinite.
-  float (*absmax)(const float* x, int64_t n, bool* nonfinite);
-  // q[i] = clamp(rint(x[i] * s), -127, 127) for finite x*s; returns sum of q.
-  int64_t (*quantize)(const float* x, int64_t n, float s, int8_t* q);
-  // Sum of n int8 values.
-  int64_t (*sum_i8)(const int8_t* q, int64_t n);
-  // c[j * ldc + i] = sum_k level(w row i, k) * a[j * lda + k] over
-  // nblocks * WeightsPerBlock positions, for i < n_rows and j < n_act.
-  // sumq[j] is the sum of activation row j (used by offset-code kernels).
-  // Activation rows are zero beyond the logical k.
-  void (*gemm)(Scheme s, const uint8_t* w, int64_t row_bytes, int64_t n_rows, const int8_t* a,
-               int64_t lda, const int32_t* sumq, int64_t n_act, int64_t nblocks, int32_t* c,
-               int64_t ldc);
-  // acc[o] = sum_t level(tap row t, o) * taps[t][o / depth_multiplier] for
-  // o < out_c; taps[t] == nullptr means zero padding.
-  void (*depthwise_pixel)(Scheme s, const uint8_t* codes, int64_t row_bytes,
-                          const int8_t* const* taps, int ntaps, int depth_multiplier, int out_c,
-                          int32_t* acc);
-  // Optional (depth_multiplier 1): like depthwise_pixel with the levels
-  // already decoded to int16, levels[t * stride + o] (stride a multiple of 32,
-  // zero beyond out_c).
-  void (*depthwise_levels)(const int16_t* levels, int64_t stride, const int8_t* const* taps,
-                           int ntaps, int out_c, int32_t* acc);
-  // Optional: GEMM on the channel-interleaved execution layout (see
-  // PrepareExecWeights); exec_group is its channel group (0: not supported).
-  // c[j * ldc + o] for o < out_c, same meaning as gemm; positions >= k_valid
-  // (zero activations) may be skipped.
-  int exec_group;
-  void (*gemm_exec)(Scheme s, const uint8_t* wx, int64_t out_c, int64_t nblocks, int64_t k_valid,
-                    const int8_t* a, int64_t lda, const int32_t* sumq, int64_t n_act, int32_t* c,
-                    int64_t ldc);
-  // Optional (depth_multiplier 1): a whole output row oy of a depthwise
-  // convolution on int16 levels (as depthwise_levels), acc[ox * out_c + o]
-  // for ox < out_w; img is the quantized NHWC image, readable 64 bytes past
-  // its end. One call per row instead of one per pixel.
-  void (*depthwise_levels_row)(const int16_t* levels, int64_t stride, const int8_t* img,
-                               const ConvGeometry& g, int oy, int32_t* acc);
-  // Optional: the float epilogue of `rows` rows of n outputs,
-  // y[r * ldy + i] = act(float(acc[r * lda + i]) * f[i] (+ b[i])), with the
-  // same IEEE operations (no FMA) and clamps as the portable one.
-  void (*epilogue_rows)(const int32_t* acc, int64_t lda, const float* f, const float* b,
-                        int64_t n, int64_t rows, float* y, int64_t ldy, Activation a);
-  // Optional: the int8 hand-over epilogue (KernelOptions::output_q),
-  // q[r * ldq + i] = rint(min(max(float(acc) * f[i] (+ b[i]), 0), 6) * kHandoverScale)
-  // with NaN mapped to 0, the same IEEE operations as the portable one.
-  void (*epilogue_rows_q)(const int32_t* acc, int64_t lda, const float* f, const float* b,
-                          int64_t n, int64_t rows, int8_t* q, int64_t ldq);
-  // Optional: out[r] = sum of q[r * c, r * c + c) for r < rows (contiguous
-  // rows: the channel sums of the pixels of an image); else sum_i8 per row.
-  void (*sum_rows_i8)(const int8_t* q, int64_t rows, int64_t c, int32_t* out);
+  AbsMaxFn* absmax;
+  QuantizeFn* quantize;
+  SumI8Fn* sum_i8;
+  GemmFn* gemm;
+  DepthwisePixelFn* depthwise_pixel;
+  DepthwiseLevelsFn* depthwise_levels;       // optional
+  int exec_group;                            // channel group of gemm_exec (0: none)
+  GemmExecFn* gemm_exec;                     // optional
+  DepthwiseLevelsRowFn* depthwise_levels_row;  // optional
+  EpilogueRowsFn* epilogue_rows;             // optional
+  EpilogueRowsQFn* epilogue_rows_q;          // optional
+  SumRowsI8Fn* sum_rows_i8;                  // optional
 };
 
 const KernelTable& RefTable();
@@ -145,6 +160,10 @@ struct SchemeCodes {
   static constexpr bool kAffine = S == Scheme::kBinary || S == Scheme::kTernary;
   static constexpr int kMul = kAffine ? CodeLevel(S, 1) - CodeLevel(S, 0) : 1;
   static constexpr int kOff = kAffine ? -CodeLevel(S, 0) : 0;
+  // The x86 kernels' unsigned operand u (vpmaddubsw / vpdpbusd take u8):
+  // level = kMul * u - kBiasedOff, u the raw code (binary, ternary) or
+  // level + kMaxLevel (power-of-two schemes, BiasedLevels).
+  static constexpr int kBiasedOff = kAffine ? kOff : kMaxLevel;
   // Products level * q (|q| <= 127) one int16 lane may sum before it is
   // widened: the largest power of two <= 32767 / (127 * kMaxLevel), at most
   // 256 (256, 256, 64, 4).
@@ -197,6 +216,22 @@ inline void DispatchScheme(Scheme s, F&& f) {
     case Scheme::kPow2_3bit: return f(SchemeTag<Scheme::kPow2_3bit>());
     case Scheme::kPow2_4bit: return f(SchemeTag<Scheme::kPow2_4bit>());
   }
+}
+
+// DepthwisePixelFn of a SIMD table from a per-scheme kernel for depth
+// multiplier 1, Pixel<S>::Run(codes, row_bytes, taps, ntaps, out_c, acc);
+// other multipliers run the reference.
+template <template <Scheme> class Pixel>
+inline void DepthwisePixelDm1(Scheme s, const uint8_t* codes, int64_t row_bytes,
+                              const int8_t* const* taps, int ntaps, int depth_multiplier, int out_c,
+                              int32_t* acc) {
+  if (depth_multiplier != 1) {
+    RefTable().depthwise_pixel(s, codes, row_bytes, taps, ntaps, depth_multiplier, out_c, acc);
+    return;
+  }
+  DispatchScheme(s, [&](auto scheme) {
+    Pixel<decltype(scheme)::value>::Run(codes, row_bytes, taps, ntaps, out_c, acc);
+  });
 }
 
 }  // namespace

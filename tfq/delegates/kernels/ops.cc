@@ -430,6 +430,14 @@ void FullyConnected(const float* x, int64_t m, const PackedWeights& w, const Epi
   for (int64_t j = 0; j < m; ++j) {
     rq[j] = QuantizeActivations(kt, x + j * w.k, w.k, kp, q + j * kp, sumq + j);
   }
+  // The epilogue of output channels [o0, o1) of every row, after their GEMM.
+  const auto write_outputs = [&](int64_t o0, int64_t o1) {
+    for (int64_t j = 0; j < m; ++j) {
+      float* fj = f + j * rows + o0;
+      if (rq[j].state == RowState::kOk) ComputeFactors(e, rq[j].s, o0, o1, fj);
+      WriteOutputs(kt, e, rq[j].state, acc + j * rows + o0, fj, o0, o1, y + j * rows + o0);
+    }
+  };
   const int threads = NumThreads(opt);
   const bool use_exec = m >= 4 && w.exec != nullptr && kt.gemm_exec != nullptr &&
                         kt.exec_group == w.exec_group;
@@ -447,11 +455,7 @@ void FullyConnected(const float* x, int64_t m, const PackedWeights& w, const Epi
       const int64_t o0 = g0 * group, o1 = std::min(rows, g1 * group);
       kt.gemm_exec(w.scheme, w.exec + g0 * group_bytes, o1 - o0, nblocks, w.k, q, kp, sumq, m,
                    acc + o0, rows);
-      for (int64_t j = 0; j < m; ++j) {
-        float* fj = f + j * rows + o0;
-        if (rq[j].state == RowState::kOk) ComputeFactors(e, rq[j].s, o0, o1, fj);
-        WriteOutputs(kt, e, rq[j].state, acc + j * rows + o0, fj, o0, o1, y + j * rows + o0);
-      }
+      write_outputs(o0, o1);
     }, macs);
     return;
   }
@@ -465,11 +469,7 @@ void FullyConnected(const float* x, int64_t m, const PackedWeights& w, const Epi
     const int64_t o0 = task * chunk, o1 = std::min(rows, o0 + chunk);
     kt.gemm(w.scheme, w.codes + o0 * w.row_bytes, w.row_bytes, o1 - o0, q, kp, sumq, m, nblocks,
             acc + o0, rows);
-    for (int64_t j = 0; j < m; ++j) {
-      float* fj = f + j * rows + o0;
-      if (rq[j].state == RowState::kOk) ComputeFactors(e, rq[j].s, o0, o1, fj);
-      WriteOutputs(kt, e, rq[j].state, acc + j * rows + o0, fj, o0, o1, y + j * rows + o0);
-    }
+    write_outputs(o0, o1);
   }, macs);
 }
 

@@ -1,5 +1,5 @@
 // AVX2 decoding of packed codes into unsigned bytes u with level = kMul * u -
-// kOff (binary: u = code, mul 2, off 1; ternary: u = code, mul 1, off 1;
+// kBiasedOff (binary: u = code, mul 2, off 1; ternary: u = code, mul 1, off 1;
 // pow2: u = level + MaxAbsLevel through a vpshufb table, BiasedLevels), so
 // that `vpmaddubsw(u, q)` multiplies 32 unsigned codes by 32 signed int8
 // activations, and the offset is removed once per row with the activation
@@ -20,8 +20,6 @@ namespace {
 template <Scheme S>
 struct Avx2Codes : SchemeCodes<S> {
   using C = SchemeCodes<S>;
-  static constexpr int kMul = C::kAffine ? C::kMul : 1;
-  static constexpr int kOff = C::kAffine ? C::kOff : C::kMaxLevel;
   // int16 overflow in the GEMM: each vpmaddubsw lane is the sum of two
   // products u*q with |q| <= 127, so |lane| <= 254*max(u). Lanes are widened
   // to int32 (vpmaddwd with ones) before 32767 can be exceeded: after 128

@@ -1,5 +1,5 @@
 // AVX-512 decoding of packed codes into unsigned bytes u (level = kMul * u -
-// kOff, as in codes/avx2.h), 64 codes per zmm register. Used by
+// kBiasedOff, as in codes/avx2.h), 64 codes per zmm register. Used by
 // gemm/avx512vnni.cc and gemm_interleaved/avx512vnni.cc; include only from
 // files compiled with the AVX-512 flags. Internal linkage
 // (kernels_internal.h, linkage rule).
@@ -17,8 +17,6 @@ namespace {
 template <Scheme S>
 struct Avx512Codes : SchemeCodes<S> {
   using C = SchemeCodes<S>;
-  static constexpr int kMul = C::kAffine ? C::kMul : 1;
-  static constexpr int kOff = C::kAffine ? C::kOff : C::kMaxLevel;
 
   static __m512i LevelTable() {
     static constexpr CodeTable16 kTable = BiasedLevels(S);

@@ -75,7 +75,7 @@ struct Avx2Gemm {
     for (int r = 0; r < MR; ++r)
       for (int p = 0; p < NR; ++p)
         c[p * ldc + r] = RemoveOffset(static_cast<uint32_t>(HorizontalSum(acc32[r][p])), K::kMul,
-                                      K::kOff, sumq[p]);
+                                      K::kBiasedOff, sumq[p]);
   }
 };
 

@@ -96,7 +96,7 @@ struct Avx512Gemm {
     for (int r = 0; r < MR; ++r)
       for (int p = 0; p < NR; ++p)
         c[p * ldc + r] = RemoveOffset(static_cast<uint32_t>(_mm512_reduce_add_epi32(acc[r][p])),
-                                      K::kMul, K::kOff, sumq[p]);
+                                      K::kMul, K::kBiasedOff, sumq[p]);
   }
 
   // Ternary only (kOwnGemv): the masked GEMV when its lanes cannot overflow.

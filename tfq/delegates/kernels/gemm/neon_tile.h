@@ -27,8 +27,6 @@ struct NeonGemm {
   using C = SchemeCodes<S>;
   static constexpr int kPanelRows = 2, kGemvRows = 4;
   static constexpr bool kOwnGemv = false;
-  static constexpr int kMul = C::kAffine ? C::kMul : 1;
-  static constexpr int kOff = C::kAffine ? C::kOff : 0;
   int8x16_t table = LevelTable(S);
 
   template <int MR, int NR>
@@ -56,7 +54,7 @@ struct NeonGemm {
       });
     }
     for (int r = 0; r < MR; ++r)
-      for (int p = 0; p < NR; ++p) c[p * ldc + r] = RemoveOffset(acc.Sum(r, p), kMul, kOff, sumq[p]);
+      for (int p = 0; p < NR; ++p) c[p * ldc + r] = RemoveOffset(acc.Sum(r, p), C::kMul, C::kOff, sumq[p]);
   }
 };
 

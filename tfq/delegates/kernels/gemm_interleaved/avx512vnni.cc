@@ -54,7 +54,7 @@ void ExecTile(const uint8_t* wx, int64_t group_bytes, int64_t nblocks, int64_t k
   }
   for (int p = 0; p < NR; ++p) {
     const __m512i corr = _mm512_set1_epi32(static_cast<int32_t>(
-        static_cast<uint32_t>(K::kOff) * static_cast<uint32_t>(sumq[p])));
+        static_cast<uint32_t>(K::kBiasedOff) * static_cast<uint32_t>(sumq[p])));
     for (int g = 0; g < MG; ++g) {
       __m512i v = acc[g][p];
       if (K::kMul == 2) v = _mm512_add_epi32(v, v);
