@@ -76,11 +76,11 @@ def test_differences_are_reported(build_lists):
     chk, configs, rules = build_lists
     rules = copy.deepcopy(rules)
     rules["//:tfq_kernels_neon_dotprod"]["copts"].remove("-march=armv8.2-a+dotprod")
-    rules["//:tfq_kernels"]["srcs"].remove("//:tfq/delegates/kernels/ops.cc")
+    rules["//:tfq_kernels"]["srcs"].remove("//:tfq/delegates/kernels/layers/conv2d.cc")
     rules["//:tfq_delegate_lib"]["hdrs"].remove("//:tfq/delegates/node_spec.h")
     problems = "\n".join(chk.compare(configs, rules))
     assert "gemm/neon_dotprod.cc: ISA flags differ" in problems
-    assert "kernels/ops.cc: built by CMake (tfq_delegate, tfq_kernels) but not by Bazel" in problems
+    assert "kernels/layers/conv2d.cc: built by CMake (tfq_delegate, tfq_kernels) but not by Bazel" in problems
     assert "node_spec.h: header not declared in Bazel" in problems
 
 

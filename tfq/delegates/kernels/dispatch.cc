@@ -179,3 +179,13 @@ const KernelTable& SelectTable(bool force_reference, int isa_cap) {
 
 }  // namespace internal
 }  // namespace tfq
+
+namespace tfq {
+
+Isa SelectedIsa(bool force_reference, int isa_cap) {
+  return internal::SelectTable(force_reference, isa_cap).isa;
+}
+
+bool IsaAvailable(Isa isa) { return internal::IsaAvailable(isa); }
+
+}  // namespace tfq

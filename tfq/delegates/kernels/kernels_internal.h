@@ -13,7 +13,9 @@
 // template defined in a kernel header lives in an unnamed namespace (internal
 // linkage: one private copy per file, compiled with that file's flags);
 // only the micro-kernel entry points (microkernels.h), each defined in one
-// file, have external linkage.
+// file, have external linkage. (The constexpr functions of kernels.h are
+// the exception: the ISA files use them only in constant expressions, via
+// SchemeCodes and the lookup tables below, so they emit no copy of them.)
 #ifndef TFQ_DELEGATES_KERNELS_KERNELS_INTERNAL_H_
 #define TFQ_DELEGATES_KERNELS_KERNELS_INTERNAL_H_
 
