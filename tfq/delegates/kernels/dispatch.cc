@@ -2,7 +2,7 @@
 // set compiled in and supported by the CPU (and OS), else the scalar
 // reference. Each table is assembled here from the micro-kernels of
 // microkernels.h; optional entries a table leaves null fall back to the
-// portable code in ops.cc. A call can cap the choice (KernelOptions::isa_cap,
+// portable code in layers/. A call can cap the choice (KernelOptions::isa_cap,
 // the delegate's `isa` option); tests can cap it process-wide with
 // SetIsaOverride.
 #include <atomic>

@@ -1,8 +1,8 @@
 // Internal dispatch table of the kernel tier: one table per instruction set
 // (reference, AVX2, AVX-512 VNNI, NEON, NEON dot product), assembled in
-// dispatch.cc from the micro-kernels of microkernels.h. ops.cc does the
-// orchestration (quantization, im2col, threading, epilogue) and calls the
-// inner loops through the table chosen at run time.
+// dispatch.cc from the micro-kernels of microkernels.h. The layer files
+// (layers/) do the orchestration (quantization, im2col, threading,
+// epilogue) and call the inner loops through the table chosen at run time.
 //
 // Linkage rule for every kernel header (this one, codes/*.h, gemm/*.h): the
 // files including them are compiled with different ISA flags (-mavx2,
@@ -78,8 +78,9 @@ using EpilogueRowsQFn = void(const int32_t* acc, int64_t lda, const float* f, co
 // channel sums of the pixels of an image).
 using SumRowsI8Fn = void(const int8_t* q, int64_t rows, int64_t c, int32_t* out);
 
-// The kernels of one instruction set. Optional entries may be null: ops.cc
-// then uses the portable code (or, for sum_rows_i8, sum_i8 per row).
+// The kernels of one instruction set. Optional entries may be null: the
+// layer files then use the portable code (or, for sum_rows_i8, sum_i8 per
+// row).
 struct KernelTable {
   Isa isa;
   AbsMaxFn* absmax;

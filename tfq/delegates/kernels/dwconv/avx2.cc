@@ -1,7 +1,7 @@
 // Depthwise convolution, AVX2 (compiled with -mavx2 -mfma, used by the AVX2
 // table and, for the per-pixel path, by the AVX-512 VNNI table): per pixel on
 // packed codes (decoded with codes/avx2.h), and per pixel on int16 levels
-// decoded once per invoke by the caller (ops.cc).
+// decoded once per invoke by the caller (layers/depthwise_conv2d.cc).
 #include <immintrin.h>
 
 #include <cstring>

@@ -1,6 +1,6 @@
 // Depthwise convolution on int16 levels, AVX-512 (AVX512BW; compiled with the
 // AVX-512 flags, used by the AVX-512 VNNI table): the levels are decoded once
-// per invoke by the caller (ops.cc), 32 channels per zmm register.
+// per invoke by the caller (layers/depthwise_conv2d.cc), 32 channels per zmm register.
 #include <immintrin.h>
 
 #include "kernels/microkernels.h"

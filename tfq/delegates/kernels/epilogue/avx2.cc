@@ -1,6 +1,6 @@
 // The int8 hand-over epilogue, AVX2 (compiled with -mavx2 -mfma, used by the
-// AVX2 table; the float epilogue of that table is the portable one in ops.cc,
-// which GCC clones for AVX2).
+// AVX2 table; the float epilogue of that table is the portable one in
+// layers/output.cc, which GCC clones for AVX2).
 #include <immintrin.h>
 
 #include "kernels/microkernels.h"

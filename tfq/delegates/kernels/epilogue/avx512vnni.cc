@@ -1,6 +1,6 @@
 // Float and int8 hand-over epilogues, AVX-512 (compiled with the AVX-512
 // flags, used by the AVX-512 VNNI table). Bit-identical to the portable
-// epilogue in ops.cc (same IEEE operations, no FMA).
+// epilogue in layers/output.cc (same IEEE operations, no FMA).
 #include <immintrin.h>
 
 #include "kernels/microkernels.h"
