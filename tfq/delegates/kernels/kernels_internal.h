@@ -221,6 +221,17 @@ inline void DispatchScheme(Scheme s, F&& f) {
   }
 }
 
+// The bias of an epilogue as a template flag: f(std::true_type()) when b is
+// set, else f(std::false_type()).
+template <class F>
+inline void DispatchBias(const float* b, F&& f) {
+  if (b) {
+    f(std::true_type());
+  } else {
+    f(std::false_type());
+  }
+}
+
 // DepthwisePixelFn of a SIMD table from a per-scheme kernel for depth
 // multiplier 1, Pixel<S>::Run(codes, row_bytes, taps, ntaps, out_c, acc);
 // other multipliers run the reference.

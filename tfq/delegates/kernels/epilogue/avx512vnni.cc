@@ -39,17 +39,17 @@ void EpilogueRowsT(const int32_t* acc, int64_t lda, const float* f, const float*
 
 void EpilogueRowsAvx512(const int32_t* acc, int64_t lda, const float* f, const float* b, int64_t n,
                         int64_t rows, float* y, int64_t ldy, Activation a) {
-  switch (a) {
-    case Activation::kNone:
-      return b ? EpilogueRowsT<Activation::kNone, true>(acc, lda, f, b, n, rows, y, ldy)
-               : EpilogueRowsT<Activation::kNone, false>(acc, lda, f, b, n, rows, y, ldy);
-    case Activation::kRelu:
-      return b ? EpilogueRowsT<Activation::kRelu, true>(acc, lda, f, b, n, rows, y, ldy)
-               : EpilogueRowsT<Activation::kRelu, false>(acc, lda, f, b, n, rows, y, ldy);
-    case Activation::kRelu6:
-      return b ? EpilogueRowsT<Activation::kRelu6, true>(acc, lda, f, b, n, rows, y, ldy)
-               : EpilogueRowsT<Activation::kRelu6, false>(acc, lda, f, b, n, rows, y, ldy);
-  }
+  DispatchBias(b, [&](auto bias) {
+    constexpr bool kBias = decltype(bias)::value;
+    switch (a) {
+      case Activation::kNone:
+        return EpilogueRowsT<Activation::kNone, kBias>(acc, lda, f, b, n, rows, y, ldy);
+      case Activation::kRelu:
+        return EpilogueRowsT<Activation::kRelu, kBias>(acc, lda, f, b, n, rows, y, ldy);
+      case Activation::kRelu6:
+        return EpilogueRowsT<Activation::kRelu6, kBias>(acc, lda, f, b, n, rows, y, ldy);
+    }
+  });
 }
 
 namespace {
@@ -105,8 +105,9 @@ void EpilogueRowsQT(const int32_t* acc, int64_t lda, const float* f, const float
 
 void EpilogueRowsQAvx512(const int32_t* acc, int64_t lda, const float* f, const float* b, int64_t n,
                          int64_t rows, int8_t* q, int64_t ldq) {
-  if (b) EpilogueRowsQT<true>(acc, lda, f, b, n, rows, q, ldq);
-  else EpilogueRowsQT<false>(acc, lda, f, b, n, rows, q, ldq);
+  DispatchBias(b, [&](auto bias) {
+    EpilogueRowsQT<decltype(bias)::value>(acc, lda, f, b, n, rows, q, ldq);
+  });
 }
 
 }  // namespace internal

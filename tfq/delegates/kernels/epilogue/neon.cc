@@ -42,8 +42,9 @@ void EpilogueRowsQT(const int32_t* acc, int64_t lda, const float* f, const float
 
 void EpilogueRowsQNeon(const int32_t* acc, int64_t lda, const float* f, const float* b, int64_t n,
                        int64_t rows, int8_t* q, int64_t ldq) {
-  if (b) EpilogueRowsQT<true>(acc, lda, f, b, n, rows, q, ldq);
-  else EpilogueRowsQT<false>(acc, lda, f, b, n, rows, q, ldq);
+  DispatchBias(b, [&](auto bias) {
+    EpilogueRowsQT<decltype(bias)::value>(acc, lda, f, b, n, rows, q, ldq);
+  });
 }
 
 }  // namespace internal
