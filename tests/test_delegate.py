@@ -7,6 +7,8 @@ reference kernels and batch sizes. Also: refusal of invalid nodes, options,
 and the explanation when the delegate is not loaded.
 """
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -298,6 +300,26 @@ def test_int8_handover_edge_cases(chain_model):
     for r in ref:
         y = got[tuple(r.shape)]
         np.testing.assert_allclose(y, r, rtol=1e-4, atol=1e-5 * max(np.max(np.abs(r)), 1e-3))
+
+
+def test_shipped_library_has_no_test_entry_points():
+    """The test entry points (testing_api.cc) live in libtfq_testing.so only:
+    the delegate users load exports the external-delegate interface and
+    tfq_delegate_isa, and the test library is a separate file."""
+    import ctypes
+
+    from helpers import native
+
+    delegate = ctypes.CDLL(tfq.delegate_path())
+    for name in ("tfq_testing_set_isa", "tfq_testing_isa", "tfq_testing_fully_connected",
+                 "tfq_testing_conv", "tfq_testing_validate_codes", "tfq_testing_parse_options"):
+        assert not hasattr(delegate, name), name
+        assert hasattr(native.library(), name), name
+    assert hasattr(delegate, "tflite_plugin_create_delegate")
+    delegate.tfq_delegate_isa.restype = ctypes.c_char_p
+    assert delegate.tfq_delegate_isa(0).decode() == native.selected_isa()
+    assert delegate.tfq_delegate_isa(1).decode() == "reference"
+    assert native.testing_library_path().resolve() != pathlib.Path(tfq.delegate_path()).resolve()
 
 
 def test_int8_handover_simd_equals_reference_kernels(chain_model):
