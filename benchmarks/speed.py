@@ -45,6 +45,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "tests"))  # helpers.native: the test library's bindings
 
 import numpy as np  # noqa: E402
 
@@ -337,7 +338,7 @@ def main(argv=None):
     ap.add_argument("--isolated", action="store_true",
                     help="time each variant alone in its own process (not interleaved)")
     args = ap.parse_args(argv)
-    from tfq.delegates import native
+    from helpers import native
 
     cases = [c for c in args.cases.split(",") if c]
     threads = [int(t) for t in args.threads.split(",")]

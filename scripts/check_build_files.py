@@ -6,8 +6,10 @@ aarch64 (cmake/aarch64-linux-gnu.toolchain.cmake: NEON files), native tests
 on. Bazel's side comes from `bazel query //... --output=xml`, which also
 proves that every package loads. Compared:
 
-1. the .cc files of the delegate library (union over configurations) with
-   the .cc files of every rule //:libtfq_delegate.so depends on;
+1. the .cc files of the delegate library (CMake targets tfq_delegate and
+   tfq_kernels, union over configurations) with the .cc files of every rule
+   //:libtfq_delegate.so depends on, and likewise for the test library
+   (tfq_testing and tfq_kernels against //:libtfq_testing.so);
 2. every .cc file under tfq/delegates is built by CMake (none forgotten), and
    every .h file there is declared in Bazel;
 3. the native test programs' own sources;
@@ -36,6 +38,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 DELEGATES = ROOT / "tfq" / "delegates"
 ISA_FLAG = re.compile(r"^-m(avx\S*|fma|sse\S*|arch=\S+|cpu=\S+|fpu=\S+)$")
 TEST_TARGETS = {"tfq_kernels_test": "//:tfq_kernels_test", "tfq_node_runner": "//:tfq_node_runner"}
+# CMake targets whose sources make up each shared library, and its Bazel rule.
+LIBRARIES = {
+    "delegate": (("tfq_delegate", "tfq_kernels"), "//:libtfq_delegate.so"),
+    "test library": (("tfq_testing", "tfq_kernels"), "//:libtfq_testing.so"),
+}
 
 
 def _rel(path, base):
@@ -117,38 +124,49 @@ def bazel_closure(rules, top):
 def compare(cm_configs, rules):
     """Returns a list of human-readable differences (empty when consistent)."""
     problems = []
-    cm_delegate, cm_defines, cm_flags = set(), set(), {}
-    for cfg in cm_configs.values():
-        t = cfg["tfq_delegate"]
-        cm_delegate |= set(t["sources"])
-        cm_defines |= t["defines"]
-        for f, flags in t["sources"].items():
-            cm_flags.setdefault(f, set()).update(flags)
-    closure = bazel_closure(rules, "//:libtfq_delegate.so")
-    bz_files, bz_flags, bz_defines = set(), {}, set()
-    for label in closure:
-        a = rules[label]
-        isa = {c for c in a.get("copts", []) if ISA_FLAG.match(c)}
-        for src in a.get("srcs", []) + a.get("hdrs", []):
-            f = _file(src)
-            if f:
-                bz_files.add(f)
-                if f.endswith(".cc"):
-                    bz_flags[f] = isa
-        bz_defines |= {d.split("=")[0] for d in a.get("local_defines", []) + a.get("defines", [])
-                       if d.startswith("TFQ_HAVE_")}
-    bz_cc = {f for f in bz_files if f.endswith(".cc")}
-    for f in sorted(cm_delegate - bz_cc):
-        problems.append(f"{f}: built by CMake (tfq_delegate) but not by Bazel (//:libtfq_delegate.so)")
-    for f in sorted(bz_cc - cm_delegate):
-        problems.append(f"{f}: built by Bazel (//:libtfq_delegate.so) but not by CMake (tfq_delegate)")
+    cm_all, bz_all_files, cm_defines, bz_defines, cm_flags, bz_flags = set(), set(), set(), set(), {}, {}
+    for lib, (cm_targets, bz_top) in LIBRARIES.items():
+        cm_cc = set()
+        for cfg in cm_configs.values():
+            for name in cm_targets:
+                t = cfg.get(name)
+                if t is None:
+                    problems.append(f"CMake target {name} missing")
+                    continue
+                cm_cc |= set(t["sources"])
+                cm_defines |= t["defines"]
+                for f, flags in t["sources"].items():
+                    cm_flags.setdefault(f, set()).update(flags)
+        cm_all |= cm_cc
+        if bz_top not in rules:
+            problems.append(f"Bazel target {bz_top} missing")
+            continue
+        bz_files = set()
+        for label in bazel_closure(rules, bz_top):
+            a = rules[label]
+            isa = {c for c in a.get("copts", []) if ISA_FLAG.match(c)}
+            for src in a.get("srcs", []) + a.get("hdrs", []):
+                f = _file(src)
+                if f:
+                    bz_files.add(f)
+                    if f.endswith(".cc"):
+                        bz_flags[f] = isa
+            bz_defines |= {d.split("=")[0] for d in a.get("local_defines", []) + a.get("defines", [])
+                           if d.startswith("TFQ_HAVE_")}
+        bz_all_files |= bz_files
+        bz_cc = {f for f in bz_files if f.endswith(".cc")}
+        cm_names = ", ".join(cm_targets)
+        for f in sorted(cm_cc - bz_cc):
+            problems.append(f"{f}: built by CMake ({cm_names}) but not by Bazel ({bz_top})")
+        for f in sorted(bz_cc - cm_cc):
+            problems.append(f"{f}: built by Bazel ({bz_top}) but not by CMake ({cm_names})")
     on_disk_cc = {p.relative_to(ROOT).as_posix() for p in DELEGATES.rglob("*.cc")}
     on_disk_h = {p.relative_to(ROOT).as_posix() for p in DELEGATES.rglob("*.h")}
-    for f in sorted(on_disk_cc - cm_delegate):
+    for f in sorted(on_disk_cc - cm_all):
         problems.append(f"{f}: on disk but in no CMake source list")
-    for f in sorted(on_disk_h - bz_files):
-        problems.append(f"{f}: header not declared in Bazel (srcs/hdrs of //:libtfq_delegate.so's deps)")
-    for f in sorted(cm_delegate & bz_cc):
+    for f in sorted(on_disk_h - bz_all_files):
+        problems.append(f"{f}: header not declared in Bazel (srcs/hdrs of the libraries' deps)")
+    for f in sorted(cm_all & set(bz_flags)):
         if cm_flags.get(f, set()) != bz_flags.get(f, set()):
             problems.append(f"{f}: ISA flags differ: CMake {sorted(cm_flags.get(f, set()))}, "
                             f"Bazel {sorted(bz_flags.get(f, set()))}")
@@ -175,8 +193,8 @@ def compare(cm_configs, rules):
 def cmake_configs(tmp):
     """The CMake side for the host and aarch64 configurations, configured under tmp."""
     return {
-        # TFQ_AVX512_WITH_CLANG=OFF: with it, the AVX-512 file reaches the
-        # library as a clang-built object, which the code model lists as an
+        # TFQ_AVX512_WITH_CLANG=OFF: with it, the AVX-512 files reach the
+        # library as clang-built objects, which the code model lists as an
         # object, not as a source with flags; files and flags are the same.
         "host": cmake_targets(tmp / "host", ["-DTFQ_AVX512_WITH_CLANG=OFF"]),
         "aarch64": cmake_targets(tmp / "aarch64", [
@@ -197,9 +215,10 @@ def main(argv=None):
         if args.keep is None:
             shutil.rmtree(tmp, ignore_errors=True)
     problems = compare(configs, rules)
-    n_cc = len({f for c in configs.values() for f in c["tfq_delegate"]["sources"]})
+    n_cc = len({f for c in configs.values() for t in ("tfq_delegate", "tfq_kernels", "tfq_testing")
+                for f in c.get(t, {"sources": {}})["sources"]})
     print(f"bazel query //...: {len(rules)} rules loaded; CMake configurations: {', '.join(configs)}; "
-          f"{n_cc} delegate sources compared")
+          f"{n_cc} library sources compared")
     for p in problems:
         print(f"MISMATCH: {p}")
     if not problems:

@@ -50,7 +50,7 @@ def test_bazel_query_loads_every_package():
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     targets = set(r.stdout.split())
-    for t in ("//:libtfq_delegate.so", "//:tfq_kernels", "//:tfq_kernels_neon",
+    for t in ("//:libtfq_delegate.so", "//:libtfq_testing.so", "//:tfq_kernels", "//:tfq_kernels_neon",
               "//:tfq_kernels_neon_dotprod", "//:tfq_kernels_avx2", "//:tfq_kernels_test",
               "//:tfq_node_runner", "//:tfq", "//:pytest"):
         assert t in targets
@@ -60,21 +60,27 @@ def test_bazel_query_loads_every_package():
 def test_bazel_and_cmake_source_lists_agree(build_lists):
     chk, configs, rules = build_lists
     assert chk.compare(configs, rules) == []
-    neon = configs["aarch64"]["tfq_delegate"]["sources"]
-    assert neon["tfq/delegates/kernels/lowbit_dotprod_neon.cc"] == {"-march=armv8.2-a+dotprod"}
-    assert neon["tfq/delegates/kernels/lowbit_neon.cc"] == set()
-    assert "tfq/delegates/kernels/lowbit_avx2.cc" in configs["host"]["tfq_delegate"]["sources"]
+    neon = configs["aarch64"]["tfq_kernels"]["sources"]
+    assert neon["tfq/delegates/kernels/gemm/neon_dotprod.cc"] == {"-march=armv8.2-a+dotprod"}
+    assert neon["tfq/delegates/kernels/gemm/neon.cc"] == set()
+    host = configs["host"]["tfq_kernels"]["sources"]
+    assert host["tfq/delegates/kernels/gemm/avx2.cc"] == {"-mavx2", "-mfma"}
+    assert "-mavx512vnni" in host["tfq/delegates/kernels/gemm_interleaved/avx512vnni.cc"]
+    # The test entry points are in the test library only.
+    for cfg in configs.values():
+        assert "tfq/delegates/testing_api.cc" not in cfg["tfq_delegate"]["sources"]
+        assert "tfq/delegates/testing_api.cc" in cfg["tfq_testing"]["sources"]
 
 
 def test_differences_are_reported(build_lists):
     chk, configs, rules = build_lists
     rules = copy.deepcopy(rules)
     rules["//:tfq_kernels_neon_dotprod"]["copts"].remove("-march=armv8.2-a+dotprod")
-    rules["//:tfq_kernels"]["srcs"].remove("//:tfq/delegates/kernels/ops.cc")
+    rules["//:tfq_kernels"]["srcs"].remove("//:tfq/delegates/kernels/layers/conv2d.cc")
     rules["//:tfq_delegate_lib"]["hdrs"].remove("//:tfq/delegates/node_spec.h")
     problems = "\n".join(chk.compare(configs, rules))
-    assert "lowbit_dotprod_neon.cc: ISA flags differ" in problems
-    assert "kernels/ops.cc: built by CMake (tfq_delegate) but not by Bazel" in problems
+    assert "gemm/neon_dotprod.cc: ISA flags differ" in problems
+    assert "kernels/layers/conv2d.cc: built by CMake (tfq_delegate, tfq_kernels) but not by Bazel" in problems
     assert "node_spec.h: header not declared in Bazel" in problems
 
 
@@ -89,13 +95,16 @@ def test_check_script_passes():
 def test_bazel_builds_delegate_and_passes_kernel_test():
     bazel = _bazel()
     r = subprocess.run([bazel, "--batch", "test", "//:tfq_kernels_test", "//:libtfq_delegate.so",
-                        "--test_output=errors"], cwd=ROOT, capture_output=True, text=True,
+                        "//:libtfq_testing.so", "--test_output=errors"], cwd=ROOT, capture_output=True, text=True,
                        timeout=600)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     bin_dir = subprocess.run([bazel, "--batch", "info", "bazel-bin"], cwd=ROOT, capture_output=True,
                              text=True, check=True).stdout.strip()
-    from tfq.delegates import native
+    from helpers import native
 
-    lib = native.library(pathlib.Path(bin_dir) / "libtfq_delegate.so")
+    lib = native.library(pathlib.Path(bin_dir) / "libtfq_testing.so")
     assert native.selected_isa(True, lib) == "reference"
     assert native.selected_isa(False, lib) != "reference"
+    exported = subprocess.run(["nm", "-D", "--defined-only", str(pathlib.Path(bin_dir) / "libtfq_delegate.so")],
+                              capture_output=True, text=True, check=True).stdout
+    assert "tflite_plugin_create_delegate" in exported and "tfq_testing" not in exported

@@ -7,6 +7,8 @@ reference kernels and batch sizes. Also: refusal of invalid nodes, options,
 and the explanation when the delegate is not loaded.
 """
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -300,22 +302,41 @@ def test_int8_handover_edge_cases(chain_model):
         np.testing.assert_allclose(y, r, rtol=1e-4, atol=1e-5 * max(np.max(np.abs(r)), 1e-3))
 
 
+def test_shipped_library_has_no_test_entry_points():
+    """The test entry points (testing_api.cc) live in libtfq_testing.so only:
+    the delegate users load exports the external-delegate interface and
+    tfq_delegate_isa, and the test library is a separate file."""
+    import ctypes
+
+    from helpers import native
+
+    delegate = ctypes.CDLL(tfq.delegate_path())
+    for name in ("tfq_testing_set_isa", "tfq_testing_isa", "tfq_testing_fully_connected",
+                 "tfq_testing_conv", "tfq_testing_validate_codes", "tfq_testing_parse_options"):
+        assert not hasattr(delegate, name), name
+        assert hasattr(native.library(), name), name
+    assert hasattr(delegate, "tflite_plugin_create_delegate")
+    delegate.tfq_delegate_isa.restype = ctypes.c_char_p
+    assert delegate.tfq_delegate_isa(0).decode() == native.selected_isa()
+    assert delegate.tfq_delegate_isa(1).decode() == "reference"
+    assert native.testing_library_path().resolve() != pathlib.Path(tfq.delegate_path()).resolve()
+
+
 def test_int8_handover_simd_equals_reference_kernels(chain_model):
     """The SIMD hand-over epilogues (8 and 16 lanes, with tails: 6, 8 and 12
     channels) give the scalar HandoverCode's codes exactly."""
-    from tfq.delegates import native
+    from helpers import native
 
     data, _ = chain_model
-    lib = native.library()  # the same shared object the interpreter loads
+    lib = native.library()  # the test library: which tables this CPU can run
     x = _chain_input(9)
     want = _run(_litert(data, {"force_reference": "1"}), x)
     tried = []
+    available = native.available_isas(lib)
     for isa in ("avx2", "avx512vnni"):
-        try:
-            if native.set_isa(isa, lib) != isa:
-                continue
-            tried.append(isa)
-            np.testing.assert_array_equal(_run(_litert(data), x), want, err_msg=isa)
-        finally:
-            native.set_isa(None, lib)
+        if isa not in available:
+            continue
+        tried.append(isa)
+        # The delegate's `isa` option pins the table in the delegate itself.
+        np.testing.assert_array_equal(_run(_litert(data, {"isa": isa}), x), want, err_msg=isa)
     assert tried or native.selected_isa(False, lib) == "reference"

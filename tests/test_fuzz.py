@@ -67,6 +67,9 @@ def asan_lib():
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     lib = ASAN_DIR / "libtfq_delegate.so"
     assert lib.exists()
+    # The option fuzz calls the delegate's FlexBuffer reader through the test
+    # library, built next to it from the same sanitized sources.
+    assert lib.with_name("libtfq_testing.so").exists()
     return lib
 
 
@@ -247,7 +250,7 @@ def _options_fuzz(args, lib_path):
 
     from tfq.converter import format as fmt  # noqa: F401 - imported for encode_options below
 
-    lib = ctypes.CDLL(lib_path)
+    lib = ctypes.CDLL(str(pathlib.Path(lib_path).with_name("libtfq_testing.so")))
     lib.tfq_testing_parse_options.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p,
                                               ctypes.c_int]
     seeds = []

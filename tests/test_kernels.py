@@ -10,7 +10,7 @@ printed in the test ids so any case can be replayed.
 import numpy as np
 import pytest
 
-from tfq.delegates import native
+from helpers import native
 
 SCHEMES = native.SCHEMES
 ACTS = native.ACTIVATIONS

@@ -39,6 +39,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(1, str(ROOT / "tests"))  # helpers.native: the test library's bindings
 
 import speed  # noqa: E402  (benchmarks/speed.py: cases, variants, targets)
 
@@ -106,7 +107,7 @@ def cmd_board(args):
         print(f"this is a {machine} machine: run `board` on the ARM board itself "
               "(or pass --allow-non-arm to try the script here)", file=sys.stderr)
         return 2
-    from tfq.delegates import native
+    from helpers import native
 
     rows, results = [], {}
     for case in args.cases:

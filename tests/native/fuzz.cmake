@@ -13,11 +13,17 @@ if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
 endif()
 set(TFQ_FUZZ_DIR ${CMAKE_CURRENT_LIST_DIR})
 
+# The delegate's and the kernel library's sources (libtfq_testing.so's
+# entry points are not on the node path).
 get_target_property(_tfq_fuzz_sources tfq_delegate SOURCES)
-get_target_property(_tfq_fuzz_defs tfq_delegate COMPILE_DEFINITIONS)
-# The test-only C API is not on the node path.
-list(REMOVE_ITEM _tfq_fuzz_sources testing_api.cc)
-add_executable(tfq_fuzz_node ${TFQ_FUZZ_DIR}/fuzz_node.cc ${_tfq_fuzz_sources})
+get_target_property(_tfq_fuzz_kernel_sources tfq_kernels SOURCES)
+get_target_property(_tfq_fuzz_defs tfq_kernels COMPILE_DEFINITIONS)
+get_target_property(_tfq_fuzz_delegate_defs tfq_delegate COMPILE_DEFINITIONS)
+if(_tfq_fuzz_delegate_defs)
+  list(APPEND _tfq_fuzz_defs ${_tfq_fuzz_delegate_defs})
+endif()
+add_executable(tfq_fuzz_node ${TFQ_FUZZ_DIR}/fuzz_node.cc ${_tfq_fuzz_sources}
+               ${_tfq_fuzz_kernel_sources})
 target_include_directories(tfq_fuzz_node PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
 if(_tfq_fuzz_defs)
   target_compile_definitions(tfq_fuzz_node PRIVATE ${_tfq_fuzz_defs})

@@ -1,8 +1,9 @@
 # Included from tfq/delegates/CMakeLists.txt when TFQ_BUILD_NATIVE_TESTS is on
 # (same directory scope, so per-file ISA flags such as -march=...+dotprod
-# apply). Builds the delegate's sources once more as a static library and
-# links two test programs against it, statically, so that they run under
-# qemu-aarch64 without a target sysroot:
+# apply). Builds the delegate's own sources once more as a static library
+# over the kernel library (tfq_kernels) and links two test programs against
+# it, statically, so that they run under qemu-aarch64 without a target
+# sysroot:
 #   tfq_kernels_test    every SIMD kernel table vs the scalar reference
 #   tfq_node_runner     the delegate's node-level path on exported tensors
 set(TFQ_NATIVE_TEST_DIR ${CMAKE_CURRENT_LIST_DIR})
@@ -19,7 +20,7 @@ target_include_directories(tfq_delegate_static PUBLIC ${CMAKE_CURRENT_SOURCE_DIR
 if(TFQ_TFLITE_INCLUDE_DIR)
   target_include_directories(tfq_delegate_static PUBLIC ${TFQ_TFLITE_INCLUDE_DIR})
 endif()
-target_link_libraries(tfq_delegate_static PUBLIC Threads::Threads)
+target_link_libraries(tfq_delegate_static PUBLIC tfq_kernels Threads::Threads)
 
 foreach(_t tfq_kernels_test tfq_node_runner)
   if(_t STREQUAL "tfq_kernels_test")

@@ -1,7 +1,7 @@
-"""The tfq native delegate (C++): sources, build files and test bindings.
+"""The tfq native delegate (C++): sources and build files.
 
 The shared library `libtfq_delegate.so` is built by the package install
 (CMake through scikit-build-core). Users load it with `tfq.Interpreter` or
-`load_delegate(tfq.delegate_path())`; `tfq.delegates.native` binds its
-test-only C entry points for the kernel tests.
+`load_delegate(tfq.delegate_path())`. The same build makes the test library
+`libtfq_testing.so` (never installed); tests/helpers/native.py binds it.
 """

@@ -84,7 +84,7 @@ struct DelegateState {
   // Shared by all partitions of the graph, which run one after another:
   // kernel scratch, and the two buffers the tensors inside a partition
   // alternate between (node i of a chain writes handover[i % 2], node i + 1
-  // reads it; the runtime allocates no memory for them, pitfall 4).
+  // reads it; the runtime allocates no memory for them: docs/litert_abi.md, pitfall 4).
   AlignedBuffer scratch;
   AlignedBuffer handover[2];
   int claimed = 0;
@@ -132,8 +132,7 @@ struct NodeKernel {
   size_t in_bytes = 0;
   size_t out_bytes = 0;
   size_t scratch_bytes = 0;
-  std::vector<uint8_t> exec;  // optional execution layout of the weights
-  int exec_group = 0;
+  PreparedWeights weights;  // described and laid out once, at the first prepare
   ConvGeometry geometry;
   int64_t fc_rows = 0;
   int64_t in_elems = 0;
@@ -259,11 +258,11 @@ TfLiteStatus PrepareNode(TfLiteContext* context, DelegateState* state, NodeKerne
   std::string error;
   if (!ComputeShapes(context, spec, &k->geometry, &k->fc_rows, &out_dims, &error))
     return Refuse(context, *k, "%s", error.c_str());
-  PackedWeights w;
-  w.scheme = spec.scheme;
-  w.rows = spec.rows;
-  w.k = spec.k;
-  w.row_bytes = RowBytes(spec.scheme, spec.k);
+  const uint8_t* codes = context->tensors[spec.weights].data.uint8;
+  if (!k->weights.ready() && !k->weights.Init(spec.scheme, codes, spec.rows, spec.k))
+    return Refuse(context, *k, "weights of %lld x %lld out of range", static_cast<long long>(spec.rows),
+                  static_cast<long long>(spec.k));
+  const PackedWeights w = k->weights.At(codes);
   const bool fc = spec.kind == OpKind::kFullyConnected;
   const int64_t in_elems = fc ? FullyConnectedInputElems(w, k->fc_rows) : ConvInputElems(k->geometry);
   const int64_t out_elems = fc ? FullyConnectedOutputElems(w, k->fc_rows) : ConvOutputElems(k->geometry);
@@ -316,17 +315,8 @@ TfLiteStatus PrepareNode(TfLiteContext* context, DelegateState* state, NodeKerne
                     spec.output, out->bytes, k->out_bytes);
   }
 
-  if (spec.kind != OpKind::kDepthwiseConv2D && k->exec.empty()) {
-    w.codes = context->tensors[spec.weights].data.uint8;
-    int group = 0;
-    const size_t exec_bytes =
-        ExecWeightsBytes(w, state->options.force_reference, &group, state->options.isa_cap);
-    if (exec_bytes > 0) {
-      k->exec.resize(exec_bytes);
-      PrepareExecWeights(w, group, k->exec.data());
-      k->exec_group = group;
-    }
-  }
+  if (spec.kind != OpKind::kDepthwiseConv2D)
+    k->weights.BuildExecLayout(state->options.force_reference, state->options.isa_cap);
   switch (spec.kind) {
     case OpKind::kFullyConnected: k->scratch_bytes = FullyConnectedScratchBytes(w, k->fc_rows); break;
     case OpKind::kConv2D: k->scratch_bytes = Conv2DScratchBytes(w, k->geometry, threads); break;
@@ -399,16 +389,7 @@ TfLiteStatus InvokeNode(TfLiteContext* context, DelegateState* state, NodeKernel
       !ConstantIntact(context, spec.scale, scale_elems * sizeof(float)) ||
       !ConstantIntact(context, spec.bias, static_cast<size_t>(spec.out_channels) * sizeof(float)))
     return Refuse(context, *k, "a constant input changed since the node was validated");
-  PackedWeights w;
-  w.scheme = spec.scheme;
-  w.codes = context->tensors[spec.weights].data.uint8;
-  w.rows = spec.rows;
-  w.k = spec.k;
-  w.row_bytes = RowBytes(spec.scheme, spec.k);
-  if (!k->exec.empty()) {
-    w.exec = k->exec.data();
-    w.exec_group = k->exec_group;
-  }
+  const PackedWeights w = k->weights.At(context->tensors[spec.weights].data.uint8);
   Epilogue e;
   e.scale = context->tensors[spec.scale].data.f;
   e.per_channel_scale = spec.per_channel_scale;
@@ -604,7 +585,7 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
         SchemeName(spec.scheme), static_cast<long long>(spec.rows), static_cast<long long>(spec.k));
     claim.emplace_back(index, spec);
   }
-  // Room for fields a newer runtime may have appended (pitfall 1): the struct
+  // Room for fields a newer runtime may have appended (docs/litert_abi.md, pitfall 1): the struct
   // is passed by value, so we pass our full, zero-filled declaration.
   TfLiteRegistration reg;
   std::memset(&reg, 0, sizeof(reg));
@@ -725,7 +706,7 @@ TFQ_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
       return nullptr;
     }
   }
-  // Zero-filled with room for fields newer runtimes append (pitfall 2).
+  // Zero-filled with room for fields newer runtimes append (docs/litert_abi.md, pitfall 2).
   void* mem = std::calloc(1, sizeof(TfLiteDelegate) + 256);
   if (mem == nullptr) return nullptr;
   auto* delegate = static_cast<TfLiteDelegate*>(mem);
@@ -733,7 +714,7 @@ TFQ_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
   state->options = options;
   delegate->data_ = state;
   delegate->Prepare = tfq::DelegatePrepare;
-  delegate->flags = kTfLiteDelegateFlagsAllowDynamicTensors;  // pitfall 3
+  delegate->flags = kTfLiteDelegateFlagsAllowDynamicTensors;  // docs/litert_abi.md, pitfall 3
   return delegate;
 }
 
@@ -741,4 +722,11 @@ TFQ_EXPORT void tflite_plugin_destroy_delegate(TfLiteDelegate* delegate) {
   if (delegate == nullptr) return;
   delete tfq::StateOf(delegate);
   std::free(delegate);
+}
+
+// Name of the kernels the delegate runs on this CPU ("reference", "avx2",
+// "avx512vnni", "neon", "neon_dotprod"; force_reference != 0: "reference"):
+// what the Android demo shows (android_demo/.../tfq_jni.cc).
+TFQ_EXPORT const char* tfq_delegate_isa(int force_reference) {
+  return tfq::IsaName(tfq::SelectedIsa(force_reference != 0));
 }

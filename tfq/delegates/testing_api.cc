@@ -1,6 +1,7 @@
-// A thin C entry point for the tests (loaded with ctypes): runs the kernel
-// tier directly, without an interpreter, and exposes the option parser. Not
-// part of the user API.
+// The C entry points of libtfq_testing.so, the test library (loaded with
+// ctypes by tests/helpers/native.py): runs the kernel tier directly, without
+// an interpreter, and exposes the option parser. Built from the same kernel
+// library as libtfq_delegate.so, which does not contain these functions.
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -17,14 +18,14 @@
 
 namespace {
 
-bool MakeWeights(int scheme, const uint8_t* codes, int64_t rows, int64_t k, tfq::PackedWeights* w) {
-  if (scheme < 0 || scheme > 3 || rows < 1 || k < 1) return false;
-  w->scheme = static_cast<tfq::Scheme>(scheme);
-  w->codes = codes;
-  w->rows = rows;
-  w->k = k;
-  w->row_bytes = tfq::RowBytes(w->scheme, k);
-  return w->row_bytes > 0 && tfq::AccumulatorFits(w->scheme, k);
+// The weights of a call, prepared as the delegate prepares a node's
+// (PreparedWeights: description, then the execution layout of GEMM layers).
+bool PrepareWeights(int scheme, const uint8_t* codes, int64_t rows, int64_t k, bool gemm,
+                    bool force_reference, tfq::PreparedWeights* w) {
+  if (scheme < 0 || scheme > 3) return false;
+  if (!w->Init(static_cast<tfq::Scheme>(scheme), codes, rows, k)) return false;
+  if (gemm) w->BuildExecLayout(force_reference);
+  return true;
 }
 
 // One pool per thread count, kept for the life of the process, as the
@@ -38,6 +39,23 @@ tfq::ThreadPool* SharedPool(int threads) {
   std::lock_guard<std::mutex> lock(mu);
   if (!pools[threads]) pools[threads].reset(new tfq::ThreadPool(threads));
   return pools[threads].get();
+}
+
+tfq::Epilogue MakeEpilogue(const float* scale, int per_channel, const float* bias, int activation) {
+  tfq::Epilogue e;
+  e.scale = scale;
+  e.per_channel_scale = per_channel != 0;
+  e.bias = bias;
+  e.activation = static_cast<tfq::Activation>(activation);
+  return e;
+}
+
+tfq::KernelOptions MakeOptions(int force_reference, int threads) {
+  tfq::KernelOptions opt;
+  opt.force_reference = force_reference != 0;
+  opt.pool = SharedPool(threads);
+  opt.min_parallel_macs = 0;  // the tests use small shapes: split them anyway
+  return opt;
 }
 
 void* AlignedScratch(size_t bytes, std::vector<uint64_t>* storage) {
@@ -56,7 +74,8 @@ TFQ_EXPORT int tfq_testing_set_isa(int isa) {
   return static_cast<int>(tfq::SelectedIsa(false));
 }
 
-// Instruction set the dispatcher selects: 0 reference, 1 avx2, 2 neon, 3 neon dotprod.
+// Instruction set the dispatcher selects (an Isa value: 0 reference, 1 avx2,
+// 2 neon, 3 neon_dotprod, 4 avx512vnni).
 TFQ_EXPORT int tfq_testing_isa(int force_reference) {
   return static_cast<int>(tfq::SelectedIsa(force_reference != 0));
 }
@@ -75,27 +94,13 @@ TFQ_EXPORT int tfq_testing_fully_connected(const float* x, int64_t m, int scheme
                                            const float* scale, int per_channel, const float* bias,
                                            int activation, float* y, int force_reference,
                                            int threads) {
-  tfq::PackedWeights w;
-  if (!MakeWeights(scheme, codes, rows, k, &w) || m < 1 || activation < 0 || activation > 2)
+  tfq::PreparedWeights prepared;
+  if (!PrepareWeights(scheme, codes, rows, k, true, force_reference != 0, &prepared) || m < 1 ||
+      activation < 0 || activation > 2)
     return -1;
-  tfq::Epilogue e;
-  e.scale = scale;
-  e.per_channel_scale = per_channel != 0;
-  e.bias = bias;
-  e.activation = static_cast<tfq::Activation>(activation);
-  tfq::KernelOptions opt;
-  opt.force_reference = force_reference != 0;
-  opt.pool = SharedPool(threads);
-  opt.min_parallel_macs = 0;  // the tests use small shapes: split them anyway
-  std::vector<uint8_t> exec;
-  int group = 0;
-  const size_t exec_bytes = tfq::ExecWeightsBytes(w, force_reference != 0, &group);
-  if (exec_bytes > 0) {
-    exec.resize(exec_bytes);
-    tfq::PrepareExecWeights(w, group, exec.data());
-    w.exec = exec.data();
-    w.exec_group = group;
-  }
+  const tfq::PackedWeights w = prepared.At(codes);
+  const tfq::Epilogue e = MakeEpilogue(scale, per_channel, bias, activation);
+  const tfq::KernelOptions opt = MakeOptions(force_reference, threads);
   std::vector<uint64_t> storage;
   void* scratch = AlignedScratch(tfq::FullyConnectedScratchBytes(w, m), &storage);
   tfq::FullyConnected(x, m, w, e, y, scratch, opt);
@@ -135,36 +140,20 @@ TFQ_EXPORT int tfq_testing_conv(int depthwise, const float* x, const int* geo, i
   out_hw[0] = g.out_h;
   out_hw[1] = g.out_w;
   if (static_cast<int64_t>(g.batch) * g.out_h * g.out_w * g.out_c > y_size) return -3;
-  tfq::PackedWeights w;
+  tfq::PreparedWeights prepared;
   if (depthwise) {
     if (g.in_c * g.depth_multiplier != g.out_c) return -1;
-    if (!MakeWeights(scheme, codes, g.kernel_h * g.kernel_w, g.out_c, &w)) return -1;
+    if (!PrepareWeights(scheme, codes, g.kernel_h * g.kernel_w, g.out_c, false, false, &prepared))
+      return -1;
   } else {
-    if (!MakeWeights(scheme, codes, g.out_c, static_cast<int64_t>(g.kernel_h) * g.kernel_w * g.in_c,
-                     &w))
+    if (!PrepareWeights(scheme, codes, g.out_c, static_cast<int64_t>(g.kernel_h) * g.kernel_w * g.in_c,
+                        true, force_reference != 0, &prepared))
       return -1;
   }
-  std::vector<uint8_t> exec;
-  if (!depthwise) {
-    int group = 0;
-    const size_t exec_bytes = tfq::ExecWeightsBytes(w, force_reference != 0, &group);
-    if (exec_bytes > 0) {
-      exec.resize(exec_bytes);
-      tfq::PrepareExecWeights(w, group, exec.data());
-      w.exec = exec.data();
-      w.exec_group = group;
-    }
-  }
-  tfq::Epilogue e;
-  e.scale = scale;
-  e.per_channel_scale = per_channel != 0;
-  e.bias = bias;
-  e.activation = static_cast<tfq::Activation>(activation);
-  tfq::KernelOptions opt;
-  opt.force_reference = force_reference != 0;
-  opt.pool = SharedPool(threads);
+  const tfq::PackedWeights w = prepared.At(codes);
+  const tfq::Epilogue e = MakeEpilogue(scale, per_channel, bias, activation);
+  const tfq::KernelOptions opt = MakeOptions(force_reference, threads);
   const int nthreads = opt.pool ? opt.pool->num_threads() : 1;
-  opt.min_parallel_macs = 0;  // the tests use small shapes: split them anyway
   std::vector<uint64_t> storage;
   const size_t bytes = depthwise ? tfq::DepthwiseScratchBytes(w, g, nthreads)
                                  : tfq::Conv2DScratchBytes(w, g, nthreads);

@@ -1,31 +1,120 @@
-// Run-time choice of the kernel table: the best instruction set compiled in
-// and supported by the CPU (and OS), else the scalar reference. NEON tables
-// plug in here. A call can cap the choice (KernelOptions::isa_cap, the delegate's
-// `isa` option); tests can cap it process-wide with SetIsaOverride.
+// The kernel tables and the run-time choice among them: the best instruction
+// set compiled in and supported by the CPU (and OS), else the scalar
+// reference. Each table is assembled here from the micro-kernels of
+// microkernels.h; optional entries a table leaves null fall back to the
+// portable code in layers/. A call can cap the choice (KernelOptions::isa_cap,
+// the delegate's `isa` option); tests can cap it process-wide with
+// SetIsaOverride.
 #include <atomic>
 
-#include "kernels_internal.h"
+#include "microkernels.h"
+
+#if defined(TFQ_HAVE_NEON) && (defined(__linux__) || defined(__ANDROID__))
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#elif defined(TFQ_HAVE_NEON) && defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
 
 namespace tfq {
 namespace internal {
 
-#if defined(TFQ_HAVE_AVX2)
-const KernelTable* Avx2TableImpl();
-#endif
-#if defined(TFQ_HAVE_AVX512VNNI)
-const KernelTable* Avx512VnniTableImpl(const KernelTable& avx2);
-#endif
-
 namespace {
+
 std::atomic<int> g_isa_override{-1};
+
+KernelTable MakeRefTable() {
+  KernelTable t{};
+  t.isa = Isa::kReference;
+  t.absmax = AbsMaxRef;
+  t.quantize = QuantizeRef;
+  t.sum_i8 = SumI8Ref;
+  t.gemm = GemmRef;
+  t.depthwise_pixel = DepthwisePixelRef;
+  return t;
 }
 
+#if defined(TFQ_HAVE_AVX2)
+KernelTable MakeAvx2Table() {
+  KernelTable t{};
+  t.isa = Isa::kAvx2;
+  t.absmax = AbsMaxAvx2;
+  t.quantize = QuantizeAvx2;
+  t.sum_i8 = SumI8Avx2;
+  t.gemm = GemmAvx2;
+  t.depthwise_pixel = DepthwisePixelAvx2;
+  t.depthwise_levels = DepthwiseLevelsAvx2;
+  t.epilogue_rows_q = EpilogueRowsQAvx2;
+  return t;
+}
+#endif
+
+#if defined(TFQ_HAVE_AVX2) && defined(TFQ_HAVE_AVX512VNNI)
+KernelTable MakeAvx512VnniTable() {
+  KernelTable t{};
+  t.isa = Isa::kAvx512Vnni;
+  t.absmax = AbsMaxAvx512;
+  t.quantize = QuantizeAvx512;
+  t.sum_i8 = SumI8Avx512;
+  t.gemm = GemmAvx512Vnni;
+  t.depthwise_pixel = DepthwisePixelAvx2;  // depth multipliers > 1 and unaligned paths
+  t.depthwise_levels = DepthwiseLevelsAvx512;
+  t.exec_group = 16;
+  t.gemm_exec = GemmExecAvx512Vnni;
+  t.depthwise_levels_row = DepthwiseLevelsRowAvx512;
+  t.epilogue_rows = EpilogueRowsAvx512;
+  t.epilogue_rows_q = EpilogueRowsQAvx512;
+  t.sum_rows_i8 = SumRowsI8Avx512;
+  return t;
+}
+#endif
+
+#if defined(TFQ_HAVE_NEON)
+// Both NEON tables share everything but the GEMM.
+KernelTable MakeNeonTable(Isa isa, GemmFn* gemm) {
+  KernelTable t{};
+  t.isa = isa;
+  t.absmax = AbsMaxNeon;
+  t.quantize = QuantizeNeon;
+  t.sum_i8 = SumI8Neon;
+  t.gemm = gemm;
+  t.depthwise_pixel = DepthwisePixelNeon;
+  t.epilogue_rows_q = EpilogueRowsQNeon;
+  return t;
+}
+
+// The dot-product extension: getauxval(AT_HWCAP) & HWCAP_ASIMDDP (Linux,
+// Android); macOS: sysctl hw.optional.arm.FEAT_DotProd.
+bool CpuHasDotprod() {
+#if defined(__linux__) || defined(__ANDROID__)
+  return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#elif defined(__APPLE__)
+  int value = 0;
+  size_t size = sizeof(value);
+  return sysctlbyname("hw.optional.arm.FEAT_DotProd", &value, &size, nullptr, 0) == 0 && value != 0;
+#else
+  return false;  // unknown OS: the plain NEON path is always correct
+#endif
+}
+#endif
+
+}  // namespace
+
 void SetIsaOverride(int isa) { g_isa_override.store(isa); }
+
+const KernelTable& RefTable() {
+  static const KernelTable table = MakeRefTable();
+  return table;
+}
 
 const KernelTable* Avx2Table() {
 #if defined(TFQ_HAVE_AVX2)
   static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return supported ? Avx2TableImpl() : nullptr;
+  static const KernelTable table = MakeAvx2Table();
+  return supported ? &table : nullptr;
 #else
   return nullptr;
 #endif
@@ -37,30 +126,27 @@ const KernelTable* Avx512VnniTable() {
       Avx2Table() != nullptr && __builtin_cpu_supports("avx512f") &&
       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("avx512vnni");
-  return supported ? Avx512VnniTableImpl(*Avx2Table()) : nullptr;
+  static const KernelTable table = MakeAvx512VnniTable();
+  return supported ? &table : nullptr;
 #else
   return nullptr;
 #endif
 }
 
-#if defined(TFQ_HAVE_NEON)
-const KernelTable* NeonTableImpl();
-const KernelTable* NeonDotprodTableImpl();
-bool CpuHasDotprod();
-#endif
-
 const KernelTable* NeonTable() {
 #if defined(TFQ_HAVE_NEON)
-  return NeonTableImpl();
+  static const KernelTable table = MakeNeonTable(Isa::kNeon, GemmNeon);
+  return &table;
 #else
   return nullptr;
 #endif
 }
 
 const KernelTable* NeonDotprodTable() {
-#if defined(TFQ_HAVE_NEON)
+#if defined(TFQ_HAVE_NEON) && defined(TFQ_HAVE_NEON_DOTPROD)
   static const bool supported = CpuHasDotprod();
-  return supported ? NeonDotprodTableImpl() : nullptr;
+  static const KernelTable table = MakeNeonTable(Isa::kNeonDotprod, GemmNeonDotprod);
+  return supported ? &table : nullptr;
 #else
   return nullptr;
 #endif
@@ -92,4 +178,14 @@ const KernelTable& SelectTable(bool force_reference, int isa_cap) {
 }
 
 }  // namespace internal
+}  // namespace tfq
+
+namespace tfq {
+
+Isa SelectedIsa(bool force_reference, int isa_cap) {
+  return internal::SelectTable(force_reference, isa_cap).isa;
+}
+
+bool IsaAvailable(Isa isa) { return internal::IsaAvailable(isa); }
+
 }  // namespace tfq

@@ -28,47 +28,6 @@ const char* IsaName(Isa isa) {
   return "unknown";
 }
 
-int SchemeBits(Scheme s) {
-  switch (s) {
-    case Scheme::kBinary: return 1;
-    case Scheme::kTernary: return 2;
-    case Scheme::kPow2_3bit: return 4;
-    case Scheme::kPow2_4bit: return 4;
-  }
-  return 8;
-}
-
-int WeightsPerBlock(Scheme s) { return 256 / SchemeBits(s); }
-
-int MaxAbsLevel(Scheme s) {
-  switch (s) {
-    case Scheme::kBinary: return 1;
-    case Scheme::kTernary: return 1;
-    case Scheme::kPow2_3bit: return 4;
-    case Scheme::kPow2_4bit: return 64;
-  }
-  return 127;
-}
-
-int CodeLevel(Scheme s, int code) {
-  constexpr int kInvalid = 1000;
-  switch (s) {
-    case Scheme::kBinary: return code == 0 ? -1 : (code == 1 ? 1 : kInvalid);
-    case Scheme::kTernary: return code <= 2 && code >= 0 ? code - 1 : kInvalid;
-    case Scheme::kPow2_3bit:
-      if (code == 0) return 0;
-      if (code >= 1 && code <= 3) return 1 << (code - 1);
-      if (code >= 9 && code <= 11) return -(1 << (code - 9));
-      return kInvalid;
-    case Scheme::kPow2_4bit:
-      if (code == 0) return 0;
-      if (code >= 1 && code <= 7) return 1 << (code - 1);
-      if (code >= 9 && code <= 15) return -(1 << (code - 9));
-      return kInvalid;
-  }
-  return kInvalid;
-}
-
 int64_t PaddedK(Scheme s, int64_t k) {
   const int64_t wpb = WeightsPerBlock(s);
   if (k <= 0 || k > (int64_t{1} << 40)) return -1;

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace tfq {
 
@@ -25,13 +26,50 @@ enum class Isa : int { kReference = 0, kAvx2 = 1, kNeon = 2, kNeonDotprod = 3, k
 
 const char* SchemeName(Scheme s);
 const char* IsaName(Isa isa);
-int SchemeBits(Scheme s);
+
+// The code table of docs/format.md ("Codes and levels"): constexpr, so that
+// the SIMD kernels derive their per-scheme constants and lookup tables from
+// it at compile time instead of restating them.
+constexpr int SchemeBits(Scheme s) {
+  switch (s) {
+    case Scheme::kBinary: return 1;
+    case Scheme::kTernary: return 2;
+    case Scheme::kPow2_3bit: return 4;
+    case Scheme::kPow2_4bit: return 4;
+  }
+  return 8;
+}
 // Weights per 32-byte block: 256 / bits.
-int WeightsPerBlock(Scheme s);
+constexpr int WeightsPerBlock(Scheme s) { return 256 / SchemeBits(s); }
 // Largest |level| of the scheme (binary 1, ternary 1, pow2_3bit 4, pow2_4bit 64).
-int MaxAbsLevel(Scheme s);
+constexpr int MaxAbsLevel(Scheme s) {
+  switch (s) {
+    case Scheme::kBinary: return 1;
+    case Scheme::kTernary: return 1;
+    case Scheme::kPow2_3bit: return 4;
+    case Scheme::kPow2_4bit: return 64;
+  }
+  return 127;
+}
 // Level of one code, or a value > 64 when the code is invalid for the scheme.
-int CodeLevel(Scheme s, int code);
+constexpr int CodeLevel(Scheme s, int code) {
+  constexpr int kInvalid = 1000;
+  switch (s) {
+    case Scheme::kBinary: return code == 0 ? -1 : (code == 1 ? 1 : kInvalid);
+    case Scheme::kTernary: return code <= 2 && code >= 0 ? code - 1 : kInvalid;
+    case Scheme::kPow2_3bit:
+      if (code == 0) return 0;
+      if (code >= 1 && code <= 3) return 1 << (code - 1);
+      if (code >= 9 && code <= 11) return -(1 << (code - 9));
+      return kInvalid;
+    case Scheme::kPow2_4bit:
+      if (code == 0) return 0;
+      if (code >= 1 && code <= 7) return 1 << (code - 1);
+      if (code >= 9 && code <= 15) return -(1 << (code - 9));
+      return kInvalid;
+  }
+  return kInvalid;
+}
 // Padded row length and bytes per packed row; -1 when k is out of range.
 int64_t PaddedK(Scheme s, int64_t k);
 int64_t RowBytes(Scheme s, int64_t k);
@@ -48,9 +86,9 @@ struct PackedWeights {
   int64_t rows = 0;       // packed rows (see docs/format.md)
   int64_t k = 0;          // logical row length
   int64_t row_bytes = 0;  // RowBytes(scheme, k)
-  // Optional execution layout (PrepareExecWeights): a permutation of the
-  // codes, same size (rows rounded up to exec_group), used by ISAs that
-  // support it; null: the kernels read `codes` directly.
+  // Optional execution layout (PreparedWeights::BuildExecLayout): a
+  // permutation of the codes, same size (rows rounded up to exec_group),
+  // used by ISAs that support it; null: the kernels read `codes` directly.
   const uint8_t* exec = nullptr;
   int exec_group = 0;
 };
@@ -141,11 +179,39 @@ void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights&
 
 // Bytes of the execution layout the selected ISA wants for these weights (0:
 // none; also 0 when it would exceed 2x the packed size), its channel group,
-// and the builder. Build it once per weight tensor (e.g. when a node is
-// prepared) and set PackedWeights::exec / exec_group.
+// and the builder. PreparedWeights calls them; build the layout once per
+// weight tensor (e.g. when a node is prepared).
 size_t ExecWeightsBytes(const PackedWeights& w, bool force_reference, int* exec_group,
                         int isa_cap = -1);
 void PrepareExecWeights(const PackedWeights& w, int exec_group, uint8_t* out);
+
+// One weight tensor made ready for the kernels, once (when a node is
+// prepared; the test entry points too): the description of its packed codes
+// and, for the GEMM layers, the execution layout of the ISA that will run it.
+class PreparedWeights {
+ public:
+  // Describes rows x k packed codes (not copied). Returns false, leaving the
+  // object unchanged, when rows or k is out of range or the accumulator
+  // could overflow int32 (AccumulatorFits).
+  bool Init(Scheme scheme, const uint8_t* codes, int64_t rows, int64_t k);
+  bool ready() const { return w_.rows > 0; }
+  // Builds the execution layout the selected ISA wants (FullyConnected and
+  // Conv2D weights; none for depthwise), unless built already.
+  void BuildExecLayout(bool force_reference, int isa_cap = -1);
+  // The weights as the kernels take them, reading the codes at `codes` (the
+  // same bytes as at Init: a constant tensor's data, fetched again per call).
+  PackedWeights At(const uint8_t* codes) const {
+    PackedWeights w = w_;
+    w.codes = codes;
+    w.exec = exec_.empty() ? nullptr : exec_.data();
+    return w;
+  }
+
+ private:
+  PackedWeights w_;  // exec is set by At (this object may move)
+  std::vector<uint8_t> exec_;
+  bool exec_built_ = false;
+};
 
 // The instruction set the dispatcher picks (force_reference -> kReference;
 // isa_cap as KernelOptions::isa_cap), and whether this build and CPU have it.

@@ -21,9 +21,8 @@ extern "C" {
 TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** values, size_t n,
                                               void (*report_error)(const char*));
 void tflite_plugin_destroy_delegate(TfLiteDelegate* delegate);
-// Which kernels the dispatcher picked: 0 reference, 1 avx2, 2 neon,
-// 3 neon_dotprod, 4 avx512vnni (tfq/delegates/testing_api.cc).
-int tfq_testing_isa(int force_reference);
+// Name of the kernels the delegate runs on this CPU (tfq/delegates/delegate.cc).
+const char* tfq_delegate_isa(int force_reference);
 }
 
 namespace {
@@ -70,10 +69,7 @@ extern "C" JNIEXPORT void JNICALL Java_dev_tfq_demo_TfqDelegate_nativeDestroy(JN
 
 extern "C" JNIEXPORT jstring JNICALL Java_dev_tfq_demo_TfqDelegate_nativeKernels(
     JNIEnv* env, jclass, jboolean force_reference) {
-  static const char* const kNames[] = {"reference", "avx2", "neon", "neon_dotprod", "avx512vnni"};
-  const int isa = tfq_testing_isa(force_reference ? 1 : 0);
-  const char* name = isa >= 0 && isa < 5 ? kNames[isa] : "unknown";
-  return env->NewStringUTF(name);
+  return env->NewStringUTF(tfq_delegate_isa(force_reference ? 1 : 0));
 }
 
 extern "C" JNIEXPORT jboolean JNICALL Java_dev_tfq_demo_TfqDelegate_nativeCpuHasDotprod(JNIEnv*,

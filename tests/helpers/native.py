@@ -1,12 +1,18 @@
-"""ctypes bindings of the delegate library's test-only C entry points.
+"""ctypes bindings of the test library libtfq_testing.so (tfq/delegates/testing_api.cc).
 
-These run the kernel tier directly (no interpreter), so every kernel can be
-checked against the scalar reference and against NumPy. Also holds a small
-NumPy packer for the format of docs/format.md, written independently of the
-converter so that the two can be cross-checked.
+Its C entry points run the kernel tier directly (no interpreter), so every
+kernel can be checked against the scalar reference and against NumPy. The
+test library is built from the same kernel library as libtfq_delegate.so by
+the same install step (`pip install --no-build-isolation -e .`, which copies
+it here, next to this file); the shipped delegate does not contain these
+entry points. Also holds a small NumPy packer for the format of
+docs/format.md, written independently of the converter so that the two can
+be cross-checked.
 """
 
 import ctypes
+import os
+import pathlib
 
 import numpy as np
 
@@ -18,16 +24,47 @@ ISA_NAMES = ("reference", "avx2", "neon", "neon_dotprod", "avx512vnni")
 _LIB = None
 
 
+def testing_library_path():
+    """Path of libtfq_testing.so.
+
+    Looks at `$TFQ_TESTING_LIB`, next to this file (where the editable
+    install copies it), then next to the delegate `tfq.delegate_path()` finds
+    (a build directory: CMake, Bazel's bazel-bin).
+
+    Raises:
+        FileNotFoundError: not built; the message says how to build it.
+    """
+    candidates = []
+    if os.environ.get("TFQ_TESTING_LIB"):
+        candidates.append(pathlib.Path(os.environ["TFQ_TESTING_LIB"]))
+    candidates.append(pathlib.Path(__file__).resolve().parent / "libtfq_testing.so")
+    try:
+        from tfq.runtime import delegate_path
+
+        candidates.append(pathlib.Path(delegate_path()).parent / "libtfq_testing.so")
+    except FileNotFoundError:
+        pass
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise FileNotFoundError(
+        "libtfq_testing.so not found (looked in: " + ", ".join(map(str, candidates)) + "). Build "
+        "it with `pip install --no-build-isolation --no-deps -e .` from the repository, or set "
+        "TFQ_TESTING_LIB to the library.")
+
+
 def library(path=None):
-    """Loads (once) and returns the delegate library with typed entry points."""
+    """Loads (once) and returns the test library with typed entry points.
+
+    Args:
+        path: a libtfq_testing.so to load (default: testing_library_path()).
+    """
     global _LIB
     default = path is None
     if _LIB is not None and default:
         return _LIB
     if default:
-        from tfq.runtime import delegate_path
-
-        path = delegate_path()
+        path = testing_library_path()
     lib = ctypes.CDLL(str(path))
     f32p = ctypes.POINTER(ctypes.c_float)
     u8p = ctypes.POINTER(ctypes.c_uint8)
@@ -64,7 +101,17 @@ def set_isa(name, lib=None):
 
 
 def selected_isa(force_reference=False, lib=None):
+    """The kernels the dispatcher selects on this CPU (the delegate's choice too)."""
     return ISA_NAMES[(lib or library()).tfq_testing_isa(int(force_reference))]
+
+
+def available_isas(lib=None):
+    """The instruction sets this build and CPU can run (the delegate's `isa` option values)."""
+    lib = lib or library()
+    try:
+        return [name for name in ISA_NAMES if set_isa(name, lib) == name]
+    finally:
+        set_isa(None, lib)
 
 
 # ----------------------------------------------------------------------------

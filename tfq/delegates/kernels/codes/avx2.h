@@ -1,0 +1,50 @@
+// AVX2 decoding of packed codes into unsigned bytes u with level = kMul * u -
+// kBiasedOff (binary: u = code, mul 2, off 1; ternary: u = code, mul 1, off 1;
+// pow2: u = level + MaxAbsLevel through a vpshufb table, BiasedLevels), so
+// that `vpmaddubsw(u, q)` multiplies 32 unsigned codes by 32 signed int8
+// activations, and the offset is removed once per row with the activation
+// sum. (bitnet.cpp's I2_S and llama.cpp's TQ2_0 kernels use the same idea.)
+// Used by gemm/avx2.cc and dwconv/avx2.cc; include only from files compiled
+// with -mavx2. Internal linkage (kernels_internal.h, linkage rule).
+#ifndef TFQ_DELEGATES_KERNELS_CODES_AVX2_H_
+#define TFQ_DELEGATES_KERNELS_CODES_AVX2_H_
+
+#include <immintrin.h>
+
+#include "kernels/kernels_internal.h"
+
+namespace tfq {
+namespace internal {
+namespace {
+
+template <Scheme S>
+struct Avx2Codes : SchemeCodes<S> {
+  using C = SchemeCodes<S>;
+  // int16 overflow in the GEMM: each vpmaddubsw lane is the sum of two
+  // products u*q with |q| <= 127, so |lane| <= 254*max(u). Lanes are widened
+  // to int32 (vpmaddwd with ones) before 32767 can be exceeded: after 128
+  // chunks (16 blocks) for binary, 64 (16 blocks) for ternary, 16 (8 blocks)
+  // for pow2_3bit and after every chunk for pow2_4bit (u <= 128).
+  static constexpr int kBlocksPerWiden = S == Scheme::kPow2_4bit ? 1 : (S == Scheme::kPow2_3bit ? 8 : 16);
+  static constexpr bool kWidenEachChunk = S == Scheme::kPow2_4bit;
+
+  // u of the 32 codes of field t of a 32-byte block.
+  static __m256i Decode(__m256i raw, int t) {
+    if constexpr (C::kAffine) {
+      const char mask = static_cast<char>((1 << C::kBits) - 1);
+      return _mm256_and_si256(_mm256_srli_epi16(raw, C::kBits * t), _mm256_set1_epi8(mask));
+    } else {
+      static constexpr CodeTable16 kTable = BiasedLevels(S);
+      const __m256i table =
+          _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kTable.v)));
+      const __m256i f = _mm256_and_si256(_mm256_srli_epi16(raw, 4 * t), _mm256_set1_epi8(0x0F));
+      return _mm256_shuffle_epi8(table, f);
+    }
+  }
+};
+
+}  // namespace
+}  // namespace internal
+}  // namespace tfq
+
+#endif  // TFQ_DELEGATES_KERNELS_CODES_AVX2_H_

@@ -1,0 +1,94 @@
+// GEMM, AVX2 (x86-64; compiled with -mavx2 -mfma, called only after run-time
+// CPU detection): 32 codes x 32 activations per `vpmaddubsw` on the unsigned
+// codes of codes/avx2.h, partial sums in int16 lanes widened to int32 before
+// they can overflow (Avx2Codes::kBlocksPerWiden). Tiling: gemm/panels.h.
+#include <immintrin.h>
+
+#include "kernels/codes/avx2.h"
+#include "kernels/gemm/panels.h"
+#include "kernels/microkernels.h"
+
+namespace tfq {
+namespace internal {
+namespace {
+
+inline int32_t HorizontalSum(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+  return _mm_cvtsi128_si32(s);
+}
+
+template <Scheme S>
+struct Avx2Gemm {
+  using K = Avx2Codes<S>;
+  static constexpr int kPanelRows = 2, kGemvRows = 4;
+  static constexpr bool kOwnGemv = false;
+
+  template <int MR, int NR>
+  void Tile(const uint8_t* w, int64_t row_bytes, const int8_t* a, int64_t lda, const int32_t* sumq,
+            int64_t nblocks, int32_t* c, int64_t ldc) const {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i acc32[MR][NR];
+    for (int r = 0; r < MR; ++r)
+      for (int p = 0; p < NR; ++p) acc32[r][p] = _mm256_setzero_si256();
+    for (int64_t b0 = 0; b0 < nblocks; b0 += K::kBlocksPerWiden) {
+      const int64_t b1 = b0 + K::kBlocksPerWiden < nblocks ? b0 + K::kBlocksPerWiden : nblocks;
+      __m256i acc16[MR][NR];
+      for (int r = 0; r < MR; ++r)
+        for (int p = 0; p < NR; ++p) acc16[r][p] = _mm256_setzero_si256();
+      for (int64_t b = b0; b < b1; ++b) {
+        if (NR == 1) {
+          // GEMV streams the weights once: prefetch the next tile's rows (the
+          // MR rows after these, contiguous) at the rate this tile reads its own.
+          for (int l = 0; l < MR * 32; l += 64)
+            _mm_prefetch(reinterpret_cast<const char*>(w + MR * row_bytes + b * MR * 32 + l),
+                         _MM_HINT_T0);
+        }
+        __m256i raw[MR];
+        for (int r = 0; r < MR; ++r)
+          raw[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + r * row_bytes + b * 32));
+        const int8_t* ab = a + b * K::kWpb;
+        for (int t = 0; t < K::kFields; ++t) {
+          __m256i u[MR];
+          for (int r = 0; r < MR; ++r) u[r] = K::Decode(raw[r], t);
+          for (int p = 0; p < NR; ++p) {
+            const __m256i av =
+                _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ab + p * lda + t * 32));
+            for (int r = 0; r < MR; ++r) {
+              const __m256i prod = _mm256_maddubs_epi16(u[r], av);
+              if (K::kWidenEachChunk) {
+                acc32[r][p] = _mm256_add_epi32(acc32[r][p], _mm256_madd_epi16(prod, ones));
+              } else {
+                acc16[r][p] = _mm256_add_epi16(acc16[r][p], prod);
+              }
+            }
+          }
+        }
+      }
+      if (!K::kWidenEachChunk) {
+        for (int r = 0; r < MR; ++r)
+          for (int p = 0; p < NR; ++p)
+            acc32[r][p] = _mm256_add_epi32(acc32[r][p], _mm256_madd_epi16(acc16[r][p], ones));
+      }
+    }
+    for (int r = 0; r < MR; ++r)
+      for (int p = 0; p < NR; ++p)
+        c[p * ldc + r] = RemoveOffset(static_cast<uint32_t>(HorizontalSum(acc32[r][p])), K::kMul,
+                                      K::kBiasedOff, sumq[p]);
+  }
+};
+
+}  // namespace
+
+void GemmAvx2(Scheme s, const uint8_t* w, int64_t row_bytes, int64_t n_rows, const int8_t* a,
+              int64_t lda, const int32_t* sumq, int64_t n_act, int64_t nblocks, int32_t* c,
+              int64_t ldc) {
+  DispatchScheme(s, [&](auto scheme) {
+    GemmPanels(Avx2Gemm<decltype(scheme)::value>(), w, row_bytes, n_rows, a, lda, sumq, n_act,
+               nblocks, c, ldc);
+  });
+}
+
+}  // namespace internal
+}  // namespace tfq

@@ -1,0 +1,147 @@
+// Conv2D: the image quantized once, im2col of int8 pixels in tiles (or the
+// image itself for 1x1 stride-1 layers), the GEMM per tile, threads over
+// tiles and channel chunks, the epilogue or the int8 hand-over.
+#include "kernels/layers/common.h"
+
+namespace tfq {
+
+size_t Conv2DScratchBytes(const PackedWeights& w, const ConvGeometry& g, int num_threads) {
+  const ConvLayout l = MakeConvLayout(w, g, num_threads);
+  if (l.kp < 0) return 0;
+  const size_t per_thread = AlignUp(l.tile * l.kp) + AlignUp(l.tile * sizeof(int32_t)) +
+                            AlignUp(l.tile * l.out_c * sizeof(int32_t));
+  return AlignUp(l.image) + AlignUp(l.out_c * sizeof(float)) +
+         AlignUp(static_cast<int64_t>(g.in_h) * g.in_w * sizeof(int32_t)) +
+         l.threads * per_thread + kAlign;
+}
+
+void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const Epilogue& e,
+            float* y, void* scratch, const KernelOptions& opt) {
+  const KernelTable& kt = internal::SelectTable(opt.force_reference, opt.isa_cap);
+  const int threads = NumThreads(opt);
+  const ConvLayout l = MakeConvLayout(w, g, threads);
+  const int64_t nblocks = l.kp / WeightsPerBlock(w.scheme);
+  Arena arena(scratch);
+  int8_t* qimg = arena.Take<int8_t>(l.image);
+  float* f = arena.Take<float>(g.out_c);
+  int32_t* pixsum = arena.Take<int32_t>(static_cast<int64_t>(g.in_h) * g.in_w);
+  struct ThreadScratch {
+    int8_t* cols;
+    int32_t* sumq;
+    int32_t* acc;
+  };
+  ThreadScratch ts[64];
+  for (int t = 0; t < threads && t < 64; ++t) {
+    ts[t].cols = arena.Take<int8_t>(l.tile * l.kp);
+    ts[t].sumq = arena.Take<int32_t>(l.tile);
+    ts[t].acc = arena.Take<int32_t>(l.tile * l.out_c);
+  }
+  const int64_t npix = static_cast<int64_t>(g.out_h) * g.out_w;
+  const int64_t ntiles = (npix + l.tile - 1) / l.tile;
+  const bool use_exec = w.exec != nullptr && kt.gemm_exec != nullptr && kt.exec_group == w.exec_group;
+  const int64_t C = g.in_c;
+  // 1x1, stride 1, no padding, and rows that need no zero tail: the quantized
+  // image is already the im2col matrix.
+  // With the execution-layout GEMM (which reads no position >= k when k is a
+  // multiple of 4), rows need no zero tail either.
+  const bool direct = g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 && g.stride_w == 1 &&
+                      g.pad_top == 0 && g.pad_left == 0 && g.out_h == g.in_h &&
+                      g.out_w == g.in_w && (l.kp == C || (use_exec && C % 4 == 0));
+  TensorStats tstats[64];  // per thread: statistics of the outputs it wrote
+  const TensorStats* known = g.batch == 1 ? opt.input_stats : nullptr;
+  for (int n = 0; n < g.batch; ++n) {
+    // pixsum: the sum of each input pixel's channels; the im2col row sums add them up.
+    const ImageSetup im = BeginImage(kt, opt, e, x + n * l.image, static_cast<int64_t>(g.in_h) * g.in_w,
+                                     C, qimg, pixsum, known, y + n * npix * g.out_c, g.out_c, f,
+                                     &tstats[0]);
+    const OutputSink& sink = im.sink;
+    const RowQuant rq = im.rq;
+    const int8_t* qsrc = im.q;
+    const int64_t macs = npix * g.out_c * w.k;
+    // Output channels [o0, o1) of one tile.
+    const auto run_tile = [&](int64_t tile, int64_t o0, int64_t o1, int tid) {
+      const ThreadScratch& s = ts[tid];
+      const int64_t p0 = tile * l.tile, p1 = std::min(npix, p0 + l.tile);
+      const int64_t np = p1 - p0;
+      if (rq.state != RowState::kOk) {
+        EmitPixels(kt, e, rq.state, nullptr, 0, nullptr, g.out_c, o0, o1, p0, np, sink, &tstats[tid]);
+        return;
+      }
+      const int8_t* a;
+      int64_t lda;
+      if (direct) {
+        a = qsrc + p0 * C;
+        lda = C;
+        for (int64_t p = 0; p < np; ++p) s.sumq[p] = pixsum[p0 + p];
+      } else {
+        for (int64_t p = 0; p < np; ++p) {
+          const int64_t pix = p0 + p;
+          const int oy = static_cast<int>(pix / g.out_w), ox = static_cast<int>(pix % g.out_w);
+          int8_t* row = s.cols + p * l.kp;
+          int8_t* dst = row;
+          int64_t sum = 0;
+          const int ix0 = ox * g.stride_w - g.pad_left;
+          const bool run = g.dilation_w == 1 && ix0 >= 0 && ix0 + g.kernel_w <= g.in_w;
+          for (int kh = 0; kh < g.kernel_h; ++kh) {
+            const int iy = oy * g.stride_h - g.pad_top + kh * g.dilation_h;
+            const bool row_in = iy >= 0 && iy < g.in_h;
+            if (row_in && run) {
+              // The kw taps of this kernel row are adjacent pixels: one copy.
+              const int64_t base = static_cast<int64_t>(iy) * g.in_w + ix0;
+              std::memcpy(dst, qsrc + base * C, g.kernel_w * C);
+              for (int kw = 0; kw < g.kernel_w; ++kw) sum += pixsum[base + kw];
+              dst += g.kernel_w * C;
+              continue;
+            }
+            for (int kw = 0; kw < g.kernel_w; ++kw) {
+              const int ix = ix0 + kw * g.dilation_w;
+              if (row_in && ix >= 0 && ix < g.in_w) {
+                const int64_t pi = static_cast<int64_t>(iy) * g.in_w + ix;
+                std::memcpy(dst, qsrc + pi * C, C);
+                sum += pixsum[pi];
+              } else {
+                std::memset(dst, 0, C);
+              }
+              dst += C;
+            }
+          }
+          std::memset(dst, 0, l.kp - (dst - row));
+          s.sumq[p] = static_cast<int32_t>(sum);
+        }
+        a = s.cols;
+        lda = l.kp;
+      }
+      if (use_exec) {
+        const int64_t group_bytes = nblocks * 32 * w.exec_group;
+        kt.gemm_exec(w.scheme, w.exec + o0 / w.exec_group * group_bytes, o1 - o0, nblocks, w.k, a,
+                     lda, s.sumq, np, s.acc + o0, g.out_c);
+      } else {
+        kt.gemm(w.scheme, w.codes + o0 * w.row_bytes, w.row_bytes, o1 - o0, a, lda, s.sumq, np,
+                nblocks, s.acc + o0, g.out_c);
+      }
+      EmitPixels(kt, e, RowState::kOk, s.acc + o0, g.out_c, f + o0, g.out_c, o0, o1, p0, np, sink,
+                 &tstats[tid]);
+    };
+    // Tasks: runs of tiles, about 8 tasks per thread (a task claim is a
+    // contended atomic, and a 16-pixel tile of a thin layer costs less than
+    // that); with fewer tiles than 4 per thread (7x7 and 14x14 layers), each
+    // tile split into chunks of output channels (its im2col then repeats).
+    int64_t cchunk = g.out_c;
+    if (threads > 1 && ntiles < 4 * threads) {
+      const int64_t unit = use_exec ? w.exec_group : 8;
+      const int64_t pieces = (4 * threads + ntiles - 1) / ntiles;
+      cchunk = std::max<int64_t>(unit, ((g.out_c + pieces - 1) / pieces + unit - 1) / unit * unit);
+    }
+    const int64_t nch = (g.out_c + cchunk - 1) / cchunk;
+    const int64_t per = nch > 1 ? 1 : std::max<int64_t>(1, ntiles / (8 * static_cast<int64_t>(threads)));
+    ParallelFor(opt, (ntiles * nch + per - 1) / per, [&](int64_t task, int tid) {
+      for (int64_t t = task * per, end = std::min(ntiles * nch, t + per); t < end; ++t) {
+        const int64_t o0 = t % nch * cchunk;
+        run_tile(t / nch, o0, std::min<int64_t>(g.out_c, o0 + cchunk), tid);
+      }
+    }, macs);
+  }
+  if (opt.output_stats) MergeStats(tstats, threads, opt.output_stats);
+}
+
+}  // namespace tfq
