@@ -1,5 +1,10 @@
 """Training-time overhead of the tfq callbacks: seconds per epoch, plain fit vs ADMM / pruning.
 
+With `--layers`, the same measurement for the quantized layers instead: plain
+fit of the float model vs fit of `tfq.quantize_model(model, scheme,
+skip_first_last=False)` (every kernel projected in the forward pass, with
+straight-through gradients).
+
 Every configuration trains a fresh model for `--epochs` epochs (default 5);
 the configurations run round-robin (interleaved, so load changes on a shared
 machine hit all of them alike), after an untimed warm-up fit of each. Two
@@ -20,6 +25,7 @@ numbers per configuration, medians over the rounds:
 
 Usage:
     python benchmarks/overhead.py [--rounds 5] [--epochs 5] [--images 20000] [--models lenet5,lenet300_100]
+                                  [--layers]
 """
 
 import argparse
@@ -38,12 +44,24 @@ import tfq  # noqa: E402
 from tfq import datasets, models  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+# label -> (model from the float model, callbacks)
 CONFIGS = {
-    "plain fit": lambda: [],
-    "ADMM ternary": lambda: [tfq.ADMMCallback("ternary", finetune_epochs=0)],
-    "ADMM pow2_4bit": lambda: [tfq.ADMMCallback("pow2_4bit", finetune_epochs=0)],
-    "pruning 90% (grad)": lambda: [tfq.PruningCallback(0.9)],
-    "pruning + ADMM ternary": lambda: [tfq.PruningCallback(0.9), tfq.ADMMCallback("ternary", finetune_epochs=0)],
+    "plain fit": (None, lambda: []),
+    "ADMM ternary": (None, lambda: [tfq.ADMMCallback("ternary", finetune_epochs=0)]),
+    "ADMM pow2_4bit": (None, lambda: [tfq.ADMMCallback("pow2_4bit", finetune_epochs=0)]),
+    "pruning 90% (grad)": (None, lambda: [tfq.PruningCallback(0.9)]),
+    "pruning + ADMM ternary": (None, lambda: [tfq.PruningCallback(0.9), tfq.ADMMCallback("ternary", finetune_epochs=0)]),
+}
+
+
+def _quantized(scheme):
+    return lambda model: tfq.quantize_model(model, scheme, skip_first_last=False)
+
+
+LAYER_CONFIGS = {
+    "plain fit": (None, lambda: []),
+    "quantize_model ternary": (_quantized("ternary"), lambda: []),
+    "quantize_model pow2_4bit": (_quantized("pow2_4bit"), lambda: []),
 }
 
 
@@ -69,28 +87,34 @@ def main():
     parser.add_argument("--images", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--models", default="lenet5,lenet300_100")
+    parser.add_argument("--layers", action="store_true", help="time tfq.layers models instead of the callbacks")
     args = parser.parse_args()
+    configs = LAYER_CONFIGS if args.layers else CONFIGS
     if args.epochs < 2:
         parser.error("--epochs must be at least 2")
     (x, y), _ = datasets.mnist()
     x, y = x[: args.images], y[: args.images]
     builders = {"lenet5": models.lenet5, "lenet300_100": models.lenet300_100}
+
+    def build(name, wrap):
+        model = builders[name]()
+        return model if wrap is None else wrap(model)
     print(f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores; {len(x)} images/epoch, "
           f"batch {args.batch}, {args.epochs} epochs per fit, {args.rounds} interleaved rounds, medians")
     for name in args.models.split(","):
-        per_epoch = {label: [] for label in CONFIGS}
-        whole = {label: [] for label in CONFIGS}
-        best = {label: [] for label in CONFIGS}
+        per_epoch = {label: [] for label in configs}
+        whole = {label: [] for label in configs}
+        best = {label: [] for label in configs}
         # Warm-up, untimed: one short fit per configuration, so one-off
         # process-wide costs do not land in the first round.
-        for make in CONFIGS.values():
-            model = builders[name]()
+        for wrap, make in configs.values():
+            model = build(name, wrap)
             model.compile(keras.optimizers.Adam(1e-3), LOSS)
             model.fit(x[:4096], y[:4096], epochs=2, batch_size=args.batch, verbose=0, callbacks=make())
         for _ in range(args.rounds):
-            for label, make in CONFIGS.items():
+            for label, (wrap, make) in configs.items():
                 keras.utils.set_random_seed(0)
-                model = builders[name]()  # fresh each round: pruning and ADMM run their whole course
+                model = build(name, wrap)  # fresh each round: pruning and ADMM run their whole course
                 model.compile(keras.optimizers.Adam(1e-3), LOSS)
                 timer = EpochTimer()
                 start = time.perf_counter()
@@ -108,7 +132,7 @@ def main():
         base_best = min(best["plain fit"])
         print(f"\n{name}")
         print(f"{'configuration':<26}{'s/epoch':>9}{'ratio':>8}{'overhead':>10}{'best':>8}{'ratio':>8}{'fit s':>9}{'ratio':>8}")
-        for label in CONFIGS:
+        for label in configs:
             med, fit, b = statistics.median(per_epoch[label]), statistics.median(whole[label]), min(best[label])
             print(f"{label:<26}{med:>9.3f}{med / base:>8.2f}{(med / base - 1) * 100:>9.1f}%"
                   f"{b:>8.3f}{b / base_best:>8.2f}{fit:>9.2f}{fit / base_fit:>8.2f}")
