@@ -6,6 +6,12 @@ from keras import ops
 from tfq.layers.base import QuantizedKernels
 
 
+def _geometry(layer):
+    """The layer's convolution arguments of `keras.ops` (strides, padding, dilation, data format)."""
+    return dict(strides=layer.strides, padding=layer.padding, dilation_rate=layer.dilation_rate,
+                data_format=layer.data_format)
+
+
 def _bias_and_activation(layer, outputs):
     """The epilogue every Keras convolution applies after the convolution op."""
     if layer.use_bias:
@@ -33,15 +39,8 @@ class _QuantConv(QuantizedKernels):
             pads[time_axis] = [left, 0]
             inputs = ops.pad(inputs, pads)
             padding = "valid"
-        outputs = ops.conv(
-            inputs,
-            self.project("kernel", self.kernel),
-            strides=list(self.strides),
-            padding=padding,
-            dilation_rate=self.dilation_rate,
-            data_format=self.data_format,
-        )
-        return _bias_and_activation(self, outputs)
+        kernel = self.project("kernel", self.kernel)
+        return _bias_and_activation(self, ops.conv(inputs, kernel, **dict(_geometry(self), padding=padding)))
 
 
 @keras.saving.register_keras_serializable(package="tfq")
@@ -59,15 +58,8 @@ class QuantDepthwiseConv2D(QuantizedKernels, keras.layers.DepthwiseConv2D):
     """`keras.layers.DepthwiseConv2D` with a low-bit kernel; one scale per output channel (C * multiplier)."""
 
     def call(self, inputs):
-        outputs = ops.depthwise_conv(
-            inputs,
-            self.project("kernel", self.kernel),
-            strides=self.strides,
-            padding=self.padding,
-            dilation_rate=self.dilation_rate,
-            data_format=self.data_format,
-        )
-        return _bias_and_activation(self, outputs)
+        kernel = self.project("kernel", self.kernel)
+        return _bias_and_activation(self, ops.depthwise_conv(inputs, kernel, **_geometry(self)))
 
 
 @keras.saving.register_keras_serializable(package="tfq")
@@ -75,16 +67,9 @@ class QuantSeparableConv2D(QuantizedKernels, keras.layers.SeparableConv2D):
     """`keras.layers.SeparableConv2D` with both kernels low-bit."""
 
     def call(self, inputs):
-        outputs = ops.separable_conv(
-            inputs,
-            self.project("depthwise_kernel", self.depthwise_kernel),
-            self.project("pointwise_kernel", self.pointwise_kernel),
-            strides=self.strides,
-            padding=self.padding,
-            dilation_rate=self.dilation_rate,
-            data_format=self.data_format,
-        )
-        return _bias_and_activation(self, outputs)
+        depthwise = self.project("depthwise_kernel", self.depthwise_kernel)
+        pointwise = self.project("pointwise_kernel", self.pointwise_kernel)
+        return _bias_and_activation(self, ops.separable_conv(inputs, depthwise, pointwise, **_geometry(self)))
 
 
 @keras.saving.register_keras_serializable(package="tfq")
@@ -92,13 +77,6 @@ class QuantConv2DTranspose(QuantizedKernels, keras.layers.Conv2DTranspose):
     """`keras.layers.Conv2DTranspose` with a low-bit kernel (channels on axis -2)."""
 
     def call(self, inputs):
-        outputs = ops.conv_transpose(
-            inputs,
-            self.project("kernel", self.kernel),
-            strides=list(self.strides),
-            padding=self.padding,
-            output_padding=self.output_padding,
-            dilation_rate=self.dilation_rate,
-            data_format=self.data_format,
-        )
+        kernel = self.project("kernel", self.kernel)
+        outputs = ops.conv_transpose(inputs, kernel, output_padding=self.output_padding, **_geometry(self))
         return _bias_and_activation(self, outputs)
