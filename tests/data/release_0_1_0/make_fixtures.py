@@ -5,6 +5,8 @@ committed, so later releases are tested against what 0.1.0 users saved:
   - admm_mlp.keras: a Dense MLP trained with ADMMCallback (ternary on the middle layer)
   - compressed_cnn.keras: tfq.compress(..., "pow2_3bit") of a small CNN, data-free
   - quantized_layers.keras: tfq.quantize_model output (QuantConv2D, QuantDense with a mask)
+  - every_quantized_layer.keras (+ .npz with inputs and outputs): the nine
+    tfq.layers classes, most with masks (a full mask, True, a per-kernel dict)
 """
 
 import os
@@ -57,12 +59,6 @@ def main():
     q.save(os.path.join(here, "quantized_layers.keras"))
 
 
-if __name__ == "__main__":
-    main()
-    expected_outputs()
-    expected_outputs()
-
-
 def expected_outputs():
     """Keras outputs of the three files under 0.1.0 on fixed inputs, and the .tflite op report."""
     rng = np.random.default_rng(7)
@@ -75,3 +71,39 @@ def expected_outputs():
         data = tfq.convert(model)
         out[name + "_schemes"] = np.array(sorted(f"{r.layer}:{r.scheme}" for r in data.report if r.scheme))
     np.savez(os.path.join(here, "expected.npz"), **out)
+
+
+def every_quantized_layer():
+    """The nine tfq.layers classes in one model; written with its outputs on fixed inputs."""
+    import tfq.layers as QL
+
+    keras.utils.set_random_seed(3)
+    rng = np.random.default_rng(0)
+
+    def mask(shape):
+        return (rng.random(shape) > 0.3).astype("float32")
+
+    image, seq, ids = keras.Input((8, 8, 3)), keras.Input((5, 3)), keras.Input((5,), dtype="int32")
+    x = QL.QuantConv2D(4, 3, padding="same", scheme="ternary", mask=mask((3, 3, 3, 4)))(image)
+    x = QL.QuantDepthwiseConv2D(3, depth_multiplier=2, scheme="pow2_3bit", mask=True)(x)
+    x = QL.QuantSeparableConv2D(4, 3, scheme="binary", mask={"pointwise_kernel": mask((1, 1, 8, 4))})(x)
+    x = keras.layers.Flatten()(QL.QuantConv2DTranspose(3, 3, strides=2, scheme="ternary")(x))
+    y = QL.QuantConv1D(4, 3, padding="causal", scheme="ternary", mask=mask((3, 3, 4)))(seq)
+    y = QL.QuantLSTM(6, return_sequences=True, scheme="ternary",
+                     mask={"kernel": mask((4, 24)), "recurrent_kernel": mask((6, 24))})(y)
+    y = QL.QuantGRU(5, scheme="pow2_3bit", mask=True)(y)
+    z = keras.layers.Flatten()(QL.QuantEmbedding(11, 4, scheme="ternary", mask=mask((11, 4)))(ids))
+    out = QL.QuantDense(3, scheme="ternary", mask=True)(keras.layers.Concatenate()([x, y, z]))
+    model = keras.Model([image, seq, ids], out)
+    model.save(os.path.join(here, "every_quantized_layer.keras"))
+    rng = np.random.default_rng(1)
+    xs = [rng.normal(size=(2, 8, 8, 3)).astype("float32"), rng.normal(size=(2, 5, 3)).astype("float32"),
+          rng.integers(0, 11, size=(2, 5)).astype("int32")]
+    np.savez(os.path.join(here, "every_quantized_layer.npz"), image=xs[0], seq=xs[1], ids=xs[2],
+             y=model.predict(xs, verbose=0))
+
+
+if __name__ == "__main__":
+    main()
+    expected_outputs()
+    every_quantized_layer()
