@@ -15,6 +15,8 @@ CASES = [
     (QL.QuantConv2DTranspose, keras.layers.Conv2DTranspose, dict(filters=4, kernel_size=3, strides=2), (2, 5, 5, 3)),
     (QL.QuantLSTM, keras.layers.LSTM, dict(units=6), (2, 4, 3)),
     (QL.QuantGRU, keras.layers.GRU, dict(units=6), (2, 4, 3)),
+    (QL.QuantGRU, keras.layers.GRU, dict(units=6, reset_after=False), (2, 4, 3)),
+    (QL.QuantConv1D, keras.layers.Conv1D, dict(filters=4, kernel_size=3, padding="causal", dilation_rate=2), (2, 9, 3)),
     (QL.QuantEmbedding, keras.layers.Embedding, dict(input_dim=11, output_dim=4), None),
 ]
 
@@ -26,7 +28,7 @@ def _inputs(shape, rng):
 
 
 @pytest.mark.parametrize("scheme", ["ternary", "pow2_3bit"])
-@pytest.mark.parametrize("qcls,kcls,kwargs,shape", CASES, ids=[c[0].__name__ for c in CASES])
+@pytest.mark.parametrize("qcls,kcls,kwargs,shape", CASES, ids=[f"{c[0].__name__}-{i}" for i, c in enumerate(CASES)])
 def test_matches_plain_layer_with_projected_weights(qcls, kcls, kwargs, shape, scheme):
     rng = np.random.default_rng(0)
     x = _inputs(shape, rng)
@@ -43,6 +45,22 @@ def test_matches_plain_layer_with_projected_weights(qcls, kcls, kwargs, shape, s
     # Config round trip keeps the scheme.
     clone = qcls.from_config(ql.get_config())
     assert clone.scheme == ql.scheme
+
+
+@pytest.mark.parametrize("qcls,kwargs", [
+    (QL.QuantLSTM, dict(dropout=0.3, recurrent_dropout=0.3)),  # one dropout mask per gate
+    (QL.QuantLSTM, dict(dropout=0.3)),
+    (QL.QuantGRU, dict(dropout=0.3, recurrent_dropout=0.3, reset_after=False)),
+    (QL.QuantGRU, dict(dropout=0.3, recurrent_dropout=0.3)),
+])
+def test_recurrent_dropout_trains(qcls, kwargs):
+    x = np.random.default_rng(3).normal(size=(4, 5, 3)).astype("float32")
+    model = keras.Sequential([keras.Input((5, 3)), qcls(6, scheme="ternary", **kwargs), keras.layers.Dense(1)])
+    model.compile("adam", "mse")
+    history = model.fit(x, np.ones((4, 1)), epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    # Inference has no dropout: two calls agree.
+    np.testing.assert_array_equal(model.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
 def test_straight_through_gradient():
