@@ -86,7 +86,9 @@ class QuantizedKernels:
         """The forward-pass value of kernel `name`: its projection, straight-through to `kernel`."""
         axis = dict(self.kernel_axes())[name]
         mask = self.mask_of(name)
-        w = keras.ops.convert_to_tensor(kernel)
+        # A tensor, read once: `convert_to_tensor` hands a variable back as
+        # is, and then every use in the projection reads it again.
+        w = keras.ops.copy(kernel)
         # Plain ops (jit=False): this runs inside the train step, which is
         # compiled as a whole, not as a separate XLA cluster.
         q, _ = self.scheme.project(
