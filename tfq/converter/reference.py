@@ -181,7 +181,7 @@ class ReferenceInterpreter:
                     self._tfq[(g, i)] = self._prepare_tfq(g, i, sg, op, name)
                 elif name.startswith("TFQ_"):
                     raise ReferenceExecutorError(f"{self.name}: node {i} of subgraph {g}: unknown tfq "
-                                         f"custom op {name!r} (known: {', '.join(fmt.CUSTOM_CODES)})")
+                                                 f"custom op {name!r} (known: {', '.join(fmt.CUSTOM_CODES)})")
         self._handover = self._handover_tensors() if mode == "delegate" and int8_handover else set()
         sg = self.fb.subgraphs[0]
         self.input_details = [self._details(sg, i) for i in sg.inputs]
@@ -252,14 +252,14 @@ class ReferenceInterpreter:
             expected = fmt.packed_size(opts["rows"], opts["k"], opts["bits"])
             if packed.size != expected:
                 raise ReferenceExecutorError(f"{where}: packed weights have {packed.size} bytes, format v1 "
-                                     f"needs {expected} for rows={opts['rows']}, k={opts['k']}, "
-                                     f"bits={opts['bits']}")
+                                             f"needs {expected} for rows={opts['rows']}, k={opts['k']}, "
+                                             f"bits={opts['bits']}")
         scales = self._const(g, sg, inputs[2]) if inputs[2] >= 0 else None
         out_ch = opts["weight_shape"][3] if name == "TFQ_DEPTHWISE_CONV_2D" else opts["weight_shape"][0]
         if scales is None or sg.tensors[inputs[2]].type != schema.TensorType.FLOAT32 or \
                 scales.size not in (1, out_ch):
             raise ReferenceExecutorError(f"{where}: input 2 must be constant float32 scales of size 1 "
-                                 f"or {out_ch}")
+                                         f"or {out_ch}")
         bias = None
         if inputs[3] >= 0:
             bias = self._const(g, sg, inputs[3])
@@ -318,7 +318,7 @@ class ReferenceInterpreter:
         if name == "TFQ_CONV_2D":
             if x.shape[3] != opts["weight_shape"][3]:
                 raise ReferenceExecutorError(f"{node['where']}: input has {x.shape[3]} channels, "
-                                     f"weights expect {opts['weight_shape'][3]}")
+                                             f"weights expect {opts['weight_shape'][3]}")
             if mode == "float":
                 return conv2d(x, node["weights"], node["bias"], stride, dil, opts["padding"], act)
             q, s = quantize_handover(x) if handed and x.shape[0] == 1 else \
@@ -329,7 +329,7 @@ class ReferenceInterpreter:
             mult = opts["depth_multiplier"]
             if x.shape[3] * mult != opts["weight_shape"][3]:
                 raise ReferenceExecutorError(f"{node['where']}: input has {x.shape[3]} channels, "
-                                     f"depth_multiplier {mult} needs {opts['weight_shape'][3] // mult}")
+                                             f"depth_multiplier {mult} needs {opts['weight_shape'][3] // mult}")
             if mode == "float":
                 return depthwise_conv2d(x, node["weights"], node["bias"], stride, dil,
                                         opts["padding"], mult, act)
@@ -381,7 +381,7 @@ class ReferenceInterpreter:
             c = self._const(g, sg, idx)
             if c is None:
                 raise ReferenceExecutorError(f"{self.name}: subgraph {g} reads tensor {idx} "
-                                     f"({tflite_io.tensor_name(sg.tensors[idx])!r}) before it is computed")
+                                             f"({tflite_io.tensor_name(sg.tensors[idx])!r}) before it is computed")
             return c
 
         for i, op in enumerate(sg.operators or []):
