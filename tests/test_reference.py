@@ -198,6 +198,7 @@ def _edit_first_tfq_op(data, edit):
 
 def test_wrong_version_invalid_codes_and_sizes_refused(tfq_file):
     data = tfq_file.read_bytes()
+    assert issubclass(ReferenceExecutorError, ValueError)  # `except ValueError` handlers keep working
 
     def set_version(fb, sg, op):
         opts = fmt.decode_options(bytes(op.customOptions))
