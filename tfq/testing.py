@@ -3,7 +3,7 @@
 A model whose weights lie exactly in a tfq set converts to every tfq custom
 op in seconds, so these helpers answer "does the delegate on this machine
 (this CPU, this build of `libtfq_delegate.so`, this LiteRT) compute what
-Keras computes?" before a real model is deployed (docs/delegate.md,
+Keras computes?" before a real model is deployed (docs/converter.md,
 "Checking a deployment"). tfq's own tests and benchmarks use them too.
 
 - `random_compressed_model(scheme, kind)`: a small Keras model (a CNN with
