@@ -170,7 +170,7 @@ def make_models(case, cache):
 
 def _make_models(case, cache, paths, variants):
     from tfq.converter import convert
-    from tfq.converter.testing import set_in_set_weights
+    from tfq.testing import set_in_set_weights
 
     model, keep = build_keras(case)
     names = [n for n in weighted_layers(model) if not keep or n not in keep]

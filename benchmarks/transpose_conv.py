@@ -51,7 +51,8 @@ def _int8_transpose_conv(float_bytes):
 
 def _models(batch_size):
     import keras
-    from tfq.converter import convert, rewrite, testing
+    from tfq import testing
+    from tfq.converter import convert, rewrite
     inputs = keras.Input((28, 28, 64), batch_size=batch_size)
     model = keras.Model(inputs, keras.layers.Conv2DTranspose(32, 3, strides=2, padding="same",
                                                              name="tconv")(inputs))

@@ -98,7 +98,8 @@ def _load_exporter():
 @pytest.fixture(scope="module")
 def exported_nodes(tmp_path_factory):
     """.tfqnodes files exported on x86: a mixed-scheme CNN and the demo's LeNet-5."""
-    from tfq.converter import convert, testing
+    from tfq import testing
+    from tfq.converter import convert
     from tfq.datasets import mnist
 
     exporter = _load_exporter()
@@ -171,7 +172,8 @@ def test_node_runner_reports_a_mismatch_and_a_bad_file(arm_build, exported_nodes
 
 
 def test_exporter_refuses_a_float_model(tmp_path):
-    from tfq.converter import convert, testing
+    from tfq import testing
+    from tfq.converter import convert
 
     model = testing.small_cnn(input_shape=(8, 8, 2), name="float_only")
     path = tmp_path / "float.tflite"

@@ -76,7 +76,8 @@ def cache(tmp_path_factory):
     import warnings
 
     import speed
-    from tfq.converter import convert, testing
+    from tfq import testing
+    from tfq.converter import convert
 
     folder = tmp_path_factory.mktemp("bench")
     case = folder / "dense1024x3"

@@ -156,7 +156,8 @@ def _build_cases(folder):
     import keras
 
     from tfq import datasets, layers
-    from tfq.converter import convert, testing
+    from tfq import testing
+    from tfq.converter import convert
     from tfq.converter.reference import ReferenceInterpreter
 
     def ref(data, x, **kw):
@@ -382,7 +383,7 @@ def crafted(tmp_path_factory):
     {file: how it was made})."""
     import test_fuzz
 
-    from tfq.converter.testing import random_compressed_tflite
+    from tfq.testing import random_compressed_tflite
 
     folder = tmp_path_factory.mktemp("arm_crafted")
     kinds = [("ternary", "cnn"), ("pow2_4bit", "cnn"), ("binary", "mlp"), ("pow2_3bit", "cnn"),

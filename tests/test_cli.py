@@ -226,3 +226,26 @@ def test_verbose_shows_the_traceback(workdir):
     rc, out, err = tfq_cli("compress", "--model", "garbage.keras", "--out", "x.keras", "--verbose", cwd=workdir)
     assert rc == 1
     assert "Traceback" in err and "not a Keras model" in err.splitlines()[-1]
+
+
+def test_cli_imports_go_one_way_and_every_command_module_is_registered():
+    """tfq/cli/: command modules import only `common` of tfq.cli, `common` none; each is in COMMANDS."""
+    import ast
+    import pathlib
+
+    import tfq.cli
+
+    package = pathlib.Path(tfq.cli.__file__).parent
+    commands = sorted(p.stem for p in package.glob("*.py") if p.stem not in ("__init__", "__main__", "common"))
+    assert commands == sorted(tfq.cli.COMMANDS)
+    for name in commands + ["common"]:
+        tree = ast.parse((package / f"{name}.py").read_text())
+        used = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        used |= {f"tfq.cli.{a.name}" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                 and node.module == "tfq.cli" for a in node.names}
+        used |= {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+        from_cli = {m for m in used if m and m.startswith("tfq.cli")}
+        allowed = set() if name == "common" else {"tfq.cli", "tfq.cli.common"}
+        assert from_cli <= allowed, (name, from_cli)
+        if name != "common":
+            assert getattr(tfq.cli, name).COMMAND is tfq.cli.COMMANDS[name]

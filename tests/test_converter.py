@@ -9,10 +9,9 @@ import keras
 import numpy as np
 import pytest
 
-from tfq.converter import convert, format as fmt, sets, testing, tflite_io
+from tfq.converter import convert, format as fmt, sets, tflite_io
 from tfq.converter.reference import ReferenceInterpreter
-from tfq import schemes
-from tfq import quantizers, record
+from tfq import quantizers, record, schemes, testing
 
 SCHEMES = schemes.NAMES
 

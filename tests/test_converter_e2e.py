@@ -13,9 +13,9 @@ import keras
 import numpy as np
 import pytest
 
-from tfq.converter import convert, format as fmt, testing
+from tfq.converter import convert, format as fmt
 from tfq.converter.reference import ReferenceInterpreter
-from tfq import schemes
+from tfq import schemes, testing
 
 
 @pytest.mark.parametrize("kind", ["cnn", "mlp"])

@@ -14,9 +14,9 @@ import keras
 import numpy as np
 import pytest
 
-from tfq.converter import convert, format as fmt, sets, testing, tflite_io
+from tfq.converter import convert, format as fmt, sets, tflite_io
 from tfq.converter.reference import ReferenceInterpreter
-from tfq import schemes
+from tfq import schemes, testing
 
 # (strides, padding, use_bias, kernel size)
 CASES = [(1, "same", True, 3), (1, "valid", False, 3), (2, "same", False, 3), (2, "valid", True, 3),

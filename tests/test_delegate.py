@@ -16,7 +16,7 @@ import tfq
 from tfq.converter import format as fmt
 from tfq.converter import tflite_io
 from tfq.converter.reference import ReferenceInterpreter
-from tfq.converter.testing import random_compressed_tflite
+from tfq.testing import random_compressed_tflite
 
 SCHEMES = ("binary", "ternary", "pow2_3bit", "pow2_4bit")
 

@@ -18,7 +18,7 @@ from ai_edge_litert.interpreter import Interpreter, load_delegate
 
 import tfq
 from tfq.converter import tflite_io
-from tfq.converter.testing import random_compressed_tflite
+from tfq.testing import random_compressed_tflite
 
 ALL_ISAS = ("reference", "avx2", "avx512vnni", "neon", "neon_dotprod")
 

@@ -75,7 +75,7 @@ def asan_lib():
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from tfq.converter.testing import random_compressed_tflite
+    from tfq.testing import random_compressed_tflite
 
     d = tmp_path_factory.mktemp("fuzz_models")
     paths = []

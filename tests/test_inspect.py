@@ -10,7 +10,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pytest
 
-from tfq.converter import convert, format as fmt, testing, tflite_io
+from tfq import testing
+from tfq.converter import convert, format as fmt, tflite_io
 from tfq.converter.inspect import format_table, inspect_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from tfq.converter import convert, format as fmt, portable, sets, testing, tflite_io
+from tfq.converter import convert, format as fmt, portable, sets, tflite_io
 from tfq.converter.reference import ReferenceInterpreter
-from tfq import schemes
+from tfq import schemes, testing
 
 TT = tflite_io.schema.TensorType
 

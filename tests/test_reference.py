@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfq.converter import convert, format as fmt, rewrite, testing, tflite_io
-from tfq.converter.reference import ReferenceError, ReferenceInterpreter
+from tfq.converter import convert, format as fmt, rewrite, tflite_io
+from tfq.converter.reference import ReferenceExecutorError, ReferenceInterpreter
 from tfq.converter.tflite_io import TFLiteFileError
-from tfq import schemes
+from tfq import schemes, testing
 
 
 def _litert(data, x):
@@ -182,7 +182,7 @@ def test_truncated_corrupted_and_foreign_files(tfq_file, tmp_path):
             garbage[p] = rng.integers(0, 256)
         try:
             ReferenceInterpreter(bytes(garbage), "delegate").predict(np.ones((1, 784), np.float32))
-        except (TFLiteFileError, ReferenceError, NotImplementedError, ValueError) as err:
+        except (TFLiteFileError, ReferenceExecutorError, NotImplementedError, ValueError) as err:
             assert "<bytes>" in str(err) or "node" in str(err) or "tensor" in str(err), err
     with pytest.raises(TFLiteFileError, match="missing.tflite: cannot read"):
         ReferenceInterpreter(tmp_path / "missing.tflite")
@@ -198,38 +198,39 @@ def _edit_first_tfq_op(data, edit):
 
 def test_wrong_version_invalid_codes_and_sizes_refused(tfq_file):
     data = tfq_file.read_bytes()
+    assert issubclass(ReferenceExecutorError, ValueError)  # `except ValueError` handlers keep working
 
     def set_version(fb, sg, op):
         opts = fmt.decode_options(bytes(op.customOptions))
         opts["version"] = 3
         op.customOptions = np.frombuffer(fmt.encode_options(opts), np.uint8)
-    with pytest.raises(ReferenceError, match=r"format version 3 is not supported \(supported: 1, 2\)"):
+    with pytest.raises(ReferenceExecutorError, match=r"format version 3 is not supported \(supported: 1, 2\)"):
         ReferenceInterpreter(_edit_first_tfq_op(data, set_version))
 
     def v2_without_layout(fb, sg, op):
         opts = fmt.decode_options(bytes(op.customOptions))
         opts["version"] = 2
         op.customOptions = np.frombuffer(fmt.encode_options(opts), np.uint8)
-    with pytest.raises(ReferenceError, match=r"version 2 needs layout 'block_sparse'"):
+    with pytest.raises(ReferenceExecutorError, match=r"version 2 needs layout 'block_sparse'"):
         ReferenceInterpreter(_edit_first_tfq_op(data, v2_without_layout))
 
     def bad_code(fb, sg, op):
         buf = fb.buffers[sg.tensors[op.inputs[1]].buffer]
         buf.data = buf.data.copy()
         buf.data[0] = 0xFF                 # ternary code 3 is invalid
-    with pytest.raises(ReferenceError, match="invalid ternary codes"):
+    with pytest.raises(ReferenceExecutorError, match="invalid ternary codes"):
         ReferenceInterpreter(_edit_first_tfq_op(data, bad_code))
 
     def short(fb, sg, op):
         t = sg.tensors[op.inputs[1]]
         fb.buffers[t.buffer].data = fb.buffers[t.buffer].data[:-32]
         t.shape = np.array([t.shape[0] - 32], np.int32)
-    with pytest.raises(ReferenceError, match="packed weights have .* bytes, format v1 needs"):
+    with pytest.raises(ReferenceExecutorError, match="packed weights have .* bytes, format v1 needs"):
         ReferenceInterpreter(_edit_first_tfq_op(data, short))
 
     def bad_scales(fb, sg, op):
         t = sg.tensors[op.inputs[2]]
         fb.buffers[t.buffer].data = np.zeros(4 * 7, np.uint8)
         t.shape = np.array([7], np.int32)
-    with pytest.raises(ReferenceError, match="scales of size 1 or 300"):
+    with pytest.raises(ReferenceExecutorError, match="scales of size 1 or 300"):
         ReferenceInterpreter(_edit_first_tfq_op(data, bad_scales))

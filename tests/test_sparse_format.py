@@ -5,8 +5,8 @@ import pytest
 import keras
 import tensorflow as tf
 
-from tfq import kernels, pruning, schemes
-from tfq.converter import convert, format as fmt, inspect, sparse, testing, tflite_io
+from tfq import kernels, pruning, schemes, testing
+from tfq.converter import convert, format as fmt, inspect, sparse, tflite_io
 from tfq.converter.reference import ReferenceInterpreter
 
 

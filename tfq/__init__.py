@@ -24,7 +24,7 @@ _EXPORTS = {
     "PowerOfTwo": "tfq.quantizers",
 }
 _SUBMODULES = ("schemes", "quantizers", "kernels", "record", "admm", "pruning", "callbacks", "layers", "compression",
-               "datasets", "models", "converter", "runtime", "distribute")
+               "datasets", "models", "converter", "runtime", "distribute", "testing")
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 

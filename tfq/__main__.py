@@ -1,4 +1,4 @@
-"""`python -m tfq COMMAND ...`: see tfq/cli.py."""
+"""`python -m tfq COMMAND ...`: see tfq/cli/__init__.py."""
 
 from tfq.cli import run
 

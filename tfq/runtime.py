@@ -77,14 +77,31 @@ def load_delegate(options=None):
     """Loads the tfq delegate for LiteRT.
 
     Args:
-        options: dict of delegate options: `num_threads` (int, default the
-            interpreter's), `force_reference` (bool: scalar kernels only),
-            `isa` ("auto", or one of "reference", "avx2", "avx512vnni",
-            "neon", "neon_dotprod": use at most that instruction set's
-            kernels; refused when the CPU lacks it), `int8_handover` (bool,
-            default True: ReLU6 convolutions pass int8 codes to the
-            convolution they feed), `verbosity` (0-3: log claimed and refused
-            nodes, shapes, per-node times to stderr).
+        options: dict of delegate options (docs/delegate.md, "Options");
+            bools may be given as True/False. Unknown keys or bad values make
+            loading fail with a message naming the key.
+
+            - `num_threads` (int, default 0: the interpreter's).
+            - `force_reference` (bool, default False): scalar reference
+              kernels only.
+            - `isa` ("auto", the default, or one of "reference", "avx2",
+              "avx512vnni", "neon", "neon_dotprod"): use at most that
+              instruction set's kernels; refused when the CPU or the build
+              lacks it.
+            - `int8_handover` (bool, default True): a `TFQ_CONV_2D` or
+              `TFQ_DEPTHWISE_CONV_2D` with a fused ReLU6 whose output is read
+              only by the next tfq convolution (and is not a model output,
+              batch 1) hands it int8 codes at the fixed scale 127/6 instead
+              of a float tensor: the float tensor and the reader's
+              quantization pass disappear (MobileNet-style expand ->
+              depthwise -> project blocks; docs/delegate.md, "int8
+              hand-over"). The fixed step is coarser than the per-image
+              absmax step when the tensor's values stay well below 6, so
+              outputs differ slightly from `False`, where every node reads
+              and writes float tensors. The exact rule is in docs/format.md;
+              `ReferenceInterpreter(..., int8_handover=...)` computes both.
+            - `verbosity` (0-3, default 0): log claimed and refused nodes,
+              shapes at prepare, per-node times to stderr.
 
     Returns:
         An `ai_edge_litert.interpreter.Delegate`.

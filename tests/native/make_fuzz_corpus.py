@@ -42,7 +42,7 @@ def _exporter():
 
 def seeds(tmp_dir):
     """{file name: bytes} of the corpus; tmp_dir receives the converted models."""
-    from tfq.converter.testing import random_compressed_tflite
+    from tfq.testing import random_compressed_tflite
 
     exporter = _exporter()
     out = {}

@@ -2,8 +2,8 @@
 
 `convert(model, portable=False)` is exported as `tfq.convert`. Submodules:
 `format` (packing and custom options), `sets` (set detection), `rewrite`
-(flatbuffer rewriting), `portable`, `reference` (NumPy executor), `inspect`,
-`testing` (quick compressed test models).
+(flatbuffer rewriting), `portable`, `reference` (NumPy executor),
+`inspect`. In-set test models, to check a deployment, are in `tfq.testing`.
 """
 
 from tfq.converter.format import CUSTOM_CODES, FORMAT_VERSION, SUPPORTED_VERSIONS

@@ -146,8 +146,12 @@ def quantize_activations(x, axes):
     return q.astype(np.float64), s
 
 
-class ReferenceError(ValueError):
-    """A model the reference executor refuses (names the file and node)."""
+class ReferenceExecutorError(ValueError):
+    """A model the reference executor refuses (names the file and node).
+
+    A ValueError, so `except ValueError` handlers catch it. (Not named
+    `ReferenceError`, which would shadow the Python builtin.)
+    """
 
 
 class ReferenceInterpreter:
@@ -159,7 +163,7 @@ class ReferenceInterpreter:
 
     Raises:
       TFLiteFileError: the file is not a readable .tflite model.
-      ReferenceError: a tfq node is malformed (wrong version, sizes, codes).
+      ReferenceExecutorError: a tfq node is malformed (wrong version, sizes, codes).
     """
 
     def __init__(self, model, mode="float", int8_handover=True):
@@ -176,8 +180,8 @@ class ReferenceInterpreter:
                 if name in fmt.CUSTOM_CODES:
                     self._tfq[(g, i)] = self._prepare_tfq(g, i, sg, op, name)
                 elif name.startswith("TFQ_"):
-                    raise ReferenceError(f"{self.name}: node {i} of subgraph {g}: unknown tfq "
-                                         f"custom op {name!r} (known: {', '.join(fmt.CUSTOM_CODES)})")
+                    raise ReferenceExecutorError(f"{self.name}: node {i} of subgraph {g}: unknown tfq "
+                                                 f"custom op {name!r} (known: {', '.join(fmt.CUSTOM_CODES)})")
         self._handover = self._handover_tensors() if mode == "delegate" and int8_handover else set()
         sg = self.fb.subgraphs[0]
         self.input_details = [self._details(sg, i) for i in sg.inputs]
@@ -237,30 +241,30 @@ class ReferenceInterpreter:
         try:
             opts = fmt.validate_options(opts, name, where)
         except ValueError as err:
-            raise ReferenceError(str(err)) from None
+            raise ReferenceExecutorError(str(err)) from None
         inputs = [int(x) for x in op.inputs]
         if len(inputs) != 4:
-            raise ReferenceError(f"{where}: expected 4 inputs (x, packed, scales, bias), got {len(inputs)}")
+            raise ReferenceExecutorError(f"{where}: expected 4 inputs (x, packed, scales, bias), got {len(inputs)}")
         packed = self._const(g, sg, inputs[1]) if inputs[1] >= 0 else None
         if packed is None or sg.tensors[inputs[1]].type != schema.TensorType.UINT8:
-            raise ReferenceError(f"{where}: input 1 must be a constant uint8 tensor of packed codes")
+            raise ReferenceExecutorError(f"{where}: input 1 must be a constant uint8 tensor of packed codes")
         if not fmt.is_sparse(opts):
             expected = fmt.packed_size(opts["rows"], opts["k"], opts["bits"])
             if packed.size != expected:
-                raise ReferenceError(f"{where}: packed weights have {packed.size} bytes, format v1 "
-                                     f"needs {expected} for rows={opts['rows']}, k={opts['k']}, "
-                                     f"bits={opts['bits']}")
+                raise ReferenceExecutorError(f"{where}: packed weights have {packed.size} bytes, format v1 "
+                                             f"needs {expected} for rows={opts['rows']}, k={opts['k']}, "
+                                             f"bits={opts['bits']}")
         scales = self._const(g, sg, inputs[2]) if inputs[2] >= 0 else None
         out_ch = opts["weight_shape"][3] if name == "TFQ_DEPTHWISE_CONV_2D" else opts["weight_shape"][0]
         if scales is None or sg.tensors[inputs[2]].type != schema.TensorType.FLOAT32 or \
                 scales.size not in (1, out_ch):
-            raise ReferenceError(f"{where}: input 2 must be constant float32 scales of size 1 "
-                                 f"or {out_ch}")
+            raise ReferenceExecutorError(f"{where}: input 2 must be constant float32 scales of size 1 "
+                                         f"or {out_ch}")
         bias = None
         if inputs[3] >= 0:
             bias = self._const(g, sg, inputs[3])
             if bias is None or bias.size != out_ch:
-                raise ReferenceError(f"{where}: bias must be a constant float32 tensor of size {out_ch}")
+                raise ReferenceExecutorError(f"{where}: bias must be a constant float32 tensor of size {out_ch}")
             bias = bias.astype(np.float64).reshape(-1)
         try:
             if fmt.is_sparse(opts):
@@ -270,7 +274,7 @@ class ReferenceInterpreter:
                 codes = fmt.unpack_codes(packed, opts["rows"], opts["k"], opts["bits"])
             levels = fmt.codes_to_levels(codes, opts["scheme"])
         except ValueError as err:
-            raise ReferenceError(f"{where}: {err}") from None
+            raise ReferenceExecutorError(f"{where}: {err}") from None
         scales = scales.astype(np.float32).reshape(-1)
         if name == "TFQ_DEPTHWISE_CONV_2D":
             kh, kw, o = opts["weight_shape"][1:]
@@ -293,7 +297,7 @@ class ReferenceInterpreter:
         if name == "TFQ_FULLY_CONNECTED":
             k = opts["k"]
             if x.shape[-1] != k and x.size % k:
-                raise ReferenceError(f"{node['where']}: input of shape {x.shape} does not have k={k}")
+                raise ReferenceExecutorError(f"{node['where']}: input of shape {x.shape} does not have k={k}")
             lead = x.shape[:-1] if x.shape[-1] == k else (x.size // k,)
             x2 = x.reshape(-1, k)
             if mode == "float":
@@ -310,11 +314,11 @@ class ReferenceInterpreter:
         stride = (opts["stride_h"], opts["stride_w"])
         dil = (opts["dilation_h"], opts["dilation_w"])
         if x.ndim != 4:
-            raise ReferenceError(f"{node['where']}: input must be NHWC, got shape {x.shape}")
+            raise ReferenceExecutorError(f"{node['where']}: input must be NHWC, got shape {x.shape}")
         if name == "TFQ_CONV_2D":
             if x.shape[3] != opts["weight_shape"][3]:
-                raise ReferenceError(f"{node['where']}: input has {x.shape[3]} channels, "
-                                     f"weights expect {opts['weight_shape'][3]}")
+                raise ReferenceExecutorError(f"{node['where']}: input has {x.shape[3]} channels, "
+                                             f"weights expect {opts['weight_shape'][3]}")
             if mode == "float":
                 return conv2d(x, node["weights"], node["bias"], stride, dil, opts["padding"], act)
             q, s = quantize_handover(x) if handed and x.shape[0] == 1 else \
@@ -324,8 +328,8 @@ class ReferenceInterpreter:
         else:
             mult = opts["depth_multiplier"]
             if x.shape[3] * mult != opts["weight_shape"][3]:
-                raise ReferenceError(f"{node['where']}: input has {x.shape[3]} channels, "
-                                     f"depth_multiplier {mult} needs {opts['weight_shape'][3] // mult}")
+                raise ReferenceExecutorError(f"{node['where']}: input has {x.shape[3]} channels, "
+                                             f"depth_multiplier {mult} needs {opts['weight_shape'][3] // mult}")
             if mode == "float":
                 return depthwise_conv2d(x, node["weights"], node["bias"], stride, dil,
                                         opts["padding"], mult, act)
@@ -376,8 +380,8 @@ class ReferenceInterpreter:
                 return values[idx]
             c = self._const(g, sg, idx)
             if c is None:
-                raise ReferenceError(f"{self.name}: subgraph {g} reads tensor {idx} "
-                                     f"({tflite_io.tensor_name(sg.tensors[idx])!r}) before it is computed")
+                raise ReferenceExecutorError(f"{self.name}: subgraph {g} reads tensor {idx} "
+                                             f"({tflite_io.tensor_name(sg.tensors[idx])!r}) before it is computed")
             return c
 
         for i, op in enumerate(sg.operators or []):
@@ -740,7 +744,7 @@ def _while(self, op, ins, sg, outs):
         if not bool(np.asarray(self._run_subgraph(o.condSubgraphIndex, values)[0]).reshape(-1)[0]):
             return values
         values = self._run_subgraph(o.bodySubgraphIndex, values)
-    raise ReferenceError(f"{self.name}: WHILE loop did not terminate")
+    raise ReferenceExecutorError(f"{self.name}: WHILE loop did not terminate")
 
 
 @_builtin("FILL")

@@ -1,14 +1,27 @@
-"""Quick compressed test models for tests and benchmarks (no training).
+"""In-set test models: check a tfq deployment without training anything.
 
-`random_compressed_model` builds a small Keras model whose kernels lie
-exactly in a tfq set (scale[c] * random levels, with optional sparsity), and
-`random_compressed_tflite` converts it. The delegate and benchmark code use
-them to get .tflite files with every tfq custom op in seconds.
+A model whose weights lie exactly in a tfq set converts to every tfq custom
+op in seconds, so these helpers answer "does the delegate on this machine
+(this CPU, this build of `libtfq_delegate.so`, this LiteRT) compute what
+Keras computes?" before a real model is deployed (docs/converter.md,
+"Checking a deployment"). tfq's own tests and benchmarks use them too.
+
+- `random_compressed_model(scheme, kind)`: a small Keras model (a CNN with
+  Conv2D, DepthwiseConv2D, 1x1 Conv2D and Dense; a MobileNet-style ReLU6
+  chain; or an MLP) whose kernels are `scale[c] * level`, with optional
+  sparsity. `random_compressed_tflite` also converts it.
+- `set_in_set_weights(model, scheme)`: the same for any model's Dense, Conv2D,
+  DepthwiseConv2D and Conv2DTranspose kernels (e.g. to time a real
+  architecture without training it).
+- `in_set_kernel`, `random_levels`: single in-set arrays.
+- `run_with_delegate(tflite_bytes, x)`: runs a converted model image by image
+  through `tfq.Interpreter`.
 """
 
 import numpy as np
 
 from tfq import schemes
+
 
 def random_levels(shape, scheme, rng, sparsity=None):
     """Random levels of a scheme; `sparsity` sets the fraction of zeros (not binary)."""
@@ -112,7 +125,7 @@ def random_compressed_model(scheme="ternary", kind="cnn", seed=0, per_channel=Tr
     """A small Keras model whose weighted layers lie exactly in `scheme`.
 
     Args:
-      scheme: binary, ternary, pow2_3bit or pow2_4bit (or {layer: scheme}).
+      scheme: a name of tfq.schemes.NAMES (or {layer name: scheme name}).
       kind: "cnn" (Conv2D, DepthwiseConv2D, 1x1 Conv2D, Dense), "chain" /
         "chain_extra_output" (relu6_chain) or "mlp" (three Dense layers,
         784-300-100-10 by default).
