@@ -129,6 +129,20 @@ def test_compress_with_data_and_sparsity(workdir):
     _quiet(err)
 
 
+def test_block_sparse_compress_convert_inspect(workdir):
+    rc, out, err = tfq_cli("compress", "--model", "M.keras", "--sparsity", "0.9", "--block", "4x4",
+                           "--noskip_first_last", "--out", "M_b.keras", cwd=workdir)
+    assert rc == 0, err
+    rc, out, err = tfq_cli("convert", "--model", "M_b.keras", "--sparse", "auto", "--out", "M_b.tflite", cwd=workdir)
+    assert rc == 0, err
+    rc, out, err = tfq_cli("inspect", "M_b.tflite", cwd=workdir)
+    assert rc == 0, err
+    assert "4x4" in out and "block" in out.splitlines()[1], out
+    dense = tfq_cli("convert", "--model", "M_b.keras", "--out", "M_d.tflite", cwd=workdir)
+    assert dense[0] == 0, dense[2]
+    assert (workdir / "M_b.tflite").stat().st_size < 0.5 * (workdir / "M_d.tflite").stat().st_size
+
+
 def test_help_lists_commands_and_exits_0(workdir):
     for flag in ("--help", "-h", "help"):
         rc, out, err = tfq_cli(flag, cwd=workdir)
@@ -175,9 +189,12 @@ def test_convert_refuses_a_float_model_unless_allow_float(workdir):
         (("benchmark", "garbage.tflite", "--baseline", "M.keras"), 1, ("garbage.tflite", "not a TFLite")),
         (("report", "--models", "M.keras", "garbage.keras", "--out", "r.png"), 1, ("garbage.keras",)),
         (("compress", "--model", "M.keras", "--out", "x.keras", "--scheme", "quad"), 2, ("unknown scheme",)),
+        (("compress", "--model", "M.keras", "--out", "x.keras", "--sparsity", "0.5", "--block", "3x3"), 2,
+         ("--block", "3x3", "32-weight groups")),
+        (("compress", "--model", "M.keras", "--out", "x.keras", "--block", "auto"), 2, ("--block needs --sparsity",)),
     ],
     ids=["compress-corrupt", "convert-corrupt", "convert-suffix", "evaluate-truncated", "benchmark-truncated",
-         "benchmark-garbage", "report-corrupt", "compress-scheme"],
+         "benchmark-garbage", "report-corrupt", "compress-scheme", "compress-block-shape", "compress-block-alone"],
 )
 def test_bad_input_fails_before_tensorflow_loads(workdir, args, code, needles):
     rc, out, err = tfq_cli(*args, cwd=workdir, pythonpath=[str(workdir / "no_tf")])

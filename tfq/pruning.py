@@ -41,7 +41,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfq import quantizers
+from tfq import quantizers, schemes
 from tfq import state as tfq_state
 from tfq.training import (KernelHook, KernelRun, KernelState, attached_state, check_finite, finite_or_raise, nonfinite_message,
                           rebuild_train_function, steps_per_epoch, strategy_of, to_numpy, warn_empty_channels)
@@ -184,9 +184,6 @@ def prune_mask(score, sparsity, mask=None, regrowth=False):
 # Blocks
 # --------------------------------------------------------------------------
 
-# Block sides the kernels can skip: a power of two up to 32, so that blocks
-# tile the packed rows (32-weight groups, docs/format.md).
-BLOCK_SIDES = (1, 2, 4, 8, 16, 32)
 # `block="auto"`: the shape the block-sparse kernels run fastest on, chosen
 # from kernel measurements (docs/compression.md, "Choosing the block shape");
 # a kernel with fewer output channels (per gate) takes fewer rows.
@@ -206,10 +203,10 @@ def check_block(block, what="block"):
         rows, cols = (int(v) for v in block)
     except (TypeError, ValueError):
         raise ValueError(f"{what} must be None, 'auto', 'RxC' (e.g. '4x4') or (rows, cols); got {block!r}") from None
-    if rows not in BLOCK_SIDES or cols not in BLOCK_SIDES or isinstance(block[0], bool):
+    if rows not in schemes.BLOCK_SIDES or cols not in schemes.BLOCK_SIDES or isinstance(block[0], bool):
         raise ValueError(
             f"{what} {block!r} does not divide the packed rows: rows and columns must each be one of "
-            f"{', '.join(map(str, BLOCK_SIDES))} (blocks tile the 32-weight groups of the format)")
+            f"{', '.join(map(str, schemes.BLOCK_SIDES))} (blocks tile the 32-weight groups of the format)")
     return rows, cols
 
 

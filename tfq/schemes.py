@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["Scheme", "SCHEMES", "NAMES", "get", "check", "widest"]
+__all__ = ["Scheme", "SCHEMES", "NAMES", "BLOCK_SIDES", "get", "check", "widest"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +82,11 @@ SCHEMES = {
     )
 }
 NAMES = tuple(SCHEMES)
+
+# Sides of the blocks of block-sparse weights (rows and columns of a block):
+# powers of two up to 32, so that blocks tile the packed format's 32-weight
+# groups (docs/format.md, version 2).
+BLOCK_SIDES = (1, 2, 4, 8, 16, 32)
 
 
 def check(name):

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 import zipfile
 from typing import Callable
@@ -177,6 +178,17 @@ def scheme(value):
     if name not in schemes.NAMES:
         raise UsageError(f"unknown scheme {value!r}; valid: {', '.join(schemes.NAMES)}")
     return name
+
+
+def block(value):
+    """A --block value: None, "auto" or "RxC" with sides in tfq.schemes.BLOCK_SIDES (checked before TensorFlow loads)."""
+    if value is None or value == "auto":
+        return value
+    m = re.fullmatch(r"(\d+)x(\d+)", value)
+    if not m or int(m.group(1)) not in schemes.BLOCK_SIDES or int(m.group(2)) not in schemes.BLOCK_SIDES:
+        raise UsageError(f"--block must be auto or RxC with R and C each one of "
+                         f"{', '.join(map(str, schemes.BLOCK_SIDES))} (blocks tile the 32-weight groups), got {value!r}")
+    return value
 
 
 def threads(values):

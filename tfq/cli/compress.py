@@ -12,6 +12,8 @@ def add_flags(p):
     p.add_argument("--out", required=True, metavar="PATH.keras", help="where to write the compressed model")
     p.add_argument("--scheme", default="ternary", help=f"weight set: {', '.join(schemes.NAMES)}")
     p.add_argument("--sparsity", type=float, metavar="S", help="fraction of weights set to zero, in [0, 1)")
+    p.add_argument("--block", metavar="auto|RxC", help="with --sparsity: prune whole blocks of R output channels x C "
+                   "inputs (auto: the shape the block-sparse kernels run fastest on); default: single weights")
     p.add_argument("--data", metavar="DATA", help=f"train with ADMM on this data: {common.DATA_HELP}; without it, "
                    "compression is data-free (seconds)")
     p.add_argument("--eval_data", metavar="DATA", help="data (same forms as --data) used only to report accuracy")
@@ -36,6 +38,9 @@ def run(args):
     sparsity = args.sparsity
     if sparsity is not None and not 0.0 <= sparsity < 1.0:
         raise UsageError(f"--sparsity must be in [0, 1), got {sparsity}")
+    block = common.block(args.block)
+    if block is not None and not sparsity:
+        raise UsageError("--block needs --sparsity (blocks are what is pruned)")
     out = common.out_path(args.out, ".keras")
     common.positive("epochs", args.epochs)
     common.positive("batch_size", args.batch_size)
@@ -58,12 +63,13 @@ def run(args):
     import tfq
 
     common.log(f"compressing {path} to {scheme}" + (f", {sparsity:.0%} sparse" if sparsity else "")
+               + (f" in {block} blocks" if block else "")
                + (" with ADMM training" if data is not None else " (data-free)"))
     small, report = tfq.compress(
         model, scheme, sparsity=sparsity, data=data, validation_data=validation, epochs=args.epochs,
         layers=layers, corrections=args.corrections, skip_first_last=args.skip_first_last,
         learning_rate=args.learning_rate, batch_size=args.batch_size, verbose=1, return_report=True,
-        keep_training_state=args.keep_training_state,
+        keep_training_state=args.keep_training_state, block=block,
     )
     small.save(out)
     print(report.to_markdown())
@@ -74,4 +80,5 @@ def run(args):
 COMMAND = common.Command(
     run, "compress a .keras model to 1-4 bit weights (data-free, or ADMM training with --data)", add_flags,
     "tfq compress --model M.keras --scheme pow2_4bit --out M_p4.keras              # data-free, seconds\n"
-    "tfq compress --model M.keras --scheme ternary --sparsity 0.9 --data mnist --out M_t.keras   # ADMM")
+    "tfq compress --model M.keras --scheme ternary --sparsity 0.9 --data mnist --out M_t.keras   # ADMM\n"
+    "tfq compress --model M.keras --sparsity 0.9 --block auto --data mnist --out M_s.keras       # block-sparse")

@@ -12,6 +12,9 @@ def add_flags(p):
     p.add_argument("--out", required=True, metavar="PATH.tflite", help="where to write the .tflite file")
     p.add_argument("--portable", action="store_true",
                    help="write builtin INT2/INT4/INT8 weights instead of tfq custom ops (runs without the delegate)")
+    p.add_argument("--sparse", choices=("auto", "true", "false"), default="false",
+                   help="block-sparse ops (format version 2): auto = where they take at most 3/4 of the dense "
+                        "bytes (pruned weights), true = wherever possible, false = dense version 1 only")
     p.add_argument("--allow_float", action="store_true",
                    help="write the file even when no weight lies in a tfq set (a plain float model)")
 
@@ -45,7 +48,8 @@ def run(args):
     source = args.model if is_tflite else common.load_keras_model(args.model, args.verbose)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = convert(source, portable=args.portable)
+        result = convert(source, portable=args.portable,
+                         sparse={"auto": "auto", "true": True, "false": False}[args.sparse])
     packed = [r for r in result.report if r.packed]
     if args.verbose:
         for w in caught:

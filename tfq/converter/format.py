@@ -16,7 +16,6 @@ from tfq import schemes
 FORMAT_VERSION = 1  # dense ops; block-sparse ops are version 2
 SPARSE_VERSION = 2
 SUPPORTED_VERSIONS = (1, 2)
-BLOCK_SIDES = (1, 2, 4, 8, 16, 32)
 BLOCK_BYTES = 32
 
 # custom code -> builtin op it replaces (documentation and inspection)
@@ -254,8 +253,8 @@ def _validate_sparse_options(out, op_name, where):
     if not schemes.get(out["scheme"]).has_zero:
         raise ValueError(f"{where}: a {out['scheme']} op cannot be block-sparse (the scheme has no zero)")
     for key in ("block_rows", "block_cols"):
-        if out[key] not in BLOCK_SIDES:
-            raise ValueError(f"{where}: {key}={out[key]} (valid: {', '.join(map(str, BLOCK_SIDES))})")
+        if out[key] not in schemes.BLOCK_SIDES:
+            raise ValueError(f"{where}: {key}={out[key]} (valid: {', '.join(map(str, schemes.BLOCK_SIDES))})")
     nbr, nbc = block_counts(out)
     if not 0 <= out["nnz_blocks"] <= nbr * nbc:
         raise ValueError(f"{where}: nnz_blocks={out['nnz_blocks']} outside 0..{nbr * nbc}")
