@@ -133,6 +133,9 @@ struct NodeKernel {
   size_t out_bytes = 0;
   size_t scratch_bytes = 0;
   PreparedWeights weights;  // described and laid out once, at the first prepare
+  // Block-sparse weights: the first stored block of each block row, built
+  // at prepare (4 bytes per block row: at most 2x the packed size).
+  std::vector<uint32_t> sparse_row_start;
   ConvGeometry geometry;
   int64_t fc_rows = 0;
   int64_t in_elems = 0;
@@ -315,7 +318,15 @@ TfLiteStatus PrepareNode(TfLiteContext* context, DelegateState* state, NodeKerne
                     spec.output, out->bytes, k->out_bytes);
   }
 
-  if (spec.kind != OpKind::kDepthwiseConv2D)
+  if (spec.sparse && k->sparse_row_start.empty()) {
+    k->sparse_row_start.resize(static_cast<size_t>(spec.sparse_sizes.block_row_count));
+    if (!BuildSparseRowStarts(spec.sparse_options, spec.sparse_sizes, codes,
+                              k->sparse_row_start.data()))
+      return Refuse(context, *k, "nnz_blocks = %lld is too large for this delegate (at most 2^32 - 1)",
+                    static_cast<long long>(spec.sparse_options.nnz_blocks));
+  }
+  // Block-sparse codes are not rows: no execution layout.
+  if (spec.kind != OpKind::kDepthwiseConv2D && !spec.sparse)
     k->weights.BuildExecLayout(state->options.force_reference, state->options.isa_cap);
   switch (spec.kind) {
     case OpKind::kFullyConnected: k->scratch_bytes = FullyConnectedScratchBytes(w, k->fc_rows); break;
@@ -385,11 +396,19 @@ TfLiteStatus InvokeNode(TfLiteContext* context, DelegateState* state, NodeKernel
     return Refuse(context, *k, "scratch of %zu bytes, the node needs %zu", state->scratch.bytes(),
                   k->scratch_bytes);
   const size_t scale_elems = spec.per_channel_scale ? static_cast<size_t>(spec.out_channels) : 1;
-  if (!ConstantIntact(context, spec.weights, static_cast<size_t>(spec.rows * RowBytes(spec.scheme, spec.k))) ||
+  if (!ConstantIntact(context, spec.weights, static_cast<size_t>(spec.packed_bytes)) ||
       !ConstantIntact(context, spec.scale, scale_elems * sizeof(float)) ||
       !ConstantIntact(context, spec.bias, static_cast<size_t>(spec.out_channels) * sizeof(float)))
     return Refuse(context, *k, "a constant input changed since the node was validated");
-  const PackedWeights w = k->weights.At(context->tensors[spec.weights].data.uint8);
+  PackedWeights w = k->weights.At(context->tensors[spec.weights].data.uint8);
+  SparseWeights sparse;
+  if (spec.sparse) {
+    if (k->sparse_row_start.size() != static_cast<size_t>(spec.sparse_sizes.block_row_count))
+      return Refuse(context, *k, "block-sparse node was not prepared");
+    sparse = SparseView(spec.sparse_options, spec.sparse_sizes, w.codes);
+    sparse.row_start = k->sparse_row_start.data();
+    w.sparse = &sparse;
+  }
   Epilogue e;
   e.scale = context->tensors[spec.scale].data.f;
   e.per_channel_scale = spec.per_channel_scale;
@@ -581,8 +600,9 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
                            OpName(kind), error.c_str());
       continue;
     }
-    Log(state, 1, "claimed node %d (%s, %s, rows %lld, k %lld)", index, OpName(kind),
-        SchemeName(spec.scheme), static_cast<long long>(spec.rows), static_cast<long long>(spec.k));
+    Log(state, 1, "claimed node %d (%s, %s, rows %lld, k %lld%s)", index, OpName(kind),
+        SchemeName(spec.scheme), static_cast<long long>(spec.rows), static_cast<long long>(spec.k),
+        spec.sparse ? ", block-sparse" : "");
     claim.emplace_back(index, spec);
   }
   // Room for fields a newer runtime may have appended (docs/litert_abi.md, pitfall 1): the struct

@@ -1,6 +1,7 @@
 #include "node_spec.h"
 
 #include <cstring>
+#include <limits>
 
 #include "flexbuffer_reader.h"
 
@@ -121,9 +122,11 @@ bool ParseNode(const TfLiteContext* context, const TfLiteNode* node, OpKind kind
   {
     const R r = opts.GetInt("version", &version);
     if (r != R::kOk) return Fail(error, "custom option 'version' is missing or not an integer");
-    if (version != 1)
-      return Fail(error, "unsupported format version " + Str(version) + " (supported: 1)");
+    if (version != 1 && version != 2)
+      return Fail(error, "unsupported format version " + Str(version) + " (supported: 1, 2)");
   }
+  // Version 1 ignores keys it does not know (docs/format.md), 'layout' too.
+  spec->sparse = version == 2;
   std::string s;
   if (!get_str("scheme", &s)) return false;
   if (s == "binary") spec->scheme = Scheme::kBinary;
@@ -189,6 +192,31 @@ bool ParseNode(const TfLiteContext* context, const TfLiteNode* node, OpKind kind
   }
   if (!AccumulatorFits(spec->scheme, spec->k))
     return Fail(error, "row length k = " + Str(spec->k) + " could overflow the int32 accumulator");
+  if (spec->sparse) {
+    std::string layout;
+    if (!get_str("layout", &layout)) return false;
+    if (layout != "block_sparse")
+      return Fail(error, "unknown layout '" + layout + "' (format version 2 knows: block_sparse)");
+    if (kind == OpKind::kDepthwiseConv2D)
+      return Fail(error, "a TFQ_DEPTHWISE_CONV_2D cannot be block-sparse (version 2 covers "
+                         "TFQ_FULLY_CONNECTED and TFQ_CONV_2D)");
+    if (spec->scheme == Scheme::kBinary)
+      return Fail(error, "a binary op cannot be block-sparse (the scheme has no zero)");
+    SparseOptions& so = spec->sparse_options;
+    int64_t v;
+    if (!get_int("block_rows", 1, 32, &v)) return false;
+    so.block_rows = static_cast<int>(v);
+    if (!get_int("block_cols", 1, 32, &v)) return false;
+    so.block_cols = static_cast<int>(v);
+    if (!get_int("index_bits", 0, 64, &v)) return false;
+    so.index_bits = static_cast<int>(v);
+    if (!get_int("nnz_blocks", 0, std::numeric_limits<int64_t>::max(), &so.nnz_blocks)) return false;
+    if (!ComputeSparseSizes(spec->scheme, spec->rows, spec->k, so, &spec->sparse_sizes, error))
+      return false;
+    spec->packed_bytes = spec->sparse_sizes.packed_bytes;
+  } else {
+    spec->packed_bytes = RowBytes(spec->scheme, spec->k) * spec->rows;
+  }
 
   // Tensors.
   if (node->inputs == nullptr || node->outputs == nullptr)
@@ -214,11 +242,11 @@ bool ParseNode(const TfLiteContext* context, const TfLiteNode* node, OpKind kind
   if (RawType(out) != kTfLiteFloat32) return Fail(error, "output must be float32");
   if (RawType(w) != kTfLiteUInt8) return Fail(error, "input 1 (packed codes) must be uint8");
   if (!IsConstant(w)) return Fail(error, "input 1 (packed codes) must be constant");
-  const int64_t row_bytes = RowBytes(spec->scheme, spec->k);
-  const int64_t packed = row_bytes * spec->rows;
-  if (NumElements(w) != packed || w->bytes != static_cast<size_t>(packed))
-    return Fail(error, "packed codes have " + Str(static_cast<int64_t>(w->bytes)) +
-                           " bytes, expected rows * row_bytes = " + Str(packed));
+  const int64_t packed = spec->packed_bytes;
+  if (NumElements(w) != packed || static_cast<uint64_t>(w->bytes) != static_cast<uint64_t>(packed))
+    return Fail(error, "packed codes have " + Str(static_cast<int64_t>(w->bytes)) + " bytes, expected " +
+                           (spec->sparse ? "2 nbr + nnz_blocks * (index_bits / 8 + block_bytes) = "
+                                         : "rows * row_bytes = ") + Str(packed));
   spec->bias = -1;
   if (node->inputs->size == 4 && node->inputs->data[3] >= 0) {
     const TfLiteTensor* b = TensorAt(context, node->inputs, 3, &spec->bias);
@@ -227,6 +255,9 @@ bool ParseNode(const TfLiteContext* context, const TfLiteNode* node, OpKind kind
   }
   if (!CheckConstFloat(sc, "scale", spec->out_channels, 1, error)) return false;
   spec->per_channel_scale = NumElements(sc) == spec->out_channels;
+  if (spec->sparse)
+    return ValidateSparse(spec->scheme, spec->rows, spec->k, spec->sparse_options, spec->sparse_sizes,
+                          w->data.uint8, error);
   if (!ValidateCodes(spec->scheme, w->data.uint8, spec->rows, spec->k, error)) return false;
   return true;
 }

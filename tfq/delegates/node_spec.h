@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/kernels.h"
+#include "kernels/sparse.h"
 #include "tflite_abi.h"
 
 namespace tfq {
@@ -29,6 +30,12 @@ struct NodeSpec {
   int stride_h = 1, stride_w = 1, dilation_h = 1, dilation_w = 1, depth_multiplier = 1;
   bool per_channel_scale = true;
   int64_t out_channels = 0;
+  // Format version 2, layout block_sparse (docs/format.md): tensor 1 holds
+  // counts, indices and the codes of the stored blocks, validated by ParseNode.
+  bool sparse = false;
+  SparseOptions sparse_options;
+  SparseSizes sparse_sizes;
+  int64_t packed_bytes = 0;  // tensor 1's exact size, either layout
 };
 
 // Parses the custom options and checks the constant tensors (and codes).

@@ -2,6 +2,7 @@
 // image itself for 1x1 stride-1 layers), the GEMM per tile, threads over
 // tiles and channel chunks, the epilogue or the int8 hand-over.
 #include "kernels/layers/common.h"
+#include "kernels/sparse.h"
 
 namespace tfq {
 
@@ -43,10 +44,12 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
   // 1x1, stride 1, no padding, and rows that need no zero tail: the quantized
   // image is already the im2col matrix.
   // With the execution-layout GEMM (which reads no position >= k when k is a
-  // multiple of 4), rows need no zero tail either.
+  // multiple of 4), rows need no zero tail either; nor with the block-sparse
+  // GEMM, which reads no position >= k.
   const bool direct = g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 && g.stride_w == 1 &&
                       g.pad_top == 0 && g.pad_left == 0 && g.out_h == g.in_h &&
-                      g.out_w == g.in_w && (l.kp == C || (use_exec && C % 4 == 0));
+                      g.out_w == g.in_w &&
+                      (l.kp == C || (use_exec && C % 4 == 0) || w.sparse != nullptr);
   TensorStats tstats[64];  // per thread: statistics of the outputs it wrote
   const TensorStats* known = g.batch == 1 ? opt.input_stats : nullptr;
   for (int n = 0; n < g.batch; ++n) {
@@ -111,7 +114,9 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
         a = s.cols;
         lda = l.kp;
       }
-      if (use_exec) {
+      if (w.sparse != nullptr) {
+        SparseGemm(w, o0, o1, a, lda, np, s.acc + o0, g.out_c);
+      } else if (use_exec) {
         const int64_t group_bytes = nblocks * 32 * w.exec_group;
         kt.gemm_exec(w.scheme, w.exec + o0 / w.exec_group * group_bytes, o1 - o0, nblocks, w.k, a,
                      lda, s.sumq, np, s.acc + o0, g.out_c);

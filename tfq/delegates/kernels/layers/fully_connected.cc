@@ -1,6 +1,7 @@
 // FullyConnected: activation rows quantized on the fly, the GEMM (row-dot or,
 // batched, channel-interleaved) threaded over output channels, the epilogue.
 #include "kernels/layers/common.h"
+#include "kernels/sparse.h"
 
 namespace tfq {
 
@@ -63,8 +64,12 @@ void FullyConnected(const float* x, int64_t m, const PackedWeights& w, const Epi
   const int64_t macs = m * rows * kp;
   ParallelFor(opt, tasks, [&](int64_t task, int) {
     const int64_t o0 = task * chunk, o1 = std::min(rows, o0 + chunk);
-    kt.gemm(w.scheme, w.codes + o0 * w.row_bytes, w.row_bytes, o1 - o0, q, kp, sumq, m, nblocks,
-            acc + o0, rows);
+    if (w.sparse != nullptr) {
+      SparseGemm(w, o0, o1, q, kp, m, acc + o0, rows);
+    } else {
+      kt.gemm(w.scheme, w.codes + o0 * w.row_bytes, w.row_bytes, o1 - o0, q, kp, sumq, m, nblocks,
+              acc + o0, rows);
+    }
     write_outputs(o0, o1);
   }, macs);
 }
