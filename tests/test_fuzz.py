@@ -13,7 +13,12 @@ then runs in subprocesses (LD_PRELOAD=libasan) a few thousand mutations:
   * the graph's structure: an operator's output or input replaced by another
     operator's output, a graph output or any tensor index, operators
     duplicated or swapped, graph outputs changed (two writers of one tensor
-    once made a node write past a buffer that another node's Prepare shrank).
+    once made a node write past a buffer that another node's Prepare shrank);
+  * block-sparse (format version 2) models: their counts and index arrays
+    (counts changed, indices set to any value, swapped or duplicated, a
+    block inserted with nnz_blocks and the size kept consistent, so the
+    mutation reaches the index and code checks), the codes of stored blocks,
+    and the v2 options (block shape, nnz_blocks, index_bits).
 
 The model fuzz runs once per kernel table the machine has, pinned with the
 delegate's `isa` option: the reference kernels first, whose plain stores ASan
@@ -39,7 +44,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ASAN_DIR = ROOT / "build-asan"
-TIME_BUDGET = {"options": 4.0, "models": 12.0}
+TIME_BUDGET = {"options": 4.0, "models": 15.0}
 ISAS = ("reference", "avx2", "avx512vnni", "neon", "neon_dotprod")
 
 
@@ -86,6 +91,18 @@ def models(tmp_path_factory):
         data, _ = random_compressed_tflite(scheme, kind, seed=i)
         p = d / f"{kind}_{scheme}.tflite"
         p.write_bytes(bytes(data))
+        paths.append(str(p))
+    # Block-sparse versions (format version 2): every FC / conv op of the cnn,
+    # the MLP and the hand-over chain, blocks of several shapes zeroed.
+    sys.path.insert(0, str(ROOT / "tests" / "helpers"))
+    import sparse_models
+    for i, (scheme, kind, block, sparsity) in enumerate([("ternary", "cnn", (4, 4), 0.5),
+                                                          ("pow2_3bit", "mlp", (1, 4), 0.9),
+                                                          ("pow2_4bit", "chain", (8, 1), 0.5)]):
+        data, _ = random_compressed_tflite(scheme, kind, seed=10 + i)
+        _, sparse = sparse_models.sparse_pair(data, block, sparsity, seed=i)
+        p = d / f"{kind}_{scheme}_sparse.tflite"
+        p.write_bytes(sparse)
         paths.append(str(p))
     return paths
 
@@ -187,6 +204,28 @@ def test_aliasing_models_under_asan(asan_lib, tmp_path):
                                              str(threads)] + paths)
             _check(proc, f"aliasing models ({isa}, {threads} threads)")
             assert f"FUZZ DONE {len(paths)} refused {len(paths)}" in proc.stdout, proc.stdout
+
+
+def test_sparse_models_under_asan(asan_lib, tmp_path):
+    """Valid block-sparse models (block shapes, odd edges, an all-zero layer) run clean with every table."""
+    from tfq.converter.testing import random_compressed_tflite
+
+    sys.path.insert(0, str(ROOT / "tests" / "helpers"))
+    import sparse_models
+
+    paths = []
+    for scheme, kind in (("ternary", "cnn"), ("pow2_3bit", "mlp"), ("pow2_4bit", "chain")):
+        data, _ = random_compressed_tflite(scheme, kind, seed=3)
+        for block in ((32, 4), (1, 4), (8, 1)):
+            for sparsity in (0.5, 1.0):
+                _, sparse = sparse_models.sparse_pair(data, block, sparsity, seed=1)
+                p = tmp_path / f"{kind}_{block[0]}x{block[1]}_{sparsity}.tflite"
+                p.write_bytes(sparse)
+                paths.append(str(p))
+    for isa in _isas(asan_lib):
+        proc = _run_sanitized(asan_lib, ["--mode", "run", "--isa", isa, "--threads", "2"] + paths)
+        _check(proc, f"block-sparse models ({isa})")
+        assert f"FUZZ DONE {len(paths)} refused 0 failed 0" in proc.stdout, proc.stdout[-2000:]
 
 
 # ---------------------------------------------------------------------------
@@ -323,6 +362,59 @@ def _mutate_structure(rng, base):
     return tflite_io.save_model(fb), "+".join(edits)
 
 
+def _mutate_sparse(rng, base):
+    """One edit of a block-sparse op's counts, indices, codes or v2 options (a version-2 model)."""
+    import sparse_models
+    from tfq.converter import format as fmt
+
+    ops = sparse_models.sparse_ops(base)
+    g, i, _, opts, data = ops[int(rng.integers(0, len(ops)))]
+    opts = dict(opts)
+    nbr, nbc = fmt.block_counts(opts)
+    nnz = opts["nnz_blocks"]
+    ib = opts["index_bits"] // 8
+    counts = data[:2 * nbr].view("<u2").copy()
+    indices = data[2 * nbr:2 * nbr + nnz * ib].view(np.uint8 if ib == 1 else "<u2").copy()
+    codes = data[2 * nbr + nnz * ib:].reshape(nnz, fmt.block_bytes(opts)).copy()
+    r = rng.random()
+    br = int(rng.integers(0, nbr))
+    if r < 0.2:  # a count changed (nnz_blocks too, half the time)
+        delta = int(rng.choice([-1, 1, int(rng.integers(0, 1 << 16))]))
+        counts[br] = (int(counts[br]) + delta) % (1 << 16)
+        if rng.random() < 0.5:
+            opts["nnz_blocks"] = int(counts.astype(np.int64).sum())
+        edit = "count"
+    elif r < 0.4 and nnz:  # an index set to any value near the range
+        indices[int(rng.integers(0, nnz))] = int(rng.integers(0, nbc + 3)) % (1 << (8 * ib))
+        edit = "index"
+    elif r < 0.5 and nnz > 1:  # two neighbouring indices swapped, or one duplicated
+        b = int(rng.integers(0, nnz - 1))
+        if rng.random() < 0.5:
+            indices[b], indices[b + 1] = indices[b + 1], indices[b]
+        else:
+            indices[b + 1] = indices[b]
+        edit = "index-order"
+    elif r < 0.7:  # a block inserted in a block row, everything consistent but the index / codes
+        at = int(counts[:br].astype(np.int64).sum()) + int(rng.integers(0, int(counts[br]) + 1))
+        counts[br] = (int(counts[br]) + 1) % (1 << 16)
+        indices = np.insert(indices, at, int(rng.integers(0, nbc + 2)) % (1 << (8 * ib)))
+        block = rng.integers(0, 256, codes.shape[1], dtype=np.uint8)
+        codes = np.insert(codes, at, block, axis=0)
+        opts["nnz_blocks"] = nnz + 1
+        edit = "insert-block"
+    elif r < 0.85 and nnz:  # a code byte of a stored block
+        flat = codes.reshape(-1)
+        flat[int(rng.integers(0, flat.size))] = int(rng.integers(0, 256))
+        edit = "code"
+    else:  # a v2 option
+        key = ["block_rows", "block_cols", "nnz_blocks", "index_bits"][int(rng.integers(0, 4))]
+        opts[key] = int(rng.choice([0, 1, 2, 3, 4, 8, 16, 32, 64, nbr * nbc, nbr * nbc + 1,
+                                    1 << 31, 1 << 62, -1, opts[key] + 1, opts[key] - 1]))
+        edit = "option-" + key
+    blob = np.concatenate([counts.view(np.uint8), indices.view(np.uint8), codes.reshape(-1)])
+    return sparse_models.edit_op(base, g, i, options=opts, weights=blob), "sparse-" + edit
+
+
 def _delegate_options(args):
     return {"num_threads": str(args.threads), "isa": args.isa}
 
@@ -346,14 +438,15 @@ def _run_models(args, lib_path):
     from ai_edge_litert.interpreter import load_delegate
 
     delegate = load_delegate(lib_path, _delegate_options(args))
-    refused = 0
+    refused = failed = 0
     for i, path in enumerate(args.models):
         print(path, flush=True)
         try:
             _invoke(pathlib.Path(path).read_bytes(), delegate, i)
         except (RuntimeError, ValueError) as err:
             refused += "tfq delegate: refusing node" in str(err)
-    print(f"FUZZ DONE {len(args.models)} refused {refused}", flush=True)
+            failed += "tfq delegate: refusing node" not in str(err)
+    print(f"FUZZ DONE {len(args.models)} refused {refused} failed {failed}", flush=True)
 
 
 def _list_isas(lib_path):
@@ -370,11 +463,13 @@ def _list_isas(lib_path):
 
 
 def _models_fuzz(args, lib_path):
+    import sparse_models
     from ai_edge_litert.interpreter import load_delegate
 
     rng = np.random.default_rng(args.seed)
     bases = [pathlib.Path(p).read_bytes() for p in args.models]
     regions = [_tfq_regions(b) for b in bases]
+    sparse = [bool(sparse_models.sparse_ops(b)) for b in bases]
     delegate = load_delegate(lib_path, _delegate_options(args))
     runs = structural = 0
     deadline = time.time() + args.seconds
@@ -383,7 +478,10 @@ def _models_fuzz(args, lib_path):
     while time.time() < deadline or runs < args.start or (args.only is not None and runs <= args.only):
         m = runs % len(bases)
         base, regs = bases[m], regions[m]
-        if rng.random() < 0.4:
+        if sparse[m] and rng.random() < 0.4:
+            blob, edit = _mutate_sparse(rng, base)
+            case = f"run {runs} model {m} {edit}"
+        elif rng.random() < 0.4:
             blob, edits = _mutate_structure(rng, base)
             case = f"run {runs} model {m} structure {edits}"
         else:
@@ -424,6 +522,7 @@ def main():
     ap.add_argument("models", nargs="+")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "tests" / "helpers"))
     if args.mode == "options":
         _options_fuzz(args, args.lib)
     elif args.mode == "isas":
