@@ -9,7 +9,10 @@ node: its record (export_nodes.encode_node) followed by the neutral trailer
 describes the trailer), so the fuzzer has to find the structure choices
 itself. Two more seeds are chains of the ReLU6 model (conv -> depthwise,
 depthwise -> 1x1 conv; the delegate hands int8 codes over between them):
-two records with the chain bit of the trailer between them.
+two records with the chain bit of the trailer between them. Three more are
+the block-sparse (format version 2) Conv2D 3x3, 1x1 Conv2D and
+FullyConnected of the ternary model with half of their 4x4 blocks zeroed
+(tests/helpers/sparse_models.py).
 tests/test_libfuzzer.py checks that every seed is claimed and reproduces its
 exported output bit for bit.
 
@@ -56,6 +59,17 @@ def seeds(tmp_dir):
         for j, node in enumerate(nodes):
             name = f"{scheme}_{j}_{node[0].lower()}"
             out[name] = exporter.encode_node(*node) + TRAILER
+    sys.path.insert(0, str(ROOT / "tests" / "helpers"))
+    import sparse_models
+    data, _ = random_compressed_tflite("ternary", "cnn", seed=0, input_shape=INPUT_SHAPE)
+    _, sparse = sparse_models.sparse_pair(data, (4, 4), 0.5, seed=0)
+    path = pathlib.Path(tmp_dir) / "ternary_sparse.tflite"
+    path.write_bytes(sparse)
+    image = np.random.default_rng(0).standard_normal((1, *INPUT_SHAPE)).astype(np.float32)
+    nodes, _ = exporter.collect_nodes(path, image)
+    for j, node in enumerate(nodes):
+        if node[0] != "TFQ_DEPTHWISE_CONV_2D":
+            out[f"sparse_ternary_{j}_{node[0].lower()}"] = exporter.encode_node(*node) + TRAILER
     data, _ = random_compressed_tflite("ternary", "chain", seed=len(MODELS),
                                        input_shape=CHAIN_INPUT_SHAPE)
     path = pathlib.Path(tmp_dir) / "chain.tflite"
