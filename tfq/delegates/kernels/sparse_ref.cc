@@ -29,21 +29,63 @@ bool Fail(std::string* error, const std::string& message) {
   return false;
 }
 
-// Level of every 4-bit code (codes inside the matrix are validated first).
-struct LevelTables {
-  int8_t level[4][16];
-  LevelTables() {
-    for (int s = 0; s < 4; ++s)
-      for (int c = 0; c < 16; ++c) {
-        const int v = CodeLevel(static_cast<Scheme>(s), c);
-        level[s][c] = static_cast<int8_t>(v > 64 ? 0 : v);
-      }
+// Levels of the fields of every byte value, per scheme: decoding a block is
+// one lookup per byte (codes inside the matrix are validated first; an
+// invalid code maps to 0 here and is never read).
+struct ByteLevelTables {
+  int8_t level[4][256][8];
+  ByteLevelTables() {
+    for (int s = 0; s < 4; ++s) {
+      const Scheme scheme = static_cast<Scheme>(s);
+      const int bits = SchemeBits(scheme);
+      for (int v = 0; v < 256; ++v)
+        for (int t = 0; t < 8; ++t) {
+          const int code = t < 8 / bits ? (v >> (t * bits)) & ((1 << bits) - 1) : 0;
+          const int l = CodeLevel(scheme, code);
+          level[s][v][t] = static_cast<int8_t>(l > 64 || t >= 8 / bits ? 0 : l);
+        }
+    }
   }
 };
 
-const int8_t* Levels(Scheme s) {
-  static const LevelTables tables;
+const int8_t (*ByteLevels(Scheme s))[8] {
+  static const ByteLevelTables tables;
   return tables.level[static_cast<int>(s)];
+}
+
+// c[j * ldc + r] += sum over cc < cols of lv[r * kC + cc] * a[j * lda + cc] for
+// r in [r0, r1), j < n_act. kC > 0: whole blocks of kC columns (a loop the
+// compiler unrolls); kC == 0: a partial edge block of `cols` columns.
+template <int kC>
+void BlockDot(const int8_t* lv, int stride, int cols, int r0, int r1, const int8_t* a, int64_t lda,
+              int64_t n_act, int32_t* c, int64_t ldc) {
+  const int n = kC > 0 ? kC : cols;
+  const int st = kC > 0 ? kC : stride;
+  for (int64_t j = 0; j < n_act; ++j) {
+    const int8_t* aj = a + j * lda;
+    int32_t* cj = c + j * ldc;
+    for (int r = r0; r < r1; ++r) {
+      const int8_t* l = lv + r * st;
+      int32_t sum = 0;
+      for (int cc = 0; cc < n; ++cc) sum += l[cc] * aj[cc];
+      cj[r] += sum;
+    }
+  }
+}
+
+using BlockDotFn = void (*)(const int8_t*, int, int, int, int, const int8_t*, int64_t, int64_t,
+                            int32_t*, int64_t);
+
+BlockDotFn WholeBlockDot(int C) {
+  switch (C) {
+    case 1: return BlockDot<1>;
+    case 2: return BlockDot<2>;
+    case 4: return BlockDot<4>;
+    case 8: return BlockDot<8>;
+    case 16: return BlockDot<16>;
+    case 32: return BlockDot<32>;
+  }
+  return BlockDot<0>;
 }
 
 }  // namespace
@@ -158,31 +200,25 @@ void SparseGemm(const PackedWeights& w, int64_t o0, int64_t o1, const int8_t* a,
   const SparseWeights& sw = *w.sparse;
   for (int64_t j = 0; j < n_act; ++j) std::fill(c + j * ldc, c + j * ldc + (o1 - o0), 0);
   const int R = sw.block_rows, C = sw.block_cols;
-  const int bits = SchemeBits(w.scheme);
-  const int8_t* levels = Levels(w.scheme);
-  int32_t lv[32 * 32];  // the levels of the rows of one block this call computes
+  const int per_byte = 8 / SchemeBits(w.scheme);
+  const int8_t (*table)[8] = ByteLevels(w.scheme);
+  // The levels of one block, code i = r * C + c at lv[i] (whole bytes are
+  // decoded: up to 8 fields past the rows used).
+  int8_t lv[32 * 32 + 8];
+  const BlockDotFn whole = WholeBlockDot(C);
   for (int64_t br = o0 / R; br * R < o1 && br < sw.block_row_count; ++br) {
     const int64_t row0 = br * R;
     const int r0 = static_cast<int>(std::max(o0, row0) - row0);
     const int r1 = static_cast<int>(std::min({o1, w.rows, row0 + R}) - row0);
+    const int byte0 = r0 * C / per_byte, byte1 = (r1 * C + per_byte - 1) / per_byte;
     const int64_t begin = sw.row_start[br], end = begin + Count(sw.counts, br);
     for (int64_t b = begin; b < end; ++b) {
       const int64_t col0 = Index(sw.indices, sw.index_bytes, b) * C;
       const int cn = static_cast<int>(std::min<int64_t>(C, w.k - col0));
       const uint8_t* block = sw.codes + b * sw.block_bytes;
-      for (int r = r0; r < r1; ++r)
-        for (int cc = 0; cc < cn; ++cc)
-          lv[(r - r0) * C + cc] = levels[BlockCode(block, bits, static_cast<int64_t>(r) * C + cc)];
-      for (int64_t j = 0; j < n_act; ++j) {
-        const int8_t* aj = a + j * lda + col0;
-        int32_t* cj = c + j * ldc + (row0 - o0);
-        for (int r = r0; r < r1; ++r) {
-          const int32_t* l = lv + (r - r0) * C;
-          int32_t sum = 0;
-          for (int cc = 0; cc < cn; ++cc) sum += l[cc] * aj[cc];
-          cj[r] += sum;
-        }
-      }
+      for (int j = byte0; j < byte1; ++j)
+        for (int t = 0; t < per_byte; ++t) lv[j * per_byte + t] = table[block[j]][t];
+      (cn == C ? whole : BlockDot<0>)(lv, C, cn, r0, r1, a + col0, lda, n_act, c + (row0 - o0), ldc);
     }
   }
 }
