@@ -162,7 +162,7 @@ def _with_options(data, mutate):
 
 
 @pytest.mark.parametrize("mutation,message", [
-    (lambda o: o.update(version=2), "unsupported format version 2"),
+    (lambda o: o.update(version=3), "unsupported format version 3 (supported: 1, 2)"),
     (lambda o: o.update(scheme="quaternary"), "unknown scheme"),
     (lambda o: o.update(bits=3), "does not match scheme"),
     (lambda o: o.update(k=o["k"] + 1000), "disagrees"),
