@@ -142,6 +142,30 @@ def test_sparse_equals_dense(kind, scheme):
     assert nontrivial
 
 
+@pytest.mark.parametrize("kind", ["fc", "conv"])
+def test_converter_sparse_output_equals_dense(kind):
+    """tfq.convert(sparse=True) (the converter's own v2 encoding and block choice) == sparse=False."""
+    import keras
+
+    builder = odd_fc_model if kind == "fc" else odd_conv_model
+    model = builder("pow2_3bit", seed=4)
+    rng = np.random.default_rng(4)
+    for layer in model.layers:  # whole zero blocks of 8 output channels x 4 positions
+        if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)):
+            w = np.array(layer.kernel)
+            flat = w.reshape(-1, w.shape[-1])  # [k, O] in the converter's (kh, kw, i) order
+            for c0 in range(0, flat.shape[1], 8):
+                for p0 in range(0, flat.shape[0], 4):
+                    if rng.random() < 0.7:
+                        flat[p0:p0 + 4, c0:c0 + 8] = 0
+            layer.kernel.assign(flat.reshape(w.shape))
+    dense, sparse = bytes(convert(model)), bytes(convert(model, sparse=True))
+    assert not sparse_models.sparse_ops(dense) and sparse_models.sparse_ops(sparse)
+    x = inputs_for(dense, seed=4)
+    for threads in (1, 2):
+        assert_pair_equal(dense, sparse, x, threads, what=kind)
+
+
 def test_sparse_equals_dense_on_every_kernel_table():
     """The quantization and epilogue come from the pinned table; the sparse GEMM is the same."""
     for kind in ("conv", "fc"):
