@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "kernels/kernels.h"
-#include "kernels/sparse.h"
+#include "kernels/sparse/sparse.h"
 #include "tflite_abi.h"
 
 namespace tfq {

@@ -19,7 +19,7 @@
 namespace tfq {
 
 class ThreadPool;
-struct SparseWeights;  // sparse.h
+struct SparseWeights;  // sparse/sparse.h
 
 enum class Scheme : int { kBinary = 0, kTernary = 1, kPow2_3bit = 2, kPow2_4bit = 3 };
 enum class Activation : int { kNone = 0, kRelu = 1, kRelu6 = 2 };
@@ -92,7 +92,7 @@ struct PackedWeights {
   // used by ISAs that support it; null: the kernels read `codes` directly.
   const uint8_t* exec = nullptr;
   int exec_group = 0;
-  // Block-sparse weights (format version 2, sparse.h): when set, the fully
+  // Block-sparse weights (format version 2, sparse/sparse.h): when set, the fully
   // connected and convolution layers run their dot products with the scalar
   // SparseGemm, and codes / row_bytes / exec are not read.
   const SparseWeights* sparse = nullptr;

@@ -2,7 +2,7 @@
 // image itself for 1x1 stride-1 layers), the GEMM per tile, threads over
 // tiles and channel chunks, the epilogue or the int8 hand-over.
 #include "kernels/layers/common.h"
-#include "kernels/sparse.h"
+#include "kernels/sparse/sparse.h"
 
 namespace tfq {
 

@@ -1,7 +1,7 @@
 // FullyConnected: activation rows quantized on the fly, the GEMM (row-dot or,
 // batched, channel-interleaved) threaded over output channels, the epilogue.
 #include "kernels/layers/common.h"
-#include "kernels/sparse.h"
+#include "kernels/sparse/sparse.h"
 
 namespace tfq {
 

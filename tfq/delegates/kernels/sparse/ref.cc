@@ -1,9 +1,9 @@
-// Block-sparse weights: sizes, validation and the scalar GEMM (sparse.h).
+// Block-sparse weights: sizes, validation and the scalar GEMM (sparse/sparse.h).
 #include <algorithm>
 #include <cstdio>
 #include <limits>
 
-#include "sparse.h"
+#include "kernels/sparse/sparse.h"
 
 namespace tfq {
 namespace {

@@ -1,20 +1,20 @@
 // Block-sparse weights (docs/format.md, "Version 2: block-sparse weights"):
 // sizes with overflow checks, the validation a reader does before any use,
 // and the scalar block-sparse GEMM the fully connected and convolution
-// layers call in place of the dense one (sparse_ref.cc).
+// layers call in place of the dense one (ref.cc).
 //
 // The layers keep their own activation quantization, im2col, threading and
 // epilogue: only the integer dot products change, and they are exact, so a
 // block-sparse op gives bit-identical outputs to the same weights written
 // densely (format version 1).
-#ifndef TFQ_DELEGATES_KERNELS_SPARSE_H_
-#define TFQ_DELEGATES_KERNELS_SPARSE_H_
+#ifndef TFQ_DELEGATES_KERNELS_SPARSE_SPARSE_H_
+#define TFQ_DELEGATES_KERNELS_SPARSE_SPARSE_H_
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
-#include "kernels.h"
+#include "kernels/kernels.h"
 
 namespace tfq {
 
@@ -80,4 +80,4 @@ void SparseGemm(const PackedWeights& w, int64_t o0, int64_t o1, const int8_t* a,
 
 }  // namespace tfq
 
-#endif  // TFQ_DELEGATES_KERNELS_SPARSE_H_
+#endif  // TFQ_DELEGATES_KERNELS_SPARSE_SPARSE_H_
