@@ -66,11 +66,16 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=60)
     args = ap.parse_args(argv)
-    import sparse_models
-    from tfq.converter import convert
-    from tfq.delegates import native
+    import ctypes
 
-    print(f"CPU: {cpu_name()}; dense kernels: {native.selected_isa()}; block-sparse: scalar; "
+    import sparse_models
+    import tfq
+    from tfq.converter import convert
+
+    lib = ctypes.CDLL(tfq.delegate_path())
+    lib.tfq_delegate_isa.restype = ctypes.c_char_p
+    isa = lib.tfq_delegate_isa(0).decode()
+    print(f"CPU: {cpu_name()}; dense kernels: {isa}; block-sparse: scalar; "
           f"1 thread; blocks {BLOCK[0]}x{BLOCK[1]}; median of {args.rounds} interleaved invokes")
     print(f"| layer | zero blocks | v1 dense us | v2 sparse us | v2 / v1 |")
     print("|---|---|---|---|---|")
