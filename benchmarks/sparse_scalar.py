@@ -42,7 +42,7 @@ def cpu_name():
 
 def layers():
     import keras
-    from tfq.converter.testing import set_in_set_weights
+    from tfq.testing import set_in_set_weights
 
     inputs = keras.Input((1024,))
     dense = keras.Model(inputs, keras.layers.Dense(1024, name="fc")(inputs))

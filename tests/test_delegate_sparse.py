@@ -24,7 +24,7 @@ import tfq
 from tfq.converter import convert
 from tfq.converter import format as fmt
 from tfq.converter import tflite_io
-from tfq.converter.testing import random_compressed_tflite, set_in_set_weights
+from tfq.testing import random_compressed_tflite, set_in_set_weights
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "helpers"))
 import sparse_models  # noqa: E402

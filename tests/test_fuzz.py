@@ -208,7 +208,7 @@ def test_aliasing_models_under_asan(asan_lib, tmp_path):
 
 def test_sparse_models_under_asan(asan_lib, tmp_path):
     """Valid block-sparse models (block shapes, odd edges, an all-zero layer) run clean with every table."""
-    from tfq.converter.testing import random_compressed_tflite
+    from tfq.testing import random_compressed_tflite
 
     sys.path.insert(0, str(ROOT / "tests" / "helpers"))
     import sparse_models
