@@ -156,3 +156,16 @@ def test_portable_path_on_block_sparse_weights():
     x = np.random.default_rng(7).normal(size=(3,) + tuple(model.input_shape[1:])).astype(np.float32)
     np.testing.assert_allclose(ReferenceInterpreter(data, "float").predict(x), model.predict(x, verbose=0),
                                rtol=1e-4, atol=1e-5)
+
+
+def test_rows_too_long_for_16_bit_indices_are_refused_or_kept_dense():
+    _, opts = _sparse_op()
+    opts.update(k=4 * 65536, weight_shape=[10, 4 * 65536], block_cols=4, index_bits=16)
+    with pytest.raises(ValueError, match="at most 65535"):
+        fmt.validate_options(opts, "TFQ_FULLY_CONNECTED", "test op")
+    codes = np.ones((1, 65536 + 1), np.uint8)  # ternary zeros except the last position
+    codes[0, -1] = 2
+    with pytest.raises(ValueError, match="at most 65535"):
+        fmt.pack_sparse(codes, 2, (1, 1), 1)
+    data, layout = sparse.choose(codes, "ternary", "TFQ_FULLY_CONNECTED", True)
+    assert layout["block_cols"] > 1  # the 1-column shapes are skipped for this row length

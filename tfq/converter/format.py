@@ -15,6 +15,8 @@ from tfq import schemes
 
 FORMAT_VERSION = 1  # dense ops; block-sparse ops are version 2
 SPARSE_VERSION = 2
+# Block columns per block row at most: counts and column indices are uint16.
+MAX_BLOCK_COLUMNS = 65535
 SUPPORTED_VERSIONS = (1, 2)
 BLOCK_BYTES = 32
 
@@ -258,6 +260,8 @@ def _validate_sparse_options(out, op_name, where):
     nbr, nbc = block_counts(out)
     if not 0 <= out["nnz_blocks"] <= nbr * nbc:
         raise ValueError(f"{where}: nnz_blocks={out['nnz_blocks']} outside 0..{nbr * nbc}")
+    if nbc > MAX_BLOCK_COLUMNS:
+        raise ValueError(f"{where}: {nbc} block columns; a block-sparse op holds at most {MAX_BLOCK_COLUMNS}")
     want = 8 if nbc <= 256 else 16
     if out["index_bits"] != want:
         raise ValueError(f"{where}: index_bits={out['index_bits']}, expected {want} for {nbc} block columns")
@@ -295,6 +299,8 @@ def pack_sparse(codes, bits, block, zero_code):
     rows, k = codes.shape
     R, C = block
     nbr, nbc = -(-rows // R), -(-k // C)
+    if nbc > MAX_BLOCK_COLUMNS:
+        raise ValueError(f"{nbc} block columns of {C}: a block-sparse op holds at most {MAX_BLOCK_COLUMNS}")
     padded = np.full((nbr * R, nbc * C), zero_code, dtype=np.uint8)
     padded[:rows, :k] = codes
     blocks = padded.reshape(nbr, R, nbc, C).transpose(0, 2, 1, 3).reshape(nbr, nbc, R * C)

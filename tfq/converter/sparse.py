@@ -49,10 +49,12 @@ def choose(codes, scheme, op_name, mode="auto"):
         return dense, {}
     best = None
     for block in CANDIDATE_BLOCKS:
+        if -(-codes.shape[1] // block[1]) > fmt.MAX_BLOCK_COLUMNS:
+            continue  # too long a row for 16-bit column indices
         data, opts = fmt.pack_sparse(codes, s.storage_bits, block, s.zero_code)
         if best is None or data.size < best[0].size:
             best = (data, opts)
-    if mode == "auto" and best[0].size > BREAK_EVEN * dense.size:
+    if best is None or (mode == "auto" and best[0].size > BREAK_EVEN * dense.size):
         return dense, {}
     data, opts = best
     return data, dict(opts, version=fmt.SPARSE_VERSION, layout="block_sparse")

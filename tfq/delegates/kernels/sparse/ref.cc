@@ -103,6 +103,9 @@ bool ComputeSparseSizes(Scheme s, int64_t rows, int64_t k, const SparseOptions& 
     return Fail(error, "invalid rows/k " + Str(rows) + "/" + Str(k));
   const int64_t nbr = (rows + o.block_rows - 1) / o.block_rows;
   const int64_t nbc = (k + o.block_cols - 1) / o.block_cols;
+  // Column indices and per-row counts are at most 16 bits wide.
+  if (nbc > kMaxBlockColumns)
+    return Fail(error, Str(nbc) + " block columns: a block-sparse op holds at most " + Str(kMaxBlockColumns));
   const int want_bits = nbc <= 256 ? 8 : 16;
   if (o.index_bits != want_bits)
     return Fail(error, "index_bits = " + Str(o.index_bits) + ", expected " + Str(want_bits) +

@@ -18,6 +18,9 @@
 
 namespace tfq {
 
+// Block columns per block row at most (uint16 counts and column indices).
+constexpr int64_t kMaxBlockColumns = 65535;
+
 // The options of a block-sparse op that its sizes derive from.
 struct SparseOptions {
   int block_rows = 0;  // R
