@@ -258,7 +258,7 @@ class BlockGrid:
         per = self.out // self.groups
         full = tf.broadcast_to(tf.cast(bm, dtype)[:, :, None, :, None], [g, nbr, self.rows, nbc, self.cols])
         full = tf.reshape(full, [g, nbr * self.rows, nbc * self.cols])[:, :per, : self.k]
-        _, perm = quantizers.to_rows(tf.zeros(self.shape, dtype), self.axes)
+        perm = list(self.axes) + [a for a in range(len(self.shape)) if a not in self.axes]  # as to_rows
         return quantizers.from_rows(tf.reshape(full, [self.out, self.k]), list(self.shape), perm)
 
 
