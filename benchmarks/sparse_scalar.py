@@ -15,7 +15,6 @@ Usage: python benchmarks/sparse_scalar.py [--rounds N]
 import argparse
 import os
 import pathlib
-import platform
 import sys
 import time
 
@@ -26,18 +25,10 @@ sys.path.insert(0, str(ROOT / "tests" / "helpers"))
 
 import numpy as np  # noqa: E402
 
+from tfq.report import machine_summary  # noqa: E402
+
 BLOCK = (32, 4)
 SPARSITIES = (0.0, 0.5, 0.9)
-
-
-def cpu_name():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def layers():
@@ -75,9 +66,9 @@ def main(argv=None):
     lib = ctypes.CDLL(tfq.delegate_path())
     lib.tfq_delegate_isa.restype = ctypes.c_char_p
     isa = lib.tfq_delegate_isa(0).decode()
-    print(f"CPU: {cpu_name()}; dense kernels: {isa}; block-sparse: scalar; "
+    print(f"CPU: {machine_summary()}; dense kernels: {isa}; block-sparse: scalar; "
           f"1 thread; blocks {BLOCK[0]}x{BLOCK[1]}; median of {args.rounds} interleaved invokes")
-    print(f"| layer | zero blocks | v1 dense us | v2 sparse us | v2 / v1 |")
+    print("| layer | zero blocks | v1 dense us | v2 sparse us | v2 / v1 |")
     print("|---|---|---|---|---|")
     for name, model in layers().items():
         base = bytes(convert(model))
