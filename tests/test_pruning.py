@@ -227,3 +227,9 @@ def test_slope_is_the_optimizers_gradient_average(mnist_small, opt):
     np.testing.assert_allclose(state.slope[i].numpy(), np.abs(seen["m"]), rtol=1e-6)
     want = pruning.prune_mask(pruning.importance(tf.constant(seen["w"]), tf.constant(np.abs(seen["m"]))), 0.5)
     np.testing.assert_array_equal(state.mask[i].numpy(), want.numpy())
+
+
+def test_strategy_of_falls_back_to_the_current_strategy():
+    from tfq import training
+
+    assert training.strategy_of(None) is tf.distribute.get_strategy()

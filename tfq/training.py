@@ -69,7 +69,7 @@ class KernelHook(keras.constraints.Constraint):
 
 
 def strategy_of(model):
-    return getattr(model, "distribute_strategy", None) or tf.distribute.getstrategy_of()
+    return getattr(model, "distribute_strategy", None) or tf.distribute.get_strategy()
 
 
 def to_numpy(v):
