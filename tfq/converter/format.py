@@ -72,6 +72,23 @@ def codes_to_levels(codes, scheme):
     return levels
 
 
+def _pack_fields(fields, bits, axis):
+    """ORs the 8/bits codes along `axis` into one byte each: code t at bits [t*bits, (t+1)*bits)."""
+    shape = [1] * fields.ndim
+    shape[axis] = 8 // bits
+    shifts = (np.arange(8 // bits, dtype=np.uint16) * bits).reshape(shape)
+    return np.bitwise_or.reduce(fields.astype(np.uint16) << shifts, axis=axis).astype(np.uint8)
+
+
+def _unpack_fields(data, bits, axis):
+    """Inverse of `_pack_fields`: the 8/bits codes of each byte, on a new axis at `axis`."""
+    expanded = np.expand_dims(np.asarray(data, dtype=np.uint8), axis)
+    shape = [1] * expanded.ndim
+    shape[axis] = 8 // bits
+    shifts = (np.arange(8 // bits, dtype=np.uint8) * bits).reshape(shape)
+    return (expanded >> shifts) & np.uint8((1 << bits) - 1)
+
+
 def pack_codes(codes, bits, zero_code=0):
     """Packs a [rows, k] array of codes into the block layout of docs/format.md.
 
@@ -94,9 +111,7 @@ def pack_codes(codes, bits, zero_code=0):
     padded = np.full((rows, nblocks * wpb), zero_code, dtype=np.uint8)
     padded[:, :k] = codes
     # position k = b*wpb + t*32 + j  ->  [rows, b, t, j]
-    fields = padded.reshape(rows, nblocks, 8 // bits, BLOCK_BYTES).astype(np.uint16)
-    shifts = (np.arange(8 // bits, dtype=np.uint16) * bits)[None, None, :, None]
-    packed = np.bitwise_or.reduce(fields << shifts, axis=2).astype(np.uint8)
+    packed = _pack_fields(padded.reshape(rows, nblocks, 8 // bits, BLOCK_BYTES), bits, axis=2)
     return packed.reshape(-1)
 
 
@@ -110,9 +125,7 @@ def unpack_codes(packed, rows, k, bits):
             f"for rows={rows}, k={k}, bits={bits}")
     wpb = weights_per_block(bits)
     nblocks = -(-k // wpb)
-    blocks = packed.reshape(rows, nblocks, 1, BLOCK_BYTES)
-    shifts = (np.arange(8 // bits, dtype=np.uint8) * bits)[None, None, :, None]
-    fields = (blocks >> shifts) & np.uint8((1 << bits) - 1)
+    fields = _unpack_fields(packed.reshape(rows, nblocks, BLOCK_BYTES), bits, axis=2)
     return fields.reshape(rows, nblocks * wpb)[:, :k]
 
 
@@ -314,9 +327,8 @@ def pack_sparse(codes, bits, block, zero_code):
     pad = (-flat.shape[1]) % per_byte
     if pad:
         flat = np.concatenate([flat, np.full((flat.shape[0], pad), zero_code, np.uint8)], axis=1)
-    fields = flat.reshape(flat.shape[0], flat.shape[1] // per_byte, per_byte).astype(np.uint16)
-    shifts = (np.arange(per_byte, dtype=np.uint16) * bits)[None, None, :]
-    packed = np.bitwise_or.reduce(fields << shifts, axis=2).astype(np.uint8).reshape(-1)
+    fields = flat.reshape(flat.shape[0], flat.shape[1] // per_byte, per_byte)
+    packed = _pack_fields(fields, bits, axis=2).reshape(-1)
     data = np.concatenate([counts.view(np.uint8), indices.view(np.uint8), packed])
     return data, {"block_rows": R, "block_cols": C, "nnz_blocks": int(keep.sum()), "index_bits": index_bits}
 
@@ -352,8 +364,7 @@ def unpack_sparse(data, opts, where="custom op"):
     per_byte = 8 // bits
     nb = block_bytes(opts)
     raw = data[idx_end:].reshape(nnz, nb)
-    shifts = (np.arange(per_byte, dtype=np.uint8) * bits)[None, None, :]
-    fields = ((raw[:, :, None] >> shifts) & np.uint8((1 << bits) - 1)).reshape(nnz, nb * per_byte)[:, : R * C]
+    fields = _unpack_fields(raw, bits, axis=2).reshape(nnz, nb * per_byte)[:, : R * C]
     zero = schemes.get(opts["scheme"]).zero_code
     dense = np.full((nbr, nbc, R * C), zero, dtype=np.uint8)
     dense[block_row, indices] = fields
