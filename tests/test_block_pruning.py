@@ -172,3 +172,76 @@ def test_every_block_row_keeps_a_block():
     assert_whole_blocks(mask, grid)
     # Still exactly round(0.6 * 50) blocks pruned.
     assert int(np.sum(block_view(mask, grid).max(axis=(2, 4)) == 0)) == 30
+
+
+# --------------------------------------------------------------------------
+# How the target is spread over the kernels (distribution=)
+# --------------------------------------------------------------------------
+
+def test_erk_sparsities_meet_the_overall_target():
+    shapes = [(784, 300), (300, 100), (100, 10)]
+    s = pruning.layer_sparsities(shapes, 0.95, "erk")
+    sizes = np.array([np.prod(t) for t in shapes])
+    assert float(np.sum(np.array(s) * sizes) / sizes.sum()) == pytest.approx(0.95, abs=1e-9)
+    # Densities in proportion to sum(shape) / prod(shape): large kernels pruned harder.
+    dens = 1.0 - np.array(s)
+    ratio = np.array([sum(t) / np.prod(t) for t in shapes])
+    np.testing.assert_allclose(dens / ratio, dens[0] / ratio[0])
+    assert s[0] > 0.95 > s[1] > s[2]
+    assert pruning.layer_sparsities(shapes, 0.95, "uniform") == [0.95] * 3
+    assert pruning.layer_sparsities(shapes, 0.0, "erk") == [0.0] * 3
+
+
+def test_erk_leaves_kernels_dense_that_would_exceed_density_one():
+    # LeNet-5 at 90%: the first convolution (500 weights) and the output layer
+    # (5,000) would get a density above 1; they stay dense, the others share the rest.
+    shapes = [(5, 5, 1, 20), (5, 5, 20, 50), (800, 500), (500, 10)]
+    s = pruning.layer_sparsities(shapes, 0.9, "erk")
+    sizes = np.array([np.prod(t) for t in shapes])
+    assert s[0] == 0.0 and s[3] == 0.0 and 0.9 < s[1] < 1 and 0.9 < s[2] < 1
+    assert float(np.sum(np.array(s) * sizes) / sizes.sum()) == pytest.approx(0.9, abs=1e-9)
+
+
+def test_unknown_distribution_is_refused():
+    with pytest.raises(ValueError, match="distribution must be one of 'uniform', 'erk'; got 'global'"):
+        tfq.PruningCallback(0.5, distribution="global")
+    with pytest.raises(ValueError, match="distribution"):
+        tfq.compress(tfq.models.lenet300_100(), "ternary", sparsity=0.5, distribution="ERK", verbose=0)
+
+
+@pytest.mark.parametrize("block", [None, "4x4"])
+def test_fit_with_erk_reaches_the_overall_target(mnist_small, block):
+    (x, y), _ = mnist_small
+    keras.utils.set_random_seed(0)
+    model = tfq.models.lenet300_100()
+    model.compile(keras.optimizers.Adam(1e-3), LOSS)
+    cb = tfq.PruningCallback(0.9, block=block, frequency=4, skip_first_last=False, distribution="erk")
+    model.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[cb])
+    want = pruning.layer_sparsities([tuple(s.variable.shape) for s in cb.specs], 0.9, "erk")
+    for spec, target, mask in zip(cb.specs, want, cb.state.mask):
+        m = mask.numpy()
+        if block is None:
+            assert float(np.mean(m == 0)) == pytest.approx(target, abs=0.01), spec.key
+        else:
+            grid = pruning.block_grid(spec, (4, 4))
+            assert_whole_blocks(m, grid)
+            alive = block_view(m, grid).max(axis=(2, 4))
+            assert float(np.mean(alive == 0)) == pytest.approx(target, abs=0.01), spec.key
+    zeros = sum(int(np.sum(s.variable.numpy() == 0)) for s in cb.specs)
+    total = sum(int(np.prod(s.variable.shape)) for s in cb.specs)
+    assert zeros / total == pytest.approx(0.9, abs=0.01)
+
+
+def test_compress_data_free_with_erk():
+    keras.utils.set_random_seed(2)
+    model = tfq.models.lenet300_100()
+    small, rep = tfq.compress(model, "ternary", sparsity=0.95, distribution="erk", skip_first_last=False,
+                              corrections=False, verbose=0, return_report=True)
+    sp = {name: float(np.mean(small.get_layer(name).kernel.numpy() == 0)) for name in ("fc1", "fc2", "fc3")}
+    want = pruning.layer_sparsities([(784, 300), (300, 100), (100, 10)], 0.95, "erk")
+    # The ternary projection zeros some more weights on top of the pruned ones
+    # (a third of fc3's random weights fall below its threshold).
+    for (name, got), target in zip(sp.items(), want):
+        assert got >= target - 0.002, name
+    assert sp["fc1"] < 0.97 and sp["fc3"] < 0.5
+    assert rep.settings["distribution"] == "erk"

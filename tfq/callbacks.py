@@ -150,6 +150,13 @@ class PruningCallback(_RunCallback):
             fastest on (`tfq.pruning.AUTO_BLOCK`). LSTM/GRU kernels are cut
             per gate; depthwise kernels are not block-pruned (they stay
             dense unless named in `layers`, which is an error).
+        distribution: how `target_sparsity` is spread over the pruned
+            kernels. "uniform" (default): each kernel reaches it.
+            "erk": it counts all of their weights together, and each kernel
+            keeps a share proportional to `sum(shape) / prod(shape)`
+            (`tfq.pruning.layer_sparsities`): large kernels are pruned
+            harder, small ones (an output layer) keep most of their weights.
+            Use it when every layer is pruned (`skip_first_last=False`).
 
     Logs (per epoch): `sparsity` (all pruned kernels) and `sparsity/<layer>/<variable>`.
     """
@@ -167,9 +174,10 @@ class PruningCallback(_RunCallback):
         layers=None,
         skip_first_last=True,
         block=None,
+        distribution="uniform",
     ):
         super().__init__(pruning.PruningTraining(
             target_sparsity=target_sparsity, schedule=schedule, importance=importance, gamma=gamma, beta=beta,
             regrowth=regrowth, frequency=frequency, end_fraction=end_fraction, layers=layers, skip_first_last=skip_first_last,
-            block=block,
+            block=block, distribution=distribution,
         ))

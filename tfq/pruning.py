@@ -47,7 +47,7 @@ from tfq.training import (KernelHook, KernelRun, KernelState, attached_state, ch
                           rebuild_train_function, steps_per_epoch, strategy_of, to_numpy, warn_empty_channels)
 
 __all__ = ["ConstantSparsity", "PolynomialDecay", "importance", "prune_mask", "PruningState", "PruningTraining",
-           "check_sparsity", "masks_for", "end_step", "gradient_averages"]
+           "check_sparsity", "masks_for", "end_step", "gradient_averages", "DISTRIBUTIONS", "layer_sparsities"]
 
 
 def check_sparsity(value, what="target_sparsity"):
@@ -178,6 +178,46 @@ def prune_mask(score, sparsity, mask=None, regrowth=False):
 
     new = tf.cond(2 * k <= n, by_drop, by_keep)
     return tf.reshape(new, tf.shape(score))
+
+
+# --------------------------------------------------------------------------
+# How a target sparsity is spread over the kernels
+# --------------------------------------------------------------------------
+
+DISTRIBUTIONS = ("uniform", "erk")
+
+
+def layer_sparsities(shapes, target, distribution="uniform"):
+    """The sparsity of each kernel for an overall `target` over kernels of `shapes`.
+
+    "uniform": every kernel gets `target`. "erk" (Erdős–Rényi-Kernel, Evci et
+    al. 2020, "Rigging the Lottery"): the target counts all the kernels'
+    weights together, and a kernel's density is proportional to
+    `sum(shape) / prod(shape)`, so small kernels (a 10-class output layer)
+    keep far more of their weights than large ones (a first layer fed by
+    784 pixels). A kernel whose density would exceed 1 is left dense and the
+    others share the rest.
+
+    Raises:
+        ValueError: an unknown distribution.
+    """
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(f"distribution must be one of {', '.join(map(repr, DISTRIBUTIONS))}; got {distribution!r}")
+    target = float(target)
+    if distribution == "uniform" or target == 0.0:
+        return [target] * len(shapes)
+    sizes = np.array([float(np.prod(s)) for s in shapes])
+    ratio = np.array([float(np.sum(s)) for s in shapes]) / sizes
+    keep = (1.0 - target) * sizes.sum()
+    dense = np.zeros(len(shapes), bool)
+    while True:
+        eps = (keep - sizes[dense].sum()) / np.sum(ratio[~dense] * sizes[~dense])
+        density = np.where(dense, 1.0, eps * ratio)
+        over = ~dense & (density > 1.0)
+        if not over.any():
+            break
+        dense[np.argmax(np.where(over, density, -np.inf))] = True
+    return [float(1.0 - d) for d in np.clip(density, 0.0, 1.0)]
 
 
 # --------------------------------------------------------------------------
@@ -412,10 +452,14 @@ class PruningTraining(KernelRun):
         layers=None,
         skip_first_last=True,
         block=None,
+        distribution="uniform",
     ):
         super().__init__()
         self.target_sparsity = check_sparsity(target_sparsity)
         self.block = check_block(block)
+        layer_sparsities([], 0.0, distribution)  # validates the name
+        self.distribution = distribution
+        self.sparsities = None
         self.grids = None
         if schedule is not None and not callable(schedule):
             raise TypeError(f"schedule must be callable step -> (should_prune, sparsity), got {schedule!r}")
@@ -460,6 +504,8 @@ class PruningTraining(KernelRun):
                                  "not block-pruned)")
             self.grids = [block_grid(s, self.block) for s in specs]
         self.specs = specs
+        self.sparsities = layer_sparsities([tuple(s.variable.shape) for s in specs], self.target_sparsity,
+                                           self.distribution)
         self.state = attached_state(
             model, tfq_state.PRUNING, self.specs,
             lambda: PruningState(self.specs, regrowth=self.regrowth, name="tfq_pruning_state"),
@@ -511,6 +557,9 @@ class PruningTraining(KernelRun):
 
     def _build_update_fn(self, schedule):
         specs, state, grids = self.specs, self.state, self.grids
+        # The schedule's sparsity is the overall one; each kernel follows it
+        # in proportion to its own final sparsity.
+        scales = [s / self.target_sparsity if self.target_sparsity > 0 else 1.0 for s in self.sparsities]
         gamma, regrowth, use_slope = self.gamma, self.regrowth, self.importance == "gradient"
         beta = self.beta
         moments = self._moments if use_slope else None
@@ -542,10 +591,11 @@ class PruningTraining(KernelRun):
                         # Pruned weights compete with the value they would have.
                         w = tf.where(state.mask[i] > 0, w, state.shadow[i])
                     score = importance(w, tf.abs(state.slope[i]) if use_slope else None, gamma)
+                    s_i = tf.cast(sparsity, tf.float32) * scales[i]
                     if grids is None:
-                        mask = prune_mask(score, sparsity, state.mask[i], regrowth)
+                        mask = prune_mask(score, s_i, state.mask[i], regrowth)
                     else:
-                        mask = block_prune_mask(score, sparsity, state.mask[i], regrowth, grids[i])
+                        mask = block_prune_mask(score, s_i, state.mask[i], regrowth, grids[i])
                     state.mask[i].assign(mask)
                     spec.variable.assign(w * mask)
                     state.prev[i].assign(w * mask)

@@ -14,6 +14,9 @@ def add_flags(p):
     p.add_argument("--sparsity", type=float, metavar="S", help="fraction of weights set to zero, in [0, 1)")
     p.add_argument("--block", metavar="auto|RxC", help="with --sparsity: prune whole blocks of R output channels x C "
                    "inputs (auto: the shape the block-sparse kernels run fastest on); default: single weights")
+    p.add_argument("--distribution", choices=("uniform", "erk"), default="uniform",
+                   help="with --sparsity: uniform (every layer that sparse) or erk (the sparsity counts all "
+                   "pruned layers together; large layers are pruned harder, small ones keep more)")
     p.add_argument("--data", metavar="DATA", help=f"train with ADMM on this data: {common.DATA_HELP}; without it, "
                    "compression is data-free (seconds)")
     p.add_argument("--eval_data", metavar="DATA", help="data (same forms as --data) used only to report accuracy")
@@ -41,6 +44,8 @@ def run(args):
     block = common.block(args.block)
     if block is not None and not sparsity:
         raise UsageError("--block needs --sparsity (blocks are what is pruned)")
+    if args.distribution != "uniform" and not sparsity:
+        raise UsageError("--distribution needs --sparsity")
     out = common.out_path(args.out, ".keras")
     common.positive("epochs", args.epochs)
     common.positive("batch_size", args.batch_size)
@@ -64,12 +69,13 @@ def run(args):
 
     common.log(f"compressing {path} to {scheme}" + (f", {sparsity:.0%} sparse" if sparsity else "")
                + (f" in {block} blocks" if block else "")
+               + (f" ({args.distribution} over the layers)" if sparsity and args.distribution != "uniform" else "")
                + (" with ADMM training" if data is not None else " (data-free)"))
     small, report = tfq.compress(
         model, scheme, sparsity=sparsity, data=data, validation_data=validation, epochs=args.epochs,
         layers=layers, corrections=args.corrections, skip_first_last=args.skip_first_last,
         learning_rate=args.learning_rate, batch_size=args.batch_size, verbose=1, return_report=True,
-        keep_training_state=args.keep_training_state, block=block,
+        keep_training_state=args.keep_training_state, block=block, distribution=args.distribution,
     )
     small.save(out)
     print(report.to_markdown())

@@ -53,6 +53,7 @@ def compress(
     keep_training_state=False,
     strategy=None,
     block=None,
+    distribution="uniform",
 ):
     """Compresses a Keras 3 model to low-bit weights in one call.
 
@@ -73,6 +74,9 @@ def compress(
             `sparsity`): None, `(rows, cols)`, "RxC" or "auto", as for
             `tfq.PruningCallback`; without data, the blocks of smallest mean
             magnitude. Depthwise kernels are not block-pruned.
+        distribution: how `sparsity` is spread over the pruned kernels:
+            "uniform" (each kernel) or "erk" (all of them together, large
+            kernels pruned harder), as for `tfq.PruningCallback`.
         data: training data (a `tf.data.Dataset` of (x, y) batches, or a tuple
             (x, y) of arrays). None selects the data-free path.
         validation_data: same forms as `data`; used for the accuracy in the
@@ -127,6 +131,7 @@ def compress(
     from tfq import pruning
 
     block = pruning.check_block(block)
+    pruning.layer_sparsities([], 0.0, distribution)  # validates the name
     if block is not None and not sparsity:
         raise ValueError(f"block={block!r} needs a sparsity: blocks are what is pruned.")
     if corrections not in (True, False, None, "all", "bias", "equalization"):
@@ -137,7 +142,8 @@ def compress(
     if data is None:
         small = clone_model(model)
         chosen, specs = select_layers(small, scheme, layers, skip_first_last)
-        reports, _ = compress_data_free(small, chosen, specs, sparsity, corrections, verbose, block)
+        reports, _ = compress_data_free(small, chosen, specs, sparsity, corrections, verbose, block,
+                                        distribution)
         _record(small, specs, chosen)
         mode = "data-free"
         acc_before = acc_after = None
@@ -145,12 +151,12 @@ def compress(
             acc_before = evaluate_accuracy(model, validation_data, batch_size)
             acc_after = evaluate_accuracy(small, validation_data, batch_size)
         settings = {"corrections": corrections, "sparsity": sparsity, "block": block,
-                    "skip_first_last": skip_first_last}
+                    "distribution": distribution, "skip_first_last": skip_first_last}
     else:
         small, reports, acc_before, acc_after, settings = compress_with_data(
             model, scheme, sparsity, data, validation_data, epochs,
             layers=layers, skip_first_last=skip_first_last, learning_rate=learning_rate, batch_size=batch_size,
-            verbose=verbose, strategy=strategy, block=block,
+            verbose=verbose, strategy=strategy, block=block, distribution=distribution,
         )
         mode = "admm" + (" + pruning" if sparsity else "")
     if not keep_training_state:

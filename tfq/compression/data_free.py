@@ -57,9 +57,24 @@ def _magnitude_mask(k, sparsity, grid=None):
     return mask
 
 
-def compress_data_free(model, chosen, specs, sparsity, corrections, verbose, block=None):
+def _kernel_sparsities(layers, chosen, specs, sparsity, block, distribution):
+    """{(layer name, attribute): sparsity} of the kernels to prune (depthwise ones are not block-pruned)."""
+    if not sparsity:
+        return {}
+    keys, shapes = [], []
+    for name in chosen:
+        for attr, var, axis in specs[name]:
+            if block is not None and pruning.is_depthwise(KernelSpec(layers[name], attr, var, axis)):
+                continue
+            keys.append((name, attr))
+            shapes.append(tuple(var.shape))
+    return dict(zip(keys, pruning.layer_sparsities(shapes, sparsity, distribution)))
+
+
+def compress_data_free(model, chosen, specs, sparsity, corrections, verbose, block=None, distribution="uniform"):
     graph = Graph(model)
     layers = {l.name: l for l in iter_layers(model)}
+    kernel_sparsity = _kernel_sparsities(layers, chosen, specs, sparsity, block, distribution)
     notes = {}
     do_eq = corrections in (True, "all", "equalization")
     do_bc = corrections in (True, "all", "bias")
@@ -94,7 +109,8 @@ def compress_data_free(model, chosen, specs, sparsity, corrections, verbose, blo
                 raise ValueError(f"Layer {name!r}: {attr} contains NaN or Inf; cannot compress it.")
             spec = KernelSpec(layer, attr, var, axis)
             grid = None if block is None or pruning.is_depthwise(spec) else pruning.block_grid(spec, block)
-            mask = None if block is not None and grid is None else _magnitude_mask(k, sparsity, grid)
+            mask = None if block is not None and grid is None else _magnitude_mask(
+                k, kernel_sparsity.get((name, attr), 0.0), grid)
             q, _ = quantizer.project(k, mask=mask, channel_axis=axis)
             q = to_numpy(q).astype(np.float32)
             var.assign(q)

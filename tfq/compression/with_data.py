@@ -75,7 +75,7 @@ def _default_loss(model, y_sample):
 
 
 def compress_with_data(model, scheme, sparsity, data, validation_data, epochs, *, layers, skip_first_last, learning_rate,
-               batch_size, verbose, strategy=None, block=None):
+               batch_size, verbose, strategy=None, block=None, distribution="uniform"):
     import contextlib
 
     import keras
@@ -126,7 +126,7 @@ def compress_with_data(model, scheme, sparsity, data, validation_data, epochs, *
     if sparsity:
         prunable = [n for n in policy if block is None or any(not isinstance(axis, tuple) for _, _, axis in specs[n])]
         cbs.append(tfq_callbacks.PruningCallback(target_sparsity=sparsity, layers={n: True for n in prunable},
-                                                 end_fraction=0.5, block=block))
+                                                 end_fraction=0.5, block=block, distribution=distribution))
     cbs.append(tfq_callbacks.ADMMCallback(
         scheme=next(iter(policy.values())), layers=policy, rho=hp["rho"], rho_growth=hp["rho_growth"],
         rho_max=hp["rho_max"], finetune_epochs=hp["finetune_epochs"], verbose=1 if verbose else 0,
@@ -167,8 +167,8 @@ def compress_with_data(model, scheme, sparsity, data, validation_data, epochs, *
             sparsity=zeros / max(total, 1), bits=schemes.get(q.name).storage_bits,
             relative_error=math.sqrt(num / max(den, 1e-30)), corrections=("ADMM",) + (("pruned",) if sparsity else ()),
         )
-    settings = dict(hp, batch_size=batch_size, sparsity=sparsity, block=block, skip_first_last=skip_first_last,
-                    batch_norm_reestimated_on=recalibrated, optimizer="Adam", loss=getattr(loss, "name", str(loss)))
+    settings = dict(hp, batch_size=batch_size, sparsity=sparsity, block=block, distribution=distribution,
+                    skip_first_last=skip_first_last, batch_norm_reestimated_on=recalibrated, optimizer="Adam", loss=getattr(loss, "name", str(loss)))
     return small, reports, acc_before, acc_after, settings
 
 
