@@ -33,7 +33,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tfq  # noqa: E402
-from tfq import datasets, models, record  # noqa: E402
+from tfq import datasets, models, pruning, record  # noqa: E402
 from tfq.kernels import select_kernels  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -168,14 +168,17 @@ def _shape_label(block):
     return "auto" if b == "auto" else "x".join(map(str, b))
 
 
-def run_sparse(name, train, test, pre, comp, batch, log, seeds=3, block="auto", targets=(0.8, 0.9, 0.95)):
+def run_sparse(name, train, test, pre, comp, batch, log, seeds=3, block="auto", targets=(0.8, 0.9, 0.95),
+               distribution="erk"):
     """Issue 12's rows: block-sparse vs unstructured pruning + ternary, "all" and default policies.
 
     Every run starts from the same float model pre-trained `pre` epochs and
     trains `comp` epochs with `PruningCallback` + `ADMMCallback("ternary")`;
     at 90% the block runs also compare gradient-aware and magnitude block
     importance. Where two rows are compared (block vs unstructured at 90%,
-    gradient vs magnitude), each is the mean of `seeds` runs.
+    gradient vs magnitude), each is the mean of `seeds` runs. `distribution`
+    spreads each target over the pruned kernels (`tfq.PruningCallback`), the
+    same way for block and unstructured rows.
     """
     builder = BUILDERS[name]
     x, y = train
@@ -206,7 +209,8 @@ def run_sparse(name, train, test, pre, comp, batch, log, seeds=3, block="auto", 
                 for seed in range(1, n_seeds + 1):
                     keras.utils.set_random_seed(seed)
                     m = fresh(builder, pre_weights)
-                    t = fit(m, [tfq.PruningCallback(target, importance=importance, block=blk, skip_first_last=skip),
+                    t = fit(m, [tfq.PruningCallback(target, importance=importance, block=blk, skip_first_last=skip,
+                                                    distribution=distribution),
                                 tfq.ADMMCallback("ternary", skip_first_last=skip)])
                     runs.append(row(name, "", policy, m, test, t))
                 r = dict(runs[-1], acc=float(np.mean([q["acc"] for q in runs])), seed_accs=[q["acc"] for q in runs])
@@ -329,6 +333,8 @@ def main():
     parser.add_argument("--sparse", action="store_true",
                         help="only the block-sparse rows: block vs unstructured pruning + ternary at 80/90/95%%")
     parser.add_argument("--block", default="auto", help="block shape for --sparse: auto or RxC")
+    parser.add_argument("--distribution", default="erk", choices=pruning.DISTRIBUTIONS,
+                        help="for --sparse: how each target is spread over the pruned kernels (default erk)")
     args = parser.parse_args()
     names = args.models.split(",")
     for n in names:
@@ -348,8 +354,10 @@ def main():
         shape = _shape_label(args.block)
         results = []
         for name in names:
-            results += run_sparse(name, (x, y), (xt, yt), args.pre, args.comp, args.batch, log, args.seeds, args.block)
-        print(f"\nMNIST, block {shape} vs unstructured pruning + ADMM ternary: {args.pre} float + {args.comp} "
+            results += run_sparse(name, (x, y), (xt, yt), args.pre, args.comp, args.batch, log, args.seeds, args.block,
+                                  distribution=args.distribution)
+        print(f"\nMNIST, block {shape} vs unstructured pruning + ADMM ternary, sparsity spread {args.distribution}: "
+              f"{args.pre} float + {args.comp} "
               f"compression epochs (float: {args.pre + args.comp}); Adam 1e-3, batch {args.batch}; {len(x)} training / "
               f"{len(xt)} test images; 90% rows: mean of {args.seeds} seeds")
         print_table(results)

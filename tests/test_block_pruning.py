@@ -77,13 +77,26 @@ def test_block_mask_prunes_whole_blocks(kind):
     assert rows.shape == (grid.out, grid.k)
 
 
-def test_auto_block_fits_narrow_kernels():
-    wide, narrow, lstm = keras.layers.Dense(64), keras.layers.Dense(10), keras.layers.LSTM(12)
+def test_auto_block_by_layer_kind_and_narrow_kernels():
+    def shape(spec):
+        g = pruning.block_grid(spec, "auto")
+        return g.rows, g.cols
+
+    wide, narrow, lstm = keras.layers.Dense(64), keras.layers.Dense(3), keras.layers.LSTM(12)
     wide.build((None, 9)), narrow.build((None, 9)), lstm.build((None, 3, 9))
-    assert pruning.AUTO_BLOCK == (32, 4)
-    assert (pruning.block_grid(_spec(wide), "auto").rows, pruning.block_grid(_spec(wide), "auto").cols) == (32, 4)
-    assert pruning.block_grid(_spec(narrow), "auto").rows == 8
-    assert pruning.block_grid(_spec(lstm), "auto").rows == 8  # 12 units per gate
+    assert pruning.AUTO_BLOCKS == {"conv": (16, 4), "dense": (4, 4)}
+    assert shape(_spec(wide)) == (4, 4)
+    assert shape(_spec(narrow)) == (2, 4)
+    assert shape(_spec(lstm)) == (4, 4)
+    assert shape(_spec(lstm, "recurrent_kernel")) == (4, 4)
+    conv, conv8, tconv = keras.layers.Conv2D(64, 3), keras.layers.Conv2D(8, 3), keras.layers.Conv2DTranspose(32, 3)
+    conv.build((None, 8, 8, 3)), conv8.build((None, 8, 8, 3)), tconv.build((None, 8, 8, 3))
+    assert shape(_spec(conv)) == (16, 4)
+    assert shape(_spec(conv8)) == (8, 4)
+    assert shape(_spec(tconv)) == (16, 4)
+    sep = keras.layers.SeparableConv2D(32, 3)
+    sep.build((None, 8, 8, 3))
+    assert shape(_spec(sep, "pointwise_kernel")) == (16, 4)
 
 
 def test_block_mask_keeps_pruned_blocks_without_regrowth():

@@ -47,7 +47,8 @@ from tfq.training import (KernelHook, KernelRun, KernelState, attached_state, ch
                           rebuild_train_function, steps_per_epoch, strategy_of, to_numpy, warn_empty_channels)
 
 __all__ = ["ConstantSparsity", "PolynomialDecay", "importance", "prune_mask", "PruningState", "PruningTraining",
-           "check_sparsity", "masks_for", "end_step", "gradient_averages", "DISTRIBUTIONS", "layer_sparsities"]
+           "check_sparsity", "masks_for", "end_step", "gradient_averages", "DISTRIBUTIONS", "layer_sparsities",
+           "AUTO_BLOCKS", "auto_block"]
 
 
 def check_sparsity(value, what="target_sparsity"):
@@ -224,10 +225,22 @@ def layer_sparsities(shapes, target, distribution="uniform"):
 # Blocks
 # --------------------------------------------------------------------------
 
-# `block="auto"`: the shape the block-sparse kernels run fastest on, chosen
-# from kernel measurements (docs/compression.md, "Choosing the block shape");
-# a kernel with fewer output channels (per gate) takes fewer rows.
-AUTO_BLOCK = (32, 4)
+# `block="auto"`: per kind of layer, the shape measured best on kernel speed
+# and accuracy together (docs/compression.md, "Choosing the block shape"):
+# convolutions run as GEMM over pixels, where 16x4 is within 7% of the
+# fastest loop and cost less accuracy than 32x4; Dense and recurrent kernels
+# run as GEMV at batch 1, memory-bound, where 4x4 costs the least accuracy
+# and still skips almost all the work. A kernel with fewer output channels
+# (per gate) takes fewer rows.
+AUTO_BLOCKS = {"conv": (16, 4), "dense": (4, 4)}
+
+
+def auto_block(spec):
+    """The `block="auto"` shape of a kernel (`tfq.kernels.KernelSpec`), before cutting to its rows."""
+    L = keras.layers
+    conv = (L.Conv1D, L.Conv2D, L.Conv3D, L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose,
+            L.SeparableConv1D, L.SeparableConv2D)
+    return AUTO_BLOCKS["conv" if isinstance(spec.layer, conv) else "dense"]
 
 
 def check_block(block, what="block"):
@@ -310,8 +323,9 @@ def is_depthwise(spec):
 def block_grid(spec, block):
     """The `BlockGrid` of a kernel (`tfq.kernels.KernelSpec`) for `block = (rows, cols)` or "auto".
 
-    "auto" is `AUTO_BLOCK`, with its rows cut to the largest power of two
-    that fits the kernel's output channels (per gate).
+    "auto" is `auto_block(spec)` (`AUTO_BLOCKS` by layer kind), with its
+    rows cut to the largest power of two that fits the kernel's output
+    channels (per gate).
 
     Raises:
         ValueError: a depthwise kernel (not block-pruned: docs/compression.md).
@@ -330,10 +344,10 @@ def block_grid(spec, block):
         groups = 3
     if block == "auto":
         per = int(np.prod([shape[a] for a in axes])) // groups
-        rows = AUTO_BLOCK[0]
+        rows, cols = auto_block(spec)
         while rows > 1 and rows > per:
             rows //= 2
-        block = (rows, AUTO_BLOCK[1])
+        block = (rows, cols)
     return BlockGrid(shape, axes, groups, *block)
 
 
