@@ -146,8 +146,9 @@ class PruningCallback(_RunCallback):
             (e.g. (4, 4) or "4x4": whole blocks of `rows` output channels ×
             `cols` consecutive positions of the reduction axis are pruned,
             judged by the block's mean importance; each side one of 1, 2, 4,
-            8, 16, 32), or "auto": the shape the block-sparse kernels run
-            fastest on (`tfq.pruning.AUTO_BLOCK`). LSTM/GRU kernels are cut
+            8, 16, 32), or "auto": per kind of layer, the shape measured best
+            on kernel speed and accuracy together (`tfq.pruning.AUTO_BLOCKS`:
+            16x4 for convolutions, 4x4 for Dense and recurrent kernels). LSTM/GRU kernels are cut
             per gate; depthwise kernels are not block-pruned (they stay
             dense unless named in `layers`, which is an error).
         distribution: how `target_sparsity` is spread over the pruned
