@@ -3,7 +3,7 @@
 import keras
 from keras import layers
 
-__all__ = ["lenet5", "lenet300_100", "small_bn_cnn"]
+__all__ = ["lenet5", "lenet300_100", "small_bn_cnn", "mnist_cnn"]
 
 
 def lenet5(input_shape=(28, 28, 1), num_classes=10):
@@ -57,4 +57,27 @@ def small_bn_cnn(input_shape=(28, 28, 1), num_classes=10):
             layers.Dense(num_classes, name="fc2"),
         ],
         name="small_bn_cnn",
+    )
+
+
+def mnist_cnn(input_shape=(28, 28, 1), num_classes=10):
+    """A CNN wide enough for block sparsity to matter: five 3x3 convolutions (32-128 channels) with BN, then Dense.
+
+    The middle convolutions (32->64 and 64->64 at 14x14, 64->128 and
+    128->128 at 7x7) hold most of the weights and multiply-adds; the first
+    convolution and the classifier are the small layers a default policy
+    keeps in float.
+    """
+
+    def conv_bn(filters, name):
+        return [layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name),
+                layers.BatchNormalization(name=f"{name}_bn"), layers.ReLU(name=f"{name}_relu")]
+
+    return keras.Sequential(
+        [keras.Input(input_shape)]
+        + conv_bn(32, "conv1") + [layers.MaxPooling2D(2, name="pool1")]
+        + conv_bn(64, "conv2") + conv_bn(64, "conv3") + [layers.MaxPooling2D(2, name="pool2")]
+        + conv_bn(128, "conv4") + conv_bn(128, "conv5")
+        + [layers.GlobalAveragePooling2D(name="gap"), layers.Dense(num_classes, name="fc")],
+        name="mnist_cnn",
     )
