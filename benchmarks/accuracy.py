@@ -333,6 +333,7 @@ def main():
     parser.add_argument("--sparse", action="store_true",
                         help="only the block-sparse rows: block vs unstructured pruning + ternary at 80/90/95%%")
     parser.add_argument("--block", default="auto", help="block shape for --sparse: auto or RxC")
+    parser.add_argument("--targets", default="0.8,0.9,0.95", help="for --sparse: the sparsities of the rows")
     parser.add_argument("--distribution", default="erk", choices=pruning.DISTRIBUTIONS,
                         help="for --sparse: how each target is spread over the pruned kernels (default erk)")
     args = parser.parse_args()
@@ -355,6 +356,7 @@ def main():
         results = []
         for name in names:
             results += run_sparse(name, (x, y), (xt, yt), args.pre, args.comp, args.batch, log, args.seeds, args.block,
+                                  targets=tuple(float(t) for t in args.targets.split(",")),
                                   distribution=args.distribution)
         print(f"\nMNIST, block {shape} vs unstructured pruning + ADMM ternary, sparsity spread {args.distribution}: "
               f"{args.pre} float + {args.comp} "
