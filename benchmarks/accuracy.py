@@ -264,14 +264,15 @@ def run_baselines(names, pre, comp, batch, limit, log):
 
 
 def print_table(results):
-    header = f"{'model':<13}{'method':<28}{'policy':<9}{'acc %':>7}{'vs float':>9}{'sparsity':>9}{'bits/w':>7}{'KB':>9}{'ratio':>7}"
+    w = max([28] + [len(r["method"]) + 2 for r in results])
+    header = f"{'model':<13}{'method':<{w}}{'policy':<9}{'acc %':>7}{'vs float':>9}{'sparsity':>9}{'bits/w':>7}{'KB':>9}{'ratio':>7}"
     print(header)
     print("-" * len(header))
     floats = {r["model"]: r["acc"] for r in results if r["method"] == "float"}
     for r in results:
         delta = (r["acc"] - floats.get(r["model"], r["acc"])) * 100
         print(
-            f"{r['model']:<13}{r['method']:<28}{r['policy']:<9}{r['acc'] * 100:>7.2f}{delta:>+9.2f}"
+            f"{r['model']:<13}{r['method']:<{w}}{r['policy']:<9}{r['acc'] * 100:>7.2f}{delta:>+9.2f}"
             f"{r['sparsity'] * 100:>8.1f}%{r['bits']:>7.2f}{r['bytes'] / 1024:>9.1f}{r['ratio']:>6.1f}x"
         )
 
