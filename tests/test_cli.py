@@ -137,7 +137,7 @@ def test_block_sparse_compress_convert_inspect(workdir):
     assert rc == 0, err
     rc, out, err = tfq_cli("inspect", "M_b.tflite", cwd=workdir)
     assert rc == 0, err
-    assert "4x4" in out and "block" in out.splitlines()[1], out
+    assert "block 4x4" in out and "layout" in out.splitlines()[1], out
     dense = tfq_cli("convert", "--model", "M_b.keras", "--out", "M_d.tflite", cwd=workdir)
     assert dense[0] == 0, dense[2]
     assert (workdir / "M_b.tflite").stat().st_size < 0.5 * (workdir / "M_d.tflite").stat().st_size

@@ -13,8 +13,14 @@ from flatbuffers import flexbuffers
 
 from tfq import schemes
 
-FORMAT_VERSION = 1  # dense ops; block-sparse ops are version 2
+FORMAT_VERSION = 1  # dense ops padded to whole blocks; block-sparse and compact dense ops are version 2
 SPARSE_VERSION = 2
+# Version 2 layouts (option `layout`): block-sparse, and dense rows whose
+# last block may be a run of 32-weight mini-blocks.
+LAYOUTS = ("block_sparse", "dense")
+# Weights per mini-block (the tail of a version-2 dense row): one field of a
+# 32-byte block, one 32-byte register of int8 activations.
+MINI_WEIGHTS = 32
 # Block columns per block row at most: counts and column indices are uint16.
 MAX_BLOCK_COLUMNS = 65535
 SUPPORTED_VERSIONS = (1, 2)
@@ -43,6 +49,26 @@ def row_bytes(k, bits):
 
 def packed_size(rows, k, bits):
     return rows * row_bytes(k, bits)
+
+
+def row_geometry(k, bits):
+    """(whole blocks, mini-blocks) of a version-2 dense row of length k.
+
+    A row holds floor(k / wpb) whole 32-byte blocks, then
+    ceil((k mod wpb) / 32) mini-blocks of 32 weights (4*bits bytes each).
+    """
+    wpb = weights_per_block(bits)
+    return k // wpb, -(-(k % wpb) // MINI_WEIGHTS)
+
+
+def compact_row_bytes(k, bits):
+    """Bytes of one version-2 dense row of length k (docs/format.md)."""
+    nb, ntail = row_geometry(k, bits)
+    return nb * BLOCK_BYTES + ntail * MINI_WEIGHTS * bits // 8
+
+
+def compact_size(rows, k, bits):
+    return rows * compact_row_bytes(k, bits)
 
 
 def levels_to_codes(levels, scheme):
@@ -89,16 +115,18 @@ def _unpack_fields(data, bits, axis):
     return (expanded >> shifts) & np.uint8((1 << bits) - 1)
 
 
-def pack_codes(codes, bits, zero_code=0):
-    """Packs a [rows, k] array of codes into the block layout of docs/format.md.
+def pack_codes(codes, bits, zero_code=0, compact=False):
+    """Packs a [rows, k] array of codes into a dense layout of docs/format.md.
 
     Args:
       codes: uint8 array [rows, k], each value < 2**bits.
       bits: 1, 2 or 4.
       zero_code: code written into the padding positions.
+      compact: False: version 1, rows padded to whole 32-byte blocks; True:
+        version 2 `dense`, the end of a row in 32-weight mini-blocks.
 
     Returns:
-      A flat uint8 array of `packed_size(rows, k, bits)` bytes.
+      A flat uint8 array of `packed_size` (or `compact_size`) bytes.
     """
     codes = np.asarray(codes, dtype=np.uint8)
     if codes.ndim != 2:
@@ -107,26 +135,39 @@ def pack_codes(codes, bits, zero_code=0):
         raise ValueError(f"bits must be 1, 2 or 4, got {bits}")
     rows, k = codes.shape
     wpb = weights_per_block(bits)
-    nblocks = -(-k // wpb)
-    padded = np.full((rows, nblocks * wpb), zero_code, dtype=np.uint8)
+    if compact:
+        nblocks, ntail = row_geometry(k, bits)
+    else:
+        nblocks, ntail = -(-k // wpb), 0
+    full = nblocks * wpb
+    padded = np.full((rows, full + ntail * MINI_WEIGHTS), zero_code, dtype=np.uint8)
     padded[:, :k] = codes
     # position k = b*wpb + t*32 + j  ->  [rows, b, t, j]
-    packed = _pack_fields(padded.reshape(rows, nblocks, 8 // bits, BLOCK_BYTES), bits, axis=2)
-    return packed.reshape(-1)
+    blocks = _pack_fields(padded[:, :full].reshape(rows, nblocks, 8 // bits, BLOCK_BYTES), bits, axis=2)
+    # mini-block m: position full + m*32 + t*(4*bits) + j  ->  [rows, m, t, j]
+    mini = _pack_fields(padded[:, full:].reshape(rows, ntail, 8 // bits, MINI_WEIGHTS * bits // 8),
+                        bits, axis=2)
+    return np.concatenate([blocks.reshape(rows, -1), mini.reshape(rows, -1)], axis=1).reshape(-1)
 
 
-def unpack_codes(packed, rows, k, bits):
+def unpack_codes(packed, rows, k, bits, compact=False):
     """Inverse of pack_codes: returns uint8 codes [rows, k] (padding dropped)."""
     packed = np.asarray(packed, dtype=np.uint8).reshape(-1)
-    expected = packed_size(rows, k, bits)
+    expected = compact_size(rows, k, bits) if compact else packed_size(rows, k, bits)
     if packed.size != expected:
         raise ValueError(
             f"packed weights have {packed.size} bytes, expected {expected} "
-            f"for rows={rows}, k={k}, bits={bits}")
+            f"for rows={rows}, k={k}, bits={bits}{' (version 2 dense)' if compact else ''}")
     wpb = weights_per_block(bits)
-    nblocks = -(-k // wpb)
-    fields = _unpack_fields(packed.reshape(rows, nblocks, BLOCK_BYTES), bits, axis=2)
-    return fields.reshape(rows, nblocks * wpb)[:, :k]
+    if compact:
+        nblocks, ntail = row_geometry(k, bits)
+    else:
+        nblocks, ntail = -(-k // wpb), 0
+    data = packed.reshape(rows, -1)
+    split = nblocks * BLOCK_BYTES
+    blocks = _unpack_fields(data[:, :split].reshape(rows, nblocks, BLOCK_BYTES), bits, axis=2)
+    mini = _unpack_fields(data[:, split:].reshape(rows, ntail, MINI_WEIGHTS * bits // 8), bits, axis=2)
+    return np.concatenate([blocks.reshape(rows, -1), mini.reshape(rows, -1)], axis=1)[:, :k]
 
 
 # ---------------------------------------------------------------- options
@@ -246,7 +287,14 @@ def validate_options(opts, op_name, where="custom op"):
     if out["k"] * schemes.SCHEMES[out["scheme"]].max_level * 127 >= 2 ** 31:
         raise ValueError(f"{where}: k={out['k']} could overflow the int32 accumulator")
     if version >= 2:
-        _validate_sparse_options(out, op_name, where)
+        if out.get("layout") not in LAYOUTS:
+            raise ValueError(f"{where}: format version 2 needs layout "
+                             f"{' or '.join(map(repr, LAYOUTS))}, got {out.get('layout')!r}")
+        if op_name == "TFQ_DEPTHWISE_CONV_2D":
+            raise ValueError(f"{where}: a TFQ_DEPTHWISE_CONV_2D is always version 1 "
+                             f"(layout {out['layout']!r} covers TFQ_FULLY_CONNECTED and TFQ_CONV_2D)")
+        if out["layout"] == "block_sparse":
+            _validate_sparse_options(out, op_name, where)
     elif "layout" in out:
         raise ValueError(f"{where}: option 'layout' needs format version 2, found version {version}")
     return out
@@ -257,11 +305,12 @@ def is_sparse(opts):
     return opts.get("version", 1) >= 2 and opts.get("layout") == "block_sparse"
 
 
+def is_compact(opts):
+    """True for a version-2 dense op (rows ending in 32-weight mini-blocks)."""
+    return opts.get("version", 1) >= 2 and opts.get("layout") == "dense"
+
+
 def _validate_sparse_options(out, op_name, where):
-    if out.get("layout") != "block_sparse":
-        raise ValueError(f"{where}: format version 2 needs layout 'block_sparse', got {out.get('layout')!r}")
-    if op_name == "TFQ_DEPTHWISE_CONV_2D":
-        raise ValueError(f"{where}: a TFQ_DEPTHWISE_CONV_2D cannot be block-sparse")
     missing = [key for key in ("block_rows", "block_cols", "nnz_blocks", "index_bits") if key not in out]
     if missing:
         raise ValueError(f"{where}: custom options lack {', '.join(missing)}")
@@ -297,7 +346,15 @@ def sparse_size(opts):
 
 def weight_bytes_expected(opts):
     """The exact size tensor 1 must have, for either layout."""
-    return sparse_size(opts) if is_sparse(opts) else packed_size(opts["rows"], opts["k"], opts["bits"])
+    if is_sparse(opts):
+        return sparse_size(opts)
+    size = compact_size if is_compact(opts) else packed_size
+    return size(opts["rows"], opts["k"], opts["bits"])
+
+
+def unpack_dense(packed, opts):
+    """Codes [rows, k] of a dense op of either version (version 1, or version 2 `dense`)."""
+    return unpack_codes(packed, opts["rows"], opts["k"], opts["bits"], compact=is_compact(opts))
 
 
 def pack_sparse(codes, bits, block, zero_code):

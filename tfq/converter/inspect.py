@@ -171,7 +171,8 @@ def _tfq_row(fb, data, name, g, i, sg, op, op_name, inputs):
             "/tfq_packed", ""),
         "op": op_name, "kind": "tfq", "set": opts["scheme"], "bits": opts["bits"], "params": params,
         "bytes": len(packed) + len(scales), "float_bytes": params * 4, "type": f"v{opts['version']}",
-        "layout": "dense", "code_bytes": len(packed), "index_bytes": 0, "scale_bytes": len(scales),
+        "layout": "dense v2" if fmt.is_compact(opts) else "dense", "code_bytes": len(packed),
+        "index_bytes": 0, "scale_bytes": len(scales),
     }
     if fmt.is_sparse(opts):
         codes = fmt.unpack_sparse(packed, opts, where)
@@ -188,7 +189,7 @@ def _tfq_row(fb, data, name, g, i, sg, op, op_name, inputs):
     for r0 in range(0, opts["rows"], step):
         r1 = min(opts["rows"], r0 + step)
         codes = fmt.unpack_codes(packed[r0 * row_bytes:r1 * row_bytes], r1 - r0, opts["k"],
-                                 opts["bits"])
+                                 opts["bits"], compact=fmt.is_compact(opts))
         zeros += int(np.count_nonzero(fmt.codes_to_levels(codes, opts["scheme"]) == 0))
     row["sparsity"] = zeros / params
     return row
@@ -204,7 +205,7 @@ def _fmt_bytes(n):
 
 def format_table(info):
     """Renders inspect_model's dict as a text table."""
-    header = ("#", "name", "op", "kind", "set", "bits", "params", "sparsity", "block", "weights", "index",
+    header = ("#", "name", "op", "kind", "set", "bits", "params", "sparsity", "layout", "weights", "index",
               "scales", "bytes", "ratio")
     lines = []
     for r in info["ops"]:
@@ -212,7 +213,7 @@ def format_table(info):
         nm = r["name"] if len(r["name"]) <= 40 else "..." + r["name"][-37:]
         ratio = r["float_bytes"] / r["bytes"] if r["bytes"] else float("nan")
         lines.append((idx, nm, r["op"], r["kind"], r["set"], str(r["bits"]), str(r["params"]),
-                      f"{r['sparsity']:.1%}", "-" if r["layout"] == "dense" else r["layout"],
+                      f"{r['sparsity']:.1%}", r["layout"] if r["layout"].startswith("dense") else f"block {r['layout']}",
                       _fmt_bytes(r["code_bytes"]), _fmt_bytes(r["index_bytes"]) if r["index_bytes"] else "-",
                       _fmt_bytes(r["scale_bytes"]), _fmt_bytes(r["bytes"]), f"{ratio:.1f}x"))
     widths = [max(len(h), *(len(row[c]) for row in lines)) if lines else len(h)

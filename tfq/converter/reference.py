@@ -249,9 +249,10 @@ class ReferenceInterpreter:
         if packed is None or sg.tensors[inputs[1]].type != schema.TensorType.UINT8:
             raise ReferenceExecutorError(f"{where}: input 1 must be a constant uint8 tensor of packed codes")
         if not fmt.is_sparse(opts):
-            expected = fmt.packed_size(opts["rows"], opts["k"], opts["bits"])
+            expected = fmt.weight_bytes_expected(opts)
             if packed.size != expected:
-                raise ReferenceExecutorError(f"{where}: packed weights have {packed.size} bytes, format v1 "
+                kind = "format v2 dense" if fmt.is_compact(opts) else "format v1"
+                raise ReferenceExecutorError(f"{where}: packed weights have {packed.size} bytes, {kind} "
                                              f"needs {expected} for rows={opts['rows']}, k={opts['k']}, "
                                              f"bits={opts['bits']}")
         scales = self._const(g, sg, inputs[2]) if inputs[2] >= 0 else None
@@ -271,7 +272,7 @@ class ReferenceInterpreter:
                 # Version 2: the stored blocks, zero elsewhere (validated while unpacking).
                 codes = fmt.unpack_sparse(packed, opts, "block-sparse weights")
             else:
-                codes = fmt.unpack_codes(packed, opts["rows"], opts["k"], opts["bits"])
+                codes = fmt.unpack_dense(packed, opts)
             levels = fmt.codes_to_levels(codes, opts["scheme"])
         except ValueError as err:
             raise ReferenceExecutorError(f"{where}: {err}") from None

@@ -67,7 +67,8 @@ class OpReport:
       reason: why it was not packed, or a remark from the cross-check.
       float_bytes, packed_bytes: weight bytes before and after.
       sparsity: fraction of zero weights.
-      layout: "dense", or "block_sparse RxC" (format version 2).
+      layout: "dense" (version 1), "dense v2" (version 2, rows ending in
+        32-weight mini-blocks), or "block_sparse RxC" (version 2).
     """
     subgraph: int
     index: int
@@ -637,8 +638,10 @@ class _Rewriter:
         opts = {"version": fmt.FORMAT_VERSION, "scheme": scheme, "bits": bits,
                 "rows": rows, "k": k, "weight_shape": weight_shape, "activation": activation}
         opts.update(layout)
-        if layout:
+        if fmt.is_sparse(layout):
             report.layout = f"block_sparse {layout['block_rows']}x{layout['block_cols']}"
+        elif fmt.is_compact(layout):
+            report.layout = "dense v2"
         bo = op.builtinOptions
         if name in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             opts.update(stride_h=bo.strideH, stride_w=bo.strideW,

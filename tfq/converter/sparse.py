@@ -1,5 +1,11 @@
 """Dense or block-sparse: the layout the converter writes for one op (docs/format.md, version 2).
 
+Dense rows come in two layouts: version 1 pads every row to whole 32-byte
+blocks; version 2 `dense` ends a row in 32-weight mini-blocks instead. The
+converter writes version 2 `dense` only when it is smaller (k not a
+multiple of 32 weights short of a whole block), so files that gain nothing
+stay readable by delegates that know version 1 only.
+
 A block-sparse op stores only the blocks of its code matrix that hold a
 non-zero weight, plus a count per block row and a column index per stored
 block. The converter tries the block shapes below on the codes it is about
@@ -12,10 +18,12 @@ the dense SIMD kernels; a few percent of bytes are not worth that. Pruned
 models (whole zero blocks) save far more than the margin.
 """
 
+import numpy as np
+
 from tfq import schemes
 from tfq.converter import format as fmt
 
-__all__ = ["CANDIDATE_BLOCKS", "BREAK_EVEN", "choose", "MODES"]
+__all__ = ["CANDIDATE_BLOCKS", "BREAK_EVEN", "choose", "dense_layout", "MODES"]
 
 # Rows x columns, the kernels' preferred shapes first (docs/compression.md,
 # "Choosing the block shape"); the 1-column shapes catch blocks pruned with
@@ -39,14 +47,15 @@ def choose(codes, scheme, op_name, mode="auto"):
 
     Returns:
       `(tensor bytes, extra options)`: the extra options are {} for a dense
-      version-1 op, else version 2's (version, layout, block shape, counts).
+      version-1 op, else version 2's (version, layout, and for block-sparse
+      the block shape and counts).
     """
     if mode not in MODES:
         raise ValueError(f"sparse must be False, True or 'auto', got {mode!r}")
     s = schemes.get(scheme)
-    dense = fmt.pack_codes(codes, s.storage_bits, s.zero_code)
+    dense, dense_opts = dense_layout(codes, s, op_name)
     if mode is False or not s.has_zero or op_name == "TFQ_DEPTHWISE_CONV_2D":
-        return dense, {}
+        return dense, dense_opts
     best = None
     for block in CANDIDATE_BLOCKS:
         if -(-codes.shape[1] // block[1]) > fmt.MAX_BLOCK_COLUMNS:
@@ -55,6 +64,27 @@ def choose(codes, scheme, op_name, mode="auto"):
         if best is None or data.size < best[0].size:
             best = (data, opts)
     if best is None or (mode == "auto" and best[0].size > BREAK_EVEN * dense.size):
-        return dense, {}
+        return dense, dense_opts
     data, opts = best
     return data, dict(opts, version=fmt.SPARSE_VERSION, layout="block_sparse")
+
+
+def dense_layout(codes, scheme, op_name):
+    """The smaller dense encoding of one op's codes: version 1, or version 2 `dense`.
+
+    Args:
+      codes: uint8 [rows, k] code matrix.
+      scheme: a `tfq.schemes` scheme object.
+      op_name: the tfq custom op; a TFQ_DEPTHWISE_CONV_2D is always version 1.
+
+    Returns:
+      `(tensor bytes, extra options)`: {} for version 1, else
+      {"version": 2, "layout": "dense"}. Version 1 when the sizes tie.
+    """
+    v1 = fmt.pack_codes(codes, scheme.storage_bits, scheme.zero_code)
+    rows, k = np.asarray(codes).shape
+    if op_name == "TFQ_DEPTHWISE_CONV_2D" or \
+            fmt.compact_size(rows, k, scheme.storage_bits) >= v1.size:
+        return v1, {}
+    v2 = fmt.pack_codes(codes, scheme.storage_bits, scheme.zero_code, compact=True)
+    return v2, {"version": fmt.SPARSE_VERSION, "layout": "dense"}
