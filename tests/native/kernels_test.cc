@@ -69,16 +69,29 @@ int MaxCode(Scheme s, bool negative) {
   return best;
 }
 
-// Packs codes[r * k + i] (row-major, logical k) into the format of
-// docs/format.md; padding gets code 0.
-std::vector<uint8_t> Pack(Scheme s, const std::vector<int>& codes, int64_t rows, int64_t k) {
+// Packs codes[r * k + i] (row-major, logical k) into a dense layout of
+// docs/format.md (compact: version 2 `dense`, rows ending in mini-blocks);
+// padding gets code 0.
+std::vector<uint8_t> Pack(Scheme s, const std::vector<int>& codes, int64_t rows, int64_t k,
+                          bool compact = false) {
   const int bits = tfq::SchemeBits(s), wpb = tfq::WeightsPerBlock(s);
-  const int64_t row_bytes = tfq::RowBytes(s, k);
+  const tfq::RowGeometry geo = tfq::DenseRowGeometry(s, k, compact);
+  const int64_t row_bytes = geo.row_bytes;
+  const int mb = tfq::MiniBlockBytes(s);
   std::vector<uint8_t> out(rows * row_bytes, 0);
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t i = 0; i < k; ++i) {
-      const int64_t b = i / wpb, rem = i % wpb, t = rem / 32, j = rem % 32;
-      out[r * row_bytes + b * 32 + j] |= static_cast<uint8_t>(codes[r * k + i] << (t * bits));
+      int64_t byte, t;
+      if (i < geo.blocks * wpb) {
+        const int64_t b = i / wpb, rem = i % wpb;
+        t = rem / 32;
+        byte = b * 32 + rem % 32;
+      } else {
+        const int64_t m = (i - geo.blocks * wpb) / 32, rem = (i - geo.blocks * wpb) % 32;
+        t = rem / mb;
+        byte = geo.blocks * 32 + m * mb + rem % mb;
+      }
+      out[r * row_bytes + byte] |= static_cast<uint8_t>(codes[r * k + i] << (t * bits));
     }
   }
   return out;
@@ -236,9 +249,10 @@ int32_t NaiveDot(Scheme s, const int* codes, const int8_t* a, int64_t n) {
 }
 
 void GemmCase(const KernelTable& t, const KernelTable& ref, Scheme s, int64_t n_rows,
-              int64_t n_act, int64_t nblocks, int mode, std::mt19937& rng, uint32_t seed) {
+              int64_t n_act, int64_t nblocks, int mode, std::mt19937& rng, uint32_t seed,
+              int64_t ntail = 0) {
   const int64_t wpb = tfq::WeightsPerBlock(s);
-  const int64_t kp = nblocks * wpb;
+  const int64_t kp = nblocks * wpb + ntail * tfq::kMiniWeights;
   const int64_t lda = kp + (n_act > 1 ? 32 : 0);  // rows need not be contiguous
   const int64_t ldc = n_rows + 3;
   std::vector<int> codes;
@@ -252,13 +266,16 @@ void GemmCase(const KernelTable& t, const KernelTable& ref, Scheme s, int64_t n_
     codes.assign(n_rows * kp, MaxCode(s, false));
     a.assign(n_act * lda, static_cast<int8_t>(mode == 1 ? 127 : -127));
   }
-  const std::vector<uint8_t> w = Pack(s, codes, n_rows, kp);
-  const int64_t row_bytes = tfq::RowBytes(s, kp);
+  // ntail > 0: version-2 dense rows (kp = nblocks whole blocks + ntail mini-blocks).
+  const std::vector<uint8_t> w = Pack(s, codes, n_rows, kp, ntail > 0);
+  const int64_t row_bytes = tfq::DenseRowGeometry(s, kp, ntail > 0).row_bytes;
   std::vector<int32_t> sumq(n_act);
   for (int64_t j = 0; j < n_act; ++j) sumq[j] = static_cast<int32_t>(ref.sum_i8(&a[j * lda], kp));
   std::vector<int32_t> ct(n_act * ldc, 0x5A5A5A5A), cr(n_act * ldc, 0x5A5A5A5A);
-  t.gemm(s, w.data(), row_bytes, n_rows, a.data(), lda, sumq.data(), n_act, nblocks, ct.data(), ldc);
-  ref.gemm(s, w.data(), row_bytes, n_rows, a.data(), lda, sumq.data(), n_act, nblocks, cr.data(), ldc);
+  t.gemm(s, w.data(), row_bytes, n_rows, a.data(), lda, sumq.data(), n_act, nblocks, ntail, ct.data(),
+         ldc);
+  ref.gemm(s, w.data(), row_bytes, n_rows, a.data(), lda, sumq.data(), n_act, nblocks, ntail,
+           cr.data(), ldc);
   int bad = 0;
   for (int64_t j = 0; j < n_act; ++j) {
     for (int64_t i = 0; i < n_rows; ++i) {
@@ -266,9 +283,9 @@ void GemmCase(const KernelTable& t, const KernelTable& ref, Scheme s, int64_t n_
       if (ct[j * ldc + i] != want || cr[j * ldc + i] != want) ++bad;
     }
   }
-  EXPECT(bad == 0, "%s gemm %s rows=%lld act=%lld blocks=%lld mode=%d seed=%u: %d wrong",
+  EXPECT(bad == 0, "%s gemm %s rows=%lld act=%lld blocks=%lld tail=%lld mode=%d seed=%u: %d wrong",
          tfq::IsaName(t.isa), tfq::SchemeName(s), (long long)n_rows, (long long)n_act,
-         (long long)nblocks, mode, seed, bad);
+         (long long)nblocks, (long long)ntail, mode, seed, bad);
   // Elements outside [0, n_rows) of each output row stay untouched.
   int outside = 0;
   for (int64_t j = 0; j < n_act; ++j)
@@ -294,6 +311,20 @@ void TestGemm(const KernelTable& t, const KernelTable& ref, uint32_t seed) {
       GemmCase(t, ref, s, 5, 1, nblocks, 1, rng, seed);
       GemmCase(t, ref, s, 3, 5, nblocks, 2, rng, seed);
       GemmCase(t, ref, s, 4, 2, nblocks, 0, rng, seed);
+    }
+    // Version-2 dense rows: every mini-block count (1 .. wpb/32 - 1) after
+    // 0, 1 or several whole blocks, every panel shape, and the worst-case
+    // values across a widening window.
+    for (int64_t ntail = 1; ntail < tfq::WeightsPerBlock(s) / tfq::kMiniWeights; ++ntail) {
+      for (int64_t nblocks : {0, 1, 3}) {
+        for (int64_t n_rows : {1, 3, 9}) {
+          for (int64_t n_act : {1, 2, 3, 5}) GemmCase(t, ref, s, n_rows, n_act, nblocks, 0, rng, seed, ntail);
+        }
+      }
+      if (tfq::AccumulatorFits(s, 17 * tfq::WeightsPerBlock(s))) {
+        GemmCase(t, ref, s, 5, 1, 16, 1, rng, seed, ntail);
+        GemmCase(t, ref, s, 3, 5, 17, 2, rng, seed, ntail);
+      }
     }
   }
 }
@@ -391,6 +422,23 @@ void TestFullyConnected(uint32_t seed, tfq::ThreadPool* pool) {
              "FullyConnected %s m=%lld rows=%lld k=%lld threads=%d seed=%u", tfq::SchemeName(s),
              (long long)sh.m, (long long)sh.rows, (long long)sh.k, pool ? pool->num_threads() : 1,
              seed);
+      // The same weights as version-2 dense rows, prepared as the delegate
+      // prepares them (execution layout included): the same bits.
+      const std::vector<uint8_t> compact = Pack(s, codes, sh.rows, sh.k, true);
+      tfq::PreparedWeights pw;
+      EXPECT(pw.Init(s, compact.data(), sh.rows, sh.k, true), "compact Init k=%lld", (long long)sh.k);
+      for (int pass = 0; pass < 2; ++pass) {
+        pw.BuildExecLayout(pass == 1);
+        const tfq::PackedWeights wc = pw.At(compact.data());
+        std::vector<float> yc(sh.m * sh.rows, 555.0f);
+        opt.force_reference = pass == 1;
+        tfq::FullyConnected(x.data(), sh.m, wc, e, yc.data(),
+                            scratch.Get(tfq::FullyConnectedScratchBytes(wc, sh.m)), opt);
+        EXPECT(SameBits(yc.data(), yr.data(), yc.size() * sizeof(float)),
+               "FullyConnected v2 dense %s m=%lld rows=%lld k=%lld reference=%d threads=%d seed=%u",
+               tfq::SchemeName(s), (long long)sh.m, (long long)sh.rows, (long long)sh.k, pass,
+               pool ? pool->num_threads() : 1, seed);
+      }
     }
   }
 }
@@ -450,6 +498,18 @@ void TestConv(bool depthwise, uint32_t seed, tfq::ThreadPool* pool) {
       }
       EXPECT(SameBits(yt.data(), yr.data(), ny * sizeof(float)),
              "%s %s geometry=%d threads=%d seed=%u", depthwise ? "DepthwiseConv2D" : "Conv2D",
+             tfq::SchemeName(s), idx, threads, seed);
+      if (depthwise) continue;
+      // Version-2 dense rows (execution layout included): the same bits.
+      const std::vector<uint8_t> compact = Pack(s, codes, w.rows, w.k, true);
+      tfq::PreparedWeights pw;
+      EXPECT(pw.Init(s, compact.data(), w.rows, w.k, true), "compact Init k=%lld", (long long)w.k);
+      pw.BuildExecLayout(false);
+      const tfq::PackedWeights wc = pw.At(compact.data());
+      std::vector<float> yc(ny, 555.0f);
+      opt.force_reference = false;
+      tfq::Conv2D(x.data(), g, wc, e, yc.data(), scratch.Get(tfq::Conv2DScratchBytes(wc, g, threads)), opt);
+      EXPECT(SameBits(yc.data(), yr.data(), ny * sizeof(float)), "Conv2D v2 dense %s geometry=%d threads=%d seed=%u",
              tfq::SchemeName(s), idx, threads, seed);
     }
   }

@@ -262,7 +262,7 @@ TfLiteStatus PrepareNode(TfLiteContext* context, DelegateState* state, NodeKerne
   if (!ComputeShapes(context, spec, &k->geometry, &k->fc_rows, &out_dims, &error))
     return Refuse(context, *k, "%s", error.c_str());
   const uint8_t* codes = context->tensors[spec.weights].data.uint8;
-  if (!k->weights.ready() && !k->weights.Init(spec.scheme, codes, spec.rows, spec.k))
+  if (!k->weights.ready() && !k->weights.Init(spec.scheme, codes, spec.rows, spec.k, spec.compact))
     return Refuse(context, *k, "weights of %lld x %lld out of range", static_cast<long long>(spec.rows),
                   static_cast<long long>(spec.k));
   const PackedWeights w = k->weights.At(codes);
@@ -602,7 +602,7 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
     }
     Log(state, 1, "claimed node %d (%s, %s, rows %lld, k %lld%s)", index, OpName(kind),
         SchemeName(spec.scheme), static_cast<long long>(spec.rows), static_cast<long long>(spec.k),
-        spec.sparse ? ", block-sparse" : "");
+        spec.sparse ? ", block-sparse" : (spec.compact ? ", dense v2" : ""));
     claim.emplace_back(index, spec);
   }
   // Room for fields a newer runtime may have appended (docs/litert_abi.md, pitfall 1): the struct

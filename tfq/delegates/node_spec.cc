@@ -126,7 +126,14 @@ bool ParseNode(const TfLiteContext* context, const TfLiteNode* node, OpKind kind
       return Fail(error, "unsupported format version " + Str(version) + " (supported: 1, 2)");
   }
   // Version 1 ignores keys it does not know (docs/format.md), 'layout' too.
-  spec->sparse = version == 2;
+  std::string layout;
+  if (version == 2) {
+    if (!get_str("layout", &layout)) return false;
+    if (layout != "block_sparse" && layout != "dense")
+      return Fail(error, "unknown layout '" + layout + "' (format version 2 knows: block_sparse, dense)");
+  }
+  spec->sparse = layout == "block_sparse";
+  spec->compact = layout == "dense";
   std::string s;
   if (!get_str("scheme", &s)) return false;
   if (s == "binary") spec->scheme = Scheme::kBinary;
@@ -192,11 +199,10 @@ bool ParseNode(const TfLiteContext* context, const TfLiteNode* node, OpKind kind
   }
   if (!AccumulatorFits(spec->scheme, spec->k))
     return Fail(error, "row length k = " + Str(spec->k) + " could overflow the int32 accumulator");
+  if (spec->compact && kind == OpKind::kDepthwiseConv2D)
+    return Fail(error, "a TFQ_DEPTHWISE_CONV_2D cannot have layout 'dense' (version 2 covers "
+                       "TFQ_FULLY_CONNECTED and TFQ_CONV_2D; depthwise stays version 1)");
   if (spec->sparse) {
-    std::string layout;
-    if (!get_str("layout", &layout)) return false;
-    if (layout != "block_sparse")
-      return Fail(error, "unknown layout '" + layout + "' (format version 2 knows: block_sparse)");
     if (kind == OpKind::kDepthwiseConv2D)
       return Fail(error, "a TFQ_DEPTHWISE_CONV_2D cannot be block-sparse (version 2 covers "
                          "TFQ_FULLY_CONNECTED and TFQ_CONV_2D)");
@@ -215,7 +221,8 @@ bool ParseNode(const TfLiteContext* context, const TfLiteNode* node, OpKind kind
       return false;
     spec->packed_bytes = spec->sparse_sizes.packed_bytes;
   } else {
-    spec->packed_bytes = RowBytes(spec->scheme, spec->k) * spec->rows;
+    // rows, k <= 2^30: the product fits in int64.
+    spec->packed_bytes = DenseRowGeometry(spec->scheme, spec->k, spec->compact).row_bytes * spec->rows;
   }
 
   // Tensors.
@@ -245,8 +252,10 @@ bool ParseNode(const TfLiteContext* context, const TfLiteNode* node, OpKind kind
   const int64_t packed = spec->packed_bytes;
   if (NumElements(w) != packed || static_cast<uint64_t>(w->bytes) != static_cast<uint64_t>(packed))
     return Fail(error, "packed codes have " + Str(static_cast<int64_t>(w->bytes)) + " bytes, expected " +
-                           (spec->sparse ? "2 nbr + nnz_blocks * (index_bits / 8 + block_bytes) = "
-                                         : "rows * row_bytes = ") + Str(packed));
+                           (spec->sparse    ? "2 nbr + nnz_blocks * (index_bits / 8 + block_bytes) = "
+                            : spec->compact ? "rows * (whole blocks * 32 + mini-blocks * 4 * bits) = "
+                                            : "rows * row_bytes = ") +
+                           Str(packed));
   spec->bias = -1;
   if (node->inputs->size == 4 && node->inputs->data[3] >= 0) {
     const TfLiteTensor* b = TensorAt(context, node->inputs, 3, &spec->bias);
@@ -258,7 +267,7 @@ bool ParseNode(const TfLiteContext* context, const TfLiteNode* node, OpKind kind
   if (spec->sparse)
     return ValidateSparse(spec->scheme, spec->rows, spec->k, spec->sparse_options, spec->sparse_sizes,
                           w->data.uint8, error);
-  if (!ValidateCodes(spec->scheme, w->data.uint8, spec->rows, spec->k, error)) return false;
+  if (!ValidateCodes(spec->scheme, w->data.uint8, spec->rows, spec->k, error, spec->compact)) return false;
   return true;
 }
 

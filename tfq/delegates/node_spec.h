@@ -33,6 +33,9 @@ struct NodeSpec {
   // Format version 2, layout block_sparse (docs/format.md): tensor 1 holds
   // counts, indices and the codes of the stored blocks, validated by ParseNode.
   bool sparse = false;
+  // Format version 2, layout dense (docs/format.md): rows end in 32-weight
+  // mini-blocks instead of a padded block (RowGeometry).
+  bool compact = false;
   SparseOptions sparse_options;
   SparseSizes sparse_sizes;
   int64_t packed_bytes = 0;  // tensor 1's exact size, either layout

@@ -44,10 +44,28 @@ bool AccumulatorFits(Scheme s, int64_t k) {
   return kp > 0 && kp * MaxAbsLevel(s) * 127 < (int64_t{1} << 31);
 }
 
-bool ValidateCodes(Scheme s, const uint8_t* codes, int64_t rows, int64_t k, std::string* error) {
+RowGeometry DenseRowGeometry(Scheme s, int64_t k, bool compact) {
+  RowGeometry g;
+  const int64_t wpb = WeightsPerBlock(s);
+  if (k <= 0 || k > (int64_t{1} << 40)) return g;
+  if (compact) {
+    g.blocks = k / wpb;
+    g.tail = (k % wpb + kMiniWeights - 1) / kMiniWeights;
+  } else {
+    g.blocks = (k + wpb - 1) / wpb;
+    g.tail = 0;
+  }
+  g.row_bytes = g.blocks * 32 + g.tail * MiniBlockBytes(s);
+  g.kp = g.blocks * wpb + g.tail * kMiniWeights;
+  return g;
+}
+
+bool ValidateCodes(Scheme s, const uint8_t* codes, int64_t rows, int64_t k, std::string* error,
+                   bool compact) {
   const int bits = SchemeBits(s);
   const int fields = 8 / bits;
-  const int64_t row_bytes = RowBytes(s, k);
+  const RowGeometry geo = DenseRowGeometry(s, k, compact);
+  const int64_t row_bytes = geo.row_bytes;
   if (row_bytes < 0 || rows < 0) {
     if (error) *error = "invalid packed size";
     return false;
@@ -65,7 +83,6 @@ bool ValidateCodes(Scheme s, const uint8_t* codes, int64_t rows, int64_t k, std:
   for (int64_t i = 0; i < total; ++i) {
     if (!valid_byte[codes[i]]) {
       const int64_t r = i / row_bytes, in_row = i % row_bytes;
-      const int64_t b = in_row / 32, j = in_row % 32;
       int bad_t = 0;
       for (int t = 0; t < fields; ++t) {
         if (CodeLevel(s, (codes[i] >> (t * bits)) & ((1 << bits) - 1)) > 64) {
@@ -73,12 +90,22 @@ bool ValidateCodes(Scheme s, const uint8_t* codes, int64_t rows, int64_t k, std:
           break;
         }
       }
+      // Position of field t of this byte: k = b*wpb + t*32 + j in a whole
+      // block, base + t*(4*bits) + j in a mini-block.
+      int64_t pos;
+      if (in_row < geo.blocks * 32) {
+        pos = in_row / 32 * WeightsPerBlock(s) + bad_t * 32 + in_row % 32;
+      } else {
+        const int64_t off = in_row - geo.blocks * 32;
+        pos = geo.blocks * WeightsPerBlock(s) + off / MiniBlockBytes(s) * kMiniWeights +
+              bad_t * MiniBlockBytes(s) + off % MiniBlockBytes(s);
+      }
       if (error) {
         char buf[200];
-        std::snprintf(buf, sizeof(buf), "invalid %s code %d in packed row %lld at position %lld",
+        std::snprintf(buf, sizeof(buf), "invalid %s code %d in packed row %lld at position %lld%s",
                       SchemeName(s), (codes[i] >> (bad_t * bits)) & ((1 << bits) - 1),
                       static_cast<long long>(r),
-                      static_cast<long long>(b * WeightsPerBlock(s) + bad_t * 32 + j));
+                      static_cast<long long>(pos), pos >= k ? " (row padding)" : "");
         *error = buf;
       }
       return false;

@@ -76,9 +76,28 @@ int64_t PaddedK(Scheme s, int64_t k);
 int64_t RowBytes(Scheme s, int64_t k);
 // True when k * MaxAbsLevel * 127 fits in int32 (the format's overflow rule).
 bool AccumulatorFits(Scheme s, int64_t k);
-// Scans every field of `rows` packed rows; returns false and fills *error
-// (naming the row and position) at the first invalid code.
-bool ValidateCodes(Scheme s, const uint8_t* codes, int64_t rows, int64_t k, std::string* error);
+
+// Weights of a mini-block, the end of a row in the version-2 dense layout
+// (docs/format.md): one field of a 32-byte block, stored in 4 * bits bytes.
+constexpr int kMiniWeights = 32;
+constexpr int MiniBlockBytes(Scheme s) { return kMiniWeights * SchemeBits(s) / 8; }
+
+// Where the codes of a dense row sit. Version 1 (compact = false): `blocks`
+// whole 32-byte blocks, the last one padded, no mini-blocks. Version 2
+// `dense` (compact = true): floor(k / wpb) whole blocks, then `tail`
+// mini-blocks of 32 weights. kp = blocks * wpb + tail * 32 is the length of
+// a quantized activation row the GEMMs read (zero beyond k).
+struct RowGeometry {
+  int64_t blocks = 0, tail = 0, row_bytes = -1, kp = -1;
+};
+// row_bytes and kp are -1 when k is out of range.
+RowGeometry DenseRowGeometry(Scheme s, int64_t k, bool compact);
+
+// Scans every field of `rows` packed rows (padding included) of either dense
+// layout; returns false and fills *error (naming the row and position) at the
+// first invalid code.
+bool ValidateCodes(Scheme s, const uint8_t* codes, int64_t rows, int64_t k, std::string* error,
+                   bool compact = false);
 
 // Packed weights as stored in the model (not copied).
 struct PackedWeights {
@@ -86,7 +105,10 @@ struct PackedWeights {
   const uint8_t* codes = nullptr;
   int64_t rows = 0;       // packed rows (see docs/format.md)
   int64_t k = 0;          // logical row length
-  int64_t row_bytes = 0;  // RowBytes(scheme, k)
+  int64_t row_bytes = 0;  // DenseRowGeometry(scheme, k, compact).row_bytes
+  // Version-2 dense rows: whole blocks, then 32-weight mini-blocks
+  // (DenseRowGeometry); false: version 1, rows padded to whole blocks.
+  bool compact = false;
   // Optional execution layout (PreparedWeights::BuildExecLayout): a
   // permutation of the codes, same size (rows rounded up to exec_group),
   // used by ISAs that support it; null: the kernels read `codes` directly.
@@ -195,10 +217,11 @@ void PrepareExecWeights(const PackedWeights& w, int exec_group, uint8_t* out);
 // and, for the GEMM layers, the execution layout of the ISA that will run it.
 class PreparedWeights {
  public:
-  // Describes rows x k packed codes (not copied). Returns false, leaving the
-  // object unchanged, when rows or k is out of range or the accumulator
-  // could overflow int32 (AccumulatorFits).
-  bool Init(Scheme scheme, const uint8_t* codes, int64_t rows, int64_t k);
+  // Describes rows x k packed codes (not copied), version 1 rows or, with
+  // compact, version-2 dense rows. Returns false, leaving the object
+  // unchanged, when rows or k is out of range or the accumulator could
+  // overflow int32 (AccumulatorFits).
+  bool Init(Scheme scheme, const uint8_t* codes, int64_t rows, int64_t k, bool compact = false);
   bool ready() const { return w_.rows > 0; }
   // Builds the execution layout the selected ISA wants (FullyConnected and
   // Conv2D weights; none for depthwise), unless built already.

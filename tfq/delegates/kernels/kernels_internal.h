@@ -37,12 +37,15 @@ using QuantizeFn = int64_t(const float* x, int64_t n, float s, int8_t* q);
 // Sum of n int8 values.
 using SumI8Fn = int64_t(const int8_t* q, int64_t n);
 // c[j * ldc + i] = sum_k level(w row i, k) * a[j * lda + k] over
-// nblocks * WeightsPerBlock positions, for i < n_rows and j < n_act.
-// sumq[j] is the sum of activation row j (used by offset-code kernels).
-// Activation rows are zero beyond the logical k.
+// nblocks * WeightsPerBlock + ntail * 32 positions, for i < n_rows and
+// j < n_act. A weight row holds nblocks whole 32-byte blocks, then ntail
+// mini-blocks of 32 weights (MiniBlockBytes each; version-2 dense rows;
+// ntail = 0 for version 1), see RowGeometry. sumq[j] is the sum of
+// activation row j (used by offset-code kernels). Activation rows are zero
+// beyond the logical k.
 using GemmFn = void(Scheme s, const uint8_t* w, int64_t row_bytes, int64_t n_rows, const int8_t* a,
-                    int64_t lda, const int32_t* sumq, int64_t n_act, int64_t nblocks, int32_t* c,
-                    int64_t ldc);
+                    int64_t lda, const int32_t* sumq, int64_t n_act, int64_t nblocks, int64_t ntail,
+                    int32_t* c, int64_t ldc);
 // acc[o] = sum_t level(tap row t, o) * taps[t][o / depth_multiplier] for
 // o < out_c; taps[t] == nullptr means zero padding.
 using DepthwisePixelFn = void(Scheme s, const uint8_t* codes, int64_t row_bytes,
@@ -53,11 +56,12 @@ using DepthwisePixelFn = void(Scheme s, const uint8_t* codes, int64_t row_bytes,
 using DepthwiseLevelsFn = void(const int16_t* levels, int64_t stride, const int8_t* const* taps,
                                int ntaps, int out_c, int32_t* acc);
 // GEMM on the channel-interleaved execution layout (see PrepareExecWeights):
-// c[j * ldc + o] for o < out_c, same meaning as GemmFn; positions >= k_valid
-// (zero activations) may be skipped.
-using GemmExecFn = void(Scheme s, const uint8_t* wx, int64_t out_c, int64_t nblocks, int64_t k_valid,
-                        const int8_t* a, int64_t lda, const int32_t* sumq, int64_t n_act, int32_t* c,
-                        int64_t ldc);
+// c[j * ldc + o] for o < out_c, same meaning as GemmFn (nblocks whole
+// blocks, then ntail mini-blocks); positions >= k_valid (zero activations)
+// may be skipped.
+using GemmExecFn = void(Scheme s, const uint8_t* wx, int64_t out_c, int64_t nblocks, int64_t ntail,
+                        int64_t k_valid, const int8_t* a, int64_t lda, const int32_t* sumq,
+                        int64_t n_act, int32_t* c, int64_t ldc);
 // Depth multiplier 1: a whole output row oy of a depthwise convolution on
 // int16 levels (as DepthwiseLevelsFn), acc[ox * out_c + o] for ox < out_w;
 // img is the quantized NHWC image, readable 64 bytes past its end. One call
@@ -143,7 +147,7 @@ inline void HandoverCodes(const int32_t* acc, const float* f, const float* b, in
 }
 
 // Unsigned field t (0 .. 8/bits - 1) of byte j in a block: the code of
-// position block*wpb + t*32 + j.
+// position block*wpb + t*32 + j (in a mini-block: base + t*4*bits + j).
 inline int FieldCode(const uint8_t* block, int bits, int t, int j) {
   return (block[j] >> (t * bits)) & ((1 << bits) - 1);
 }

@@ -19,27 +19,29 @@ size_t ExecWeightsBytes(const PackedWeights& w, bool force_reference, int* exec_
 }
 
 void PrepareExecWeights(const PackedWeights& w, int group, uint8_t* out) {
-  const int64_t nblocks = w.row_bytes / 32;
+  // A row is a run of 4-byte quads: 8 per whole block, then bits per
+  // mini-block (version-2 dense rows); the layout puts the group's quads
+  // side by side, quad by quad, in row order.
+  const int64_t quads = w.row_bytes / 4;
   const int64_t groups = (w.rows + group - 1) / group;
   for (int64_t g = 0; g < groups; ++g) {
-    for (int64_t b = 0; b < nblocks; ++b) {
-      for (int q = 0; q < 8; ++q) {
-        uint8_t* dst = out + ((g * nblocks + b) * 8 + q) * 4 * group;
-        for (int c = 0; c < group; ++c) {
-          const int64_t row = g * group + c;
-          if (row < w.rows) {
-            std::memcpy(dst + 4 * c, w.codes + row * w.row_bytes + b * 32 + 4 * q, 4);
-          } else {
-            std::memset(dst + 4 * c, 0, 4);  // padding channels: computed, never stored
-          }
+    for (int64_t qi = 0; qi < quads; ++qi) {
+      uint8_t* dst = out + (g * quads + qi) * 4 * group;
+      for (int c = 0; c < group; ++c) {
+        const int64_t row = g * group + c;
+        if (row < w.rows) {
+          std::memcpy(dst + 4 * c, w.codes + row * w.row_bytes + 4 * qi, 4);
+        } else {
+          std::memset(dst + 4 * c, 0, 4);  // padding channels: computed, never stored
         }
       }
     }
   }
 }
 
-bool PreparedWeights::Init(Scheme scheme, const uint8_t* codes, int64_t rows, int64_t k) {
-  const int64_t row_bytes = RowBytes(scheme, k);
+bool PreparedWeights::Init(Scheme scheme, const uint8_t* codes, int64_t rows, int64_t k,
+                           bool compact) {
+  const int64_t row_bytes = DenseRowGeometry(scheme, k, compact).row_bytes;
   if (rows < 1 || k < 1 || row_bytes <= 0 || !AccumulatorFits(scheme, k)) return false;
   w_ = PackedWeights();
   w_.scheme = scheme;
@@ -47,6 +49,7 @@ bool PreparedWeights::Init(Scheme scheme, const uint8_t* codes, int64_t rows, in
   w_.rows = rows;
   w_.k = k;
   w_.row_bytes = row_bytes;
+  w_.compact = compact;
   exec_.clear();
   exec_built_ = false;
   return true;

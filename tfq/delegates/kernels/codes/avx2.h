@@ -41,6 +41,38 @@ struct Avx2Codes : SchemeCodes<S> {
       return _mm256_shuffle_epi8(table, f);
     }
   }
+
+  // u of the 32 codes of a mini-block (MiniBlockBytes(S) = 4 * bits bytes at
+  // p; the end of a version-2 dense row), in position order: byte j, field t
+  // holds position t * 4 * bits + j. The bytes are broadcast to every group
+  // of 4 * bits lanes, group t shifted right by t * bits (one variable
+  // shift), then masked. Reads exactly MiniBlockBytes(S) bytes.
+  static __m256i DecodeMini(const uint8_t* p) {
+    __m256i f;
+    if constexpr (C::kBits == 1) {
+      int32_t v;
+      __builtin_memcpy(&v, p, 4);
+      f = _mm256_srlv_epi32(_mm256_set1_epi32(v), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    } else if constexpr (C::kBits == 2) {
+      long long v;
+      __builtin_memcpy(&v, p, 8);
+      f = _mm256_srlv_epi64(_mm256_set1_epi64x(v), _mm256_setr_epi64x(0, 2, 4, 6));
+    } else {
+      f = _mm256_srlv_epi64(
+          _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))),
+          _mm256_setr_epi64x(0, 0, 4, 4));
+    }
+    const char mask = static_cast<char>((1 << C::kBits) - 1);
+    f = _mm256_and_si256(f, _mm256_set1_epi8(mask));
+    if constexpr (C::kAffine) {
+      return f;
+    } else {
+      static constexpr CodeTable16 kTable = BiasedLevels(S);
+      const __m256i table =
+          _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kTable.v)));
+      return _mm256_shuffle_epi8(table, f);
+    }
+  }
 };
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include <immintrin.h>
 
+#include "kernels/codes/avx2.h"
 #include "kernels/kernels_internal.h"
 
 namespace tfq {
@@ -38,6 +39,23 @@ struct Avx512Codes : SchemeCodes<S> {
     } else {
       return _mm512_shuffle_epi8(LevelTable(), f);
     }
+  }
+
+  // u of the 64 codes of mini-blocks m and m + 1 of a version-2 dense row
+  // (64 consecutive positions; Avx2Codes::DecodeMini), or of mini-block m
+  // alone with zeros above when it is the last one (`pair` false): lanes
+  // 32-63 then multiply nothing.
+  static __m512i DecodeMiniPair(const uint8_t* p, bool pair) {
+    const __m512i lo = _mm512_zextsi256_si512(Avx2Codes<S>::DecodeMini(p));
+    if (!pair) return lo;
+    return _mm512_inserti64x4(lo, Avx2Codes<S>::DecodeMini(p + MiniBlockBytes(S)), 1);
+  }
+
+  // The 64 activations matching DecodeMiniPair: 32 zero-extended when `pair`
+  // is false (reads nothing past the row).
+  static __m512i MiniActivations(const int8_t* a, bool pair) {
+    if (pair) return _mm512_loadu_si512(a);
+    return _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a)));
   }
 
   // u of field t of every byte of raw (64 bytes of any layout).

@@ -81,6 +81,51 @@ inline Levels32 Operand(uint8x16_t raw_lo, uint8x16_t raw_hi, int8x16_t table) {
   return l;
 }
 
+// Per-lane right shifts (negative vshlq_u8 counts) that bring position
+// first + i of a mini-block to lane i: its field (first + i) / (4 * bits).
+struct LaneShifts {
+  int8_t v[16];
+};
+constexpr LaneShifts MiniShifts(int bits, int first) {
+  LaneShifts t{};
+  for (int i = 0; i < 16; ++i) t.v[i] = static_cast<int8_t>(-((first + i) / (4 * bits)) * bits);
+  return t;
+}
+
+// The 32 multiplicands of a mini-block (the end of a version-2 dense row:
+// 4 * bits bytes at p, byte j field t holding position t * 4 * bits + j), in
+// position order like Operand: the bytes repeated across a register, each
+// lane shifted by its field, masked, and looked up for the power-of-two
+// schemes. Reads exactly 4 * bits bytes.
+template <int kBits, bool kOffsetCodes>
+inline Levels32 MiniOperand(const uint8_t* p, int8x16_t table) {
+  uint8x16_t rep;
+  if constexpr (kBits == 1) {
+    uint32_t v;
+    __builtin_memcpy(&v, p, 4);
+    rep = vreinterpretq_u8_u32(vdupq_n_u32(v));
+  } else if constexpr (kBits == 2) {
+    uint64_t v;
+    __builtin_memcpy(&v, p, 8);
+    rep = vreinterpretq_u8_u64(vdupq_n_u64(v));
+  } else {
+    rep = vld1q_u8(p);
+  }
+  static constexpr LaneShifts kLo = MiniShifts(kBits, 0), kHi = MiniShifts(kBits, 16);
+  const uint8x16_t mask = vdupq_n_u8(static_cast<uint8_t>((1 << kBits) - 1));
+  const uint8x16_t f_lo = vandq_u8(vshlq_u8(rep, vld1q_s8(kLo.v)), mask);
+  const uint8x16_t f_hi = vandq_u8(vshlq_u8(rep, vld1q_s8(kHi.v)), mask);
+  Levels32 l;
+  if constexpr (kOffsetCodes) {
+    l.lo = vreinterpretq_s8_u8(f_lo);
+    l.hi = vreinterpretq_s8_u8(f_hi);
+  } else {
+    l.lo = vqtbl1q_s8(table, f_lo);
+    l.hi = vqtbl1q_s8(table, f_hi);
+  }
+  return l;
+}
+
 // f(std::integral_constant<int, T>) for T = 0 .. N-1, unrolled.
 template <int... Ts, class F>
 inline void ForFields(std::integer_sequence<int, Ts...>, F&& f) {

@@ -27,7 +27,7 @@ struct Avx2Gemm {
 
   template <int MR, int NR>
   void Tile(const uint8_t* w, int64_t row_bytes, const int8_t* a, int64_t lda, const int32_t* sumq,
-            int64_t nblocks, int32_t* c, int64_t ldc) const {
+            int64_t nblocks, int64_t ntail, int32_t* c, int64_t ldc) const {
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i acc32[MR][NR];
     for (int r = 0; r < MR; ++r)
@@ -72,6 +72,20 @@ struct Avx2Gemm {
             acc32[r][p] = _mm256_add_epi32(acc32[r][p], _mm256_madd_epi16(acc16[r][p], ones));
       }
     }
+    // Mini-blocks (version-2 dense rows): 32 consecutive codes each, one
+    // vpmaddubsw per activation row, widened at once (at most 7 per row).
+    for (int64_t m = 0; m < ntail; ++m) {
+      __m256i u[MR];
+      for (int r = 0; r < MR; ++r)
+        u[r] = K::DecodeMini(w + r * row_bytes + nblocks * 32 + m * MiniBlockBytes(S));
+      const int8_t* am = a + nblocks * K::kWpb + m * kMiniWeights;
+      for (int p = 0; p < NR; ++p) {
+        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(am + p * lda));
+        for (int r = 0; r < MR; ++r)
+          acc32[r][p] = _mm256_add_epi32(acc32[r][p],
+                                         _mm256_madd_epi16(_mm256_maddubs_epi16(u[r], av), ones));
+      }
+    }
     for (int r = 0; r < MR; ++r)
       for (int p = 0; p < NR; ++p)
         c[p * ldc + r] = RemoveOffset(static_cast<uint32_t>(HorizontalSum(acc32[r][p])), K::kMul,
@@ -82,11 +96,11 @@ struct Avx2Gemm {
 }  // namespace
 
 void GemmAvx2(Scheme s, const uint8_t* w, int64_t row_bytes, int64_t n_rows, const int8_t* a,
-              int64_t lda, const int32_t* sumq, int64_t n_act, int64_t nblocks, int32_t* c,
-              int64_t ldc) {
+              int64_t lda, const int32_t* sumq, int64_t n_act, int64_t nblocks, int64_t ntail,
+              int32_t* c, int64_t ldc) {
   DispatchScheme(s, [&](auto scheme) {
     GemmPanels(Avx2Gemm<decltype(scheme)::value>(), w, row_bytes, n_rows, a, lda, sumq, n_act,
-               nblocks, c, ldc);
+               nblocks, ntail, c, ldc);
   });
 }
 

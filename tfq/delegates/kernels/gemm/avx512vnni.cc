@@ -29,7 +29,7 @@ constexpr int64_t kMaskedMaxBlocks = 32768;
 
 template <int MR>
 void TernaryGemvTile(const uint8_t* w, int64_t row_bytes, const int8_t* a, const int32_t* sumq,
-                     int64_t nblocks, int32_t* c) {
+                     int64_t nblocks, int64_t ntail, int32_t* c) {
   __m512i acc[MR][2];
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_si512();
   const __m512i mask0 = _mm512_inserti64x4(_mm512_set1_epi8(0x03), _mm256_set1_epi8(0x0C), 1);
@@ -47,11 +47,24 @@ void TernaryGemvTile(const uint8_t* w, int64_t row_bytes, const int8_t* a, const
       acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], _mm512_and_si512(raw, mask1), a1);
     }
   }
+  // Mini-blocks (version-2 dense rows): the raw codes, two mini-blocks per vpdpbusd.
+  using K = Avx512Codes<Scheme::kTernary>;
+  __m512i tail[MR];
+  for (int r = 0; r < MR; ++r) tail[r] = _mm512_setzero_si512();
+  for (int64_t m = 0; m < ntail; m += 2) {
+    const bool pair = m + 1 < ntail;
+    const __m512i av = K::MiniActivations(a + nblocks * 128 + m * kMiniWeights, pair);
+    for (int r = 0; r < MR; ++r)
+      tail[r] = _mm512_dpbusd_epi32(
+          tail[r], K::DecodeMiniPair(w + r * row_bytes + nblocks * 32 + m * MiniBlockBytes(Scheme::kTernary), pair),
+          av);
+  }
   const __m512i shift0 = _mm512_inserti64x4(_mm512_set1_epi32(0), _mm256_set1_epi32(2), 1);
   const __m512i shift1 = _mm512_inserti64x4(_mm512_set1_epi32(4), _mm256_set1_epi32(6), 1);
   for (int r = 0; r < MR; ++r) {
-    const __m512i v = _mm512_add_epi32(_mm512_srav_epi32(acc[r][0], shift0),
-                                       _mm512_srav_epi32(acc[r][1], shift1));
+    const __m512i v = _mm512_add_epi32(_mm512_add_epi32(_mm512_srav_epi32(acc[r][0], shift0),
+                                                        _mm512_srav_epi32(acc[r][1], shift1)),
+                                       tail[r]);
     // sum(level * q) = sum(code * q) - sum(q), wrapping like uint32 (exact when it fits).
     c[r] = RemoveOffset(static_cast<uint32_t>(_mm512_reduce_add_epi32(v)), 1, 1, sumq[0]);
   }
@@ -65,7 +78,7 @@ struct Avx512Gemm {
 
   template <int MR, int NR>
   void Tile(const uint8_t* w, int64_t row_bytes, const int8_t* a, int64_t lda, const int32_t* sumq,
-            int64_t nblocks, int32_t* c, int64_t ldc) const {
+            int64_t nblocks, int64_t ntail, int32_t* c, int64_t ldc) const {
     constexpr int kPairs = K::kFields / 2;
     __m512i acc[MR][NR];
     for (int r = 0; r < MR; ++r)
@@ -93,6 +106,18 @@ struct Avx512Gemm {
         }
       }
     }
+    // Mini-blocks (version-2 dense rows): two per vpdpbusd, 64 consecutive positions.
+    for (int64_t m = 0; m < ntail; m += 2) {
+      const bool pair = m + 1 < ntail;
+      __m512i u[MR];
+      for (int r = 0; r < MR; ++r)
+        u[r] = K::DecodeMiniPair(w + r * row_bytes + nblocks * 32 + m * MiniBlockBytes(S), pair);
+      const int8_t* am = a + nblocks * K::kWpb + m * kMiniWeights;
+      for (int p = 0; p < NR; ++p) {
+        const __m512i av = K::MiniActivations(am + p * lda, pair);
+        for (int r = 0; r < MR; ++r) acc[r][p] = _mm512_dpbusd_epi32(acc[r][p], u[r], av);
+      }
+    }
     for (int r = 0; r < MR; ++r)
       for (int p = 0; p < NR; ++p)
         c[p * ldc + r] = RemoveOffset(static_cast<uint32_t>(_mm512_reduce_add_epi32(acc[r][p])),
@@ -101,25 +126,26 @@ struct Avx512Gemm {
 
   // Ternary only (kOwnGemv): the masked GEMV when its lanes cannot overflow.
   void Gemv(const uint8_t* w, int64_t row_bytes, int64_t n_rows, const int8_t* a, int64_t lda,
-            const int32_t* sumq, int64_t nblocks, int32_t* c, int64_t ldc) const {
+            const int32_t* sumq, int64_t nblocks, int64_t ntail, int32_t* c, int64_t ldc) const {
     if (nblocks > kMaskedMaxBlocks) {
-      RowPanel<kGemvRows, 1>(*this, w, row_bytes, n_rows, a, lda, sumq, nblocks, c, ldc);
+      RowPanel<kGemvRows, 1>(*this, w, row_bytes, n_rows, a, lda, sumq, nblocks, ntail, c, ldc);
       return;
     }
     int64_t i = 0;
-    for (; i + 8 <= n_rows; i += 8) TernaryGemvTile<8>(w + i * row_bytes, row_bytes, a, sumq, nblocks, c + i);
-    for (; i < n_rows; ++i) TernaryGemvTile<1>(w + i * row_bytes, row_bytes, a, sumq, nblocks, c + i);
+    for (; i + 8 <= n_rows; i += 8)
+      TernaryGemvTile<8>(w + i * row_bytes, row_bytes, a, sumq, nblocks, ntail, c + i);
+    for (; i < n_rows; ++i) TernaryGemvTile<1>(w + i * row_bytes, row_bytes, a, sumq, nblocks, ntail, c + i);
   }
 };
 
 }  // namespace
 
 void GemmAvx512Vnni(Scheme s, const uint8_t* w, int64_t row_bytes, int64_t n_rows, const int8_t* a,
-                    int64_t lda, const int32_t* sumq, int64_t n_act, int64_t nblocks, int32_t* c,
-                    int64_t ldc) {
+                    int64_t lda, const int32_t* sumq, int64_t n_act, int64_t nblocks, int64_t ntail,
+                    int32_t* c, int64_t ldc) {
   DispatchScheme(s, [&](auto scheme) {
     GemmPanels(Avx512Gemm<decltype(scheme)::value>(), w, row_bytes, n_rows, a, lda, sumq, n_act,
-               nblocks, c, ldc);
+               nblocks, ntail, c, ldc);
   });
 }
 

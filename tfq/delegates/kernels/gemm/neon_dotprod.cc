@@ -41,8 +41,8 @@ struct DotAcc {
 
 void GemmNeonDotprod(Scheme s, const uint8_t* w, int64_t row_bytes, int64_t n_rows,
                      const int8_t* a, int64_t lda, const int32_t* sumq, int64_t n_act,
-                     int64_t nblocks, int32_t* c, int64_t ldc) {
-  NeonGemmAll<DotAcc>(s, w, row_bytes, n_rows, a, lda, sumq, n_act, nblocks, c, ldc);
+                     int64_t nblocks, int64_t ntail, int32_t* c, int64_t ldc) {
+  NeonGemmAll<DotAcc>(s, w, row_bytes, n_rows, a, lda, sumq, n_act, nblocks, ntail, c, ldc);
 }
 
 }  // namespace internal

@@ -31,7 +31,7 @@ struct NeonGemm {
 
   template <int MR, int NR>
   void Tile(const uint8_t* w, int64_t row_bytes, const int8_t* a, int64_t lda, const int32_t* sumq,
-            int64_t nblocks, int32_t* c, int64_t ldc) const {
+            int64_t nblocks, int64_t ntail, int32_t* c, int64_t ldc) const {
     Acc<S, MR, NR> acc;
     for (int64_t b = 0; b < nblocks; ++b) {
       uint8x16_t raw_lo[MR], raw_hi[MR];
@@ -53,6 +53,20 @@ struct NeonGemm {
         acc.EndField();
       });
     }
+    // Mini-blocks (version-2 dense rows): 32 consecutive positions each, like one field.
+    for (int64_t m = 0; m < ntail; ++m) {
+      Levels32 l[MR];
+      for (int r = 0; r < MR; ++r)
+        l[r] = MiniOperand<C::kBits, C::kAffine>(w + r * row_bytes + nblocks * 32 + m * MiniBlockBytes(S),
+                                                 table);
+      const int8_t* am = a + nblocks * C::kWpb + m * kMiniWeights;
+      for (int p = 0; p < NR; ++p) {
+        const int8x16_t q_lo = vld1q_s8(am + p * lda);
+        const int8x16_t q_hi = vld1q_s8(am + p * lda + 16);
+        for (int r = 0; r < MR; ++r) acc.Add(r, p, l[r], q_lo, q_hi);
+      }
+      acc.EndField();
+    }
     for (int r = 0; r < MR; ++r)
       for (int p = 0; p < NR; ++p) c[p * ldc + r] = RemoveOffset(acc.Sum(r, p), C::kMul, C::kOff, sumq[p]);
   }
@@ -61,11 +75,11 @@ struct NeonGemm {
 // KernelTable::gemm of a NEON family member.
 template <template <Scheme, int, int> class Acc>
 inline void NeonGemmAll(Scheme s, const uint8_t* w, int64_t row_bytes, int64_t n_rows, const int8_t* a,
-                        int64_t lda, const int32_t* sumq, int64_t n_act, int64_t nblocks, int32_t* c,
-                        int64_t ldc) {
+                        int64_t lda, const int32_t* sumq, int64_t n_act, int64_t nblocks, int64_t ntail,
+                        int32_t* c, int64_t ldc) {
   DispatchScheme(s, [&](auto scheme) {
     GemmPanels(NeonGemm<decltype(scheme)::value, Acc>(), w, row_bytes, n_rows, a, lda, sumq, n_act,
-               nblocks, c, ldc);
+               nblocks, ntail, c, ldc);
   });
 }
 

@@ -357,7 +357,7 @@ struct ConvLayout {
 
 [[maybe_unused]] ConvLayout MakeConvLayout(const PackedWeights& w, const ConvGeometry& g, int threads) {
   ConvLayout l;
-  l.kp = PaddedK(w.scheme, w.k);
+  l.kp = DenseRowGeometry(w.scheme, w.k, w.compact).kp;
   l.image = static_cast<int64_t>(g.in_h) * g.in_w * g.in_c;
   l.tile = kConvTilePixels;
   l.threads = threads < 1 ? 1 : threads;

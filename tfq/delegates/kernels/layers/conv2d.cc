@@ -21,7 +21,8 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
   const KernelTable& kt = internal::SelectTable(opt.force_reference, opt.isa_cap);
   const int threads = NumThreads(opt);
   const ConvLayout l = MakeConvLayout(w, g, threads);
-  const int64_t nblocks = l.kp / WeightsPerBlock(w.scheme);
+  const RowGeometry geo = DenseRowGeometry(w.scheme, w.k, w.compact);
+  const int64_t nblocks = geo.blocks, ntail = geo.tail;
   Arena arena(scratch);
   int8_t* qimg = arena.Take<int8_t>(l.image);
   float* f = arena.Take<float>(g.out_c);
@@ -117,12 +118,12 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
       if (w.sparse != nullptr) {
         SparseGemm(w, o0, o1, a, lda, np, s.acc + o0, g.out_c);
       } else if (use_exec) {
-        const int64_t group_bytes = nblocks * 32 * w.exec_group;
-        kt.gemm_exec(w.scheme, w.exec + o0 / w.exec_group * group_bytes, o1 - o0, nblocks, w.k, a,
-                     lda, s.sumq, np, s.acc + o0, g.out_c);
+        const int64_t group_bytes = w.row_bytes * w.exec_group;
+        kt.gemm_exec(w.scheme, w.exec + o0 / w.exec_group * group_bytes, o1 - o0, nblocks, ntail, w.k,
+                     a, lda, s.sumq, np, s.acc + o0, g.out_c);
       } else {
         kt.gemm(w.scheme, w.codes + o0 * w.row_bytes, w.row_bytes, o1 - o0, a, lda, s.sumq, np,
-                nblocks, s.acc + o0, g.out_c);
+                nblocks, ntail, s.acc + o0, g.out_c);
       }
       EmitPixels(kt, e, RowState::kOk, s.acc + o0, g.out_c, f + o0, g.out_c, o0, o1, p0, np, sink,
                  &tstats[tid]);

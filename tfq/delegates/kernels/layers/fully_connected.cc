@@ -6,7 +6,7 @@
 namespace tfq {
 
 size_t FullyConnectedScratchBytes(const PackedWeights& w, int64_t m) {
-  const int64_t kp = PaddedK(w.scheme, w.k);
+  const int64_t kp = DenseRowGeometry(w.scheme, w.k, w.compact).kp;
   if (kp < 0 || m <= 0) return 0;
   return AlignUp(m * kp) + AlignUp(m * sizeof(int32_t)) + AlignUp(m * sizeof(RowQuant)) +
          AlignUp(m * w.rows * sizeof(int32_t)) + AlignUp(m * w.rows * sizeof(float)) + kAlign;
@@ -15,8 +15,9 @@ size_t FullyConnectedScratchBytes(const PackedWeights& w, int64_t m) {
 void FullyConnected(const float* x, int64_t m, const PackedWeights& w, const Epilogue& e, float* y,
                     void* scratch, const KernelOptions& opt) {
   const KernelTable& kt = internal::SelectTable(opt.force_reference, opt.isa_cap);
-  const int64_t kp = PaddedK(w.scheme, w.k);
-  const int64_t nblocks = kp / WeightsPerBlock(w.scheme);
+  const RowGeometry geo = DenseRowGeometry(w.scheme, w.k, w.compact);
+  const int64_t kp = geo.kp;
+  const int64_t nblocks = geo.blocks, ntail = geo.tail;
   const int64_t rows = w.rows;
   Arena arena(scratch);
   int8_t* q = arena.Take<int8_t>(m * kp);
@@ -42,7 +43,7 @@ void FullyConnected(const float* x, int64_t m, const PackedWeights& w, const Epi
     // Batched rows: channel-interleaved layout, threads over channel groups.
     const int64_t group = w.exec_group;
     const int64_t groups = (rows + group - 1) / group;
-    const int64_t group_bytes = nblocks * 32 * group;
+    const int64_t group_bytes = w.row_bytes * group;
     int64_t per = 1;
     if (threads > 1) per = std::max<int64_t>(1, groups / (threads * 2));
     const int64_t tasks = (groups + per - 1) / per;
@@ -50,7 +51,7 @@ void FullyConnected(const float* x, int64_t m, const PackedWeights& w, const Epi
     ParallelFor(opt, tasks, [&](int64_t task, int) {
       const int64_t g0 = task * per, g1 = std::min(groups, g0 + per);
       const int64_t o0 = g0 * group, o1 = std::min(rows, g1 * group);
-      kt.gemm_exec(w.scheme, w.exec + g0 * group_bytes, o1 - o0, nblocks, w.k, q, kp, sumq, m,
+      kt.gemm_exec(w.scheme, w.exec + g0 * group_bytes, o1 - o0, nblocks, ntail, w.k, q, kp, sumq, m,
                    acc + o0, rows);
       write_outputs(o0, o1);
     }, macs);
@@ -68,7 +69,7 @@ void FullyConnected(const float* x, int64_t m, const PackedWeights& w, const Epi
       SparseGemm(w, o0, o1, q, kp, m, acc + o0, rows);
     } else {
       kt.gemm(w.scheme, w.codes + o0 * w.row_bytes, w.row_bytes, o1 - o0, q, kp, sumq, m, nblocks,
-              acc + o0, rows);
+              ntail, acc + o0, rows);
     }
     write_outputs(o0, o1);
   }, macs);
