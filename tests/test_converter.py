@@ -164,7 +164,7 @@ def test_convert_each_layer_type_and_scheme(scheme):
         assert opts["scheme"] == scheme and opts["bits"] == schemes.get(scheme).storage_bits
         packed = sg.tensors[op.inputs[1]]
         assert packed.type == tflite_io.schema.TensorType.UINT8
-        assert list(packed.shape) == [fmt.packed_size(opts["rows"], opts["k"], opts["bits"])]
+        assert list(packed.shape) == [fmt.weight_bytes_expected(opts)]
         if name == "TFQ_DEPTHWISE_CONV_2D":
             assert opts["depth_multiplier"] == 2 and opts["stride_h"] == 2
             assert opts["padding"] == "VALID" and opts["activation"] == "RELU"

@@ -93,7 +93,7 @@ def test_transpose_conv_detection_on_flipped_kernel_and_report():
     assert opts["weight_shape"] == [4, 3, 3, 3] and opts["padding"] == "VALID"
     assert (opts["stride_h"], opts["stride_w"]) == (1, 1) and opts["activation"] == "RELU"
     packed = tflite_io.constant_array(fb, buf, sg.tensors[int(op.inputs[1])])
-    codes = fmt.unpack_codes(packed, opts["rows"], opts["k"], opts["bits"])
+    codes = fmt.unpack_dense(packed, opts)
     levels = fmt.codes_to_levels(codes, opts["scheme"]).reshape(4, 3, 3, 3)
     scales = tflite_io.constant_array(fb, buf, sg.tensors[int(op.inputs[2])])
     flipped = np.transpose(k, (2, 0, 1, 3))[:, ::-1, ::-1, :]

@@ -42,7 +42,8 @@ def test_inspect_tfq_model(files):
     assert all(r["kind"] == "tfq" and r["set"] == "ternary" and r["bits"] == 2 for r in info["ops"])
     fc = info["ops"][-1]
     assert fc["params"] == 5 * 5 * 12 * 10
-    assert fc["bytes"] == fmt.packed_size(10, 300, 2) + 4 * 10
+    # k = 300: two whole blocks and two mini-blocks (format version 2, layout dense)
+    assert fc["bytes"] == fmt.compact_size(10, 300, 2) + 4 * 10 and fc["layout"] == "dense v2"
     assert 0.35 < fc["sparsity"] < 0.65
     assert info["compression"] == pytest.approx(info["float_weight_bytes"] / info["weight_bytes"])
     table = format_table(info)

@@ -49,7 +49,7 @@ def op_codes(model, data, sg, op):
     raw = tflite_io.buffer_view(model, data, sg.tensors[int(op.inputs[1])])
     if fmt.is_sparse(opts):
         return fmt.unpack_sparse(raw, opts), opts
-    return fmt.unpack_codes(raw, opts["rows"], opts["k"], opts["bits"]), opts
+    return fmt.unpack_dense(raw, opts), opts
 
 
 def zero_blocks(codes, block, sparsity, zero_code, rng):
