@@ -10,7 +10,10 @@ the same Keras model is written as:
   aeq4/aeq2  ai-edge-quantizer 0.10 dynamic recipe, INT4 / INT2 per-channel weights
              (min-max rounding: not exact for pow2 sets)
   portable   tfq.convert(portable=True): exact INT2/INT4/INT8 builtin weights
-  packed     tfq.convert(): tfq custom ops, packed codes (docs/format.md)
+  packed_v1  the same file with every op's rows padded to whole 32-byte blocks
+             (format version 1, tfq.converter.sparse.as_version_1)
+  packed     tfq.convert(): tfq custom ops, packed codes (docs/format.md); rows
+             end in 32-weight mini-blocks (version 2 `dense`) where smaller
 
 Prints bytes and the ratio float/size. Run: python benchmarks/size.py
 
@@ -55,6 +58,7 @@ def sizes(model):
     import tensorflow as tf
     from ai_edge_quantizer import qtyping, quantizer
     import tfq
+    from tfq.converter import sparse as sparse_layout
     out = {}
     out["float"] = tf.lite.TFLiteConverter.from_keras_model(model).convert()
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
@@ -69,6 +73,7 @@ def sizes(model):
         warnings.simplefilter("ignore")
         out["portable"] = tfq.convert(out["float"], portable=True)
         out["packed"] = tfq.convert(out["float"])
+        out["packed_v1"] = sparse_layout.as_version_1(out["packed"])
     return {k: len(v) for k, v in out.items()}
 
 
@@ -155,7 +160,7 @@ def main():
         return main_sparse()
     import keras
     from tfq import models
-    cols = ["float", "int8", "aeq4", "aeq2", "portable", "packed"]
+    cols = ["float", "int8", "aeq4", "aeq2", "portable", "packed_v1", "packed"]
     rows = []
     for builder in ("lenet5", "lenet300_100", "small_bn_cnn"):
         for scheme in ("binary", "ternary", "pow2_3bit"):

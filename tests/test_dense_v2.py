@@ -141,22 +141,6 @@ def tfq_ops(image):
     return out
 
 
-def as_version_1(image):
-    """The image with every version-2 dense op rewritten as version 1 (same codes)."""
-    model, _, _ = tflite_io.load_model(bytes(image))
-    for g, i, _, opts, codes in tfq_ops(image):
-        if not fmt.is_compact(opts):
-            continue
-        sg = model.subgraphs[g]
-        op = sg.operators[i]
-        opts = {k: v for k, v in opts.items() if k != "layout"}
-        opts["version"] = fmt.FORMAT_VERSION
-        sparse_models.set_tensor_bytes(model, sg, int(op.inputs[1]),
-                                       fmt.pack_codes(codes, opts["bits"], schemes.get(opts["scheme"]).zero_code))
-        op.customOptions = np.frombuffer(fmt.encode_options(opts), dtype=np.uint8)
-    return tflite_io.save_model(model)
-
-
 _CACHE = {}
 
 
@@ -165,7 +149,7 @@ def images(kind, scheme):
     key = (kind, scheme)
     if key not in _CACHE:
         v2 = bytes(convert((fc_chain if kind == "fc" else conv_chain)(scheme)))
-        _CACHE[key] = (v2, as_version_1(v2))
+        _CACHE[key] = (v2, sparse_models.dense_v1(v2))
     return _CACHE[key]
 
 

@@ -18,7 +18,11 @@ then runs in subprocesses (LD_PRELOAD=libasan) a few thousand mutations:
     (counts changed, indices set to any value, swapped or duplicated, a
     block inserted with nnz_blocks and the size kept consistent, so the
     mutation reaches the index and code checks), the codes of stored blocks,
-    and the v2 options (block shape, nnz_blocks, index_bits).
+    and the v2 options (block shape, nnz_blocks, index_bits);
+  * version-2 dense ops (rows ending in 32-weight mini-blocks, which the
+    converter writes wherever they are smaller): bytes of the mini-blocks
+    and their padding, sizes off by a byte, a mini-block or a row (or
+    version 1's size), and the options version, layout, k, rows, bits.
 
 The model fuzz runs once per kernel table the machine has, pinned with the
 delegate's `isa` option: the reference kernels first, whose plain stores ASan
@@ -207,15 +211,21 @@ def test_aliasing_models_under_asan(asan_lib, tmp_path):
 
 
 def test_sparse_models_under_asan(asan_lib, tmp_path):
-    """Valid block-sparse models (block shapes, odd edges, an all-zero layer) run clean with every table."""
+    """Valid block-sparse models (block shapes, odd edges, an all-zero layer) and version-2 dense ones run clean."""
     from tfq.testing import random_compressed_tflite
 
     sys.path.insert(0, str(ROOT / "tests" / "helpers"))
     import sparse_models
 
     paths = []
-    for scheme, kind in (("ternary", "cnn"), ("pow2_3bit", "mlp"), ("pow2_4bit", "chain")):
+    for scheme, kind in (("ternary", "cnn"), ("pow2_3bit", "mlp"), ("pow2_4bit", "chain"), ("binary", "mlp")):
         data, _ = random_compressed_tflite(scheme, kind, seed=3)
+        # as converted: version-2 dense rows (mini-blocks) wherever they are smaller
+        p = tmp_path / f"{kind}_{scheme}_dense2.tflite"
+        p.write_bytes(bytes(data))
+        paths.append(str(p))
+        if scheme == "binary":
+            continue
         for block in ((32, 4), (1, 4), (8, 1)):
             for sparsity in (0.5, 1.0):
                 _, sparse = sparse_models.sparse_pair(data, block, sparsity, seed=1)
@@ -415,6 +425,40 @@ def _mutate_sparse(rng, base):
     return sparse_models.edit_op(base, g, i, options=opts, weights=blob), "sparse-" + edit
 
 
+def _mutate_dense_v2(rng, base):
+    """One edit of a version-2 dense op (rows ending in mini-blocks): a code byte, the size, the options."""
+    import sparse_models
+    from tfq.converter import format as fmt
+
+    ops = sparse_models.dense_v2_ops(base)
+    g, i, _, opts, data = ops[int(rng.integers(0, len(ops)))]
+    opts = dict(opts)
+    bits = opts["bits"]
+    row_bytes = fmt.compact_row_bytes(opts["k"], bits)
+    nb, _ = fmt.row_geometry(opts["k"], bits)
+    r = rng.random()
+    if r < 0.35:  # a byte of a mini-block (codes and padding fields), or anywhere in a row
+        row = int(rng.integers(0, opts["rows"]))
+        lo = nb * 32 if rng.random() < 0.8 else 0
+        data[row * row_bytes + int(rng.integers(lo, row_bytes))] = int(rng.integers(0, 256))
+        edit = "code"
+    elif r < 0.55:  # the size: a byte, a mini-block or a row more or less, or version 1's size
+        delta = int(rng.choice([-1, 1, -4 * bits, 4 * bits, -row_bytes, row_bytes]))
+        if rng.random() < 0.2:
+            delta = fmt.packed_size(opts["rows"], opts["k"], bits) - data.size
+        data = np.resize(data, max(0, data.size + delta))
+        edit = "size"
+    else:  # an option: version, layout, k, rows, bits
+        key = ["version", "layout", "k", "rows", "bits"][int(rng.integers(0, 5))]
+        if key == "layout":
+            opts[key] = str(rng.choice(["block_sparse", "dense ", "DENSE", "", "padded"]))
+        else:
+            opts[key] = int(rng.choice([0, 1, 2, 3, -1, 1 << 31, opts[key] + 1, opts[key] - 1,
+                                        opts[key] + 32, opts[key] - 32]))
+        edit = "option-" + key
+    return sparse_models.edit_op(base, g, i, options=opts, weights=data), "dense2-" + edit
+
+
 def _delegate_options(args):
     return {"num_threads": str(args.threads), "isa": args.isa}
 
@@ -470,6 +514,7 @@ def _models_fuzz(args, lib_path):
     bases = [pathlib.Path(p).read_bytes() for p in args.models]
     regions = [_tfq_regions(b) for b in bases]
     sparse = [bool(sparse_models.sparse_ops(b)) for b in bases]
+    dense2 = [bool(sparse_models.dense_v2_ops(b)) for b in bases]
     delegate = load_delegate(lib_path, _delegate_options(args))
     runs = structural = 0
     deadline = time.time() + args.seconds
@@ -480,6 +525,9 @@ def _models_fuzz(args, lib_path):
         base, regs = bases[m], regions[m]
         if sparse[m] and rng.random() < 0.4:
             blob, edit = _mutate_sparse(rng, base)
+            case = f"run {runs} model {m} {edit}"
+        elif dense2[m] and rng.random() < 0.25:
+            blob, edit = _mutate_dense_v2(rng, base)
             case = f"run {runs} model {m} {edit}"
         elif rng.random() < 0.4:
             blob, edits = _mutate_structure(rng, base)

@@ -10,7 +10,8 @@ tfq.converter.format (pack_codes / pack_sparse / encode_options), so the
 images are what a writer following the format produces.
 
 `sparse_ops` lists the rewritten ops with their options and tensor-1 layout,
-for tests that then corrupt one field.
+for tests that then corrupt one field. `dense_v1` rewrites the version-2
+dense ops of an image (rows ending in 32-weight mini-blocks) as version 1.
 """
 
 import numpy as np
@@ -107,6 +108,25 @@ def _write(model, sg, op, codes, opts, scheme, block, sparse):
         opts["version"] = fmt.FORMAT_VERSION
     set_tensor_bytes(model, sg, int(op.inputs[1]), packed)
     _set_options(op, opts)
+
+
+def dense_v1(tflite_bytes):
+    """The image with every version-2 dense op (rows ending in mini-blocks) rewritten as version 1."""
+    from tfq.converter import sparse
+    return sparse.as_version_1(bytes(tflite_bytes))
+
+
+def dense_v2_ops(tflite_bytes):
+    """[(subgraph, op index, op name, options, tensor-1 bytes)] of the version-2 dense ops of an image."""
+    model, data, _ = tflite_io.load_model(bytes(tflite_bytes))
+    found = []
+    for g, sg in enumerate(model.subgraphs):
+        for i, op in enumerate(sg.operators or []):
+            name = tflite_io.op_name(model, op)
+            if name.startswith("TFQ_") and fmt.is_compact(_options(op)):
+                raw = tflite_io.buffer_bytes(model, data, sg.tensors[int(op.inputs[1])])
+                found.append((g, i, name, _options(op), np.frombuffer(raw, dtype=np.uint8).copy()))
+    return found
 
 
 def sparse_ops(tflite_bytes):

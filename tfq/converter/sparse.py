@@ -22,8 +22,9 @@ import numpy as np
 
 from tfq import schemes
 from tfq.converter import format as fmt
+from tfq.converter import tflite_io
 
-__all__ = ["CANDIDATE_BLOCKS", "BREAK_EVEN", "choose", "dense_layout", "MODES"]
+__all__ = ["CANDIDATE_BLOCKS", "BREAK_EVEN", "choose", "dense_layout", "as_version_1", "MODES"]
 
 # Rows x columns, the kernels' preferred shapes first (docs/compression.md,
 # "Choosing the block shape"); the 1-column shapes catch blocks pruned with
@@ -88,3 +89,43 @@ def dense_layout(codes, scheme, op_name):
         return v1, {}
     v2 = fmt.pack_codes(codes, scheme.storage_bits, scheme.zero_code, compact=True)
     return v2, {"version": fmt.SPARSE_VERSION, "layout": "dense"}
+
+
+def as_version_1(model):
+    """A converted model with every version-2 dense op rewritten as version 1 (same weights).
+
+    For a delegate or reader that predates version 2's `dense` layout: the
+    rows are padded to whole 32-byte blocks again (a larger file, the same
+    outputs). Block-sparse ops are left as they are.
+
+    Args:
+      model: path or bytes of a .tflite file.
+
+    Returns:
+      The .tflite bytes.
+    """
+    fb, data, name = tflite_io.load_model(model)
+    for g, sg in enumerate(fb.subgraphs):
+        for i, op in enumerate(sg.operators or []):
+            op_name = tflite_io.op_name(fb, op)
+            if op_name not in fmt.CUSTOM_CODES:
+                continue
+            where = f"{name}: node {i} ({op_name}) of subgraph {g}"
+            raw = np.asarray(op.customOptions if op.customOptions is not None else [], np.uint8)
+            opts = fmt.decode_options(raw.tobytes(), where)
+            if not fmt.is_compact(opts):
+                continue
+            opts = fmt.validate_options(opts, op_name, where)
+            tensor = sg.tensors[int(op.inputs[1])]
+            codes = fmt.unpack_dense(tflite_io.buffer_view(fb, data, tensor), opts)
+            packed = fmt.pack_codes(codes, opts["bits"], schemes.get(opts["scheme"]).zero_code)
+            # The op's own buffer, replaced in place: the old rows leave the file.
+            buf = fb.buffers[tensor.buffer]
+            buf.data, buf.offset, buf.size = packed, 0, 0
+            tensor.shape = np.array([packed.size], np.int32)
+            if tensor.shapeSignature is not None:
+                tensor.shapeSignature = np.array([packed.size], np.int32)
+            del opts["layout"]
+            opts["version"] = fmt.FORMAT_VERSION
+            op.customOptions = np.frombuffer(fmt.encode_options(opts), np.uint8)
+    return tflite_io.save_model(fb)
