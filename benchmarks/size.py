@@ -130,7 +130,7 @@ def main_sparse():
     from tfq import models
     print("Block-sparse ternary (block='auto', tfq.convert(sparse='auto')), every weighted layer compressed; "
           "bytes of the whole .tflite (ratio float / size)")
-    print("| model | sparsity | float | tfq dense (v1) | tfq block-sparse (v2) | v2 vs float |")
+    print("| model | sparsity | float | tfq dense | tfq block-sparse (v2) | v2 vs float |")
     print("|---|---|---|---|---|---|")
     for builder, targets in (("lenet300_100", (0.9, 0.95)), ("lenet5", (0.9, 0.95)), ("small_bn_cnn", (0.8, 0.9))):
         for sparsity in targets:
