@@ -5,13 +5,16 @@ weights and is converted once (`tfq.convert`: version 2 `dense` for every op
 it makes smaller); `tfq.converter.sparse.as_version_1` writes the same
 weights with every row padded to whole 32-byte blocks. Both files run in
 the tfq delegate, timed interleaved in one process after a warm-up
-(benchmarks/speed.py's `time_case`), medians per invoke, batch 1. The
+(each with its own interpreter and delegate instance), medians per
+invoke, batch 1. The
 table gives the tensor-1 bytes of both files and time(v1) / time(v2): above
 1 the mini-blocks are faster (they skip the padding's multiply-adds).
 
 `--before LIB` also times the version-1 file with another build of the
-delegate (e.g. the previous commit's library): time(before) / time(v1) shows
-whether the kernels' new tail loop costs the padded layout anything.
+delegate (e.g. the previous commit's library), interleaved in the same
+process: time(before) / time(v1) shows whether the kernels' new tail loop
+costs the padded layout anything. The delegate timed as "v1"/"v2" is
+`tfq.delegate_path()` (set TFQ_DELEGATE_PATH to pick a build).
 
 Cases: dense1024x3 and conv3x3 / conv1x1 of benchmarks/speed.py (k a
 multiple of the block: both files are the same, version 1, except conv3x3
@@ -87,21 +90,53 @@ def code_bytes(path):
     return sum(r["code_bytes"] for r in inspect.inspect_model(str(path))["ops"] if r["kind"] == "tfq")
 
 
-def time_variants(paths, threads, seconds, library=None):
-    """speed.time_case in a fresh process (optionally with another delegate library)."""
-    env = dict(os.environ)
-    if library:
-        env["TFQ_DELEGATE_PATH"] = str(library)
-    code = ("import sys, json, pathlib; sys.path.insert(0, %r); from speed import time_case; "
-            "paths = {k: pathlib.Path(v) for k, v in json.loads(sys.argv[1]).items()}; "
-            "print('RESULT ' + json.dumps(time_case(paths, int(sys.argv[2]), float(sys.argv[3]))))"
-            % str(ROOT / "benchmarks"))
-    out = subprocess.run([sys.executable, "-c", code, json.dumps({k: str(v) for k, v in paths.items()}),
-                          str(threads), str(seconds)], capture_output=True, text=True, env=env, timeout=3600)
+def time_variants(variants, threads, seconds):
+    """Interleaved timing in a fresh process; variants {name: (model path, delegate library)}.
+
+    Each variant gets its own interpreter with its own delegate instance;
+    two builds of the delegate can be loaded side by side (ctypes loads each
+    library with RTLD_LOCAL, so each keeps its own symbols), so "before"
+    and "after" share every moment of the machine's load.
+    """
+    code = ("import sys, json; sys.path.insert(0, %r); from dense_v2 import _time_here; "
+            "print('RESULT ' + json.dumps(_time_here(json.loads(sys.argv[1]), int(sys.argv[2]), "
+            "float(sys.argv[3]))))" % str(ROOT / "benchmarks"))
+    arg = json.dumps({k: [str(p), str(lib)] for k, (p, lib) in variants.items()})
+    out = subprocess.run([sys.executable, "-c", code, arg, str(threads), str(seconds)],
+                         capture_output=True, text=True, timeout=3600)
     for line in out.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
     raise RuntimeError(f"timing failed: {out.stderr[-2000:]}")
+
+
+def _time_here(variants, threads, seconds):
+    import statistics
+    import time
+
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter, load_delegate
+
+    interps = {}
+    for name, (path, lib) in variants.items():
+        delegate = load_delegate(lib, {"num_threads": str(threads)})
+        it = Interpreter(model_path=path, num_threads=threads, experimental_delegates=[delegate])
+        it.allocate_tensors()
+        d = it.get_input_details()[0]
+        it.set_tensor(d["index"], np.random.default_rng(1).standard_normal(d["shape"]).astype(np.float32))
+        for _ in range(3):
+            it.invoke()
+        interps[name] = it
+    times = {v: [] for v in interps}
+    budget = time.perf_counter() + seconds
+    rounds = 0
+    while rounds < 20 or (time.perf_counter() < budget and rounds < 20000):
+        for v, it in interps.items():
+            t = time.perf_counter()
+            it.invoke()
+            times[v].append(time.perf_counter() - t)
+        rounds += 1
+    return {v: statistics.median(ts) for v, ts in times.items()}
 
 
 def main(argv=None):
@@ -111,7 +146,10 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--before", help="another libtfq_delegate.so to time the version-1 files with")
     args = ap.parse_args(argv)
+    import tfq
     from tfq.report import machine_summary
+
+    after = tfq.delegate_path()
 
     print(machine_summary())
     print("Medians per invoke (ms), batch 1, interleaved in one process; the machine is shared, "
@@ -125,18 +163,17 @@ def main(argv=None):
         for case in args.cases.split(","):
             paths = make_files(case, tmp)
             for threads in (int(t) for t in args.threads.split(",")):
-                med = time_variants(paths, threads, args.seconds)
-                before = {}
-                if args.before:
-                    before = time_variants({k: v for k, v in paths.items() if "-v1-" in k}, threads,
-                                           args.seconds, args.before)
                 for tag, scheme in SCHEMES.items():
-                    v1, v2 = med[f"tfq-v1-{tag}"], med[f"tfq-v2-{tag}"]
+                    variants = {v: (paths[f"tfq-{v}-{tag}"], after) for v in ("v1", "v2")}
+                    if args.before:
+                        variants["before"] = (paths[f"tfq-v1-{tag}"], args.before)
+                    med = time_variants(variants, threads, args.seconds)
+                    v1, v2 = med["v1"], med["v2"]
                     row = (f"| {case} | {scheme} | {threads} | {code_bytes(paths[f'tfq-v1-{tag}'])} | "
                            f"{code_bytes(paths[f'tfq-v2-{tag}'])} | {v1 * 1e3:.3f} | {v2 * 1e3:.3f} | "
                            f"{v1 / v2:.2f} |")
                     if args.before:
-                        b = before[f"tfq-v1-{tag}"]
+                        b = med["before"]
                         row += f" {b * 1e3:.3f} | {b / v1:.2f} |"
                     print(row, flush=True)
 

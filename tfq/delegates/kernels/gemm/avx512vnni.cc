@@ -7,7 +7,8 @@
 // lanes wrap, and the true accumulator fits in int32 by the format's rule,
 // so the wrapped result is exact after the offset correction). One register
 // holds the codes of two fields (Avx512Codes::DecodePair): no activation
-// shuffles are needed. Tiling: gemm/panels.h.
+// shuffles are needed. The mini-blocks at the end of a version-2 dense row
+// go two per vpdpbusd (Avx512Codes::DecodeMiniPair). Tiling: gemm/panels.h.
 #include <immintrin.h>
 
 #include "kernels/codes/avx512.h"
@@ -54,10 +55,9 @@ void TernaryGemvTile(const uint8_t* w, int64_t row_bytes, const int8_t* a, const
   for (int64_t m = 0; m < ntail; m += 2) {
     const bool pair = m + 1 < ntail;
     const __m512i av = K::MiniActivations(a + nblocks * 128 + m * kMiniWeights, pair);
+    const uint8_t* mini = w + nblocks * 32 + m * MiniBlockBytes(Scheme::kTernary);
     for (int r = 0; r < MR; ++r)
-      tail[r] = _mm512_dpbusd_epi32(
-          tail[r], K::DecodeMiniPair(w + r * row_bytes + nblocks * 32 + m * MiniBlockBytes(Scheme::kTernary), pair),
-          av);
+      tail[r] = _mm512_dpbusd_epi32(tail[r], K::DecodeMiniPair(mini + r * row_bytes, pair), av);
   }
   const __m512i shift0 = _mm512_inserti64x4(_mm512_set1_epi32(0), _mm256_set1_epi32(2), 1);
   const __m512i shift1 = _mm512_inserti64x4(_mm512_set1_epi32(4), _mm256_set1_epi32(6), 1);
