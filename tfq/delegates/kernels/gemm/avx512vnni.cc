@@ -48,23 +48,23 @@ void TernaryGemvTile(const uint8_t* w, int64_t row_bytes, const int8_t* a, const
       acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], _mm512_and_si512(raw, mask1), a1);
     }
   }
-  // Mini-blocks (version-2 dense rows): the raw codes, two mini-blocks per vpdpbusd.
-  using K = Avx512Codes<Scheme::kTernary>;
-  __m512i tail[MR];
-  for (int r = 0; r < MR; ++r) tail[r] = _mm512_setzero_si512();
-  for (int64_t m = 0; m < ntail; m += 2) {
-    const bool pair = m + 1 < ntail;
-    const __m512i av = K::MiniActivations(a + nblocks * 128 + m * kMiniWeights, pair);
+  // Mini-blocks (version-2 dense rows): 32 raw codes each, their products
+  // added to the low half of the field-0 accumulator, whose lanes are not
+  // shifted at the end (no extra accumulator, no extra reduction).
+  for (int64_t m = 0; m < ntail; ++m) {
+    const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a + nblocks * 128 + m * 32));
     const uint8_t* mini = w + nblocks * 32 + m * MiniBlockBytes(Scheme::kTernary);
-    for (int r = 0; r < MR; ++r)
-      tail[r] = _mm512_dpbusd_epi32(tail[r], K::DecodeMiniPair(mini + r * row_bytes, pair), av);
+    for (int r = 0; r < MR; ++r) {
+      const __m256i u = Avx2Codes<Scheme::kTernary>::DecodeMini(mini + r * row_bytes);
+      acc[r][0] = _mm512_add_epi32(
+          acc[r][0], _mm512_zextsi256_si512(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, av)));
+    }
   }
   const __m512i shift0 = _mm512_inserti64x4(_mm512_set1_epi32(0), _mm256_set1_epi32(2), 1);
   const __m512i shift1 = _mm512_inserti64x4(_mm512_set1_epi32(4), _mm256_set1_epi32(6), 1);
   for (int r = 0; r < MR; ++r) {
-    const __m512i v = _mm512_add_epi32(_mm512_add_epi32(_mm512_srav_epi32(acc[r][0], shift0),
-                                                        _mm512_srav_epi32(acc[r][1], shift1)),
-                                       tail[r]);
+    const __m512i v = _mm512_add_epi32(_mm512_srav_epi32(acc[r][0], shift0),
+                                       _mm512_srav_epi32(acc[r][1], shift1));
     // sum(level * q) = sum(code * q) - sum(q), wrapping like uint32 (exact when it fits).
     c[r] = RemoveOffset(static_cast<uint32_t>(_mm512_reduce_add_epi32(v)), 1, 1, sumq[0]);
   }
