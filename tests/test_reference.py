@@ -210,6 +210,7 @@ def test_wrong_version_invalid_codes_and_sizes_refused(tfq_file):
     def v2_without_layout(fb, sg, op):
         opts = fmt.decode_options(bytes(op.customOptions))
         opts["version"] = 2
+        opts.pop("layout", None)
         op.customOptions = np.frombuffer(fmt.encode_options(opts), np.uint8)
     with pytest.raises(ReferenceExecutorError, match=r"version 2 needs layout 'block_sparse'"):
         ReferenceInterpreter(_edit_first_tfq_op(data, v2_without_layout))
