@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "kernels/kernels.h"
+#include "kernels/kernels_internal.h"
 #include "kernels/thread_pool.h"
 #include "node_spec.h"
 #include "tflite_abi.h"
@@ -757,4 +758,11 @@ TFQ_EXPORT void tflite_plugin_destroy_delegate(TfLiteDelegate* delegate) {
 // what the Android demo shows (android_demo/.../tfq_jni.cc).
 TFQ_EXPORT const char* tfq_delegate_isa(int force_reference) {
   return tfq::IsaName(tfq::SelectedIsa(force_reference != 0));
+}
+
+// The block-sparse path of those kernels ("scalar", "avx2-256", "vnni-512",
+// "vnni-256": the vector width of its fast paths; TFQ_SPARSE_WIDTH=256|512
+// overrides the per-CPU choice of the AVX-512 table): what benchmarks print.
+TFQ_EXPORT const char* tfq_delegate_sparse_path(int force_reference) {
+  return tfq::internal::SelectTable(force_reference != 0).sparse_path;
 }
