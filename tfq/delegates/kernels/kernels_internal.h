@@ -81,7 +81,7 @@ using SumRowsI8Fn = void(const int8_t* q, int64_t rows, int64_t c, int32_t* out)
 // Block-sparse GEMM (format version 2): the contract of SparseGemm
 // (sparse/sparse.h). w.sparse is set; a kernel falls back to the scalar
 // SparseGemm itself for what it has no fast path for.
-using SparseGemmFn = void(const PackedWeights& w, int64_t o0, int64_t o1, const int8_t* const* a,
+using SparseGemmFn = void(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* const* a,
                           const int64_t* col_offset, int64_t n_act, int32_t* c, int64_t ldc);
 
 // The kernels of one instruction set. Optional entries may be null: the

@@ -4,7 +4,9 @@
 // Block-sparse weights whose blocks never straddle two taps (in_c a
 // multiple of block_cols) need no im2col at all: the sparse GEMM reads each
 // stored block's activations straight from the image (implicit im2col),
-// zero-padded into a copy only when the geometry has padding.
+// biased (u = q + 128, SparseGemmFn) in place, or into a zero-padded copy
+// when the geometry has padding or the image is the previous layer's int8
+// hand-over.
 #include "kernels/layers/common.h"
 #include "kernels/sparse/sparse.h"
 
@@ -15,7 +17,7 @@ namespace {
 // (y + pad_top, x + pad_left); ph x pw pixels cover every tap of every output.
 struct PaddedGeometry {
   int64_t ph = 0, pw = 0;
-  bool copy = false;  // false: the image itself serves (no padding needed)
+  bool copy = false;  // false: no padding needed
 };
 
 PaddedGeometry PaddedImage(const ConvGeometry& g) {
@@ -45,7 +47,7 @@ size_t Conv2DScratchBytes(const PackedWeights& w, const ConvGeometry& g, int num
     // pointers, and the padded image of the implicit im2col.
     const PaddedGeometry pg = PaddedImage(g);
     sparse = AlignUp(w.k * sizeof(int64_t)) + l.threads * AlignUp(l.tile * sizeof(const int8_t*)) +
-             (ImplicitSparse(w, g) && pg.copy ? AlignUp(pg.ph * pg.pw * g.in_c) : 0);
+             (ImplicitSparse(w, g) ? AlignUp(pg.ph * pg.pw * g.in_c) : 0);
   }
   return AlignUp(l.image) + AlignUp(l.out_c * sizeof(float)) +
          AlignUp(static_cast<int64_t>(g.in_h) * g.in_w * sizeof(int32_t)) +
@@ -78,13 +80,13 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
   const bool implicit = ImplicitSparse(w, g);
   const PaddedGeometry pg = PaddedImage(g);
   int64_t* coloff = nullptr;
-  const int8_t** tptrs[64] = {};
-  int8_t* padded = nullptr;
+  const uint8_t** tptrs[64] = {};
+  uint8_t* padded = nullptr;
   if (w.sparse != nullptr) {
     const int64_t C = w.sparse->block_cols, nbc = (w.k + C - 1) / C;
     coloff = arena.Take<int64_t>(nbc);
-    for (int t = 0; t < threads && t < 64; ++t) tptrs[t] = arena.Take<const int8_t*>(l.tile);
-    if (implicit && pg.copy) padded = arena.Take<int8_t>(pg.ph * pg.pw * g.in_c);
+    for (int t = 0; t < threads && t < 64; ++t) tptrs[t] = arena.Take<const uint8_t*>(l.tile);
+    if (implicit) padded = arena.Take<uint8_t>(pg.ph * pg.pw * g.in_c);
     for (int64_t bc = 0; bc < nbc; ++bc) {
       const int64_t pos = bc * C;
       if (!implicit) {
@@ -119,19 +121,24 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
     const OutputSink& sink = im.sink;
     const RowQuant rq = im.rq;
     const int8_t* qsrc = im.q;
-    // The implicit im2col's image: the quantized one, or its padded copy.
-    const int8_t* pimg = qsrc;
-    if (implicit && pg.copy && rq.state == RowState::kOk) {
-      const int64_t row = pg.pw * C;
-      std::memset(padded, 0, g.pad_top * row);
-      for (int64_t yy = 0; yy < g.in_h; ++yy) {
-        int8_t* dst = padded + (yy + g.pad_top) * row;
-        std::memset(dst, 0, g.pad_left * C);
-        std::memcpy(dst + g.pad_left * C, qsrc + yy * g.in_w * C, g.in_w * C);
-        std::memset(dst + (g.pad_left + g.in_w) * C, 0, (pg.pw - g.pad_left - g.in_w) * C);
+    // The implicit im2col's biased image: the quantized one biased in
+    // place, or a padded biased copy (padding: q = 0, u = 128).
+    const uint8_t* pimg = padded;
+    if (implicit && rq.state == RowState::kOk) {
+      if (!pg.copy && qsrc == qimg) {
+        BiasActivations(qimg, l.image, reinterpret_cast<uint8_t*>(qimg));
+        pimg = reinterpret_cast<const uint8_t*>(qimg);
+      } else {
+        const int64_t row = pg.pw * C;
+        std::memset(padded, 0x80, g.pad_top * row);
+        for (int64_t yy = 0; yy < g.in_h; ++yy) {
+          uint8_t* dst = padded + (yy + g.pad_top) * row;
+          std::memset(dst, 0x80, g.pad_left * C);
+          BiasActivations(qsrc + yy * g.in_w * C, g.in_w * C, dst + g.pad_left * C);
+          std::memset(dst + (g.pad_left + g.in_w) * C, 0x80, (pg.pw - g.pad_left - g.in_w) * C);
+        }
+        std::memset(padded + (g.pad_top + g.in_h) * row, 0x80, (pg.ph - g.pad_top - g.in_h) * row);
       }
-      std::memset(padded + (g.pad_top + g.in_h) * row, 0, (pg.ph - g.pad_top - g.in_h) * row);
-      pimg = padded;
     }
     const int64_t macs = npix * g.out_c * w.k;
     // Output channels [o0, o1) of one tile.
@@ -146,7 +153,7 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
       const int8_t* a;
       int64_t lda;
       if (implicit) {
-        const int8_t** ptrs = tptrs[tid];
+        const uint8_t** ptrs = tptrs[tid];
         for (int64_t p = 0; p < np; ++p) {
           const int64_t pix = p0 + p, oy = pix / g.out_w, ox = pix % g.out_w;
           ptrs[p] = pimg + (oy * g.stride_h * pg.pw + ox * g.stride_w) * C;
@@ -199,8 +206,12 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
         lda = l.kp;
       }
       if (w.sparse != nullptr) {
-        const int8_t** ptrs = tptrs[tid];
-        for (int64_t p = 0; p < np; ++p) ptrs[p] = a + p * lda;
+        // im2col rows biased in place (they are this thread's copy).
+        const uint8_t** ptrs = tptrs[tid];
+        for (int64_t p = 0; p < np; ++p) {
+          BiasActivations(s.cols + p * l.kp, l.kp, reinterpret_cast<uint8_t*>(s.cols + p * l.kp));
+          ptrs[p] = reinterpret_cast<const uint8_t*>(s.cols + p * l.kp);
+        }
         kt.sparse_gemm(w, o0, o1, ptrs, coloff, np, s.acc + o0, g.out_c);
       } else if (use_exec) {
         const int64_t group_bytes = nblocks * 32 * w.exec_group;

@@ -29,18 +29,20 @@ void FullyConnected(const float* x, int64_t m, const PackedWeights& w, const Epi
   RowQuant* rq = arena.Take<RowQuant>(m);
   int32_t* acc = arena.Take<int32_t>(m * rows);
   float* f = arena.Take<float>(m * rows);
-  const int8_t** arows = nullptr;
+  const uint8_t** arows = nullptr;
   int64_t* coloff = nullptr;
   if (w.sparse != nullptr) {
-    arows = arena.Take<const int8_t*>(m);
+    arows = arena.Take<const uint8_t*>(m);
     const int64_t C = w.sparse->block_cols, nbc = (w.k + C - 1) / C;
     coloff = arena.Take<int64_t>(nbc);
-    for (int64_t j = 0; j < m; ++j) arows[j] = q + j * kp;
+    for (int64_t j = 0; j < m; ++j) arows[j] = reinterpret_cast<const uint8_t*>(q + j * kp);
     for (int64_t bc = 0; bc < nbc; ++bc) coloff[bc] = bc * C;
   }
   for (int64_t j = 0; j < m; ++j) {
     rq[j] = QuantizeActivations(kt, x + j * w.k, w.k, kp, q + j * kp, sumq + j);
   }
+  // The sparse GEMM reads biased activations (u = q + 128), in place.
+  if (w.sparse != nullptr) BiasActivations(q, m * kp, reinterpret_cast<uint8_t*>(q));
   // The epilogue of output channels [o0, o1) of every row, after their GEMM.
   const auto write_outputs = [&](int64_t o0, int64_t o1) {
     for (int64_t j = 0; j < m; ++j) {

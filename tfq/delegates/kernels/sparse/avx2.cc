@@ -6,7 +6,7 @@
 namespace tfq {
 namespace internal {
 
-void SparseGemmAvx2(const PackedWeights& w, int64_t o0, int64_t o1, const int8_t* const* a,
+void SparseGemmAvx2(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* const* a,
                     const int64_t* col_offset, int64_t n_act, int32_t* c, int64_t ldc) {
   if (!SpFast(w)) return SparseGemm(w, o0, o1, a, col_offset, n_act, c, ldc);
   // 16 vector registers: about 8 accumulators.

@@ -9,7 +9,7 @@ namespace tfq {
 namespace internal {
 
 // 32 vector registers: up to 16 accumulators.
-void SparseGemmAvx512Vnni(const PackedWeights& w, int64_t o0, int64_t o1, const int8_t* const* a,
+void SparseGemmAvx512Vnni(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* const* a,
                           const int64_t* col_offset, int64_t n_act, int32_t* c, int64_t ldc) {
   if (!SpFast(w)) return SparseGemm(w, o0, o1, a, col_offset, n_act, c, ldc);
   switch (w.sparse->block_rows) {
@@ -20,7 +20,7 @@ void SparseGemmAvx512Vnni(const PackedWeights& w, int64_t o0, int64_t o1, const 
   }
 }
 
-void SparseGemmAvx512Vnni256(const PackedWeights& w, int64_t o0, int64_t o1, const int8_t* const* a,
+void SparseGemmAvx512Vnni256(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* const* a,
                              const int64_t* col_offset, int64_t n_act, int32_t* c, int64_t ldc) {
   if (!SpFast(w)) return SparseGemm(w, o0, o1, a, col_offset, n_act, c, ldc);
   switch (w.sparse->block_rows) {

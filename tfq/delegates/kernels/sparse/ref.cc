@@ -1,6 +1,7 @@
 // Block-sparse weights: sizes, validation and the scalar GEMM (sparse/sparse.h).
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 
 #include "kernels/microkernels.h"
@@ -58,23 +59,23 @@ const int8_t (*ByteLevels(Scheme s))[8] {
 // r in [r0, r1), j < n_act. kC > 0: whole blocks of kC columns (a loop the
 // compiler unrolls); kC == 0: a partial edge block of `cols` columns.
 template <int kC>
-void BlockDot(const int8_t* lv, int stride, int cols, int r0, int r1, const int8_t* const* a,
+void BlockDot(const int8_t* lv, int stride, int cols, int r0, int r1, const uint8_t* const* a,
               int64_t col, int64_t n_act, int32_t* c, int64_t ldc) {
   const int n = kC > 0 ? kC : cols;
   const int st = kC > 0 ? kC : stride;
   for (int64_t j = 0; j < n_act; ++j) {
-    const int8_t* aj = a[j] + col;
+    const uint8_t* aj = a[j] + col;
     int32_t* cj = c + j * ldc;
     for (int r = r0; r < r1; ++r) {
       const int8_t* l = lv + r * st;
       int32_t sum = 0;
-      for (int cc = 0; cc < n; ++cc) sum += l[cc] * aj[cc];
+      for (int cc = 0; cc < n; ++cc) sum += l[cc] * (aj[cc] - 128);
       cj[r] += sum;
     }
   }
 }
 
-using BlockDotFn = void (*)(const int8_t*, int, int, int, int, const int8_t* const*, int64_t,
+using BlockDotFn = void (*)(const int8_t*, int, int, int, int, const uint8_t* const*, int64_t,
                             int64_t, int32_t*, int64_t);
 
 BlockDotFn WholeBlockDot(int C) {
@@ -92,7 +93,7 @@ BlockDotFn WholeBlockDot(int C) {
 }  // namespace
 
 namespace internal {
-void SparseGemmRef(const PackedWeights& w, int64_t o0, int64_t o1, const int8_t* const* a,
+void SparseGemmRef(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* const* a,
                    const int64_t* col_offset, int64_t n_act, int32_t* c, int64_t ldc) {
   SparseGemm(w, o0, o1, a, col_offset, n_act, c, ldc);
 }
@@ -221,7 +222,7 @@ bool BuildSparseRowStarts(const SparseOptions& o, const SparseSizes& sizes, cons
   return true;
 }
 
-void SparseGemm(const PackedWeights& w, int64_t o0, int64_t o1, const int8_t* const* a,
+void SparseGemm(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* const* a,
                 const int64_t* col_offset, int64_t n_act, int32_t* c, int64_t ldc) {
   const SparseWeights& sw = *w.sparse;
   for (int64_t j = 0; j < n_act; ++j) std::fill(c + j * ldc, c + j * ldc + (o1 - o0), 0);
@@ -248,6 +249,18 @@ void SparseGemm(const PackedWeights& w, int64_t o0, int64_t o1, const int8_t* co
                                       c + (row0 - o0), ldc);
     }
   }
+}
+
+void BiasActivations(const int8_t* src, int64_t n, uint8_t* dst) {
+  // Eight bytes at a time (the compiler vectorizes the loop).
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t v;
+    std::memcpy(&v, src + i, 8);
+    v ^= 0x8080808080808080ull;
+    std::memcpy(dst + i, &v, 8);
+  }
+  for (; i < n; ++i) dst[i] = static_cast<uint8_t>(src[i] ^ 0x80);
 }
 
 void BlockRowLevelSums(Scheme s, int64_t rows, int64_t k, const SparseWeights& sw, int64_t br,

@@ -7,9 +7,9 @@
 // positions (one quad of a block, decoded from the repacked codes,
 // SparsePrepared), and the 4 activations of that quad are broadcast to every
 // lane; a tile of NP activation rows (pixels) shares each decoded weight
-// vector. Activations q in [-127, 127] enter vpdpbusd / vpmaddubsw as the
-// unsigned u = q + 128 (one xor of the broadcast dword); the accumulator
-// then holds sum(level * q) + 128 * sum(level), and the row's level sum
+// vector. Activations arrive biased, u = q + 128 (SparseGemmFn), the
+// unsigned operand of vpdpbusd / vpmaddubsw: the accumulator holds
+// sum(level * q) + 128 * sum(level), and the row's level sum
 // (SparseWeights::level_sums) removes the second term. Wrap-around int32
 // arithmetic: exact whenever the true sum fits (the format's overflow rule).
 #ifndef TFQ_DELEGATES_KERNELS_SPARSE_SIMD_H_
@@ -49,7 +49,7 @@ struct SpVec128 {
   static constexpr int kLanes = 4;
   static T zero() { return _mm_setzero_si128(); }
   static T lut(const int8_t* t) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(t)); }
-  static T act(const int8_t* p) { return _mm_set1_epi32(SpLoad32(p) ^ static_cast<int32_t>(0x80808080u)); }
+  static T act(const uint8_t* p) { return _mm_set1_epi32(SpLoad32(p)); }
   static T dp(T acc, T u, T w) {
 #if defined(__AVX512VNNI__)
     return _mm_dpbusd_epi32(acc, u, w);
@@ -82,9 +82,7 @@ struct SpVec256 {
   static T lut(const int8_t* t) {
     return _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t)));
   }
-  static T act(const int8_t* p) {
-    return _mm256_set1_epi32(SpLoad32(p) ^ static_cast<int32_t>(0x80808080u));
-  }
+  static T act(const uint8_t* p) { return _mm256_set1_epi32(SpLoad32(p)); }
   static T dp(T acc, T u, T w) {
 #if defined(__AVX512VNNI__)
     return _mm256_dpbusd_epi32(acc, u, w);
@@ -121,9 +119,7 @@ struct SpVec512 {
   static T lut(const int8_t* t) {
     return _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(t)));
   }
-  static T act(const int8_t* p) {
-    return _mm512_set1_epi32(SpLoad32(p) ^ static_cast<int32_t>(0x80808080u));
-  }
+  static T act(const uint8_t* p) { return _mm512_set1_epi32(SpLoad32(p)); }
   static T dp(T acc, T u, T w) { return _mm512_dpbusd_epi32(acc, u, w); }
   template <int kBits>
   static T decode(const uint8_t* p, T lut) {
@@ -164,7 +160,7 @@ inline int64_t SpIndex(const uint8_t* idx, int64_t e) {
 // out[p * ldo + r] for r < R. kQ: quads per block (C / 4), 0 = nq at run time.
 template <class V, int kBits, int kIndexBytes, int G, int NP, int kQ>
 inline void SpBlockRowTile(const uint8_t* codes, const uint8_t* idx, int64_t n, int nq_rt,
-                           int64_t block_bytes, const int8_t* const* a, const int64_t* coloff,
+                           int64_t block_bytes, const uint8_t* const* a, const int64_t* coloff,
                            const int32_t* sums, typename V::T lut, int32_t* out, int64_t ldo) {
   using T = typename V::T;
   constexpr int kUb = V::kLanes * 4 * kBits / 8;  // code bytes of one weight vector
@@ -211,7 +207,7 @@ inline void SpBlockRowTile(const uint8_t* codes, const uint8_t* idx, int64_t n, 
 // tiles of NP / 2, ..., 1.
 template <class V, int kBits, int kIndexBytes, int G, int NP, int kQ>
 inline void SpBlockRowRows(int64_t p, const uint8_t* codes, const uint8_t* idx, int64_t n, int nq,
-                           int64_t block_bytes, const int8_t* const* a, const int64_t* coloff,
+                           int64_t block_bytes, const uint8_t* const* a, const int64_t* coloff,
                            int64_t n_act, const int32_t* sums, typename V::T lut, int32_t* c,
                            int64_t ldc, int64_t row_off, int r0, int r1) {
   constexpr int R = G * V::kLanes;
@@ -238,7 +234,7 @@ inline int64_t SpCount(const uint8_t* counts, int64_t br) {
 }
 
 template <class V, int kBits, int kIndexBytes, int G, int NP, int kQ>
-void SpGemm(const PackedWeights& w, int64_t o0, int64_t o1, const int8_t* const* a,
+void SpGemm(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* const* a,
             const int64_t* coloff, int64_t n_act, int32_t* c, int64_t ldc) {
   const SparseWeights& sw = *w.sparse;
   constexpr int R = G * V::kLanes;
@@ -262,7 +258,7 @@ void SpGemm(const PackedWeights& w, int64_t o0, int64_t o1, const int8_t* const*
 // The instantiation for one shape: V and G from R, NP from the registers
 // (kAccRegs accumulators at most), bits, index width, C == 4 or not.
 template <class V, int G, int kAccRegs>
-void SpGemmShape(const PackedWeights& w, int64_t o0, int64_t o1, const int8_t* const* a,
+void SpGemmShape(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* const* a,
                  const int64_t* coloff, int64_t n_act, int32_t* c, int64_t ldc) {
   constexpr int NP = kAccRegs / G >= 8 ? 8 : (kAccRegs / G >= 4 ? 4 : 2);
   const SparseWeights& sw = *w.sparse;

@@ -128,16 +128,22 @@ bool BuildSparseRowStarts(const SparseOptions& o, const SparseSizes& sizes, cons
 
 // The KernelTable::sparse_gemm contract (SparseGemmFn) and its scalar
 // reference: c[j * ldc + (o - o0)] = sum over stored positions p of
-// level(W[o, p]) * a[j][col_offset[p / C] + p % C] for o in [o0, o1) and
+// level(W[o, p]) * (a[j][col_offset[p / C] + p % C] - 128) for o in [o0, o1) and
 // j < n_act, W the block-sparse matrix of w.sparse (w.rows rows); positions
 // outside stored blocks are zero weights and are not visited. col_offset
 // has one entry per block column: the activations of a block's C positions
 // are adjacent, which lets a convolution point into its (padded) image
-// instead of an im2col copy. Every a[j] + col_offset[bc] + C - 1 of a
+// instead of an im2col copy. The activations are biased, u = q + 128 (the
+// int8 code q xor 0x80, BiasActivations): the unsigned operand of vpdpbusd
+// and vpmaddubsw, broadcast with no further work in the inner loop. Every
+// a[j] + col_offset[bc] + C - 1 of a
 // stored block must be readable (positions >= k have zero weights, their
 // activations are read but never change the result). Exact int32 (the
 // format's overflow rule).
-void SparseGemm(const PackedWeights& w, int64_t o0, int64_t o1, const int8_t* const* a,
+// dst[i] = src[i] ^ 0x80 (u = q + 128) for i < n; dst may be src.
+void BiasActivations(const int8_t* src, int64_t n, uint8_t* dst);
+
+void SparseGemm(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* const* a,
                 const int64_t* col_offset, int64_t n_act, int32_t* c, int64_t ldc);
 
 }  // namespace tfq
