@@ -67,6 +67,13 @@ struct SpVec128 {
       return _mm_shuffle_epi8(lut, _mm_and_si128(x, _mm_set1_epi8(15)));
     }
   }
+  // The raw 2-bit codes of a unit (decode without the level lookup).
+  static T codes2(const uint8_t* p) {
+    const T x = _mm_srlv_epi32(_mm_set1_epi32(SpLoad32(p)), _mm_setr_epi32(0, 2, 4, 6));
+    return _mm_and_si128(x, _mm_set1_epi8(3));
+  }
+  static T ones() { return _mm_set1_epi8(1); }
+  static T sub(T a, T b) { return _mm_sub_epi32(a, b); }
   static T finish(T acc, const int32_t* sums) {
     return _mm_sub_epi32(acc, _mm_slli_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sums)), 7));
   }
@@ -102,6 +109,12 @@ struct SpVec256 {
       return _mm256_shuffle_epi8(lut, _mm256_and_si256(x, _mm256_set1_epi8(15)));
     }
   }
+  static T codes2(const uint8_t* p) {
+    const T x = _mm256_srlv_epi64(_mm256_set1_epi64x(SpLoad64(p)), _mm256_setr_epi64x(0, 2, 4, 6));
+    return _mm256_and_si256(x, _mm256_set1_epi8(3));
+  }
+  static T ones() { return _mm256_set1_epi8(1); }
+  static T sub(T a, T b) { return _mm256_sub_epi32(a, b); }
   static T finish(T acc, const int32_t* sums) {
     return _mm256_sub_epi32(
         acc, _mm256_slli_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sums)), 7));
@@ -137,6 +150,15 @@ struct SpVec512 {
       return _mm512_shuffle_epi8(lut, _mm512_and_si512(y, _mm512_set1_epi8(15)));
     }
   }
+  static T codes2(const uint8_t* p) {
+    const T x = _mm512_permutexvar_epi64(
+        _mm512_setr_epi64(0, 0, 0, 0, 1, 1, 1, 1),
+        _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+    return _mm512_and_si512(_mm512_srlv_epi64(x, _mm512_setr_epi64(0, 2, 4, 6, 0, 2, 4, 6)),
+                            _mm512_set1_epi8(3));
+  }
+  static T ones() { return _mm512_set1_epi8(1); }
+  static T sub(T a, T b) { return _mm512_sub_epi32(a, b); }
   static T finish(T acc, const int32_t* sums) {
     return _mm512_sub_epi32(acc, _mm512_slli_epi32(_mm512_loadu_si512(sums), 7));
   }
@@ -169,36 +191,52 @@ inline void SpBlockRowTile(const uint8_t* codes, const uint8_t* idx, int64_t n, 
   // between them): the vpdpbusd latency chain, not the throughput, would
   // bound it otherwise.
   constexpr int kSets = NP == 1 ? 2 : 1;
+  // Ternary with one or two rows: the raw codes u' = level + 1 are the
+  // signed operand (no level lookup: the decode, not the dot products,
+  // bounds these), and one more dot product per quad against ones sums the
+  // activations u: sum(level q) = sum(u u') - 128 sum(level) - sum(u).
+  // With more rows the extra dot products cost more than the lookups save.
+  constexpr bool kAffine = kBits == 2 && NP <= 2;
   T acc[kSets][G][NP];
+  T cor[kSets][NP];
   for (int s = 0; s < kSets; ++s)
-    for (int g = 0; g < G; ++g)
-      for (int p = 0; p < NP; ++p) acc[s][g][p] = V::zero();
-  const auto block = [&](int64_t e, T (&ac)[G][NP]) {
+    for (int p = 0; p < NP; ++p) {
+      cor[s][p] = V::zero();
+      for (int g = 0; g < G; ++g) acc[s][g][p] = V::zero();
+    }
+  const auto block = [&](int64_t e, T (&ac)[G][NP], T (&co)[NP]) {
     const int64_t off = coloff[SpIndex<kIndexBytes>(idx, e)];
     const uint8_t* wb = codes + e * block_bytes;
     for (int j = 0; j < nq; ++j) {
       T w[G];
-      for (int g = 0; g < G; ++g) w[g] = V::template decode<kBits>(wb + (j * G + g) * kUb, lut);
+      for (int g = 0; g < G; ++g) {
+        if constexpr (kAffine) w[g] = V::codes2(wb + (j * G + g) * kUb);
+        else w[g] = V::template decode<kBits>(wb + (j * G + g) * kUb, lut);
+      }
       for (int p = 0; p < NP; ++p) {
         const T av = V::act(a[p] + off + 4 * j);
         for (int g = 0; g < G; ++g) ac[g][p] = V::dp(ac[g][p], av, w[g]);
+        if constexpr (kAffine) co[p] = V::dp(co[p], av, V::ones());
       }
     }
   };
   int64_t e = 0;
   if constexpr (kSets == 2) {
     for (; e + 2 <= n; e += 2) {
-      block(e, acc[0]);
-      block(e + 1, acc[1]);
+      block(e, acc[0], cor[0]);
+      block(e + 1, acc[1], cor[1]);
     }
   }
-  for (; e < n; ++e) block(e, acc[0]);
-  for (int g = 0; g < G; ++g) {
-    const int32_t* sg = sums + g * V::kLanes;
-    for (int p = 0; p < NP; ++p) {
+  for (; e < n; ++e) block(e, acc[0], cor[0]);
+  for (int p = 0; p < NP; ++p) {
+    T c = cor[0][p];
+    if constexpr (kSets == 2) c = V::add(c, cor[1][p]);
+    for (int g = 0; g < G; ++g) {
       T v = acc[0][g][p];
       if constexpr (kSets == 2) v = V::add(v, acc[1][g][p]);
-      V::store(out + p * ldo + g * V::kLanes, V::finish(v, sg));
+      v = V::finish(v, sums + g * V::kLanes);
+      if constexpr (kAffine) v = V::sub(v, c);
+      V::store(out + p * ldo + g * V::kLanes, v);
     }
   }
 }
