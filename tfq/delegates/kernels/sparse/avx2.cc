@@ -11,7 +11,7 @@ void SparseGemmAvx2(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_
   if (!SpFast(w)) return SparseGemm(w, o0, o1, a, col_offset, n_act, c, ldc);
   // 16 vector registers: about 8 accumulators.
   switch (w.sparse->block_rows) {
-    case 4: return SpGemmShape<SpVec128, 1, 8>(w, o0, o1, a, col_offset, n_act, c, ldc);
+    case 4: return SpGemmShape<SpPair256, 1, 8>(w, o0, o1, a, col_offset, n_act, c, ldc);
     case 8: return SpGemmShape<SpVec256, 1, 8>(w, o0, o1, a, col_offset, n_act, c, ldc);
     case 16: return SpGemmShape<SpVec256, 2, 8>(w, o0, o1, a, col_offset, n_act, c, ldc);
     default: return SpGemmShape<SpVec256, 4, 8>(w, o0, o1, a, col_offset, n_act, c, ldc);

@@ -13,7 +13,7 @@ void SparseGemmAvx512Vnni(const PackedWeights& w, int64_t o0, int64_t o1, const 
                           const int64_t* col_offset, int64_t n_act, int32_t* c, int64_t ldc) {
   if (!SpFast(w)) return SparseGemm(w, o0, o1, a, col_offset, n_act, c, ldc);
   switch (w.sparse->block_rows) {
-    case 4: return SpGemmShape<SpVec128, 1, 16>(w, o0, o1, a, col_offset, n_act, c, ldc);
+    case 4: return SpGemmShape<SpPair256, 1, 16>(w, o0, o1, a, col_offset, n_act, c, ldc);
     case 8: return SpGemmShape<SpVec256, 1, 16>(w, o0, o1, a, col_offset, n_act, c, ldc);
     case 16: return SpGemmShape<SpVec512, 1, 16>(w, o0, o1, a, col_offset, n_act, c, ldc);
     default: return SpGemmShape<SpVec512, 2, 16>(w, o0, o1, a, col_offset, n_act, c, ldc);
@@ -24,7 +24,7 @@ void SparseGemmAvx512Vnni256(const PackedWeights& w, int64_t o0, int64_t o1, con
                              const int64_t* col_offset, int64_t n_act, int32_t* c, int64_t ldc) {
   if (!SpFast(w)) return SparseGemm(w, o0, o1, a, col_offset, n_act, c, ldc);
   switch (w.sparse->block_rows) {
-    case 4: return SpGemmShape<SpVec128, 1, 16>(w, o0, o1, a, col_offset, n_act, c, ldc);
+    case 4: return SpGemmShape<SpPair256, 1, 16>(w, o0, o1, a, col_offset, n_act, c, ldc);
     case 8: return SpGemmShape<SpVec256, 1, 16>(w, o0, o1, a, col_offset, n_act, c, ldc);
     case 16: return SpGemmShape<SpVec256, 2, 16>(w, o0, o1, a, col_offset, n_act, c, ldc);
     default: return SpGemmShape<SpVec256, 4, 16>(w, o0, o1, a, col_offset, n_act, c, ldc);
