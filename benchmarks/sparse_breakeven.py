@@ -1,8 +1,8 @@
 """Where block-sparse beats dense: the sparsity at which a version-2 op is as fast as version 1.
 
 For one layer of each kind (fully connected at batch 1, convolution 3x3,
-convolution 1x1) the same ternary weights, with a fraction of their 32x4
-blocks zeroed, run as a dense version-1 op and as a block-sparse version-2
+convolution 1x1) the same ternary weights, with a fraction of their blocks
+zeroed (the block="auto" shape of the layer kind, tfq.pruning.AUTO_BLOCKS), run as a dense version-1 op and as a block-sparse version-2
 op, through LiteRT with the delegate, 1 thread, median of interleaved
 invocations (ABAB), microseconds; the outputs of the two are checked equal
 first. The ratio v2 / v1 falls with the sparsity; the break-even (linear
@@ -28,7 +28,6 @@ import numpy as np  # noqa: E402
 
 from tfq.report import machine_summary  # noqa: E402
 
-BLOCK = (32, 4)
 SPARSITIES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7)
 
 
@@ -78,12 +77,13 @@ def main(argv=None):
     import sparse_models
     import tfq
     from tfq.converter import convert
+    from tfq.pruning import AUTO_BLOCKS
 
     lib = ctypes.CDLL(tfq.delegate_path())
     lib.tfq_delegate_isa.restype = ctypes.c_char_p
     lib.tfq_delegate_sparse_path.restype = ctypes.c_char_p
     print(f"CPU: {machine_summary()}; dense kernels: {lib.tfq_delegate_isa(0).decode()}; block-sparse: "
-          f"{lib.tfq_delegate_sparse_path(0).decode()}; 1 thread; blocks {BLOCK[0]}x{BLOCK[1]}; "
+          f"{lib.tfq_delegate_sparse_path(0).decode()}; 1 thread; blocks {AUTO_BLOCKS}; "
           f"median of {args.rounds} interleaved invokes; shared machine (other jobs running: noisy)")
     print("| layer | zero blocks | v1 dense us | v2 sparse us | v2 / v1 |")
     print("|---|---|---|---|---|")
@@ -92,7 +92,8 @@ def main(argv=None):
         base = bytes(convert(model, sparse=False))
         points = []
         for sparsity in sparsities:
-            v1, v2 = sparse_models.sparse_pair(base, BLOCK, sparsity, seed=0)
+            block = AUTO_BLOCKS["dense" if name.startswith("FC") else "conv"]
+            v1, v2 = sparse_models.sparse_pair(base, block, sparsity, seed=0)
             interps = [interpreter(v1), interpreter(v2)]
             d = interps[0].get_input_details()[0]
             x = np.random.default_rng(0).normal(size=d["shape"]).astype(np.float32)

@@ -3,8 +3,10 @@
 Each case is one of benchmarks/speed.py's networks (same Keras model, same
 LiteRT baselines, built and cached by speed.make_models) plus one more
 variant, `tfq-sparse`: the tfq ternary model (tfq-t2) with `sparsity` of
-the 32x4 weight blocks of every TFQ_FULLY_CONNECTED / TFQ_CONV_2D op zeroed
-and written block-sparse (format version 2). First and last layers of whole
+the weight blocks of every TFQ_FULLY_CONNECTED / TFQ_CONV_2D op zeroed and
+written block-sparse (format version 2), in the shape block="auto" prunes
+that layer kind with (tfq.pruning.AUTO_BLOCKS: 16x4 convolutions, 4x4
+Dense). First and last layers of whole
 models are float (not tfq ops) as in speed.py; depthwise convolutions stay
 dense. Timing is speed.py's: interleaved in one process (ABCABC...), or
 with --isolated each variant alone in its own process.
@@ -35,7 +37,6 @@ import numpy as np  # noqa: E402
 
 import speed  # noqa: E402
 
-BLOCK = (32, 4)
 CASES = ("conv3x3:0.9", "conv3x3:0.75", "conv1x1:0.9", "dense4096:0.9", "resnet50:0.9",
          "mobilenetv2:0.9")
 TITLES = {"conv3x3": "Conv 3x3 64->64 at 56x56", "conv1x1": "Conv 1x1 256->256 at 28x28",
@@ -74,14 +75,22 @@ def skipped_fraction(v1, v2):
     return 1.0 - kept / total if total else 0.0
 
 
+def block_of(case):
+    """The block="auto" shape of the case's tfq layers (whole models: their convolutions)."""
+    from tfq.pruning import AUTO_BLOCKS
+
+    return AUTO_BLOCKS["dense" if case.startswith("dense") else "conv"]
+
+
 def sparse_model(case, sparsity, paths):
     """Path of the tfq-sparse variant (cached next to speed.py's) and its skipped-MAC fraction."""
     import sparse_models
 
     base = paths["tfq-t2"].read_bytes()
-    path = paths["tfq-t2"].parent / f"tfq-sparse{int(round(sparsity * 100))}.tflite"
+    R, C = block_of(case)
+    path = paths["tfq-t2"].parent / f"tfq-sparse{int(round(sparsity * 100))}-{R}x{C}.tflite"
     if not path.exists():
-        _, v2 = sparse_models.sparse_pair(base, BLOCK, sparsity, seed=0)
+        _, v2 = sparse_models.sparse_pair(base, (R, C), sparsity, seed=0)
         path.write_bytes(v2)
     return path, skipped_fraction(base, path.read_bytes())
 
@@ -102,12 +111,12 @@ def main(argv=None):
     lib.tfq_delegate_sparse_path.restype = ctypes.c_char_p
     print(f"CPU: {machine_summary()}")
     print(f"tfq kernels: {lib.tfq_delegate_isa(0).decode()}; block-sparse path: "
-          f"{lib.tfq_delegate_sparse_path(0).decode()}; blocks {BLOCK[0]}x{BLOCK[1]}; batch 1; "
+          f"{lib.tfq_delegate_sparse_path(0).decode()}; batch 1; "
           + ("each variant alone in its own process" if args.isolated else "variants interleaved in one process")
           + f"; medians over {args.seconds:g} s; shared machine (other jobs running: expect noise)")
-    print("| case | sparsity | threads | best LiteRT (us) | tfq dense ternary us | tfq sparse us | "
+    print("| case | block | sparsity | threads | best LiteRT (us) | tfq dense ternary us | tfq sparse us | "
           "vs best LiteRT | vs dense ternary | MACs skipped | time saved vs dense ternary | target |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for spec in args.cases.split(","):
         case, sparsity = spec.split(":")
         sparsity = float(sparsity)
@@ -119,7 +128,7 @@ def main(argv=None):
             timer = speed.time_case_isolated if args.isolated else speed.time_case_subprocess
             med = timer(case, run, threads, args.seconds)
             if "tfq-sparse" not in med or "tfq-t2" not in med:
-                print(f"| {TITLES[case]} | {sparsity:.0%} | {threads} | timing failed |")
+                print(f"| {TITLES[case]} | | {sparsity:.0%} | {threads} | timing failed |")
                 continue
             base = {v: t for v, t in med.items() if v in speed.LITERT_VARIANTS}
             best = min(base, key=base.get)
@@ -127,7 +136,8 @@ def main(argv=None):
             tgt = TARGETS.get(spec)
             target = "" if tgt is None else " / ".join(
                 "-" if x is None else f">= {x}x" for x in tgt)
-            print(f"| {TITLES[case]} | {sparsity:.0%} | {threads} | {best} {base[best] * 1e6:.0f} | "
+            R, C = block_of(case)
+            print(f"| {TITLES[case]} | {R}x{C} | {sparsity:.0%} | {threads} | {best} {base[best] * 1e6:.0f} | "
                   f"{dn * 1e6:.0f} | {sp * 1e6:.0f} | {base[best] / sp:.2f}x | {dn / sp:.2f}x | "
                   f"{skipped:.1%} | {1 - sp / dn:.1%} | {target} |", flush=True)
 
