@@ -100,12 +100,15 @@ def models(tmp_path_factory):
     # the MLP and the hand-over chain, blocks of several shapes zeroed.
     sys.path.insert(0, str(ROOT / "tests" / "helpers"))
     import sparse_models
+    # (4, 4) and (8, 4) take the SIMD kernels (the chain: implicit im2col on
+    # int8 hand-over images), (1, 4) and (8, 1) their scalar fallback.
     for i, (scheme, kind, block, sparsity) in enumerate([("ternary", "cnn", (4, 4), 0.5),
                                                           ("pow2_3bit", "mlp", (1, 4), 0.9),
-                                                          ("pow2_4bit", "chain", (8, 1), 0.5)]):
+                                                          ("pow2_4bit", "chain", (8, 1), 0.5),
+                                                          ("pow2_4bit", "chain", (8, 4), 0.5)]):
         data, _ = random_compressed_tflite(scheme, kind, seed=10 + i)
         _, sparse = sparse_models.sparse_pair(data, block, sparsity, seed=i)
-        p = d / f"{kind}_{scheme}_sparse.tflite"
+        p = d / f"{kind}_{scheme}_{block[0]}x{block[1]}_sparse.tflite"
         p.write_bytes(sparse)
         paths.append(str(p))
     return paths
@@ -226,7 +229,7 @@ def test_sparse_models_under_asan(asan_lib, tmp_path):
         paths.append(str(p))
         if scheme == "binary":
             continue
-        for block in ((32, 4), (1, 4), (8, 1)):
+        for block in ((32, 4), (16, 8), (4, 4), (1, 4), (8, 1)):
             for sparsity in (0.5, 1.0):
                 _, sparse = sparse_models.sparse_pair(data, block, sparsity, seed=1)
                 p = tmp_path / f"{kind}_{block[0]}x{block[1]}_{sparsity}.tflite"

@@ -83,6 +83,15 @@ def library(path=None):
     lib.tfq_testing_conv.argtypes = [
         c_int, f32p, i32p, c_int, u8p, f32p, c_int, f32p, c_int, f32p, i64, c_int, c_int, i32p]
     lib.tfq_testing_conv.restype = c_int
+    i64p = ctypes.POINTER(ctypes.c_int64)
+    lib.tfq_testing_sparse_fully_connected.argtypes = [
+        f32p, i64, c_int, u8p, i64, i64, i64, i64p, f32p, c_int, f32p, c_int, f32p, c_int, c_int]
+    lib.tfq_testing_sparse_fully_connected.restype = c_int
+    lib.tfq_testing_sparse_conv.argtypes = [
+        f32p, i32p, c_int, u8p, i64, i64p, f32p, c_int, f32p, c_int, f32p, i64, c_int, c_int, i32p]
+    lib.tfq_testing_sparse_conv.restype = c_int
+    lib.tfq_testing_sparse_path.argtypes = [c_int]
+    lib.tfq_testing_sparse_path.restype = ctypes.c_char_p
     lib.tfq_testing_parse_options.argtypes = [u8p, ctypes.c_size_t, ctypes.c_char_p, c_int]
     lib.tfq_testing_parse_options.restype = c_int
     if default:
@@ -265,6 +274,74 @@ def conv(x, packed, scheme, kernel, out_c, scale, bias=None, activation="NONE", 
         raise ValueError(f"tfq_testing_conv failed with {rc}")
     used = n * int(out_hw[0]) * int(out_hw[1]) * out_c
     # Everything past the output must still hold the poison value.
+    if not np.all(y[used:] == poison):
+        raise AssertionError("kernel wrote past the end of its output")
+    return y[:used].reshape(n, int(out_hw[0]), int(out_hw[1]), out_c)
+
+
+def sparse_path(force_reference=False, lib=None):
+    """The block-sparse kernels the dispatcher selects ("scalar", "avx2-256", "vnni-512", "vnni-256")."""
+    return (lib or library()).tfq_testing_sparse_path(int(force_reference)).decode()
+
+
+def pack_sparse_levels(levels, scheme, block):
+    """Format-v2 tensor 1 of a [rows, k] level matrix: (uint8 data, options dict)."""
+    from tfq.converter.format import pack_sparse
+
+    return pack_sparse(levels_to_codes(levels, scheme), BITS[scheme], block, zero_code(scheme))
+
+
+def _sparse_opts(opts, drop_level_sums):
+    return np.array([opts["block_rows"], opts["block_cols"], opts["nnz_blocks"], opts["index_bits"],
+                     int(drop_level_sums)], dtype=np.int64)
+
+
+def sparse_fully_connected(x, data, opts, scheme, rows, k, scale, bias=None, activation="NONE",
+                           force_reference=False, threads=1, drop_level_sums=False,
+                           poison=np.float32(-7.25e30), lib=None):
+    """Block-sparse FullyConnected through the kernel tier (weights from pack_sparse_levels)."""
+    lib = lib or library()
+    x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, k)
+    m = x.shape[0]
+    scale = np.ascontiguousarray(scale, dtype=np.float32)
+    bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
+    data = np.ascontiguousarray(data, dtype=np.uint8)
+    so = _sparse_opts(opts, drop_level_sums)
+    y = np.full((m, rows), poison, dtype=np.float32)
+    rc = lib.tfq_testing_sparse_fully_connected(
+        _ptr(x, ctypes.c_float), m, SCHEMES.index(scheme), _ptr(data, ctypes.c_uint8), data.size, rows,
+        k, _ptr(so, ctypes.c_int64), _ptr(scale, ctypes.c_float), int(scale.size != 1),
+        _ptr(bias, ctypes.c_float), ACTIVATIONS.index(activation), _ptr(y, ctypes.c_float),
+        int(force_reference), threads)
+    if rc != 0:
+        raise ValueError(f"tfq_testing_sparse_fully_connected failed with {rc}")
+    return y
+
+
+def sparse_conv(x, data, opts, scheme, kernel, out_c, scale, bias=None, activation="NONE",
+                stride=(1, 1), dilation=(1, 1), padding="SAME", force_reference=False, threads=1,
+                drop_level_sums=False, poison=np.float32(-7.25e30), lib=None):
+    """Block-sparse NHWC Conv2D through the kernel tier (weights [out_c, kh*kw*in_c])."""
+    lib = lib or library()
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, h, w, c = x.shape
+    geo = np.array([n, h, w, c, kernel[0], kernel[1], stride[0], stride[1], dilation[0],
+                    dilation[1], int(padding == "SAME"), out_c, 1], dtype=np.int32)
+    out_hw = np.zeros(2, dtype=np.int32)
+    scale = np.ascontiguousarray(scale, dtype=np.float32)
+    bias = None if bias is None else np.ascontiguousarray(bias, dtype=np.float32)
+    data = np.ascontiguousarray(data, dtype=np.uint8)
+    so = _sparse_opts(opts, drop_level_sums)
+    cap = n * (h + 2) * (w + 2) * out_c * 4 + 64
+    y = np.full(cap, poison, dtype=np.float32)
+    rc = lib.tfq_testing_sparse_conv(
+        _ptr(x, ctypes.c_float), _ptr(geo, ctypes.c_int), SCHEMES.index(scheme),
+        _ptr(data, ctypes.c_uint8), data.size, _ptr(so, ctypes.c_int64), _ptr(scale, ctypes.c_float),
+        int(scale.size != 1), _ptr(bias, ctypes.c_float), ACTIVATIONS.index(activation),
+        _ptr(y, ctypes.c_float), y.size, int(force_reference), threads, _ptr(out_hw, ctypes.c_int))
+    if rc != 0:
+        raise ValueError(f"tfq_testing_sparse_conv failed with {rc}")
+    used = n * int(out_hw[0]) * int(out_hw[1]) * out_c
     if not np.all(y[used:] == poison):
         raise AssertionError("kernel wrote past the end of its output")
     return y[:used].reshape(n, int(out_hw[0]), int(out_hw[1]), out_c)

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "kernels/kernels.h"
+#include "kernels/kernels_internal.h"
 #include "kernels/thread_pool.h"
 #include "node_spec.h"
 #include "tflite_abi.h"
@@ -133,9 +134,11 @@ struct NodeKernel {
   size_t out_bytes = 0;
   size_t scratch_bytes = 0;
   PreparedWeights weights;  // described and laid out once, at the first prepare
-  // Block-sparse weights: the first stored block of each block row, built
-  // at prepare (4 bytes per block row: at most 2x the packed size).
-  std::vector<uint32_t> sparse_row_start;
+  // Block-sparse weights: the block-row starts, the codes repacked for the
+  // SIMD kernels and the level sums, built at prepare (at most 2x the
+  // packed size, SparsePrepared).
+  SparsePrepared sparse;
+  bool sparse_ready = false;
   ConvGeometry geometry;
   int64_t fc_rows = 0;
   int64_t in_elems = 0;
@@ -318,19 +321,25 @@ TfLiteStatus PrepareNode(TfLiteContext* context, DelegateState* state, NodeKerne
                     spec.output, out->bytes, k->out_bytes);
   }
 
-  if (spec.sparse && k->sparse_row_start.empty()) {
-    k->sparse_row_start.resize(static_cast<size_t>(spec.sparse_sizes.block_row_count));
-    if (!BuildSparseRowStarts(spec.sparse_options, spec.sparse_sizes, codes,
-                              k->sparse_row_start.data()))
+  if (spec.sparse && !k->sparse_ready) {
+    if (!k->sparse.Build(spec.scheme, spec.rows, spec.k, spec.sparse_options, spec.sparse_sizes, codes))
       return Refuse(context, *k, "nnz_blocks = %lld is too large for this delegate (at most 2^32 - 1)",
                     static_cast<long long>(spec.sparse_options.nnz_blocks));
+    k->sparse_ready = true;
+  }
+  // The scratch of a block-sparse node depends on its block shape.
+  SparseWeights sparse_view;
+  PackedWeights ws = w;
+  if (spec.sparse) {
+    sparse_view = k->sparse.View(spec.sparse_options, spec.sparse_sizes, codes);
+    ws.sparse = &sparse_view;
   }
   // Block-sparse codes are not rows: no execution layout.
   if (spec.kind != OpKind::kDepthwiseConv2D && !spec.sparse)
     k->weights.BuildExecLayout(state->options.force_reference, state->options.isa_cap);
   switch (spec.kind) {
-    case OpKind::kFullyConnected: k->scratch_bytes = FullyConnectedScratchBytes(w, k->fc_rows); break;
-    case OpKind::kConv2D: k->scratch_bytes = Conv2DScratchBytes(w, k->geometry, threads); break;
+    case OpKind::kFullyConnected: k->scratch_bytes = FullyConnectedScratchBytes(ws, k->fc_rows); break;
+    case OpKind::kConv2D: k->scratch_bytes = Conv2DScratchBytes(ws, k->geometry, threads); break;
     case OpKind::kDepthwiseConv2D: k->scratch_bytes = DepthwiseScratchBytes(w, k->geometry, threads); break;
   }
   Log(state, 2, "prepared %s (%s, rows %lld, k %lld, %d threads, %s%s)", OpName(spec.kind),
@@ -403,10 +412,10 @@ TfLiteStatus InvokeNode(TfLiteContext* context, DelegateState* state, NodeKernel
   PackedWeights w = k->weights.At(context->tensors[spec.weights].data.uint8);
   SparseWeights sparse;
   if (spec.sparse) {
-    if (k->sparse_row_start.size() != static_cast<size_t>(spec.sparse_sizes.block_row_count))
+    if (!k->sparse_ready ||
+        k->sparse.row_start.size() != static_cast<size_t>(spec.sparse_sizes.block_row_count))
       return Refuse(context, *k, "block-sparse node was not prepared");
-    sparse = SparseView(spec.sparse_options, spec.sparse_sizes, w.codes);
-    sparse.row_start = k->sparse_row_start.data();
+    sparse = k->sparse.View(spec.sparse_options, spec.sparse_sizes, w.codes);
     w.sparse = &sparse;
   }
   Epilogue e;
@@ -749,4 +758,11 @@ TFQ_EXPORT void tflite_plugin_destroy_delegate(TfLiteDelegate* delegate) {
 // what the Android demo shows (android_demo/.../tfq_jni.cc).
 TFQ_EXPORT const char* tfq_delegate_isa(int force_reference) {
   return tfq::IsaName(tfq::SelectedIsa(force_reference != 0));
+}
+
+// The block-sparse path of those kernels ("scalar", "avx2-256", "vnni-512",
+// "vnni-256": the vector width of its fast paths; TFQ_SPARSE_WIDTH=256|512
+// overrides the per-CPU choice of the AVX-512 table): what benchmarks print.
+TFQ_EXPORT const char* tfq_delegate_sparse_path(int force_reference) {
+  return tfq::internal::SelectTable(force_reference != 0).sparse_path;
 }

@@ -12,6 +12,7 @@
 #include "flexbuffer_reader.h"
 #include "kernels/kernels.h"
 #include "kernels/kernels_internal.h"
+#include "kernels/sparse/sparse.h"
 #include "kernels/thread_pool.h"
 
 #define TFQ_EXPORT extern "C" __attribute__((visibility("default")))
@@ -161,6 +162,113 @@ TFQ_EXPORT int tfq_testing_conv(int depthwise, const float* x, const int* geo, i
   if (depthwise) tfq::DepthwiseConv2D(x, g, w, e, y, scratch, opt);
   else tfq::Conv2D(x, g, w, e, y, scratch, opt);
   return 0;
+}
+
+namespace {
+
+// A block-sparse tensor (format version 2) prepared as the delegate prepares
+// a node: sizes, validation, SparsePrepared. sparse_opts: block_rows,
+// block_cols, nnz_blocks, index_bits, flags (bit 0: drop the level sums, as
+// when they do not fit the memory budget).
+struct TestSparse {
+  tfq::SparseOptions o;
+  tfq::SparseSizes sizes;
+  tfq::SparsePrepared prepared;
+  tfq::SparseWeights view;
+  bool Init(int scheme, const uint8_t* data, int64_t bytes, int64_t rows, int64_t k,
+            const int64_t* sparse_opts) {
+    if (scheme < 0 || scheme > 3) return false;
+    const auto s = static_cast<tfq::Scheme>(scheme);
+    o.block_rows = static_cast<int>(sparse_opts[0]);
+    o.block_cols = static_cast<int>(sparse_opts[1]);
+    o.nnz_blocks = sparse_opts[2];
+    o.index_bits = static_cast<int>(sparse_opts[3]);
+    std::string error;
+    if (!tfq::ComputeSparseSizes(s, rows, k, o, &sizes, &error) || sizes.packed_bytes != bytes ||
+        !tfq::ValidateSparse(s, rows, k, o, sizes, data, &error) ||
+        !prepared.Build(s, rows, k, o, sizes, data))
+      return false;
+    if (sparse_opts[4] & 1) prepared.level_sums.clear();
+    view = prepared.View(o, sizes, data);
+    return true;
+  }
+};
+
+}  // namespace
+
+// Block-sparse fully connected: as tfq_testing_fully_connected, weights a
+// version-2 tensor 1 of `bytes` bytes with its options (TestSparse).
+TFQ_EXPORT int tfq_testing_sparse_fully_connected(const float* x, int64_t m, int scheme,
+                                                  const uint8_t* data, int64_t bytes, int64_t rows,
+                                                  int64_t k, const int64_t* sparse_opts,
+                                                  const float* scale, int per_channel,
+                                                  const float* bias, int activation, float* y,
+                                                  int force_reference, int threads) {
+  tfq::PreparedWeights prepared;
+  TestSparse sp;
+  if (m < 1 || activation < 0 || activation > 2 || !sp.Init(scheme, data, bytes, rows, k, sparse_opts) ||
+      !prepared.Init(static_cast<tfq::Scheme>(scheme), data, rows, k))
+    return -1;
+  tfq::PackedWeights w = prepared.At(data);
+  w.sparse = &sp.view;
+  const tfq::Epilogue e = MakeEpilogue(scale, per_channel, bias, activation);
+  const tfq::KernelOptions opt = MakeOptions(force_reference, threads);
+  std::vector<uint64_t> storage;
+  void* scratch = AlignedScratch(tfq::FullyConnectedScratchBytes(w, m), &storage);
+  tfq::FullyConnected(x, m, w, e, y, scratch, opt);
+  return 0;
+}
+
+// Block-sparse Conv2D: geo, out_hw as tfq_testing_conv; weights as
+// tfq_testing_sparse_fully_connected (rows out_c, k kernel_h kernel_w in_c).
+TFQ_EXPORT int tfq_testing_sparse_conv(const float* x, const int* geo, int scheme, const uint8_t* data,
+                                       int64_t bytes, const int64_t* sparse_opts, const float* scale,
+                                       int per_channel, const float* bias, int activation, float* y,
+                                       int64_t y_size, int force_reference, int threads, int* out_hw) {
+  tfq::ConvGeometry g;
+  g.batch = geo[0];
+  g.in_h = geo[1];
+  g.in_w = geo[2];
+  g.in_c = geo[3];
+  g.kernel_h = geo[4];
+  g.kernel_w = geo[5];
+  g.stride_h = geo[6];
+  g.stride_w = geo[7];
+  g.dilation_h = geo[8];
+  g.dilation_w = geo[9];
+  const bool same = geo[10] != 0;
+  g.out_c = geo[11];
+  g.depth_multiplier = 1;
+  if (g.batch < 1 || g.in_c < 1 || g.out_c < 1 || activation < 0 || activation > 2) return -1;
+  if (!tfq::ComputeOutputSize(same, g.in_h, g.kernel_h, g.stride_h, g.dilation_h, &g.out_h,
+                              &g.pad_top) ||
+      !tfq::ComputeOutputSize(same, g.in_w, g.kernel_w, g.stride_w, g.dilation_w, &g.out_w,
+                              &g.pad_left))
+    return -2;
+  out_hw[0] = g.out_h;
+  out_hw[1] = g.out_w;
+  if (static_cast<int64_t>(g.batch) * g.out_h * g.out_w * g.out_c > y_size) return -3;
+  const int64_t k = static_cast<int64_t>(g.kernel_h) * g.kernel_w * g.in_c;
+  tfq::PreparedWeights prepared;
+  TestSparse sp;
+  if (!sp.Init(scheme, data, bytes, g.out_c, k, sparse_opts) ||
+      !prepared.Init(static_cast<tfq::Scheme>(scheme), data, g.out_c, k))
+    return -1;
+  tfq::PackedWeights w = prepared.At(data);
+  w.sparse = &sp.view;
+  const tfq::Epilogue e = MakeEpilogue(scale, per_channel, bias, activation);
+  const tfq::KernelOptions opt = MakeOptions(force_reference, threads);
+  const int nthreads = opt.pool ? opt.pool->num_threads() : 1;
+  std::vector<uint64_t> storage;
+  void* scratch = AlignedScratch(tfq::Conv2DScratchBytes(w, g, nthreads), &storage);
+  tfq::Conv2D(x, g, w, e, y, scratch, opt);
+  return 0;
+}
+
+// The block-sparse path of the kernels the dispatcher selects ("scalar",
+// "avx2-256", "vnni-512", "vnni-256").
+TFQ_EXPORT const char* tfq_testing_sparse_path(int force_reference) {
+  return tfq::internal::SelectTable(force_reference != 0).sparse_path;
 }
 
 // Parses a FlexBuffer options map; writes "key=value;..." for ints, strings

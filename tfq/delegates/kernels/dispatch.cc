@@ -6,6 +6,8 @@
 // the delegate's `isa` option); tests can cap it process-wide with
 // SetIsaOverride.
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
 
 #include "microkernels.h"
 
@@ -34,6 +36,8 @@ KernelTable MakeRefTable() {
   t.sum_i8 = SumI8Ref;
   t.gemm = GemmRef;
   t.depthwise_pixel = DepthwisePixelRef;
+  t.sparse_gemm = SparseGemmRef;
+  t.sparse_path = "scalar";
   return t;
 }
 
@@ -48,11 +52,29 @@ KernelTable MakeAvx2Table() {
   t.depthwise_pixel = DepthwisePixelAvx2;
   t.depthwise_levels = DepthwiseLevelsAvx2;
   t.epilogue_rows_q = EpilogueRowsQAvx2;
+  t.sparse_gemm = SparseGemmAvx2;
+  t.sparse_path = "avx2-256";
   return t;
 }
 #endif
 
 #if defined(TFQ_HAVE_AVX2) && defined(TFQ_HAVE_AVX512VNNI)
+// Whether the block-sparse kernels use 256-bit vectors: on CPUs that execute
+// a 512-bit operation as two 256-bit halves (AMD family 0x19, Zen 3 and 4)
+// the 256-bit kernels are faster (measured: docs/benchmarks.md); elsewhere
+// 512-bit. TFQ_SPARSE_WIDTH=256 or 512 overrides the choice (benchmarks).
+bool SparseUse256() {
+  const char* env = std::getenv("TFQ_SPARSE_WIDTH");
+  if (env != nullptr && std::strcmp(env, "256") == 0) return true;
+  if (env != nullptr && std::strcmp(env, "512") == 0) return false;
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  __asm__("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(0), "c"(0));
+  const bool amd = ebx == 0x68747541;  // "Auth"enticAMD
+  __asm__("cpuid" : "=a"(eax), "=b"(ebx), "=c"(ecx), "=d"(edx) : "a"(1), "c"(0));
+  const unsigned family = ((eax >> 8) & 0xF) + (((eax >> 8) & 0xF) == 0xF ? (eax >> 20) & 0xFF : 0);
+  return amd && family == 0x19;
+}
+
 KernelTable MakeAvx512VnniTable() {
   KernelTable t{};
   t.isa = Isa::kAvx512Vnni;
@@ -68,6 +90,9 @@ KernelTable MakeAvx512VnniTable() {
   t.epilogue_rows = EpilogueRowsAvx512;
   t.epilogue_rows_q = EpilogueRowsQAvx512;
   t.sum_rows_i8 = SumRowsI8Avx512;
+  const bool narrow = SparseUse256();
+  t.sparse_gemm = narrow ? SparseGemmAvx512Vnni256 : SparseGemmAvx512Vnni;
+  t.sparse_path = narrow ? "vnni-256" : "vnni-512";
   return t;
 }
 #endif
@@ -83,6 +108,8 @@ KernelTable MakeNeonTable(Isa isa, GemmFn* gemm) {
   t.gemm = gemm;
   t.depthwise_pixel = DepthwisePixelNeon;
   t.epilogue_rows_q = EpilogueRowsQNeon;
+  t.sparse_gemm = SparseGemmRef;  // NEON block-sparse kernels: not written yet
+  t.sparse_path = "scalar";
   return t;
 }
 

@@ -82,6 +82,12 @@ using EpilogueRowsQFn = void(const int32_t* acc, int64_t lda, const float* f, co
 // channel sums of the pixels of an image).
 using SumRowsI8Fn = void(const int8_t* q, int64_t rows, int64_t c, int32_t* out);
 
+// Block-sparse GEMM (format version 2): the contract of SparseGemm
+// (sparse/sparse.h). w.sparse is set; a kernel falls back to the scalar
+// SparseGemm itself for what it has no fast path for.
+using SparseGemmFn = void(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* const* a,
+                          const int64_t* col_offset, int64_t n_act, int32_t* c, int64_t ldc);
+
 // The kernels of one instruction set. Optional entries may be null: the
 // layer files then use the portable code (or, for sum_rows_i8, sum_i8 per
 // row).
@@ -99,6 +105,10 @@ struct KernelTable {
   EpilogueRowsFn* epilogue_rows;             // optional
   EpilogueRowsQFn* epilogue_rows_q;          // optional
   SumRowsI8Fn* sum_rows_i8;                  // optional
+  SparseGemmFn* sparse_gemm;                 // block-sparse GEMM (every table)
+  // The block-sparse path this table runs, for reports ("scalar",
+  // "avx2-256", "vnni-512", "vnni-256": the vector width of the fast paths).
+  const char* sparse_path;
 };
 
 const KernelTable& RefTable();

@@ -9,6 +9,7 @@
 //   gemm_interleaved/             x
 //   dwconv/            x    x     x           x     (neon's)
 //   epilogue/               x     x           x     (neon's)
+//   sparse/            x    x     x (512, 256)  (ref's) (ref's)
 //
 // The SIMD files are compiled with their ISA's flags (CMakeLists.txt, BUILD)
 // and are called only after run-time CPU detection (dispatch.cc).
@@ -28,6 +29,7 @@ QuantizeFn QuantizeRef;
 SumI8Fn SumI8Ref;
 GemmFn GemmRef;
 DepthwisePixelFn DepthwisePixelRef;
+SparseGemmFn SparseGemmRef;  // = tfq::SparseGemm (sparse/ref.cc)
 
 // AVX2 (-mavx2 -mfma).
 AbsMaxFn AbsMaxAvx2;
@@ -37,6 +39,7 @@ GemmFn GemmAvx2;
 DepthwisePixelFn DepthwisePixelAvx2;
 DepthwiseLevelsFn DepthwiseLevelsAvx2;
 EpilogueRowsQFn EpilogueRowsQAvx2;
+SparseGemmFn SparseGemmAvx2;
 
 // AVX-512 VNNI (AVX512F/BW/VL + VNNI).
 AbsMaxFn AbsMaxAvx512;
@@ -49,6 +52,8 @@ DepthwiseLevelsFn DepthwiseLevelsAvx512;
 DepthwiseLevelsRowFn DepthwiseLevelsRowAvx512;
 EpilogueRowsFn EpilogueRowsAvx512;
 EpilogueRowsQFn EpilogueRowsQAvx512;
+SparseGemmFn SparseGemmAvx512Vnni;     // 512-bit vectors
+SparseGemmFn SparseGemmAvx512Vnni256;  // the same with 256-bit vectors (AVX512VL)
 
 // NEON (aarch64, any ARMv8-A).
 AbsMaxFn AbsMaxNeon;

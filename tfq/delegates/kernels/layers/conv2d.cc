@@ -1,19 +1,57 @@
 // Conv2D: the image quantized once, im2col of int8 pixels in tiles (or the
 // image itself for 1x1 stride-1 layers), the GEMM per tile, threads over
 // tiles and channel chunks, the epilogue or the int8 hand-over.
+// Block-sparse weights whose blocks never straddle two taps (in_c a
+// multiple of block_cols) need no im2col at all: the sparse GEMM reads each
+// stored block's activations straight from the image (implicit im2col),
+// biased (u = q + 128, SparseGemmFn) in place, or into a zero-padded copy
+// when the geometry has padding or the image is the previous layer's int8
+// hand-over.
 #include "kernels/layers/common.h"
 #include "kernels/sparse/sparse.h"
 
 namespace tfq {
+namespace {
+
+// The zero-padded image of the implicit im2col: pixel (y, x) of the input at
+// (y + pad_top, x + pad_left); ph x pw pixels cover every tap of every output.
+struct PaddedGeometry {
+  int64_t ph = 0, pw = 0;
+  bool copy = false;  // false: no padding needed
+};
+
+PaddedGeometry PaddedImage(const ConvGeometry& g) {
+  PaddedGeometry p;
+  const int64_t need_h = static_cast<int64_t>(g.out_h - 1) * g.stride_h + (g.kernel_h - 1) * g.dilation_h + 1;
+  const int64_t need_w = static_cast<int64_t>(g.out_w - 1) * g.stride_w + (g.kernel_w - 1) * g.dilation_w + 1;
+  p.ph = std::max<int64_t>(need_h, g.pad_top + g.in_h);
+  p.pw = std::max<int64_t>(need_w, g.pad_left + g.in_w);
+  p.copy = g.pad_top != 0 || g.pad_left != 0 || p.ph != g.in_h || p.pw != g.in_w;
+  return p;
+}
+
+bool ImplicitSparse(const PackedWeights& w, const ConvGeometry& g) {
+  return w.sparse != nullptr && g.in_c % w.sparse->block_cols == 0;
+}
+
+}  // namespace
 
 size_t Conv2DScratchBytes(const PackedWeights& w, const ConvGeometry& g, int num_threads) {
   const ConvLayout l = MakeConvLayout(w, g, num_threads);
   if (l.kp < 0) return 0;
   const size_t per_thread = AlignUp(l.tile * l.kp) + AlignUp(l.tile * sizeof(int32_t)) +
                             AlignUp(l.tile * l.out_c * sizeof(int32_t));
+  size_t sparse = 0;
+  if (w.sparse != nullptr) {
+    // Block-column offsets (at most one per position), per-thread pixel
+    // pointers, and the padded image of the implicit im2col.
+    const PaddedGeometry pg = PaddedImage(g);
+    sparse = AlignUp(w.k * sizeof(int64_t)) + l.threads * AlignUp(l.tile * sizeof(const int8_t*)) +
+             (ImplicitSparse(w, g) ? AlignUp(pg.ph * pg.pw * g.in_c) : 0);
+  }
   return AlignUp(l.image) + AlignUp(l.out_c * sizeof(float)) +
          AlignUp(static_cast<int64_t>(g.in_h) * g.in_w * sizeof(int32_t)) +
-         l.threads * per_thread + kAlign;
+         l.threads * per_thread + sparse + kAlign;
 }
 
 void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const Epilogue& e,
@@ -38,6 +76,29 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
     ts[t].sumq = arena.Take<int32_t>(l.tile);
     ts[t].acc = arena.Take<int32_t>(l.tile * l.out_c);
   }
+  // Block-sparse: block-column offsets into the (padded) image, or into an
+  // im2col row when blocks may straddle taps.
+  const bool implicit = ImplicitSparse(w, g);
+  const PaddedGeometry pg = PaddedImage(g);
+  int64_t* coloff = nullptr;
+  const uint8_t** tptrs[64] = {};
+  uint8_t* padded = nullptr;
+  if (w.sparse != nullptr) {
+    const int64_t C = w.sparse->block_cols, nbc = (w.k + C - 1) / C;
+    coloff = arena.Take<int64_t>(nbc);
+    for (int t = 0; t < threads && t < 64; ++t) tptrs[t] = arena.Take<const uint8_t*>(l.tile);
+    if (implicit) padded = arena.Take<uint8_t>(pg.ph * pg.pw * g.in_c);
+    for (int64_t bc = 0; bc < nbc; ++bc) {
+      const int64_t pos = bc * C;
+      if (!implicit) {
+        coloff[bc] = pos;
+        continue;
+      }
+      const int64_t tap = pos / g.in_c, ci = pos % g.in_c;
+      const int64_t kh = tap / g.kernel_w, kw = tap % g.kernel_w;
+      coloff[bc] = (kh * g.dilation_h * pg.pw + kw * g.dilation_w) * g.in_c + ci;
+    }
+  }
   const int64_t npix = static_cast<int64_t>(g.out_h) * g.out_w;
   const int64_t ntiles = (npix + l.tile - 1) / l.tile;
   const bool use_exec = w.exec != nullptr && kt.gemm_exec != nullptr && kt.exec_group == w.exec_group;
@@ -49,18 +110,37 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
   // GEMM, which reads no position >= k.
   const bool direct = g.kernel_h == 1 && g.kernel_w == 1 && g.stride_h == 1 && g.stride_w == 1 &&
                       g.pad_top == 0 && g.pad_left == 0 && g.out_h == g.in_h &&
-                      g.out_w == g.in_w &&
-                      (l.kp == C || (use_exec && C % 4 == 0) || w.sparse != nullptr);
+                      g.out_w == g.in_w && (l.kp == C || (use_exec && C % 4 == 0));
   TensorStats tstats[64];  // per thread: statistics of the outputs it wrote
   const TensorStats* known = g.batch == 1 ? opt.input_stats : nullptr;
   for (int n = 0; n < g.batch; ++n) {
     // pixsum: the sum of each input pixel's channels; the im2col row sums add them up.
+    // (The block-sparse GEMM needs no pixel sums.)
     const ImageSetup im = BeginImage(kt, opt, e, x + n * l.image, static_cast<int64_t>(g.in_h) * g.in_w,
-                                     C, qimg, pixsum, known, y + n * npix * g.out_c, g.out_c, f,
-                                     &tstats[0]);
+                                     C, qimg, w.sparse != nullptr ? nullptr : pixsum, known,
+                                     y + n * npix * g.out_c, g.out_c, f, &tstats[0]);
     const OutputSink& sink = im.sink;
     const RowQuant rq = im.rq;
     const int8_t* qsrc = im.q;
+    // The implicit im2col's biased image: the quantized one biased in
+    // place, or a padded biased copy (padding: q = 0, u = 128).
+    const uint8_t* pimg = padded;
+    if (implicit && rq.state == RowState::kOk) {
+      if (!pg.copy && qsrc == qimg) {
+        BiasActivations(qimg, l.image, reinterpret_cast<uint8_t*>(qimg));
+        pimg = reinterpret_cast<const uint8_t*>(qimg);
+      } else {
+        const int64_t row = pg.pw * C;
+        std::memset(padded, 0x80, g.pad_top * row);
+        for (int64_t yy = 0; yy < g.in_h; ++yy) {
+          uint8_t* dst = padded + (yy + g.pad_top) * row;
+          std::memset(dst, 0x80, g.pad_left * C);
+          BiasActivations(qsrc + yy * g.in_w * C, g.in_w * C, dst + g.pad_left * C);
+          std::memset(dst + (g.pad_left + g.in_w) * C, 0x80, (pg.pw - g.pad_left - g.in_w) * C);
+        }
+        std::memset(padded + (g.pad_top + g.in_h) * row, 0x80, (pg.ph - g.pad_top - g.in_h) * row);
+      }
+    }
     const int64_t macs = npix * g.out_c * w.k;
     // Output channels [o0, o1) of one tile.
     const auto run_tile = [&](int64_t tile, int64_t o0, int64_t o1, int tid) {
@@ -73,6 +153,17 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
       }
       const int8_t* a;
       int64_t lda;
+      if (implicit) {
+        const uint8_t** ptrs = tptrs[tid];
+        for (int64_t p = 0; p < np; ++p) {
+          const int64_t pix = p0 + p, oy = pix / g.out_w, ox = pix % g.out_w;
+          ptrs[p] = pimg + (oy * g.stride_h * pg.pw + ox * g.stride_w) * C;
+        }
+        kt.sparse_gemm(w, o0, o1, ptrs, coloff, np, s.acc + o0, g.out_c);
+        EmitPixels(kt, e, RowState::kOk, s.acc + o0, g.out_c, f + o0, g.out_c, o0, o1, p0, np, sink,
+                   &tstats[tid]);
+        return;
+      }
       if (direct) {
         a = qsrc + p0 * C;
         lda = C;
@@ -116,7 +207,13 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
         lda = l.kp;
       }
       if (w.sparse != nullptr) {
-        SparseGemm(w, o0, o1, a, lda, np, s.acc + o0, g.out_c);
+        // im2col rows biased in place (they are this thread's copy).
+        const uint8_t** ptrs = tptrs[tid];
+        for (int64_t p = 0; p < np; ++p) {
+          BiasActivations(s.cols + p * l.kp, l.kp, reinterpret_cast<uint8_t*>(s.cols + p * l.kp));
+          ptrs[p] = reinterpret_cast<const uint8_t*>(s.cols + p * l.kp);
+        }
+        kt.sparse_gemm(w, o0, o1, ptrs, coloff, np, s.acc + o0, g.out_c);
       } else if (use_exec) {
         const int64_t group_bytes = w.row_bytes * w.exec_group;
         kt.gemm_exec(w.scheme, w.exec + o0 / w.exec_group * group_bytes, o1 - o0, nblocks, ntail, w.k,
@@ -134,7 +231,9 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
     // tile split into chunks of output channels (its im2col then repeats).
     int64_t cchunk = g.out_c;
     if (threads > 1 && ntiles < 4 * threads) {
-      const int64_t unit = use_exec ? w.exec_group : 8;
+      const int64_t unit = use_exec ? w.exec_group
+                           : w.sparse != nullptr ? std::max(8, w.sparse->block_rows)
+                                                 : 8;
       const int64_t pieces = (4 * threads + ntiles - 1) / ntiles;
       cchunk = std::max<int64_t>(unit, ((g.out_c + pieces - 1) / pieces + unit - 1) / unit * unit);
     }

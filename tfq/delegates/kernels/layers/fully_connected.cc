@@ -8,8 +8,13 @@ namespace tfq {
 size_t FullyConnectedScratchBytes(const PackedWeights& w, int64_t m) {
   const int64_t kp = DenseRowGeometry(w.scheme, w.k, w.compact).kp;
   if (kp < 0 || m <= 0) return 0;
+  // Block-sparse: the row pointers and the block-column offsets (at most
+  // one per position) of the sparse GEMM.
+  const size_t sparse = w.sparse != nullptr
+                            ? AlignUp(m * sizeof(const int8_t*)) + AlignUp(w.k * sizeof(int64_t))
+                            : 0;
   return AlignUp(m * kp) + AlignUp(m * sizeof(int32_t)) + AlignUp(m * sizeof(RowQuant)) +
-         AlignUp(m * w.rows * sizeof(int32_t)) + AlignUp(m * w.rows * sizeof(float)) + kAlign;
+         AlignUp(m * w.rows * sizeof(int32_t)) + AlignUp(m * w.rows * sizeof(float)) + sparse + kAlign;
 }
 
 void FullyConnected(const float* x, int64_t m, const PackedWeights& w, const Epilogue& e, float* y,
@@ -25,9 +30,20 @@ void FullyConnected(const float* x, int64_t m, const PackedWeights& w, const Epi
   RowQuant* rq = arena.Take<RowQuant>(m);
   int32_t* acc = arena.Take<int32_t>(m * rows);
   float* f = arena.Take<float>(m * rows);
+  const uint8_t** arows = nullptr;
+  int64_t* coloff = nullptr;
+  if (w.sparse != nullptr) {
+    arows = arena.Take<const uint8_t*>(m);
+    const int64_t C = w.sparse->block_cols, nbc = (w.k + C - 1) / C;
+    coloff = arena.Take<int64_t>(nbc);
+    for (int64_t j = 0; j < m; ++j) arows[j] = reinterpret_cast<const uint8_t*>(q + j * kp);
+    for (int64_t bc = 0; bc < nbc; ++bc) coloff[bc] = bc * C;
+  }
   for (int64_t j = 0; j < m; ++j) {
     rq[j] = QuantizeActivations(kt, x + j * w.k, w.k, kp, q + j * kp, sumq + j);
   }
+  // The sparse GEMM reads biased activations (u = q + 128), in place.
+  if (w.sparse != nullptr) BiasActivations(q, m * kp, reinterpret_cast<uint8_t*>(q));
   // The epilogue of output channels [o0, o1) of every row, after their GEMM.
   const auto write_outputs = [&](int64_t o0, int64_t o1) {
     for (int64_t j = 0; j < m; ++j) {
@@ -57,16 +73,18 @@ void FullyConnected(const float* x, int64_t m, const PackedWeights& w, const Epi
     }, macs);
     return;
   }
-  // Split the output rows in chunks of 8 (multiples of the SIMD row tiles).
-  int64_t chunk = 8;
+  // Split the output rows in chunks of 8 (multiples of the SIMD row tiles),
+  // or of whole block rows.
+  const int64_t unit = w.sparse != nullptr ? std::max<int64_t>(8, w.sparse->block_rows) : 8;
+  int64_t chunk = unit;
   const int64_t wanted_tasks = threads > 1 ? threads * 4 : 1;
-  if (rows / wanted_tasks > chunk) chunk = (rows / wanted_tasks + 7) / 8 * 8;
+  if (rows / wanted_tasks > chunk) chunk = (rows / wanted_tasks + unit - 1) / unit * unit;
   const int64_t tasks = (rows + chunk - 1) / chunk;
   const int64_t macs = m * rows * kp;
   ParallelFor(opt, tasks, [&](int64_t task, int) {
     const int64_t o0 = task * chunk, o1 = std::min(rows, o0 + chunk);
     if (w.sparse != nullptr) {
-      SparseGemm(w, o0, o1, q, kp, m, acc + o0, rows);
+      kt.sparse_gemm(w, o0, o1, arows, coloff, m, acc + o0, rows);
     } else {
       kt.gemm(w.scheme, w.codes + o0 * w.row_bytes, w.row_bytes, o1 - o0, q, kp, sumq, m, nblocks,
               ntail, acc + o0, rows);

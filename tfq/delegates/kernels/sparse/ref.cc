@@ -1,8 +1,10 @@
 // Block-sparse weights: sizes, validation and the scalar GEMM (sparse/sparse.h).
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 
+#include "kernels/microkernels.h"
 #include "kernels/sparse/sparse.h"
 
 namespace tfq {
@@ -53,28 +55,28 @@ const int8_t (*ByteLevels(Scheme s))[8] {
   return tables.level[static_cast<int>(s)];
 }
 
-// c[j * ldc + r] += sum over cc < cols of lv[r * kC + cc] * a[j * lda + cc] for
+// c[j * ldc + r] += sum over cc < cols of lv[r * C + cc] * a[j][col + cc] for
 // r in [r0, r1), j < n_act. kC > 0: whole blocks of kC columns (a loop the
 // compiler unrolls); kC == 0: a partial edge block of `cols` columns.
 template <int kC>
-void BlockDot(const int8_t* lv, int stride, int cols, int r0, int r1, const int8_t* a, int64_t lda,
-              int64_t n_act, int32_t* c, int64_t ldc) {
+void BlockDot(const int8_t* lv, int stride, int cols, int r0, int r1, const uint8_t* const* a,
+              int64_t col, int64_t n_act, int32_t* c, int64_t ldc) {
   const int n = kC > 0 ? kC : cols;
   const int st = kC > 0 ? kC : stride;
   for (int64_t j = 0; j < n_act; ++j) {
-    const int8_t* aj = a + j * lda;
+    const uint8_t* aj = a[j] + col;
     int32_t* cj = c + j * ldc;
     for (int r = r0; r < r1; ++r) {
       const int8_t* l = lv + r * st;
       int32_t sum = 0;
-      for (int cc = 0; cc < n; ++cc) sum += l[cc] * aj[cc];
+      for (int cc = 0; cc < n; ++cc) sum += l[cc] * (aj[cc] - 128);
       cj[r] += sum;
     }
   }
 }
 
-using BlockDotFn = void (*)(const int8_t*, int, int, int, int, const int8_t*, int64_t, int64_t,
-                            int32_t*, int64_t);
+using BlockDotFn = void (*)(const int8_t*, int, int, int, int, const uint8_t* const*, int64_t,
+                            int64_t, int32_t*, int64_t);
 
 BlockDotFn WholeBlockDot(int C) {
   switch (C) {
@@ -89,6 +91,13 @@ BlockDotFn WholeBlockDot(int C) {
 }
 
 }  // namespace
+
+namespace internal {
+void SparseGemmRef(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* const* a,
+                   const int64_t* col_offset, int64_t n_act, int32_t* c, int64_t ldc) {
+  SparseGemm(w, o0, o1, a, col_offset, n_act, c, ldc);
+}
+}  // namespace internal
 
 bool IsBlockSide(int64_t side) {
   return side == 1 || side == 2 || side == 4 || side == 8 || side == 16 || side == 32;
@@ -213,8 +222,8 @@ bool BuildSparseRowStarts(const SparseOptions& o, const SparseSizes& sizes, cons
   return true;
 }
 
-void SparseGemm(const PackedWeights& w, int64_t o0, int64_t o1, const int8_t* a, int64_t lda,
-                int64_t n_act, int32_t* c, int64_t ldc) {
+void SparseGemm(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* const* a,
+                const int64_t* col_offset, int64_t n_act, int32_t* c, int64_t ldc) {
   const SparseWeights& sw = *w.sparse;
   for (int64_t j = 0; j < n_act; ++j) std::fill(c + j * ldc, c + j * ldc + (o1 - o0), 0);
   const int R = sw.block_rows, C = sw.block_cols;
@@ -231,13 +240,45 @@ void SparseGemm(const PackedWeights& w, int64_t o0, int64_t o1, const int8_t* a,
     const int byte0 = r0 * C / per_byte, byte1 = (r1 * C + per_byte - 1) / per_byte;
     const int64_t begin = sw.row_start[br], end = begin + Count(sw.counts, br);
     for (int64_t b = begin; b < end; ++b) {
-      const int64_t col0 = Index(sw.indices, sw.index_bytes, b) * C;
-      const int cn = static_cast<int>(std::min<int64_t>(C, w.k - col0));
+      const int64_t bc = Index(sw.indices, sw.index_bytes, b);
+      const int cn = static_cast<int>(std::min<int64_t>(C, w.k - bc * C));
       const uint8_t* block = sw.codes + b * sw.block_bytes;
       for (int j = byte0; j < byte1; ++j)
         for (int t = 0; t < per_byte; ++t) lv[j * per_byte + t] = table[block[j]][t];
-      (cn == C ? whole : BlockDot<0>)(lv, C, cn, r0, r1, a + col0, lda, n_act, c + (row0 - o0), ldc);
+      (cn == C ? whole : BlockDot<0>)(lv, C, cn, r0, r1, a, col_offset[bc], n_act,
+                                      c + (row0 - o0), ldc);
     }
+  }
+}
+
+void BiasActivations(const int8_t* src, int64_t n, uint8_t* dst) {
+  // Eight bytes at a time (the compiler vectorizes the loop).
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t v;
+    std::memcpy(&v, src + i, 8);
+    v ^= 0x8080808080808080ull;
+    std::memcpy(dst + i, &v, 8);
+  }
+  for (; i < n; ++i) dst[i] = static_cast<uint8_t>(src[i] ^ 0x80);
+}
+
+void BlockRowLevelSums(Scheme s, int64_t rows, int64_t k, const SparseWeights& sw, int64_t br,
+                       int32_t* out) {
+  const int R = sw.block_rows, C = sw.block_cols, bits = SchemeBits(s);
+  const int r1 = static_cast<int>(std::min<int64_t>(R, rows - br * R));
+  const int8_t (*table)[8] = ByteLevels(s);
+  std::fill(out, out + R, 0);
+  const int64_t begin = sw.row_start[br], end = begin + Count(sw.counts, br);
+  for (int64_t b = begin; b < end; ++b) {
+    const uint8_t* block = sw.codes + b * sw.block_bytes;
+    const int64_t bc = Index(sw.indices, sw.index_bytes, b);
+    const int cn = static_cast<int>(std::min<int64_t>(C, k - bc * C));
+    for (int r = 0; r < r1; ++r)
+      for (int cc = 0; cc < cn; ++cc) {
+        const int i = r * C + cc;
+        out[r] += table[block[i * bits / 8]][i % (8 / bits)];
+      }
   }
 }
 
