@@ -579,7 +579,7 @@ const double kSparsities[] = {0.0, 0.5, 0.9, 0.99, 1.0};
 // One sparse_gemm call of table t against the reference on activation rows
 // a[j] (n_act of them) with block-column offsets coloff, rows [o0, o1).
 void SparseGemmCompare(const KernelTable& t, const KernelTable& ref, const SparseCase& sc,
-                       int64_t o0, int64_t o1, const std::vector<const int8_t*>& a,
+                       int64_t o0, int64_t o1, const std::vector<const uint8_t*>& a,
                        const std::vector<int64_t>& coloff, const char* what, uint32_t seed) {
   const int64_t n_act = static_cast<int64_t>(a.size()), width = o1 - o0, ldc = width + 3;
   std::vector<int32_t> ct(n_act * ldc, -7777777), cr(n_act * ldc, -7777777);
@@ -592,10 +592,19 @@ void SparseGemmCompare(const KernelTable& t, const KernelTable& ref, const Spars
          (long long)n_act, seed);
 }
 
+// The activations as the sparse kernels take them: biased, u = q + 128
+// (SparseGemmFn).
+std::vector<uint8_t> Biased(const std::vector<int8_t>& q) {
+  std::vector<uint8_t> u(q.size());
+  tfq::BiasActivations(q.data(), static_cast<int64_t>(q.size()), u.data());
+  return u;
+}
+
 // The reference itself against a naive sum over the dense codes.
 void SparseRefAgainstNaive(const KernelTable& ref, const SparseCase& sc, const int8_t* q, int64_t m) {
-  std::vector<const int8_t*> a(m);
-  for (int64_t j = 0; j < m; ++j) a[j] = q + j * sc.k;
+  const std::vector<uint8_t> u = Biased(std::vector<int8_t>(q, q + m * sc.k));
+  std::vector<const uint8_t*> a(m);
+  for (int64_t j = 0; j < m; ++j) a[j] = u.data() + j * sc.k;
   const int64_t nbc = (sc.k + sc.o.block_cols - 1) / sc.o.block_cols;
   std::vector<int64_t> coloff(nbc);
   for (int64_t b = 0; b < nbc; ++b) coloff[b] = b * sc.o.block_cols;
@@ -630,8 +639,9 @@ void TestSparseGemm(const KernelTable& t, const KernelTable& ref, uint32_t seed)
         const int64_t nbc = (sh.k + C - 1) / C;
         // FC style: rows of one matrix, offsets b * C.
         const std::vector<int8_t> q = RandomQ(rng, n_act * sh.k + 64);
-        std::vector<const int8_t*> a(n_act);
-        for (int64_t j = 0; j < n_act; ++j) a[j] = q.data() + j * sh.k;
+        const std::vector<uint8_t> u = Biased(q);
+        std::vector<const uint8_t*> a(n_act);
+        for (int64_t j = 0; j < n_act; ++j) a[j] = u.data() + j * sh.k;
         std::vector<int64_t> coloff(nbc);
         for (int64_t b = 0; b < nbc; ++b) coloff[b] = b * C;
         SparseGemmCompare(t, ref, sc, 0, sh.rows, a, coloff, "fc", seed);
@@ -639,7 +649,7 @@ void TestSparseGemm(const KernelTable& t, const KernelTable& ref, uint32_t seed)
         if (sh.rows > 9) SparseGemmCompare(t, ref, sc, 3, sh.rows - 5, a, coloff, "range", seed);
         // Convolution style: scattered rows, block columns at shuffled
         // offsets inside a larger buffer (as into a padded image).
-        const std::vector<int8_t> img = RandomQ(rng, (n_act + 2) * (nbc + 3) * C + 64);
+        const std::vector<uint8_t> img = Biased(RandomQ(rng, (n_act + 2) * (nbc + 3) * C + 64));
         std::vector<int64_t> slots(nbc + 3);
         for (int64_t b = 0; b < nbc + 3; ++b) slots[b] = b * C;
         std::shuffle(slots.begin(), slots.end(), rng);
@@ -660,7 +670,8 @@ void TestSparseGemm(const KernelTable& t, const KernelTable& ref, uint32_t seed)
       if (!MakeSparse(rng, s, 8, k, 4, 8, 0.0, {}, &sc, MaxCode(s, negative))) continue;
       std::vector<int8_t> q(2 * k, 127);
       for (int64_t i = 0; i < k; i += 2) q[k + i] = -127;  // row 1 alternates
-      std::vector<const int8_t*> a = {q.data(), q.data() + k};
+      const std::vector<uint8_t> u = Biased(q);
+      std::vector<const uint8_t*> a = {u.data(), u.data() + k};
       std::vector<int64_t> coloff((k + 7) / 8);
       for (size_t b = 0; b < coloff.size(); ++b) coloff[b] = static_cast<int64_t>(b) * 8;
       SparseGemmCompare(t, ref, sc, 0, 8, a, coloff, "worst", seed);

@@ -35,14 +35,14 @@ struct WideningTile {
   // W quads (unit codes cp[i], activations at a[p] + ao[i]) into the
   // accumulators: lo[g][p] lanes = rows 4g, 4g+1, hi[g][p] = rows 4g+2, 4g+3.
   template <int W>
-  static inline void Step(const uint8_t* const* cp, const int64_t* ao, const int8_t* const* a,
+  static inline void Step(const uint8_t* const* cp, const int64_t* ao, const uint8_t* const* a,
                           int8x16_t lut, int32x4_t (&lo)[G][NP], int32x4_t (&hi)[G][NP]) {
     for (int u = 0; u < kUnits; ++u) {
       int8x16_t w[W][H];
       for (int i = 0; i < W; ++i) SpNeonDecode<kBits, U>(cp[i] + u * kUb, lut, w[i]);
       for (int p = 0; p < NP; ++p) {
         int8x8_t av[W];
-        for (int i = 0; i < W; ++i) av[i] = vreinterpret_s8_s32(vdup_n_s32(SpNeonLoad32(a[p] + ao[i])));
+        for (int i = 0; i < W; ++i) av[i] = vreinterpret_s8_s32(vdup_n_s32(SpNeonLoadQ32(a[p] + ao[i])));
         for (int h = 0; h < H; ++h) {
           int16x8_t s_lo = vmull_s8(vget_low_s8(w[0][h]), av[0]);
           int16x8_t s_hi = vmull_s8(vget_high_s8(w[0][h]), av[0]);
@@ -58,7 +58,7 @@ struct WideningTile {
     }
   }
 
-  static void Run(const SpNeonBlockRow& br, const int8_t* const* a, int8x16_t lut, int32_t* out,
+  static void Run(const SpNeonBlockRow& br, const uint8_t* const* a, int8x16_t lut, int32_t* out,
                   int64_t ldo) {
     int32x4_t lo[G][NP], hi[G][NP];
     for (int g = 0; g < G; ++g)
@@ -91,7 +91,7 @@ struct WideningTile {
 
 // 32 vector registers: 16 accumulators (2 per 4 rows and pixel), up to 8
 // weight registers, the activations and 2 int16 sums.
-void SparseGemmNeon(const PackedWeights& w, int64_t o0, int64_t o1, const int8_t* const* a,
+void SparseGemmNeon(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* const* a,
                     const int64_t* col_offset, int64_t n_act, int32_t* c, int64_t ldc) {
   SpNeonDispatch<WideningTile, 8>(w, o0, o1, a, col_offset, n_act, c, ldc);
 }

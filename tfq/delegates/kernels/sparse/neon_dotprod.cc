@@ -7,7 +7,8 @@
 // product of its 4 levels (one quad of a block) with activation dword i:
 // one instruction per 4 rows x 4 positions x 1 pixel. The activations of a
 // block are read as one 16-byte register per pixel for 4 quads (C a
-// multiple of 16), 8 bytes for C = 8 and a broadcast dword for C = 4.
+// multiple of 16), 8 bytes for C = 8 and a broadcast dword for C = 4, each
+// unbiased (u ^ 0x80) once per load.
 // Wrap-around int32 lanes: exact whenever the true sum fits (the format's
 // overflow rule).
 #include <arm_neon.h>
@@ -44,7 +45,7 @@ struct DotTile {
       for (int g = 0; g < G; ++g) ac[g][p] = vdotq_laneq_s32(ac[g][p], w[g], av[p], L);
   }
 
-  static inline void Block(const SpNeonBlockRow& br, int64_t e, const int8_t* const* a, int8x16_t lut,
+  static inline void Block(const SpNeonBlockRow& br, int64_t e, const uint8_t* const* a, int8x16_t lut,
                            int32x4_t (&ac)[G][NP]) {
     const int64_t off = br.coloff[SpNeonIndex<kIndexBytes>(br.idx, e)];
     const uint8_t* wb = br.codes + e * br.block_bytes;
@@ -52,12 +53,12 @@ struct DotTile {
       int8x16_t w[G];
       Weights(wb, 0, lut, w);
       for (int p = 0; p < NP; ++p) {
-        const int8x16_t av = vreinterpretq_s8_s32(vdupq_n_s32(SpNeonLoad32(a[p] + off)));
+        const int8x16_t av = vreinterpretq_s8_s32(vdupq_n_s32(SpNeonLoadQ32(a[p] + off)));
         for (int g = 0; g < G; ++g) ac[g][p] = vdotq_s32(ac[g][p], w[g], av);
       }
     } else if constexpr (kQ == 2) {
       int8x8_t av[NP];
-      for (int p = 0; p < NP; ++p) av[p] = vld1_s8(a[p] + off);
+      for (int p = 0; p < NP; ++p) av[p] = vreinterpret_s8_u8(veor_u8(vld1_u8(a[p] + off), vdup_n_u8(0x80)));
       int8x16_t w[G];
       Weights(wb, 0, lut, w);
       for (int p = 0; p < NP; ++p)
@@ -68,7 +69,8 @@ struct DotTile {
     } else {
       for (int j0 = 0; j0 < br.nq; j0 += 4) {
         int8x16_t av[NP];
-        for (int p = 0; p < NP; ++p) av[p] = vld1q_s8(a[p] + off + 4 * j0);
+        for (int p = 0; p < NP; ++p)
+          av[p] = vreinterpretq_s8_u8(veorq_u8(vld1q_u8(a[p] + off + 4 * j0), vdupq_n_u8(0x80)));
         Quad4<0>(wb, j0, lut, av, ac);
         Quad4<1>(wb, j0, lut, av, ac);
         Quad4<2>(wb, j0, lut, av, ac);
@@ -77,7 +79,7 @@ struct DotTile {
     }
   }
 
-  static void Run(const SpNeonBlockRow& br, const int8_t* const* a, int8x16_t lut, int32_t* out,
+  static void Run(const SpNeonBlockRow& br, const uint8_t* const* a, int8x16_t lut, int32_t* out,
                   int64_t ldo) {
     // A single activation row gets two accumulator sets (blocks alternate
     // between them) so that consecutive sdots do not wait on each other.
@@ -107,7 +109,7 @@ struct DotTile {
 
 // 32 vector registers: 16 accumulators, up to 8 weight and 8 activation
 // registers.
-void SparseGemmNeonDotprod(const PackedWeights& w, int64_t o0, int64_t o1, const int8_t* const* a,
+void SparseGemmNeonDotprod(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* const* a,
                            const int64_t* col_offset, int64_t n_act, int32_t* c, int64_t ldc) {
   SpNeonDispatch<DotTile, 16>(w, o0, o1, a, col_offset, n_act, c, ldc);
 }

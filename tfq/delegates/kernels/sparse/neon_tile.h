@@ -12,7 +12,8 @@
 // decoded with one load, one or two byte shifts, a mask and a 16-entry table
 // lookup (vqtbl1q_s8). Weights and activations are both signed, so there is
 // no +128 offset and the level sums (SparseWeights::level_sums) are not
-// needed: the accumulators are the exact sums of the scalar reference.
+// needed: the accumulators are the exact sums of the scalar reference
+// (the activations arrive biased, u = q + 128, and are unbiased per load).
 //
 // A tile of NP activation rows (pixels) shares each decoded weight register.
 // The per-ISA part is the Tile class template (sparse/neon.cc,
@@ -39,11 +40,14 @@ inline int8x16_t SpNeonLevelTable(Scheme s) {
   return vld1q_s8(kTables[static_cast<int>(s)].v);
 }
 
-// The 4 activations of one quad, read without alignment assumptions.
-inline int32_t SpNeonLoad32(const int8_t* p) {
-  int32_t x;
+// The kernels get biased activations u = q + 128 (SparseGemmFn, the x86
+// kernels' unsigned operand); sdot and smull take signed bytes, so each
+// activation load turns them back into q = u ^ 0x80 (one eor per register).
+// The 4 activations of one quad as q, read without alignment assumptions.
+inline int32_t SpNeonLoadQ32(const uint8_t* p) {
+  uint32_t x;
   std::memcpy(&x, p, 4);
-  return x;
+  return static_cast<int32_t>(x ^ 0x80808080u);
 }
 
 // Decodes one unit (U = 4 or 8 rows x 4 positions, kBits per code) of the
@@ -106,7 +110,7 @@ struct SpNeonBlockRow {
 // writes out[q * ldo + r] for q < NP, r < 4 G.
 template <template <int, int, int, int, int> class Tile, int kBits, int kIndexBytes, int G, int NP,
           int kQ>
-inline void SpNeonRows(int64_t p, const SpNeonBlockRow& br, const int8_t* const* a, int64_t n_act,
+inline void SpNeonRows(int64_t p, const SpNeonBlockRow& br, const uint8_t* const* a, int64_t n_act,
                        int8x16_t lut, int32_t* c, int64_t ldc, int64_t row_off, int r0, int r1) {
   constexpr int R = 4 * G;
   const bool whole = r0 == 0 && r1 == R;
@@ -131,7 +135,7 @@ inline int64_t SpNeonCount(const uint8_t* counts, int64_t br) {
 
 template <template <int, int, int, int, int> class Tile, int kBits, int kIndexBytes, int G, int NP,
           int kQ>
-void SpNeonGemm(const PackedWeights& w, int64_t o0, int64_t o1, const int8_t* const* a,
+void SpNeonGemm(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* const* a,
                 const int64_t* coloff, int64_t n_act, int32_t* c, int64_t ldc) {
   const SparseWeights& sw = *w.sparse;
   constexpr int R = 4 * G;
@@ -152,7 +156,7 @@ void SpNeonGemm(const PackedWeights& w, int64_t o0, int64_t o1, const int8_t* co
 // code bits, index width, and kQ: 1 (C = 4), 2 (C = 8) or 0 (C a multiple
 // of 16: nq a multiple of 4, read 4 quads at a time).
 template <template <int, int, int, int, int> class Tile, int G, int kAccRegs>
-void SpNeonShape(const PackedWeights& w, int64_t o0, int64_t o1, const int8_t* const* a,
+void SpNeonShape(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* const* a,
                  const int64_t* coloff, int64_t n_act, int32_t* c, int64_t ldc) {
   constexpr int NP = kAccRegs / G >= 8 ? 8 : (kAccRegs / G >= 4 ? 4 : (kAccRegs / G >= 2 ? 2 : 1));
   const SparseWeights& sw = *w.sparse;
@@ -181,7 +185,7 @@ inline bool SpNeonFast(const PackedWeights& w) {
 
 // R = 4, 8, 16, 32 -> G = 1, 2, 4, 8 registers per quad.
 template <template <int, int, int, int, int> class Tile, int kAccRegs>
-void SpNeonDispatch(const PackedWeights& w, int64_t o0, int64_t o1, const int8_t* const* a,
+void SpNeonDispatch(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* const* a,
                     const int64_t* coloff, int64_t n_act, int32_t* c, int64_t ldc) {
   if (!SpNeonFast(w)) return SparseGemm(w, o0, o1, a, coloff, n_act, c, ldc);
   switch (w.sparse->block_rows) {
