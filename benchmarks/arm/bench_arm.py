@@ -7,10 +7,12 @@ microseconds and the ratios t2/fp32, t2/best, p4/fp32, p4/best.
 
 A case written CASE:SPARSITY (for example conv3x3:0.9, the cases of
 benchmarks/sparse_speed.py) adds the block-sparse variant of that script
-(tfq-sparseNN: tfq-t2 with NN% of its 32x4 weight blocks zeroed, format
-version 2) and prints sparse_speed.py's table instead: best LiteRT, tfq
-dense ternary, tfq sparse, the ratios, and the fraction of multiply-adds
-skipped (computed at prepare) against the time saved.
+(tfq-t2 with that fraction of its weight blocks zeroed, in the block="auto"
+shape, format version 2) and prints sparse_speed.py's table instead: best
+LiteRT, tfq dense ternary, tfq sparse, the ratios, and the fraction of
+multiply-adds skipped against the time saved. `prepare` records the file,
+block shape and skipped fraction in the case's sparse.json, so that a board
+needs neither the converter nor Keras.
 
   prepare  (x86 host)  make the model variants of speed.py into --cache
   board    (aarch64 Linux with Python, e.g. Raspberry Pi OS 64-bit, Jetson,
@@ -53,7 +55,7 @@ import speed  # noqa: E402  (benchmarks/speed.py: cases, variants, targets)
 
 VARIANTS = speed.LITERT_VARIANTS + speed.TFQ_VARIANTS
 SPARSE = "tfq-sparse"  # the block-sparse variant of a CASE:SPARSITY case
-SPARSE_HEADER = ("case", "sparsity", "threads", "best LiteRT (us)", "tfq dense ternary us",
+SPARSE_HEADER = ("case", "block", "sparsity", "threads", "best LiteRT (us)", "tfq dense ternary us",
                  "tfq sparse us", "vs best LiteRT", "vs dense ternary", "MACs skipped",
                  "time saved vs dense ternary", "target")
 DEVICE_DIR = "/data/local/tmp/tfq_bench"
@@ -98,11 +100,6 @@ def split_case(spec):
     return case, (float(sparsity) if sparsity else None)
 
 
-def sparse_file(sparsity):
-    """File name of the block-sparse variant (the name benchmarks/sparse_speed.py caches it under)."""
-    return f"{SPARSE}{int(round(sparsity * 100))}.tflite"
-
-
 def is_tfq(variant):
     """Variants that run with the tfq delegate."""
     return variant in speed.TFQ_VARIANTS or variant == SPARSE
@@ -116,10 +113,11 @@ def cached_models(spec, cache):
     missing = "fp32" not in paths or not any(v in paths for v in speed.TFQ_VARIANTS)
     if sparsity is not None:
         paths.pop("tfq-p4", None)
-        sparse = folder / sparse_file(sparsity)
-        missing = missing or "tfq-t2" not in paths or not sparse.exists() or sparse_skipped(
-            folder, sparsity) is None
-        paths[SPARSE] = sparse
+        record = sparse_record(folder, sparsity)
+        missing = (missing or "tfq-t2" not in paths or record is None
+                   or not (folder / record["file"]).exists())
+        if not missing:
+            paths[SPARSE] = folder / record["file"]
     if missing:
         raise FileNotFoundError(
             f"{folder}: no prepared models (run `bench_arm.py prepare --cases {spec}` on an x86 "
@@ -127,12 +125,12 @@ def cached_models(spec, cache):
     return paths
 
 
-def sparse_skipped(folder, sparsity):
-    """The multiply-add fraction the sparse variant skips, recorded at prepare (None: not there)."""
+def sparse_record(folder, sparsity):
+    """{file, block, skipped} of a case's sparse variant, recorded at prepare (None: not there)."""
     path = pathlib.Path(folder) / "sparse.json"
     if not path.exists():
         return None
-    return json.loads(path.read_text()).get(sparse_file(sparsity))
+    return json.loads(path.read_text()).get(f"{sparsity:g}")
 
 
 def prepare_sparse(case, sparsity, paths):
@@ -142,24 +140,26 @@ def prepare_sparse(case, sparsity, paths):
     path, skipped = sparse_speed.sparse_model(case, sparsity, paths)
     record = path.parent / "sparse.json"
     known = json.loads(record.read_text()) if record.exists() else {}
-    known[path.name] = skipped
+    known[f"{sparsity:g}"] = {"file": path.name, "block": list(sparse_speed.block_of(case)),
+                              "skipped": skipped}
     record.write_text(json.dumps(known, indent=1))
     return path, skipped
 
 
-def sparse_row(spec, threads, med_us, skipped):
+def sparse_row(spec, threads, med_us, record):
     """One row of sparse_speed.py's table from {variant: median microseconds}."""
     case, sparsity = split_case(spec)
     lit = {v: med_us[v] for v in speed.LITERT_VARIANTS if v in med_us}
     title = sparse_speed.TITLES.get(case, case)
+    block = "x".join(map(str, record["block"]))
     if not lit or SPARSE not in med_us or "tfq-t2" not in med_us:
-        return [title, f"{sparsity:.0%}", str(threads), "timing failed"] + [""] * 8
+        return [title, block, f"{sparsity:.0%}", str(threads), "timing failed"] + [""] * 7
     best = min(lit, key=lit.get)
     sp, dn = med_us[SPARSE], med_us["tfq-t2"]
     tgt = sparse_speed.TARGETS.get(f"{case}:{sparsity:g}")
     target = "" if tgt is None else " / ".join("-" if x is None else f">= {x}x" for x in tgt)
-    return [title, f"{sparsity:.0%}", str(threads), f"{best} {lit[best]:.0f}", f"{dn:.0f}",
-            f"{sp:.0f}", f"{lit[best] / sp:.2f}x", f"{dn / sp:.2f}x", f"{skipped:.1%}",
+    return [title, block, f"{sparsity:.0%}", str(threads), f"{best} {lit[best]:.0f}", f"{dn:.0f}",
+            f"{sp:.0f}", f"{lit[best] / sp:.2f}x", f"{dn / sp:.2f}x", f"{record['skipped']:.1%}",
             f"{1 - sp / dn:.1%}", target]
 
 
@@ -169,8 +169,8 @@ def add_row(spec, threads, med_us, paths, rows, sparse_rows):
     if sparsity is None:
         rows.append(table_row(spec, threads, med_us))
         return rows[-1]
-    skipped = sparse_skipped(paths[SPARSE].parent, sparsity)
-    sparse_rows.append(sparse_row(spec, threads, med_us, skipped))
+    record = sparse_record(paths[SPARSE].parent, sparsity)
+    sparse_rows.append(sparse_row(spec, threads, med_us, record))
     return sparse_rows[-1]
 
 
@@ -182,8 +182,7 @@ def print_tables(title, rows, sparse_rows):
         if rows:
             print()
         print(title.replace("# tfq speed", "# tfq block-sparse speed"))
-        print(f"# batch 1, median invoke time in microseconds; blocks "
-              f"{sparse_speed.BLOCK[0]}x{sparse_speed.BLOCK[1]}")
+        print("# batch 1, median invoke time in microseconds")
         print("| " + " | ".join(SPARSE_HEADER) + " |")
         print("|" + "---|" * len(SPARSE_HEADER))
         for cells in sparse_rows:
