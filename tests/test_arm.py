@@ -8,7 +8,8 @@ compiles with clang), each folder reused by later runs, then runs with each:
 * tests/native/kernels_test.cc under `qemu-aarch64 -cpu max` (the CPU has the
   dot product: the dispatcher must pick neon_dotprod) and `-cpu cortex-a53`
   (it has not: plain neon). Every table function and every layer is compared
-  with the scalar reference bit for bit.
+  with the scalar reference bit for bit, block-sparse (format version 2)
+  kernels and layers included.
 * tests/native/node_runner.cc on tensors exported on x86 from converted models
   (every tfq op and scheme, and the Android demo's ternary LeNet-5 on MNIST):
   each node runs through the delegate's own entry points on aarch64 and its
@@ -133,6 +134,10 @@ def test_neon_kernels_equal_reference_under_qemu(arm_build, cpu):
     assert r.returncode == 0, f"qemu -cpu {cpu}:\n{r.stdout}\n{r.stderr}"
     assert f"selected isa: {CPUS[cpu]}" in r.stdout
     assert ", 0 failures" in r.stdout
+    # The block-sparse kernels of every NEON table (not the scalar fallback), at 1-4 threads.
+    assert "sparse layers (neon, sparse path neon-128, 1-4 threads) ok" in r.stdout
+    if cpu == "max":
+        assert "sparse layers (neon_dotprod, sparse path sdot-128, 1-4 threads) ok" in r.stdout
     # -cpu max tests both tables (plain NEON is always there); cortex-a53 only plain NEON.
     tested = r.stdout.strip().splitlines()[-1].split("tables tested:")[1].split()
     assert tested == (["neon", "neon_dotprod"] if cpu == "max" else ["neon"])

@@ -169,3 +169,107 @@ def test_shell_scripts_parse_and_refuse_clearly(script, tmp_path):
     expected = {"build_android.sh": "set ANDROID_NDK", "run_adb.sh": "BENCHMARK_MODEL",
                 "run_board.sh": "run this on the ARM board"}[script]
     assert expected in r.stderr, r.stderr
+
+
+# ------------------------------------------------------------------ block-sparse cases
+
+SPARSE_SPEC = "dense1024x3:0.9"
+
+
+@pytest.fixture(scope="module")
+def sparse_cache(cache):
+    """The cache above plus the 90% block-sparse variant, made as `prepare` makes it."""
+    sys.path.insert(0, str(BENCH.parent))
+    import bench_arm
+
+    folder = cache / "dense1024x3"
+    paths = {"fp32": folder / "fp32.tflite", "tfq-t2": folder / "tfq-t2.tflite"}
+    path, skipped = bench_arm.prepare_sparse("dense1024x3", 0.9, paths)
+    assert path.name.startswith("tfq-sparse90-") and 0.5 < skipped < 1.0
+    return cache
+
+
+def _sparse_table(stdout):
+    import bench_arm
+
+    lines = stdout.splitlines()
+    start = [i for i, ln in enumerate(lines) if ln.startswith("# tfq block-sparse speed")]
+    assert start, stdout
+    table = lines[start[-1]:]
+    header = [c.strip() for c in table[2].strip("|").split("|")]
+    assert header == list(bench_arm.SPARSE_HEADER)
+    row = [c.strip() for c in table[4].strip("|").split("|")]
+    return table[0], dict(zip(header, row))
+
+
+def _check_sparse_row(row):
+    from tfq.pruning import AUTO_BLOCKS
+
+    assert row["case"] == "dense1024x3" and row["sparsity"] == "90%" and row["threads"] == "1"
+    assert row["block"] == "x".join(map(str, AUTO_BLOCKS["dense"]))
+    assert row["best LiteRT (us)"].startswith("fp32 ")
+    for col in ("vs best LiteRT", "vs dense ternary"):
+        assert row[col].endswith("x") and float(row[col][:-1]) > 0
+    assert row["MACs skipped"].endswith("%") and 50 < float(row["MACs skipped"][:-1]) < 100
+
+
+def test_board_mode_sparse_case_on_x86(sparse_cache):
+    r = subprocess.run([sys.executable, str(BENCH), "board", "--allow-non-arm", "--cache",
+                        str(sparse_cache), "--cases", f"dense1024x3,{SPARSE_SPEC}", "--threads", "1",
+                        "--seconds", "0.2"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    dense = r.stdout[r.stdout.index("# tfq speed on"):r.stdout.index("# tfq block-sparse speed")]
+    assert "\n| dense1024x3 | 1 |" in dense  # the dense case keeps speed.py's table
+    title, row = _sparse_table(r.stdout)
+    assert "block-sparse: " in title
+    _check_sparse_row(row)
+
+
+def test_adb_mode_sparse_case_with_stand_in_tools(sparse_cache, tmp_path):
+    from tfq.runtime import delegate_path
+
+    adb = _script(tmp_path / "adb", FAKE_ADB)
+    bm = _script(tmp_path / "benchmark_model", FAKE_BENCHMARK_MODEL)
+    device = tmp_path / "device"
+    r = subprocess.run([sys.executable, str(BENCH), "adb", "--adb", str(adb),
+                        "--benchmark-model", str(bm), "--delegate", str(delegate_path()),
+                        "--cache", str(sparse_cache), "--cases", SPARSE_SPEC, "--threads", "1",
+                        "--rounds", "2", "--runs", "3", "--warmup", "1", "--device-dir", str(device)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (device / "dense1024x3" / "tfq-sparse.tflite").exists()
+    _check_sparse_row(_sparse_table(r.stdout)[1])
+
+
+def test_sparse_case_errors_name_the_problem(cache, tmp_path):
+    base = [sys.executable, str(BENCH), "board", "--allow-non-arm", "--threads", "1"]
+    r = subprocess.run(base + ["--cache", str(cache), "--cases", "dense1024x3:1.5"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "must be a number in [0, 1]" in r.stderr
+    r = subprocess.run(base + ["--cache", str(tmp_path), "--cases", "conv3x3:0.9"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert "no prepared models (run `bench_arm.py prepare --cases conv3x3:0.9`" in r.stderr
+
+
+@pytest.mark.parametrize("cpu", ["max", "cortex-a53"])
+def test_board_mode_sparse_case_runs_under_qemu(sparse_cache, cpu):
+    """The board script inside the emulated aarch64 Python with the real aarch64 LiteRT and the
+    cross-built delegate (tests/test_arm_litert.py's environment): it runs and prints the table
+    with the NEON block-sparse path. The emulated times it prints are not speed."""
+    from test_arm import CPUS, build_aarch64
+
+    delegate = build_aarch64("gcc", targets=("tfq_delegate",)) / "libtfq_delegate.so"
+    env_sh = ROOT / "scripts" / "arm_env.sh"
+    r = subprocess.run(["bash", str(env_sh), "prepare"], capture_output=True, text=True, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run(["bash", str(env_sh), "run", "--cpu", cpu, "--delegate", str(delegate),
+                        str(BENCH), "board", "--cache", str(sparse_cache), "--cases", SPARSE_SPEC,
+                        "--threads", "1", "--seconds", "0.1"],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    title, row = _sparse_table(r.stdout)
+    want = {"neon_dotprod": "neon_dotprod (block-sparse: sdot-128)",
+            "neon": "neon (block-sparse: neon-128)"}[CPUS[cpu]]
+    assert f"tfq kernels: {want}" in title, title
+    _check_sparse_row(row)

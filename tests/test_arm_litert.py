@@ -17,7 +17,8 @@ kernels. The MNIST case runs the Android demo's trained ternary LeNet-5 on
 300 test images. Last, 200 crafted models (tests/test_fuzz.py's mutations)
 must not crash the aarch64 delegate and must be refused exactly when x86
 refuses them, and tests/test_delegate_safety.py's aliasing graphs must be
-refused with every NEON table.
+refused with every NEON table. Block-sparse (format version 2) models run
+the NEON block-sparse kernels (SPARSE_CASES).
 
 Emulated run times say nothing about speed; nothing here times anything.
 """
@@ -45,6 +46,20 @@ CHAIN_SCALES = (1.0, 0.05, 20.0)
 CHAIN_OPTIONS = {"plain": {}, "threads2": {"num_threads": 2}, "scalar": {"force_reference": 1},
                  "nohandover": {"int8_handover": 0}}
 SCHEMES = ("binary", "ternary", "pow2_3bit", "pow2_4bit")
+# Block-sparse (format version 2) twins of converted models (tests/helpers/sparse_models.py):
+# (case, model kind, scheme, block, sparsity, threads). Every scheme with a zero level; the
+# NEON fast shapes (R 4..32, C a multiple of 4) and a scalar-fallback one (1 x 4); FC and
+# convolutions (in_c a multiple of C: implicit im2col; otherwise im2col); 0% to an all-zero
+# layer; the int8 hand-over chain.
+SPARSE_CASES = (
+    ("sparse_cnn_ternary", "cnn", "ternary", (32, 4), 0.9, 1),
+    ("sparse_cnn_pow2_3bit", "cnn", "pow2_3bit", (8, 8), 0.5, 2),
+    ("sparse_cnn_pow2_4bit", "cnn", "pow2_4bit", (16, 4), 0.0, 1),
+    ("sparse_mlp_ternary", "mlp", "ternary", (4, 32), 0.99, 1),
+    ("sparse_mlp_pow2_3bit", "mlp", "pow2_3bit", (1, 4), 0.5, 1),
+    ("sparse_mlp_pow2_4bit", "mlp", "pow2_4bit", (32, 4), 1.0, 2),
+    ("sparse_chain_ternary", "chain", "ternary", (4, 4), 0.5, 2),
+)
 
 # Builtin float ops whose rounding may differ between x86 and aarch64 (LiteRT
 # and XNNPACK pick their kernels per ISA and per core, e.g. Cortex-A53). A model
@@ -65,6 +80,7 @@ def _case_names():
     names += ["mixed_dm1", "mixed_dm2", "lstm", "conv1d_dilated", "separable"]
     names += [f"chain_{o}_{i}" for i in range(len(CHAIN_SCALES)) for o in CHAIN_OPTIONS]
     names += ["chain_batch", "chain_reuse", "chain_extra_output", "mnist"]
+    names += [name for name, *_ in SPARSE_CASES]
     return names
 
 
@@ -233,6 +249,25 @@ def _build_cases(folder):
     data2, _ = testing.random_compressed_tflite("ternary", "chain_extra_output", seed=12)
     x = np.random.default_rng(8).standard_normal((1, 10, 10, 4)).astype(np.float32)
     c.add("chain_extra_output", data2, x, ref(data2, x), CHAIN)
+    # Block-sparse models (format version 2).
+    import sparse_models
+
+    for name, kind, scheme, block, sparsity, threads in SPARSE_CASES:
+        if kind == "chain":
+            base, _ = testing.random_compressed_tflite(scheme, "chain", seed=13)
+            x = np.random.default_rng(9).standard_normal((1, 10, 10, 4)).astype(np.float32)
+            tol = CHAIN
+        else:
+            model = testing.random_compressed_model(scheme, kind, seed=14, batch_norm=kind == "cnn",
+                                                    per_channel=scheme != "ternary")
+            base = convert(model)
+            x = np.random.default_rng(10).normal(size=(3,) + tuple(model.input_shape[1:]))
+            x = x.astype(np.float32)
+            tol = E2E
+        _, data = sparse_models.sparse_pair(base, block, sparsity, seed=len(name))
+        assert sparse_models.sparse_ops(data), name
+        c.add(name, data, x, ref(data, x), tol,
+              options={"num_threads": threads} if threads > 1 else None, batch=kind != "chain")
     # MNIST: the Android demo's trained ternary LeNet-5, image by image.
     (_, _), (xt, yt) = datasets.mnist()
     xm = xt[:MNIST_IMAGES].astype(np.float32)
@@ -319,6 +354,8 @@ def test_aarch64_litert_matches_reference_and_x86(arm_run, cases, name):
     assert "refusing" not in log, log
     if name.startswith("chain_") and info.get("handover") and "batch" not in name:
         assert "chained 5 nodes" in log, log
+    if name.startswith("sparse_"):
+        assert "block-sparse" in log, f"-cpu {cpu} {name}: no block-sparse node claimed\n{log}"
     if name == "chain_reuse":
         y = got[0]
         assert np.all(np.isnan(y[2])) and not np.any(np.isnan(y[[0, 1, 3]]))

@@ -185,8 +185,8 @@ def test_conv_every_table_equals_reference(lib, isas, scheme):
 
 def test_sparse_path_names(lib):
     assert native.sparse_path(True, lib) == "scalar"
-    want = {"avx2": "avx2-256", "avx512vnni": ("vnni-512", "vnni-256"), "neon": "scalar",
-            "neon_dotprod": "scalar"}.get(native.selected_isa(False, lib), "scalar")
+    want = {"avx2": "avx2-256", "avx512vnni": ("vnni-512", "vnni-256"), "neon": "neon-128",
+            "neon_dotprod": "sdot-128"}.get(native.selected_isa(False, lib), "scalar")
     assert native.sparse_path(False, lib) in want
 
 

@@ -9,12 +9,20 @@
 // the reference itself is checked against a naive sum over decoded levels.
 // Shapes step through primes and odd tails around the block sizes; outputs
 // are poisoned before each call; seeds are fixed and printed with failures.
+// Block-sparse weights (format version 2, packed here independently of the
+// converter and checked by the library's own validator): every table's
+// sparse_gemm against the scalar SparseGemm with FC-style and scattered
+// (convolution-style) activation rows, and the sparse FullyConnected and
+// Conv2D with each table pinned (isa_cap) against force_reference, at
+// sparsities 0/50/90/99/100%, empty block rows, edge blocks, 8- and 16-bit
+// indices, 1-4 threads and the int16/int32 worst cases.
 //
 // Usage: tfq_kernels_test --expect-isa=NAME [--seed=N]
 //   NAME is what the dispatcher must select on this CPU (neon_dotprod under
 //   `qemu-aarch64 -cpu max`, neon under `-cpu cortex-a53`, avx2 on x86-64);
 //   a mismatch fails, so a missing fast path never passes silently. `any`
 //   accepts the CPU's choice but still needs one SIMD table to test.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -27,6 +35,7 @@
 
 #include "kernels/kernels.h"
 #include "kernels/kernels_internal.h"
+#include "kernels/sparse/sparse.h"
 #include "kernels/thread_pool.h"
 
 namespace {
@@ -515,6 +524,311 @@ void TestConv(bool depthwise, uint32_t seed, tfq::ThreadPool* pool) {
   }
 }
 
+
+// --------------------------------------------------------------------------
+// Block-sparse weights (format version 2).
+
+int ZeroCodeOf(Scheme s) {
+  for (int c : ValidCodes(s))
+    if (tfq::CodeLevel(s, c) == 0) return c;
+  return -1;
+}
+
+// A block-sparse tensor prepared as the delegate prepares a node.
+struct SparseCase {
+  Scheme s = Scheme::kTernary;
+  int64_t rows = 0, k = 0;
+  std::vector<int> codes;  // dense codes [rows, k]: the zero code outside stored blocks
+  std::vector<uint8_t> data;
+  tfq::SparseOptions o;
+  tfq::SparseSizes sizes;
+  tfq::SparsePrepared prepared;
+  tfq::SparseWeights view;
+  tfq::PackedWeights w;
+};
+
+// Random codes of nonzero level with round(sparsity * blocks) R x C blocks
+// zeroed, plus every block of the block rows in `empty_rows`; `fill` >= 0
+// puts that code everywhere instead of random ones. Packs format version 2
+// (docs/format.md): uint16 LE counts per block row, the block-column
+// indices (8 or 16 bits), then each stored block's R x C codes row-major,
+// the zero code where the block leaves the matrix.
+bool MakeSparse(std::mt19937& rng, Scheme s, int64_t rows, int64_t k, int R, int C, double sparsity,
+                std::vector<int64_t> empty_rows, SparseCase* sc, int fill = -1,
+                bool drop_level_sums = false) {
+  sc->s = s;
+  sc->rows = rows;
+  sc->k = k;
+  const int zero = ZeroCodeOf(s), bits = tfq::SchemeBits(s);
+  std::vector<int> nonzero;
+  for (int c : ValidCodes(s))
+    if (tfq::CodeLevel(s, c) != 0) nonzero.push_back(c);
+  std::uniform_int_distribution<int> pick(0, static_cast<int>(nonzero.size()) - 1);
+  sc->codes.resize(rows * k);
+  for (auto& c : sc->codes) c = fill >= 0 ? fill : nonzero[pick(rng)];
+  const int64_t nbr = (rows + R - 1) / R, nbc = (k + C - 1) / C;
+  std::vector<int64_t> order(nbr * nbc);
+  for (int64_t i = 0; i < nbr * nbc; ++i) order[i] = i;
+  std::shuffle(order.begin(), order.end(), rng);
+  std::vector<char> stored(nbr * nbc, 1);
+  const int64_t drop = static_cast<int64_t>(std::llround(sparsity * nbr * nbc));
+  for (int64_t i = 0; i < drop; ++i) stored[order[i]] = 0;
+  for (int64_t br : empty_rows)
+    for (int64_t bc = 0; bc < nbc; ++bc) stored[(br % nbr) * nbc + bc] = 0;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < k; ++i)
+      if (!stored[(r / R) * nbc + i / C]) sc->codes[r * k + i] = zero;
+  sc->o.block_rows = R;
+  sc->o.block_cols = C;
+  sc->o.index_bits = nbc <= 256 ? 8 : 16;
+  const int ib = sc->o.index_bits / 8;
+  const int64_t block_bytes = (int64_t{R} * C * bits + 7) / 8;
+  std::vector<uint8_t> counts(2 * nbr), indices, blocks;
+  int64_t nnz = 0;
+  for (int64_t br = 0; br < nbr; ++br) {
+    int64_t n = 0;
+    for (int64_t bc = 0; bc < nbc; ++bc) {
+      if (!stored[br * nbc + bc]) continue;
+      ++n;
+      ++nnz;
+      indices.push_back(static_cast<uint8_t>(bc & 0xFF));
+      if (ib == 2) indices.push_back(static_cast<uint8_t>(bc >> 8));
+      std::vector<uint8_t> block(block_bytes, 0);
+      for (int r = 0; r < R; ++r)
+        for (int c = 0; c < C; ++c) {
+          const int64_t row = br * R + r, col = bc * C + c;
+          const int code = row < rows && col < k ? sc->codes[row * k + col] : zero;
+          const int i = r * C + c;
+          block[i * bits / 8] |= static_cast<uint8_t>(code << ((i % (8 / bits)) * bits));
+        }
+      blocks.insert(blocks.end(), block.begin(), block.end());
+    }
+    counts[2 * br] = static_cast<uint8_t>(n & 0xFF);
+    counts[2 * br + 1] = static_cast<uint8_t>(n >> 8);
+  }
+  sc->o.nnz_blocks = nnz;
+  sc->data = counts;
+  sc->data.insert(sc->data.end(), indices.begin(), indices.end());
+  sc->data.insert(sc->data.end(), blocks.begin(), blocks.end());
+  std::string error;
+  if (!tfq::ComputeSparseSizes(s, rows, k, sc->o, &sc->sizes, &error) ||
+      sc->sizes.packed_bytes != static_cast<int64_t>(sc->data.size()) ||
+      !tfq::ValidateSparse(s, rows, k, sc->o, sc->sizes, sc->data.data(), &error) ||
+      !sc->prepared.Build(s, rows, k, sc->o, sc->sizes, sc->data.data())) {
+    EXPECT(false, "sparse test tensor %s %lldx%lld %dx%d refused: %s", tfq::SchemeName(s),
+           (long long)rows, (long long)k, R, C, error.c_str());
+    return false;
+  }
+  if (drop_level_sums) sc->prepared.level_sums.clear();
+  sc->view = sc->prepared.View(sc->o, sc->sizes, sc->data.data());
+  sc->w = tfq::PackedWeights();
+  sc->w.scheme = s;
+  sc->w.codes = sc->data.data();
+  sc->w.rows = rows;
+  sc->w.k = k;
+  sc->w.sparse = &sc->view;
+  return true;
+}
+
+const Scheme kSparseSchemes[] = {Scheme::kTernary, Scheme::kPow2_3bit, Scheme::kPow2_4bit};
+// Fast shapes (R >= 4, C a multiple of 4) and scalar-fallback ones.
+const int kSparseBlocks[][2] = {{32, 4}, {16, 4}, {8, 4},  {4, 4}, {32, 8}, {8, 16}, {4, 32},
+                                {16, 32}, {8, 8}, {1, 4}, {2, 2}, {32, 1}, {16, 2}};
+const double kSparsities[] = {0.0, 0.5, 0.9, 0.99, 1.0};
+
+// One sparse_gemm call of table t against the reference on activation rows
+// a[j] (n_act of them) with block-column offsets coloff, rows [o0, o1).
+void SparseGemmCompare(const KernelTable& t, const KernelTable& ref, const SparseCase& sc,
+                       int64_t o0, int64_t o1, const std::vector<const uint8_t*>& a,
+                       const std::vector<int64_t>& coloff, const char* what, uint32_t seed) {
+  const int64_t n_act = static_cast<int64_t>(a.size()), width = o1 - o0, ldc = width + 3;
+  std::vector<int32_t> ct(n_act * ldc, -7777777), cr(n_act * ldc, -7777777);
+  t.sparse_gemm(sc.w, o0, o1, a.data(), coloff.data(), n_act, ct.data(), ldc);
+  ref.sparse_gemm(sc.w, o0, o1, a.data(), coloff.data(), n_act, cr.data(), ldc);
+  EXPECT(SameBits(ct.data(), cr.data(), ct.size() * sizeof(int32_t)),
+         "sparse_gemm %s %s %s rows=%lld k=%lld %dx%d nnz=%lld o=[%lld,%lld) n_act=%lld seed=%u",
+         tfq::IsaName(t.isa), what, tfq::SchemeName(sc.s), (long long)sc.rows, (long long)sc.k,
+         sc.o.block_rows, sc.o.block_cols, (long long)sc.o.nnz_blocks, (long long)o0, (long long)o1,
+         (long long)n_act, seed);
+}
+
+// The activations as the sparse kernels take them: biased, u = q + 128
+// (SparseGemmFn).
+std::vector<uint8_t> Biased(const std::vector<int8_t>& q) {
+  std::vector<uint8_t> u(q.size());
+  tfq::BiasActivations(q.data(), static_cast<int64_t>(q.size()), u.data());
+  return u;
+}
+
+// The reference itself against a naive sum over the dense codes.
+void SparseRefAgainstNaive(const KernelTable& ref, const SparseCase& sc, const int8_t* q, int64_t m) {
+  const std::vector<uint8_t> u = Biased(std::vector<int8_t>(q, q + m * sc.k));
+  std::vector<const uint8_t*> a(m);
+  for (int64_t j = 0; j < m; ++j) a[j] = u.data() + j * sc.k;
+  const int64_t nbc = (sc.k + sc.o.block_cols - 1) / sc.o.block_cols;
+  std::vector<int64_t> coloff(nbc);
+  for (int64_t b = 0; b < nbc; ++b) coloff[b] = b * sc.o.block_cols;
+  std::vector<int32_t> c(m * sc.rows);
+  ref.sparse_gemm(sc.w, 0, sc.rows, a.data(), coloff.data(), m, c.data(), sc.rows);
+  bool ok = true;
+  for (int64_t j = 0; j < m; ++j)
+    for (int64_t r = 0; r < sc.rows; ++r)
+      ok = ok && c[j * sc.rows + r] == NaiveDot(sc.s, &sc.codes[r * sc.k], q + j * sc.k, sc.k);
+  EXPECT(ok, "SparseGemm reference != naive sum %s rows=%lld k=%lld %dx%d", tfq::SchemeName(sc.s),
+         (long long)sc.rows, (long long)sc.k, sc.o.block_rows, sc.o.block_cols);
+}
+
+void TestSparseGemm(const KernelTable& t, const KernelTable& ref, uint32_t seed) {
+  std::mt19937 rng(seed);
+  struct Shape { int64_t rows, k; };
+  // Odd and prime sizes; k = 1100 with C = 4 needs 16-bit indices.
+  const Shape shapes[] = {{37, 131}, {64, 96}, {70, 333}, {33, 67}, {1, 5}, {97, 1100}, {61, 257}};
+  const int64_t n_acts[] = {1, 2, 3, 5, 8, 9, 17};
+  int idx = 0;
+  for (Scheme s : kSparseSchemes) {
+    for (const auto& blk : kSparseBlocks) {
+      for (const Shape& sh : shapes) {
+        ++idx;
+        const int R = blk[0], C = blk[1];
+        if (sh.k == 1100 && C != 4 && C != 1 && C != 2) continue;  // the 16-bit index case
+        SparseCase sc;
+        if (!MakeSparse(rng, s, sh.rows, sh.k, R, C, kSparsities[idx % 5], {idx, idx + 2}, &sc,
+                        -1, idx % 4 == 3))
+          continue;
+        const int64_t n_act = n_acts[idx % 7];
+        const int64_t nbc = (sh.k + C - 1) / C;
+        // FC style: rows of one matrix, offsets b * C.
+        const std::vector<int8_t> q = RandomQ(rng, n_act * sh.k + 64);
+        const std::vector<uint8_t> u = Biased(q);
+        std::vector<const uint8_t*> a(n_act);
+        for (int64_t j = 0; j < n_act; ++j) a[j] = u.data() + j * sh.k;
+        std::vector<int64_t> coloff(nbc);
+        for (int64_t b = 0; b < nbc; ++b) coloff[b] = b * C;
+        SparseGemmCompare(t, ref, sc, 0, sh.rows, a, coloff, "fc", seed);
+        // A row range not aligned to the blocks (threads split at units).
+        if (sh.rows > 9) SparseGemmCompare(t, ref, sc, 3, sh.rows - 5, a, coloff, "range", seed);
+        // Convolution style: scattered rows, block columns at shuffled
+        // offsets inside a larger buffer (as into a padded image).
+        const std::vector<uint8_t> img = Biased(RandomQ(rng, (n_act + 2) * (nbc + 3) * C + 64));
+        std::vector<int64_t> slots(nbc + 3);
+        for (int64_t b = 0; b < nbc + 3; ++b) slots[b] = b * C;
+        std::shuffle(slots.begin(), slots.end(), rng);
+        for (int64_t b = 0; b < nbc; ++b) coloff[b] = slots[b];
+        for (int64_t j = 0; j < n_act; ++j) a[j] = img.data() + ((j * 5 + 1) % (n_act + 2)) * (nbc + 3) * C;
+        SparseGemmCompare(t, ref, sc, 0, sh.rows, a, coloff, "conv", seed);
+        if (&t == &ref || idx % 5 == 0) SparseRefAgainstNaive(ref, sc, q.data(), n_act);
+      }
+    }
+  }
+  // Worst cases: the largest |level| everywhere against +-127 (int16 lanes
+  // of the plain NEON and AVX2 paths at their bound) and a long k whose
+  // int32 sum is near the format's limit.
+  for (Scheme s : kSparseSchemes) {
+    for (bool negative : {false, true}) {
+      const int64_t k = s == Scheme::kPow2_4bit ? 262000 : 33000;
+      SparseCase sc;
+      if (!MakeSparse(rng, s, 8, k, 4, 8, 0.0, {}, &sc, MaxCode(s, negative))) continue;
+      std::vector<int8_t> q(2 * k, 127);
+      for (int64_t i = 0; i < k; i += 2) q[k + i] = -127;  // row 1 alternates
+      const std::vector<uint8_t> u = Biased(q);
+      std::vector<const uint8_t*> a = {u.data(), u.data() + k};
+      std::vector<int64_t> coloff((k + 7) / 8);
+      for (size_t b = 0; b < coloff.size(); ++b) coloff[b] = static_cast<int64_t>(b) * 8;
+      SparseGemmCompare(t, ref, sc, 0, 8, a, coloff, "worst", seed);
+      if (&t == &ref) SparseRefAgainstNaive(ref, sc, q.data(), 2);
+    }
+  }
+}
+
+// Sparse FullyConnected and Conv2D with table t pinned (isa_cap) against
+// force_reference, bit for bit.
+void TestSparseLayers(const KernelTable& t, uint32_t seed, tfq::ThreadPool* pool) {
+  std::mt19937 rng(seed);
+  const int threads = pool ? pool->num_threads() : 1;
+  int idx = 0;
+  struct FcShape { int64_t m, rows, k; };
+  const FcShape fcs[] = {{1, 37, 131}, {2, 64, 96}, {5, 70, 333}, {1, 128, 1100}, {17, 61, 257}};
+  for (Scheme s : kSparseSchemes) {
+    for (const auto& blk : kSparseBlocks) {
+      for (const FcShape& sh : fcs) {
+        ++idx;
+        if (idx % 2 == 0) continue;  // half of the combinations per thread count
+        SparseCase sc;
+        if (!MakeSparse(rng, s, sh.rows, sh.k, blk[0], blk[1], kSparsities[idx % 5], {idx}, &sc))
+          continue;
+        std::vector<float> x = RandomFloats(rng, sh.m * sh.k, 0.1f + (idx % 5));
+        std::vector<float> scale = RandomFloats(rng, sh.rows, 0.2f), bias = RandomFloats(rng, sh.rows, 1.0f);
+        tfq::Epilogue e;
+        e.scale = scale.data();
+        e.bias = idx % 3 == 2 ? nullptr : bias.data();
+        e.activation = static_cast<tfq::Activation>(idx % 3);
+        std::vector<float> yt(sh.m * sh.rows, -777.0f), yr(sh.m * sh.rows, 777.0f);
+        Scratch scratch;
+        tfq::KernelOptions opt;
+        opt.pool = pool;
+        opt.isa_cap = static_cast<int>(t.isa);
+        tfq::FullyConnected(x.data(), sh.m, sc.w, e, yt.data(),
+                            scratch.Get(tfq::FullyConnectedScratchBytes(sc.w, sh.m)), opt);
+        opt.force_reference = true;
+        tfq::FullyConnected(x.data(), sh.m, sc.w, e, yr.data(),
+                            scratch.Get(tfq::FullyConnectedScratchBytes(sc.w, sh.m)), opt);
+        EXPECT(SameBits(yt.data(), yr.data(), yt.size() * sizeof(float)),
+               "sparse FullyConnected %s %s %dx%d m=%lld rows=%lld k=%lld threads=%d seed=%u",
+               tfq::IsaName(t.isa), tfq::SchemeName(s), blk[0], blk[1], (long long)sh.m,
+               (long long)sh.rows, (long long)sh.k, threads, seed);
+      }
+    }
+  }
+  struct Geo { int n, h, w, c, kh, kw, sh, sw, dh, dw, same, oc; };
+  // in_c a multiple of C: implicit im2col (padded or not); otherwise im2col.
+  const Geo geos[] = {{1, 9, 7, 8, 3, 3, 1, 1, 1, 1, 1, 37},   {2, 8, 8, 12, 1, 1, 1, 1, 1, 1, 0, 32},
+                      {1, 11, 6, 5, 3, 2, 2, 1, 1, 2, 1, 16},  {1, 7, 7, 16, 3, 3, 2, 2, 1, 1, 0, 64},
+                      {2, 10, 10, 32, 3, 3, 1, 1, 2, 2, 1, 40}, {1, 6, 9, 3, 5, 3, 1, 2, 1, 1, 0, 33}};
+  const int conv_blocks[][2] = {{32, 4}, {16, 4}, {8, 4}, {4, 4}, {16, 8}, {8, 16}, {1, 4}, {4, 2}};
+  for (Scheme s : kSparseSchemes) {
+    for (const Geo& G : geos) {
+      for (const auto& blk : conv_blocks) {
+        ++idx;
+        tfq::ConvGeometry g;
+        g.batch = G.n; g.in_h = G.h; g.in_w = G.w; g.in_c = G.c;
+        g.kernel_h = G.kh; g.kernel_w = G.kw; g.stride_h = G.sh; g.stride_w = G.sw;
+        g.dilation_h = G.dh; g.dilation_w = G.dw;
+        g.depth_multiplier = 1;
+        g.out_c = G.oc;
+        if (!tfq::ComputeOutputSize(G.same, G.h, G.kh, G.sh, G.dh, &g.out_h, &g.pad_top) ||
+            !tfq::ComputeOutputSize(G.same, G.w, G.kw, G.sw, G.dw, &g.out_w, &g.pad_left)) {
+          EXPECT(false, "bad sparse test geometry %d", idx);
+          continue;
+        }
+        SparseCase sc;
+        if (!MakeSparse(rng, s, G.oc, int64_t{G.kh} * G.kw * G.c, blk[0], blk[1], kSparsities[idx % 5],
+                        {idx}, &sc, -1, idx % 4 == 1))
+          continue;
+        std::vector<float> x = RandomFloats(rng, int64_t{G.n} * G.h * G.w * G.c, 1.0f + idx % 3);
+        std::vector<float> scale = RandomFloats(rng, g.out_c, 0.2f), bias = RandomFloats(rng, g.out_c, 1.0f);
+        tfq::Epilogue e;
+        e.scale = scale.data();
+        e.bias = idx % 3 == 0 ? nullptr : bias.data();
+        e.activation = static_cast<tfq::Activation>(idx % 3);
+        const size_t ny = size_t(g.batch) * g.out_h * g.out_w * g.out_c;
+        std::vector<float> yt(ny, -777.0f), yr(ny, 777.0f);
+        Scratch scratch;
+        tfq::KernelOptions opt;
+        opt.pool = pool;
+        opt.isa_cap = static_cast<int>(t.isa);
+        for (int pass = 0; pass < 2; ++pass) {
+          opt.force_reference = pass == 1;
+          tfq::Conv2D(x.data(), g, sc.w, e, pass == 0 ? yt.data() : yr.data(),
+                      scratch.Get(tfq::Conv2DScratchBytes(sc.w, g, threads)), opt);
+        }
+        EXPECT(SameBits(yt.data(), yr.data(), ny * sizeof(float)),
+               "sparse Conv2D %s %s %dx%d geometry=%d threads=%d seed=%u", tfq::IsaName(t.isa),
+               tfq::SchemeName(s), blk[0], blk[1], idx, threads, seed);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -552,6 +866,7 @@ int main(int argc, char** argv) {
     TestSumRows(*t, rng);
     TestGemm(*t, ref, seed);
     TestDepthwisePixel(*t, ref, seed + 1);
+    TestSparseGemm(*t, ref, seed + 5);
     std::printf("table %-13s %s\n", tfq::IsaName(t->isa), g_failures == before ? "ok" : "FAILED");
   }
   for (int threads : {1, 3}) {
@@ -563,6 +878,21 @@ int main(int argc, char** argv) {
     TestConv(true, seed + 4, p);
     std::printf("layers (%s vs reference, %d thread%s) %s\n", selected, threads,
                 threads > 1 ? "s" : "", g_failures == before ? "ok" : "FAILED");
+  }
+  // Block-sparse layers with each table pinned, 1-4 threads.
+  for (const KernelTable* t : tables) {
+    const int before = g_failures;
+    for (int threads : {1, 2, 3, 4}) {
+      tfq::ThreadPool pool(threads);
+      TestSparseLayers(*t, seed + 6 + threads, threads > 1 ? &pool : nullptr);
+    }
+    std::printf("sparse layers (%s, sparse path %s, 1-4 threads) %s\n", tfq::IsaName(t->isa),
+                t->sparse_path, g_failures == before ? "ok" : "FAILED");
+  }
+  {
+    const int before = g_failures;
+    TestSparseGemm(ref, ref, seed + 5);  // the reference against the naive sums
+    std::printf("sparse reference vs naive sums %s\n", g_failures == before ? "ok" : "FAILED");
   }
   std::printf("%d checks, %d failures, tables tested:", g_checks, g_failures);
   for (const KernelTable* t : tables) std::printf(" %s", tfq::IsaName(t->isa));

@@ -98,8 +98,8 @@ KernelTable MakeAvx512VnniTable() {
 #endif
 
 #if defined(TFQ_HAVE_NEON)
-// Both NEON tables share everything but the GEMM.
-KernelTable MakeNeonTable(Isa isa, GemmFn* gemm) {
+// Both NEON tables share everything but the GEMMs (dense and block-sparse).
+KernelTable MakeNeonTable(Isa isa, GemmFn* gemm, SparseGemmFn* sparse_gemm, const char* sparse_path) {
   KernelTable t{};
   t.isa = isa;
   t.absmax = AbsMaxNeon;
@@ -108,8 +108,8 @@ KernelTable MakeNeonTable(Isa isa, GemmFn* gemm) {
   t.gemm = gemm;
   t.depthwise_pixel = DepthwisePixelNeon;
   t.epilogue_rows_q = EpilogueRowsQNeon;
-  t.sparse_gemm = SparseGemmRef;  // NEON block-sparse kernels: not written yet
-  t.sparse_path = "scalar";
+  t.sparse_gemm = sparse_gemm;
+  t.sparse_path = sparse_path;
   return t;
 }
 
@@ -162,7 +162,7 @@ const KernelTable* Avx512VnniTable() {
 
 const KernelTable* NeonTable() {
 #if defined(TFQ_HAVE_NEON)
-  static const KernelTable table = MakeNeonTable(Isa::kNeon, GemmNeon);
+  static const KernelTable table = MakeNeonTable(Isa::kNeon, GemmNeon, SparseGemmNeon, "neon-128");
   return &table;
 #else
   return nullptr;
@@ -172,7 +172,7 @@ const KernelTable* NeonTable() {
 const KernelTable* NeonDotprodTable() {
 #if defined(TFQ_HAVE_NEON) && defined(TFQ_HAVE_NEON_DOTPROD)
   static const bool supported = CpuHasDotprod();
-  static const KernelTable table = MakeNeonTable(Isa::kNeonDotprod, GemmNeonDotprod);
+  static const KernelTable table = MakeNeonTable(Isa::kNeonDotprod, GemmNeonDotprod, SparseGemmNeonDotprod, "sdot-128");
   return supported ? &table : nullptr;
 #else
   return nullptr;

@@ -107,7 +107,8 @@ struct KernelTable {
   SumRowsI8Fn* sum_rows_i8;                  // optional
   SparseGemmFn* sparse_gemm;                 // block-sparse GEMM (every table)
   // The block-sparse path this table runs, for reports ("scalar",
-  // "avx2-256", "vnni-512", "vnni-256": the vector width of the fast paths).
+  // "avx2-256", "vnni-512", "vnni-256", "neon-128", "sdot-128": the vector
+  // width of the fast paths).
   const char* sparse_path;
 };
 

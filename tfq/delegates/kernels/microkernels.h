@@ -9,7 +9,7 @@
 //   gemm_interleaved/             x
 //   dwconv/            x    x     x           x     (neon's)
 //   epilogue/               x     x           x     (neon's)
-//   sparse/            x    x     x (512, 256)  (ref's) (ref's)
+//   sparse/            x    x     x (512, 256)  x     x
 //
 // The SIMD files are compiled with their ISA's flags (CMakeLists.txt, BUILD)
 // and are called only after run-time CPU detection (dispatch.cc).
@@ -62,9 +62,11 @@ SumI8Fn SumI8Neon;
 GemmFn GemmNeon;
 DepthwisePixelFn DepthwisePixelNeon;
 EpilogueRowsQFn EpilogueRowsQNeon;
+SparseGemmFn SparseGemmNeon;
 
 // NEON dot product (-march=armv8.2-a+dotprod).
 GemmFn GemmNeonDotprod;
+SparseGemmFn SparseGemmNeonDotprod;
 
 }  // namespace internal
 }  // namespace tfq
