@@ -19,7 +19,8 @@ Prints bytes and the ratio float/size. Run: python benchmarks/size.py
 
 With --sparse, the block-sparse table (format version 2): every weighted
 layer projected onto ternary and block-pruned (`block="auto"`, whole blocks
-of the smallest mean magnitude, as `tfq.compress` does without data) at each
+of the smallest mean magnitude, as `tfq.compress` does without data; the
+sparsity spread over the layers with `distribution="erk"`) at each
 sparsity, written by `tfq.convert(sparse="auto")`; and ResNet-50 (random
 weights, 90% block-sparse ternary, all but the first and last layer) with
 where its bytes go. Sizes do not depend on training: pruning removes whole
@@ -77,8 +78,12 @@ def sizes(model):
     return {k: len(v) for k, v in out.items()}
 
 
-def block_prune_model(model, sparsity, skip_first_last=False, block="auto"):
-    """Projects every Dense/Conv2D kernel onto ternary after pruning its blocks of smallest mean magnitude."""
+def block_prune_model(model, sparsity, skip_first_last=False, block="auto", distribution="erk"):
+    """Projects every Dense/Conv2D kernel onto ternary after pruning its blocks of smallest mean magnitude.
+
+    `sparsity` is spread over the pruned kernels as `tfq.PruningCallback(distribution=...)` does
+    (the accuracy rows of benchmarks/accuracy.py --sparse use "erk" too).
+    """
     import keras
     import tensorflow as tf
     from tfq import kernels, pruning, quantizers
@@ -87,12 +92,15 @@ def block_prune_model(model, sparsity, skip_first_last=False, block="auto"):
              if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
     if skip_first_last:
         specs = specs[1:-1]
+    pruned = [s for s in specs if not pruning.is_depthwise(s)]
+    target = dict(zip([s.key for s in pruned], pruning.layer_sparsities(
+        [tuple(s.variable.shape) for s in pruned], sparsity, distribution)))
     for spec in specs:
         w = spec.variable.numpy()
         mask = None
-        if not pruning.is_depthwise(spec):
+        if spec.key in target:
             grid = pruning.block_grid(spec, block)
-            mask = pruning.block_prune_mask(tf.abs(tf.constant(w)), sparsity, None, False, grid).numpy()
+            mask = pruning.block_prune_mask(tf.abs(tf.constant(w)), target[spec.key], None, False, grid).numpy()
         qw, _ = q.project(w, mask=mask, channel_axis=spec.channel_axis)
         spec.variable.assign(np.asarray(qw, np.float32))
     return model
@@ -128,7 +136,8 @@ def main_sparse():
     import keras
     import tfq
     from tfq import models
-    print("Block-sparse ternary (block='auto', tfq.convert(sparse='auto')), every weighted layer compressed; "
+    print("Block-sparse ternary (block='auto', distribution='erk', tfq.convert(sparse='auto')), every weighted layer "
+          "compressed; "
           "bytes of the whole .tflite (ratio float / size)")
     print("| model | sparsity | float | tfq dense | tfq block-sparse (v2) | v2 vs float |")
     print("|---|---|---|---|---|---|")
