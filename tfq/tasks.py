@@ -19,7 +19,8 @@ __all__ = [
     "OCR_BLANK", "crnn", "ocr_targets", "train_ocr", "ocr_decode", "ocr_scores",
     "DETECTION_STRIDE", "centernet", "detection_targets", "detection_loss", "train_detector",
     "detection_decode", "detection_scores",
-    "face_cnn", "face_loss", "augment_faces", "train_face", "face_folds", "window_crops", "face_probability", "hard_negatives", "group_windows", "find_face",
+    "face_cnn", "face_loss", "augment_faces", "train_face", "face_folds", "window_crops", "face_probability", "hard_negatives", "group_windows",
+    "train_face_search", "find_face", "ASTRONAUT_FACE",
 ]
 
 
@@ -36,8 +37,8 @@ def _clone(model):
     return clone
 
 
-def compress_with_admm(model, x, y, loss, scheme, epochs, *, layers=None, sparsity=None, batch_size=32,
-                       learning_rate=1e-3, seed=0, verbose=0):
+def compress_with_admm(model, x, y, loss, scheme, epochs, *, layers=None, sparsity=None, block=None,
+                       prune_layers=None, batch_size=32, learning_rate=1e-3, seed=0, verbose=0):
     """A compressed copy of a trained model: ADMM (and gradient-aware pruning) fine-tuning on (x, y).
 
     The ADMM schedule (rho and its growth, one fine-tuning epoch with frozen
@@ -54,6 +55,10 @@ def compress_with_admm(model, x, y, loss, scheme, epochs, *, layers=None, sparsi
         layers: which layers, as for `tfq.ADMMCallback` (None: all but the
             first and the last supported layers).
         sparsity: pruning target in [0, 1), or None.
+        block: pruning granularity, as for `tfq.PruningCallback` (None:
+            single weights; "auto", "4x4", ...: whole blocks, which
+            `tfq.convert(..., sparse="auto")` leaves out of the file).
+        prune_layers: which layers to prune (None: the same as `layers`).
         batch_size, learning_rate: training settings.
         seed: Keras random seed of the run.
 
@@ -73,7 +78,8 @@ def compress_with_admm(model, x, y, loss, scheme, epochs, *, layers=None, sparsi
     small.compile(optimizer=keras.optimizers.Adam(hp["learning_rate"]), loss=loss)
     callbacks = []
     if sparsity:
-        callbacks.append(PruningCallback(target_sparsity=sparsity, layers=layers, end_fraction=0.5))
+        callbacks.append(PruningCallback(target_sparsity=sparsity, layers=prune_layers or layers, end_fraction=0.5,
+                                         block=block))
     callbacks.append(ADMMCallback(scheme=scheme, layers=layers, rho=hp["rho"], rho_growth=hp["rho_growth"],
                                   rho_max=hp["rho_max"], finetune_epochs=hp["finetune_epochs"]))
     small.fit(x, y, batch_size=batch_size, epochs=hp["epochs"], callbacks=callbacks, verbose=verbose)
@@ -225,7 +231,7 @@ DETECTION_STRIDE = 4  # input pixels per output cell
 _NUM_CLASSES = 10
 
 
-def centernet(size=96, width=32, num_classes=_NUM_CLASSES):
+def centernet(size=96, width=32, num_classes=_NUM_CLASSES, deep_width=None, deep_blocks=2):
     """A small CenterNet-style detector.
 
     Backbone: a 3x3 stride-2 convolution, then depthwise-separable blocks
@@ -235,6 +241,16 @@ def centernet(size=96, width=32, num_classes=_NUM_CLASSES):
     features. Two heads (depthwise-separable): class-centre heatmap logits
     (`num_classes` channels) and the box (centre offset x, y and size w, h in
     cells), concatenated into one (size/4, size/4, num_classes + 4) output.
+
+    Args:
+        size: input side (a multiple of 8).
+        width: channels of the stride-4 blocks (the stem has half, the neck twice).
+        num_classes: heatmap channels.
+        deep_width: channels of the stride-8 blocks (None: `2 * width`). When
+            it differs from `2 * width`, a 1x1 convolution reduces the
+            stride-8 features to `2 * width` channels before the upsampling,
+            so the stride-4 neck stays as cheap as in the default network.
+        deep_blocks: depthwise-separable blocks at stride 8.
     """
     import keras
     from keras import layers
@@ -255,7 +271,16 @@ def centernet(size=96, width=32, num_classes=_NUM_CLASSES):
     x = layers.BatchNormalization(momentum=_BN_MOMENTUM, name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     s4 = sep(sep(x, width, 2, "b2"), width * 3 // 2, 1, "b3")
-    x = sep(sep(s4, width * 2, 2, "b4"), width * 2, 1, "b5")
+    deep = deep_width or width * 2
+    if deep_blocks < 1:
+        raise ValueError(f"deep_blocks must be >= 1, got {deep_blocks}")
+    x = sep(s4, deep, 2, "b4")
+    for i in range(deep_blocks - 1):
+        x = sep(x, deep, 1, f"b{5 + i}")
+    if deep != width * 2:
+        x = layers.Conv2D(width * 2, 1, use_bias=False, name="reduce")(x)
+        x = layers.BatchNormalization(momentum=_BN_MOMENTUM, name="reduce_bn")(x)
+        x = layers.ReLU(name="reduce_relu")(x)
     x = layers.UpSampling2D(2, name="up")(x)
     x = layers.Concatenate(name="merge")([x, s4])
     x = sep(x, width * 2, 1, "neck")
@@ -414,18 +439,42 @@ def face_cnn(size=25, filters=(16, 32, 32)):
     return keras.Model(inp, out, name="face_cnn")
 
 
-def augment_faces(x, y, copies, seed=0):
-    """`copies` augmented copies of each crop: horizontal flip, shifts of up to 2 pixels, contrast and brightness jitter."""
+def augment_faces(x, y, copies, seed=0, zoom=0.0, rotate=0.0, gamma=0.0):
+    """`copies` augmented copies of each crop: horizontal flip, shifts of up to 2 pixels, contrast and brightness jitter.
+
+    Args:
+        x, y: crops (n, size, size, 1) in [0, 1] and their labels.
+        copies: augmented copies per crop (the originals are kept too).
+        seed: seed of the augmentation.
+        zoom: also rescale each copy about its centre by a factor in
+            [1 - zoom, 1 + zoom] (0: no rescaling). The sliding-window search
+            sees faces between two pyramid scales and off-centre.
+        rotate: also rotate by up to this many degrees (0: no rotation).
+        gamma: also apply a gamma in [1 - gamma, 1 + gamma] (0: none), a
+            lighting change that brightness and contrast do not cover.
+
+    Returns:
+        `(x, y)` with `(copies + 1) * n` crops, the originals first.
+    """
     from scipy import ndimage
 
     rng = np.random.default_rng([seed, 0xFACE])
     xs, ys = [x], [y]
+    centre = (np.asarray(x.shape[1:3], np.float64) - 1) / 2
     for _ in range(copies):
         out = np.empty_like(x)
         for i, img in enumerate(x[..., 0]):
             if rng.random() < 0.5:
                 img = img[:, ::-1]
             img = ndimage.shift(img, rng.uniform(-2, 2, size=2), order=1, mode="nearest")
+            if rotate:
+                img = ndimage.rotate(img, rng.uniform(-rotate, rotate), reshape=False, order=1, mode="nearest")
+            if zoom:
+                scale = 1.0 / rng.uniform(1 - zoom, 1 + zoom)
+                img = ndimage.affine_transform(img, np.eye(2) * scale, offset=centre * (1 - scale), order=1,
+                                               mode="nearest")
+            if gamma:
+                img = np.clip(img, 0, 1) ** rng.uniform(1 - gamma, 1 + gamma)
             img = (img - img.mean()) * rng.uniform(0.7, 1.3) + img.mean() + rng.uniform(-0.1, 0.1)
             out[i, ..., 0] = np.clip(img, 0, 1)
         xs.append(out)
@@ -462,6 +511,12 @@ def face_folds(y, k=5, seed=0):
         idx = rng.permutation(np.flatnonzero(y == c))
         fold_of[idx] = np.arange(len(idx)) % k
     return [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(k)]
+
+
+# The face in `skimage.data.astronaut()` (512x512), (x0, y0, x1, y1) in pixels, read off the image by hand
+# with the tightness of lfw_subset's face crops (eyebrows-to-chin, cheek to cheek): the reference box
+# the face search is measured against, never an input of the search.
+ASTRONAUT_FACE = (180, 75, 275, 170)
 
 
 def window_crops(image, window=25, scales=(2.0, 2.5, 3.0, 3.5, 4.0, 5.0), stride=3):
@@ -506,24 +561,66 @@ def hard_negatives(model, images, count, **window_args):
 
 
 def group_windows(boxes, prob, threshold=0.5, iou=0.3):
-    """The window with the most face-like neighbourhood, as Viola-Jones' neighbour grouping.
+    """The face box from scored windows: non-maximum suppression, then the best-supported group, fused.
 
     A face is found by many overlapping windows (neighbouring positions and
-    scales), a false positive by few: each window above `threshold` scores
-    the sum of the probabilities of the windows overlapping it by IoU >=
-    `iou` (itself included); the highest such sum wins.
+    scales), a false positive by few (the neighbour grouping of Viola-Jones).
+    The windows above `threshold` go through greedy non-maximum suppression
+    at IoU `iou` (`metrics.nms`); each surviving window's group is the
+    candidate windows overlapping it by IoU >= `iou`, its support the sum of
+    their probabilities. The group with the highest support wins, and its
+    box is the probability-weighted mean of its windows' boxes.
 
     Returns:
-        `(index of the chosen window, its own probability)`.
+        `(box (x0, y0, x1, y1), probability of the group's best window)`;
+        with no window above `threshold`, the most face-like window.
     """
+    boxes, prob = np.asarray(boxes, np.float64), np.asarray(prob, np.float64)
     cand = np.flatnonzero(prob > threshold)
     if not len(cand):
         j = int(np.argmax(prob))
-        return j, float(prob[j])
-    overlap = metrics.box_iou(boxes[cand], boxes[cand]) >= iou
-    support = overlap.astype(np.float64) @ prob[cand]
-    j = int(cand[int(np.argmax(support))])
-    return j, float(prob[j])
+        return boxes[j].astype(np.float32), float(prob[j])
+    b, p = boxes[cand], prob[cand]
+    overlap = metrics.box_iou(b, b) >= iou
+    best = max(metrics.nms(b, p, iou), key=lambda k: (p[overlap[k]].sum(), p[k]))
+    group = overlap[best]
+    box = (b[group] * p[group, None]).sum(0) / p[group].sum()
+    return box.astype(np.float32), float(p[best])
+
+
+def train_face_search(x, y, *, background=3000, copies=6, epochs=10, rounds=2, per_image=300, seed=0, verbose=0):
+    """A face / non-face CNN for the sliding-window search, trained with background and hard negatives.
+
+    lfw_subset's 100 non-face crops are far too few for a search over
+    thousands of windows. This trains on the given crops plus `background`
+    crops of scikit-image's face-free sample images
+    (`datasets.background_crops`, up to 8x shrunk), all augmented (flip,
+    shift, zoom ±10%, rotation ±10°, gamma, contrast, brightness:
+    `augment_faces`), then `rounds` times adds each sample image's
+    `per_image` most face-like windows (`hard_negatives`) and trains again
+    for `epochs // 2`. No window of the image searched later is used.
+
+    Returns:
+        `(model, (x, y))`: the float model and its last training set (for
+        compressing it with `compress_with_admm`).
+    """
+    from tfq import datasets
+
+    def augmented(xs, ys, n, s):
+        return augment_faces(xs, ys, n, seed=s, zoom=0.1, rotate=10, gamma=0.3)
+
+    bg = datasets.background_crops(background, seed=seed, max_zoom=8.0)
+    xs, ys = np.concatenate([x, bg]), np.concatenate([y, np.zeros(len(bg), np.int64)])
+    model = face_cnn()
+    last = augmented(xs, ys, copies, seed)
+    train_face(model, *last, epochs, seed=seed, verbose=verbose)
+    for r in range(rounds):
+        hard = np.concatenate([hard_negatives(model, [img], per_image, stride=4, scales=(1.0, 1.5, 2.0, 3.0, 4.0, 6.0))
+                               for img in datasets.background_images()])
+        xs, ys = np.concatenate([xs, hard]), np.concatenate([ys, np.zeros(len(hard), np.int64)])
+        last = augmented(xs, ys, max(copies // 2, 1), seed + r + 1)
+        train_face(model, *last, max(epochs // 2, 1), seed=seed + r + 1, verbose=verbose)
+    return model, last
 
 
 def find_face(tflite_bytes, image, threads=1, **window_args):
@@ -537,5 +634,4 @@ def find_face(tflite_bytes, image, threads=1, **window_args):
     """
     crops, boxes = window_crops(image, **window_args)
     prob = face_probability(run_tflite(tflite_bytes, crops, threads=threads, batch=256))
-    j, p = group_windows(boxes, prob)
-    return boxes[j], p
+    return group_windows(boxes, prob)
