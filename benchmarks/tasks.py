@@ -140,9 +140,7 @@ def run_detection(quick, threads, runs):
     log(f"detection: float ({model.count_params()} parameters) trained in {secs:.0f} s")
     targets = tasks.detection_targets(b, c)
     layers = tasks.layers_except({"stem"})  # the stem's 9 taps per channel are kept in float
-    # Pruned: the kernels of 2048 weights or more. Smaller ones have a handful of 32x4 blocks (b2's 16 -> 32
-    # pointwise has 4), and 90% of 4 blocks rounds to all of them: the layer would be cut off.
-    prune = tasks.layers_except({"stem"} | {l.name for l in model.layers if l.count_params() < 2048})
+    prune = tasks.detection_prune_layers(model)
     blobs, comp = stock(model), {}
     for scheme, sparsity in cfg("detection", "variants", quick):
         label = f"pruned {round(100 * sparsity)}% + {scheme}" if sparsity else scheme

@@ -17,7 +17,7 @@ from tfq import metrics
 __all__ = [
     "compress_with_admm", "layers_except", "run_tflite", "agreement",
     "OCR_BLANK", "crnn", "ocr_targets", "train_ocr", "ocr_decode", "ocr_scores",
-    "DETECTION_STRIDE", "centernet", "detection_targets", "detection_loss", "train_detector",
+    "DETECTION_STRIDE", "centernet", "detection_prune_layers", "detection_targets", "detection_loss", "train_detector",
     "detection_decode", "detection_scores",
     "face_cnn", "face_loss", "augment_faces", "train_face", "face_folds", "window_crops", "face_probability", "hard_negatives", "group_windows",
     "train_face_search", "find_face", "ASTRONAUT_FACE",
@@ -292,6 +292,17 @@ def centernet(size=96, width=32, num_classes=_NUM_CLASSES, deep_width=None, deep
             keras.initializers.Constant(-2.19) if name == "heatmap" else "zeros"))(h))
     out = layers.Concatenate(name="heads")(heads)
     return keras.Model(inp, out, name="centernet")
+
+
+def detection_prune_layers(model, min_weights=2048):
+    """The detector's block-pruning policy: every supported layer with at least `min_weights` weights, but the stem.
+
+    Smaller kernels have a handful of 32x4 blocks (the default detector's
+    16 -> 32 pointwise convolution has 4), and 90% of 4 blocks rounds to all
+    of them: the layer would be cut off. Depthwise kernels are never
+    block-pruned (`tfq.PruningCallback`).
+    """
+    return layers_except({"stem"} | {layer.name for layer in model.layers if layer.count_params() < min_weights})
 
 
 def detection_targets(boxes, classes, size=96, num_classes=_NUM_CLASSES):
