@@ -241,7 +241,8 @@ def test_detection_block_pruned_sparse_format():
     tasks.train_detector(model, x, boxes, classes, epochs=1)
     small, _ = tasks.compress_with_admm(
         model, x, tasks.detection_targets(boxes, classes), tasks.detection_loss(), "ternary", 2,
-        layers=tasks.layers_except({"stem"}), sparsity=0.9, block="auto", prune_layers=tasks.detection_prune_layers(model))
+        layers=tasks.layers_except({"stem"}), sparsity=0.9, block="auto",
+        prune_layers=tasks.detection_prune_layers(model))
     blob = tfq.convert(small, sparse="auto")
     layout = {r.layer: r.layout for r in _packed(blob)}
     # The large pointwise kernels are stored block-sparse; the small ones and the depthwise ones stay dense.
