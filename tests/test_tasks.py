@@ -293,21 +293,3 @@ def test_face_pipeline_binary_and_demo():
 
     box, prob = tasks.find_face(blob, data.astronaut().mean(-1) / 255.0, scales=(4.0,), stride=8)
     assert 0 <= box[0] < box[2] <= 512 and 0 <= box[1] < box[3] <= 512 and 0 <= prob <= 1
-
-
-def test_face_search_finds_the_astronaut_face():
-    import tfq
-    from skimage import data
-    from tfq import tasks
-
-    # A small search recipe (the example's larger one reached IoU 0.92). It is not exactly reproducible
-    # across runs (threaded float training): two runs of 2026-12-02 gave IoU 0.84 and 0.48. The wrong
-    # windows of the earlier search (rocket, mission patch, shoulder) have IoU 0 with the face, so the
-    # bound is 0.3: the box is on the face. The image is only searched, never trained on;
-    # ASTRONAUT_FACE is the hand-read box.
-    x, y = datasets.lfw_faces()
-    model, (xs, ys) = tasks.train_face_search(x, y, background=1500, copies=3, epochs=6, rounds=1, per_image=200)
-    small, _ = tasks.compress_with_admm(model, xs, ys, tasks.face_loss(), "ternary", 2)
-    box, prob = tasks.find_face(tfq.convert(small), data.astronaut().mean(-1) / 255.0, stride=4)
-    face = np.asarray(tasks.ASTRONAUT_FACE, np.float32)
-    assert metrics.box_iou(box[None], face[None])[0, 0] >= 0.3 and prob > 0.5
