@@ -69,7 +69,7 @@ struct WideningTile {
     int64_t ao[kQuadsPerWiden];
     int pending = 0;
     for (int64_t e = 0; e < br.n; ++e) {
-      const int64_t off = br.coloff[SpNeonIndex<kIndexBytes>(br.idx, e)];
+      const int64_t off = br.coloff[SparseIndexAt<kIndexBytes>(br.idx, e)];
       const uint8_t* wb = br.codes + e * br.block_bytes;
       for (int j = 0; j < nq; ++j) {
         cp[pending] = wb + j * kUnits * kUb;

@@ -47,7 +47,7 @@ struct DotTile {
 
   static inline void Block(const SpNeonBlockRow& br, int64_t e, const uint8_t* const* a, int8x16_t lut,
                            int32x4_t (&ac)[G][NP]) {
-    const int64_t off = br.coloff[SpNeonIndex<kIndexBytes>(br.idx, e)];
+    const int64_t off = br.coloff[SparseIndexAt<kIndexBytes>(br.idx, e)];
     const uint8_t* wb = br.codes + e * br.block_bytes;
     if constexpr (kQ == 1) {
       int8x16_t w[G];

@@ -28,6 +28,7 @@
 #include <cstring>
 
 #include "kernels/kernels_internal.h"
+#include "kernels/sparse/fields.h"
 #include "kernels/sparse/sparse.h"
 
 namespace tfq {
@@ -81,17 +82,6 @@ inline void SpNeonDecode(const uint8_t* p, int8x16_t lut, int8x16_t* out) {
     // nb = 8: the register is the low nibbles of the 8 bytes, then the high ones.
     const uint8x8_t x = vld1_u8(p);
     out[0] = vqtbl1q_s8(lut, vcombine_u8(vand_u8(x, vdup_n_u8(15)), vshr_n_u8(x, 4)));
-  }
-}
-
-template <int kIndexBytes>
-inline int64_t SpNeonIndex(const uint8_t* idx, int64_t e) {
-  if constexpr (kIndexBytes == 1) {
-    return idx[e];
-  } else {
-    uint16_t v;
-    std::memcpy(&v, idx + 2 * e, 2);
-    return v;
   }
 }
 

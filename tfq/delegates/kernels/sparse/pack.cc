@@ -3,23 +3,11 @@
 // vector order, the per-row level sums.
 #include <algorithm>
 
+#include "kernels/sparse/fields.h"
 #include "kernels/sparse/sparse.h"
 
 namespace tfq {
 namespace {
-
-inline int64_t Count(const uint8_t* counts, int64_t br) {
-  return counts[2 * br] | (counts[2 * br + 1] << 8);
-}
-
-inline int64_t Index(const uint8_t* indices, int index_bytes, int64_t b) {
-  return index_bytes == 1 ? indices[b] : (indices[2 * b] | (indices[2 * b + 1] << 8));
-}
-
-inline int Code(const uint8_t* block, int bits, int64_t i) {
-  const int per_byte = 8 / bits;
-  return (block[i / per_byte] >> ((i % per_byte) * bits)) & ((1 << bits) - 1);
-}
 
 int ZeroCode(Scheme s) {
   for (int c = 0; c < 16; ++c)
@@ -45,10 +33,10 @@ bool SparsePrepared::Build(Scheme s, int64_t rows, int64_t k, const SparseOption
   simd_codes.assign(static_cast<size_t>(o.nnz_blocks * sizes.block_bytes), 0);
   int64_t b = 0;
   for (int64_t br = 0; br < sizes.block_row_count; ++br) {
-    const int64_t n = Count(sw.counts, br);
+    const int64_t n = SparseCount(sw.counts, br);
     const int r_in = static_cast<int>(std::min<int64_t>(R, rows - br * R));
     for (int64_t i = 0; i < n; ++i, ++b) {
-      const int64_t bc = Index(sw.indices, sw.index_bytes, b);
+      const int64_t bc = SparseIndex(sw.indices, sw.index_bytes, b);
       const int c_in = static_cast<int>(std::min<int64_t>(C, k - bc * C));
       const uint8_t* src = sw.codes + b * sizes.block_bytes;
       uint8_t* dst = simd_codes.data() + b * sizes.block_bytes;
@@ -59,7 +47,7 @@ bool SparsePrepared::Build(Scheme s, int64_t rows, int64_t k, const SparseOption
             for (int t = 0; t < fields; ++t) {
               const int lb = t * nb + byte;  // level byte of the unit
               const int r = u * U + lb / 4, c = 4 * q + lb % 4;
-              const int code = r < r_in && c < c_in ? Code(src, bits, static_cast<int64_t>(r) * C + c) : zero;
+              const int code = r < r_in && c < c_in ? SparseBlockCode(src, bits, static_cast<int64_t>(r) * C + c) : zero;
               v |= code << (t * bits);
             }
             dst[byte] = static_cast<uint8_t>(v);

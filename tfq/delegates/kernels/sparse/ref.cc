@@ -5,24 +5,11 @@
 #include <limits>
 
 #include "kernels/microkernels.h"
+#include "kernels/sparse/fields.h"
 #include "kernels/sparse/sparse.h"
 
 namespace tfq {
 namespace {
-
-inline int64_t Count(const uint8_t* counts, int64_t br) {
-  return counts[2 * br] | (counts[2 * br + 1] << 8);
-}
-
-inline int64_t Index(const uint8_t* indices, int index_bytes, int64_t b) {
-  return index_bytes == 1 ? indices[b] : (indices[2 * b] | (indices[2 * b + 1] << 8));
-}
-
-// Code i (= r * C + c) of a stored block: field i mod (8 / bits) of byte i div (8 / bits).
-inline int BlockCode(const uint8_t* block, int bits, int64_t i) {
-  const int per_byte = 8 / bits;
-  return (block[i / per_byte] >> ((i % per_byte) * bits)) & ((1 << bits) - 1);
-}
 
 std::string Str(int64_t v) { return std::to_string(v); }
 
@@ -142,7 +129,7 @@ bool ValidateSparse(Scheme s, int64_t rows, int64_t k, const SparseOptions& o,
   // Counts first: the index walk below trusts their sum.
   int64_t sum = 0;
   for (int64_t br = 0; br < nbr; ++br) {
-    const int64_t n = Count(data, br);
+    const int64_t n = SparseCount(data, br);
     if (n > nbc)
       return Fail(error, "block row " + Str(br) + " counts " + Str(n) + " blocks, there are " +
                              Str(nbc) + " block columns");
@@ -166,11 +153,11 @@ bool ValidateSparse(Scheme s, int64_t rows, int64_t k, const SparseOptions& o,
   const bool whole_bytes = (R * C * bits) % 8 == 0;
   int64_t b = 0;
   for (int64_t br = 0; br < nbr; ++br) {
-    const int64_t n = Count(data, br);
+    const int64_t n = SparseCount(data, br);
     int64_t prev = -1;
     const int r1 = static_cast<int>(std::min<int64_t>(R, rows - br * R));
     for (int64_t i = 0; i < n; ++i, ++b) {
-      const int64_t bc = Index(indices, ib, b);
+      const int64_t bc = SparseIndex(indices, ib, b);
       if (bc >= nbc)
         return Fail(error, "block row " + Str(br) + ": block column index " + Str(bc) +
                                " out of range 0.." + Str(nbc - 1));
@@ -187,7 +174,7 @@ bool ValidateSparse(Scheme s, int64_t rows, int64_t k, const SparseOptions& o,
       }
       for (int r = 0; r < r1; ++r)
         for (int c = 0; c < c1; ++c) {
-          const int code = BlockCode(block, bits, static_cast<int64_t>(r) * C + c);
+          const int code = SparseBlockCode(block, bits, static_cast<int64_t>(r) * C + c);
           if (CodeLevel(s, code) > 64)
             return Fail(error, std::string("invalid ") + SchemeName(s) + " code " + Str(code) +
                                    " in stored block " + Str(b) + " (output channel " +
@@ -217,7 +204,7 @@ bool BuildSparseRowStarts(const SparseOptions& o, const SparseSizes& sizes, cons
   uint32_t start = 0;
   for (int64_t br = 0; br < sizes.block_row_count; ++br) {
     out[br] = start;
-    start += static_cast<uint32_t>(Count(data, br));
+    start += static_cast<uint32_t>(SparseCount(data, br));
   }
   return true;
 }
@@ -238,9 +225,9 @@ void SparseGemm(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* c
     const int r0 = static_cast<int>(std::max(o0, row0) - row0);
     const int r1 = static_cast<int>(std::min({o1, w.rows, row0 + R}) - row0);
     const int byte0 = r0 * C / per_byte, byte1 = (r1 * C + per_byte - 1) / per_byte;
-    const int64_t begin = sw.row_start[br], end = begin + Count(sw.counts, br);
+    const int64_t begin = sw.row_start[br], end = begin + SparseCount(sw.counts, br);
     for (int64_t b = begin; b < end; ++b) {
-      const int64_t bc = Index(sw.indices, sw.index_bytes, b);
+      const int64_t bc = SparseIndex(sw.indices, sw.index_bytes, b);
       const int cn = static_cast<int>(std::min<int64_t>(C, w.k - bc * C));
       const uint8_t* block = sw.codes + b * sw.block_bytes;
       for (int j = byte0; j < byte1; ++j)
@@ -269,10 +256,10 @@ void BlockRowLevelSums(Scheme s, int64_t rows, int64_t k, const SparseWeights& s
   const int r1 = static_cast<int>(std::min<int64_t>(R, rows - br * R));
   const int8_t (*table)[8] = ByteLevels(s);
   std::fill(out, out + R, 0);
-  const int64_t begin = sw.row_start[br], end = begin + Count(sw.counts, br);
+  const int64_t begin = sw.row_start[br], end = begin + SparseCount(sw.counts, br);
   for (int64_t b = begin; b < end; ++b) {
     const uint8_t* block = sw.codes + b * sw.block_bytes;
-    const int64_t bc = Index(sw.indices, sw.index_bytes, b);
+    const int64_t bc = SparseIndex(sw.indices, sw.index_bytes, b);
     const int cn = static_cast<int>(std::min<int64_t>(C, k - bc * C));
     for (int r = 0; r < r1; ++r)
       for (int cc = 0; cc < cn; ++cc) {

@@ -22,6 +22,7 @@
 #include <type_traits>
 
 #include "kernels/kernels_internal.h"
+#include "kernels/sparse/fields.h"
 #include "kernels/sparse/sparse.h"
 
 namespace tfq {
@@ -194,17 +195,6 @@ struct SpPair256 {
   }
 };
 
-template <int kIndexBytes>
-inline int64_t SpIndex(const uint8_t* idx, int64_t e) {
-  if constexpr (kIndexBytes == 1) {
-    return idx[e];
-  } else {
-    uint16_t v;
-    std::memcpy(&v, idx + 2 * e, 2);
-    return v;
-  }
-}
-
 // SpBlockRowTile for SpPair256 (R = 4): blocks in pairs, an odd last one
 // with zero weights in the upper half.
 template <int kBits, int kIndexBytes, int NP, int kQ>
@@ -220,8 +210,8 @@ inline void SpPairTile(const uint8_t* codes, const uint8_t* idx, int64_t n, int 
   for (int t = 0; t < kSets; ++t)
     for (int p = 0; p < NP; ++p) acc[t][p] = _mm256_setzero_si256();
   const auto pair = [&](int64_t e, __m256i (&ac)[NP]) {
-    const int64_t off0 = coloff[SpIndex<kIndexBytes>(idx, e)];
-    const int64_t off1 = coloff[SpIndex<kIndexBytes>(idx, e + 1)];
+    const int64_t off0 = coloff[SparseIndexAt<kIndexBytes>(idx, e)];
+    const int64_t off1 = coloff[SparseIndexAt<kIndexBytes>(idx, e + 1)];
     const uint8_t* w0 = codes + e * block_bytes;
     const uint8_t* w1 = w0 + block_bytes;
     for (int j = 0; j < nq; ++j) {
@@ -237,7 +227,7 @@ inline void SpPairTile(const uint8_t* codes, const uint8_t* idx, int64_t n, int 
   for (int t = 1; t < kSets; ++t)
     for (int p = 0; p < NP; ++p) acc[0][p] = _mm256_add_epi32(acc[0][p], acc[t][p]);
   if (e < n) {
-    const int64_t off0 = coloff[SpIndex<kIndexBytes>(idx, e)];
+    const int64_t off0 = coloff[SparseIndexAt<kIndexBytes>(idx, e)];
     const uint8_t* w0 = codes + e * block_bytes;
     const __m256i lo = _mm256_setr_epi64x(-1, -1, 0, 0);
     for (int j = 0; j < nq; ++j) {
@@ -285,7 +275,7 @@ inline void SpBlockRowTile(const uint8_t* codes, const uint8_t* idx, int64_t n, 
       for (int g = 0; g < G; ++g) acc[s][g][p] = V::zero();
     }
   const auto block = [&](int64_t e, T (&ac)[G][NP], T (&co)[NP]) {
-    const int64_t off = coloff[SpIndex<kIndexBytes>(idx, e)];
+    const int64_t off = coloff[SparseIndexAt<kIndexBytes>(idx, e)];
     const uint8_t* wb = codes + e * block_bytes;
     for (int j = 0; j < nq; ++j) {
       T w[G];
