@@ -119,10 +119,6 @@ inline void SpNeonRows(int64_t p, const SpNeonBlockRow& br, const uint8_t* const
   }
 }
 
-inline int64_t SpNeonCount(const uint8_t* counts, int64_t br) {
-  return counts[2 * br] | (counts[2 * br + 1] << 8);
-}
-
 template <template <int, int, int, int, int> class Tile, int kBits, int kIndexBytes, int G, int NP,
           int kQ>
 void SpNeonGemm(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* const* a,
@@ -136,7 +132,7 @@ void SpNeonGemm(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* c
     const int r1 = static_cast<int>(std::min({o1, w.rows, row0 + R}) - row0);
     const int64_t begin = sw.row_start[b];
     const SpNeonBlockRow br{sw.simd_codes + begin * sw.block_bytes, sw.indices + begin * kIndexBytes,
-                            SpNeonCount(sw.counts, b), sw.block_cols / 4, sw.block_bytes, coloff};
+                            SparseCount(sw.counts, b), sw.block_cols / 4, sw.block_bytes, coloff};
     SpNeonRows<Tile, kBits, kIndexBytes, G, NP, kQ>(0, br, a, n_act, lut, c, ldc, row0 - o0, r0, r1);
   }
 }

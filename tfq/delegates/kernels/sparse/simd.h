@@ -338,10 +338,6 @@ inline void SpBlockRowRows(int64_t p, const uint8_t* codes, const uint8_t* idx, 
   }
 }
 
-inline int64_t SpCount(const uint8_t* counts, int64_t br) {
-  return counts[2 * br] | (counts[2 * br + 1] << 8);
-}
-
 template <class V, int kBits, int kIndexBytes, int G, int NP, int kQ>
 void SpGemm(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* const* a,
             const int64_t* coloff, int64_t n_act, int32_t* c, int64_t ldc) {
@@ -359,7 +355,7 @@ void SpGemm(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* const
     const int64_t begin = sw.row_start[br];
     SpBlockRowRows<V, kBits, kIndexBytes, G, NP, kQ>(
         0, sw.simd_codes + begin * sw.block_bytes, sw.indices + begin * kIndexBytes,
-        SpCount(sw.counts, br), nq, sw.block_bytes, a, coloff, n_act, sums, lut, c, ldc, row0 - o0,
+        SparseCount(sw.counts, br), nq, sw.block_bytes, a, coloff, n_act, sums, lut, c, ldc, row0 - o0,
         r0, r1);
   }
 }
