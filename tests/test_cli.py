@@ -129,9 +129,21 @@ def test_compress_with_data_and_sparsity(workdir):
     _quiet(err)
 
 
+def test_distribution_choices_are_the_pruning_ones():
+    import argparse
+
+    from tfq import pruning
+    from tfq.cli import compress
+
+    p = argparse.ArgumentParser()
+    compress.add_flags(p)
+    action = next(a for a in p._actions if a.dest == "distribution")
+    assert tuple(action.choices) == pruning.DISTRIBUTIONS
+
+
 def test_block_sparse_compress_convert_inspect(workdir):
     rc, out, err = tfq_cli("compress", "--model", "M.keras", "--sparsity", "0.9", "--block", "4x4",
-                           "--noskip_first_last", "--out", "M_b.keras", cwd=workdir)
+                           "--distribution", "erk", "--noskip_first_last", "--out", "M_b.keras", cwd=workdir)
     assert rc == 0, err
     rc, out, err = tfq_cli("convert", "--model", "M_b.keras", "--sparse", "auto", "--out", "M_b.tflite", cwd=workdir)
     assert rc == 0, err

@@ -168,7 +168,8 @@ def compress_with_data(model, scheme, sparsity, data, validation_data, epochs, *
             relative_error=math.sqrt(num / max(den, 1e-30)), corrections=("ADMM",) + (("pruned",) if sparsity else ()),
         )
     settings = dict(hp, batch_size=batch_size, sparsity=sparsity, block=block, distribution=distribution,
-                    skip_first_last=skip_first_last, batch_norm_reestimated_on=recalibrated, optimizer="Adam", loss=getattr(loss, "name", str(loss)))
+                    skip_first_last=skip_first_last, batch_norm_reestimated_on=recalibrated, optimizer="Adam",
+                    loss=getattr(loss, "name", str(loss)))
     return small, reports, acc_before, acc_after, settings
 
 
