@@ -65,6 +65,39 @@ void* AlignedScratch(size_t bytes, std::vector<uint64_t>* storage) {
   return reinterpret_cast<void*>((p + 63) / 64 * 64);
 }
 
+// The geometry array of the conv entry points (batch, in_h, in_w, in_c, kernel_h, kernel_w,
+// stride_h, stride_w, dilation_h, dilation_w, same, out_c, depth_multiplier), checked, with the
+// output size: 0, or -1 (bad geometry / activation), -2 (no valid output size), -3 (y too small).
+int ReadGeometry(const int* geo, bool depthwise, int activation, int64_t y_size, int* out_hw,
+                 tfq::ConvGeometry* out) {
+  tfq::ConvGeometry& g = *out;
+  g.batch = geo[0];
+  g.in_h = geo[1];
+  g.in_w = geo[2];
+  g.in_c = geo[3];
+  g.kernel_h = geo[4];
+  g.kernel_w = geo[5];
+  g.stride_h = geo[6];
+  g.stride_w = geo[7];
+  g.dilation_h = geo[8];
+  g.dilation_w = geo[9];
+  const bool same = geo[10] != 0;
+  g.out_c = geo[11];
+  g.depth_multiplier = depthwise ? geo[12] : 1;
+  if (g.batch < 1 || g.in_c < 1 || g.out_c < 1 || g.depth_multiplier < 1 || activation < 0 ||
+      activation > 2)
+    return -1;
+  if (!tfq::ComputeOutputSize(same, g.in_h, g.kernel_h, g.stride_h, g.dilation_h, &g.out_h,
+                              &g.pad_top) ||
+      !tfq::ComputeOutputSize(same, g.in_w, g.kernel_w, g.stride_w, g.dilation_w, &g.out_w,
+                              &g.pad_left))
+    return -2;
+  out_hw[0] = g.out_h;
+  out_hw[1] = g.out_w;
+  if (static_cast<int64_t>(g.batch) * g.out_h * g.out_w * g.out_c > y_size) return -3;
+  return 0;
+}
+
 }  // namespace
 
 // Caps the dispatcher's choice (-1: best available; else an Isa value) so
@@ -117,30 +150,7 @@ TFQ_EXPORT int tfq_testing_conv(int depthwise, const float* x, const int* geo, i
                                 const float* bias, int activation, float* y, int64_t y_size,
                                 int force_reference, int threads, int* out_hw) {
   tfq::ConvGeometry g;
-  g.batch = geo[0];
-  g.in_h = geo[1];
-  g.in_w = geo[2];
-  g.in_c = geo[3];
-  g.kernel_h = geo[4];
-  g.kernel_w = geo[5];
-  g.stride_h = geo[6];
-  g.stride_w = geo[7];
-  g.dilation_h = geo[8];
-  g.dilation_w = geo[9];
-  const bool same = geo[10] != 0;
-  g.out_c = geo[11];
-  g.depth_multiplier = depthwise ? geo[12] : 1;
-  if (g.batch < 1 || g.in_c < 1 || g.out_c < 1 || g.depth_multiplier < 1 || activation < 0 ||
-      activation > 2)
-    return -1;
-  if (!tfq::ComputeOutputSize(same, g.in_h, g.kernel_h, g.stride_h, g.dilation_h, &g.out_h,
-                              &g.pad_top) ||
-      !tfq::ComputeOutputSize(same, g.in_w, g.kernel_w, g.stride_w, g.dilation_w, &g.out_w,
-                              &g.pad_left))
-    return -2;
-  out_hw[0] = g.out_h;
-  out_hw[1] = g.out_w;
-  if (static_cast<int64_t>(g.batch) * g.out_h * g.out_w * g.out_c > y_size) return -3;
+  if (const int rc = ReadGeometry(geo, depthwise != 0, activation, y_size, out_hw, &g)) return rc;
   tfq::PreparedWeights prepared;
   if (depthwise) {
     if (g.in_c * g.depth_multiplier != g.out_c) return -1;
@@ -226,28 +236,7 @@ TFQ_EXPORT int tfq_testing_sparse_conv(const float* x, const int* geo, int schem
                                        int per_channel, const float* bias, int activation, float* y,
                                        int64_t y_size, int force_reference, int threads, int* out_hw) {
   tfq::ConvGeometry g;
-  g.batch = geo[0];
-  g.in_h = geo[1];
-  g.in_w = geo[2];
-  g.in_c = geo[3];
-  g.kernel_h = geo[4];
-  g.kernel_w = geo[5];
-  g.stride_h = geo[6];
-  g.stride_w = geo[7];
-  g.dilation_h = geo[8];
-  g.dilation_w = geo[9];
-  const bool same = geo[10] != 0;
-  g.out_c = geo[11];
-  g.depth_multiplier = 1;
-  if (g.batch < 1 || g.in_c < 1 || g.out_c < 1 || activation < 0 || activation > 2) return -1;
-  if (!tfq::ComputeOutputSize(same, g.in_h, g.kernel_h, g.stride_h, g.dilation_h, &g.out_h,
-                              &g.pad_top) ||
-      !tfq::ComputeOutputSize(same, g.in_w, g.kernel_w, g.stride_w, g.dilation_w, &g.out_w,
-                              &g.pad_left))
-    return -2;
-  out_hw[0] = g.out_h;
-  out_hw[1] = g.out_w;
-  if (static_cast<int64_t>(g.batch) * g.out_h * g.out_w * g.out_c > y_size) return -3;
+  if (const int rc = ReadGeometry(geo, false, activation, y_size, out_hw, &g)) return rc;
   const int64_t k = static_cast<int64_t>(g.kernel_h) * g.kernel_w * g.in_c;
   tfq::PreparedWeights prepared;
   TestSparse sp;
