@@ -169,7 +169,7 @@ def _shape_label(block):
 
 
 def run_sparse(name, train, test, pre, comp, batch, log, seeds=3, block="auto", targets=(0.8, 0.9, 0.95),
-               distribution="erk"):
+               distribution="erk", permute=True, seeded_targets=(0.9,)):
     """Issue 12's rows: block-sparse vs unstructured pruning + ternary, "all" and default policies.
 
     Every run starts from the same float model pre-trained `pre` epochs and
@@ -178,7 +178,9 @@ def run_sparse(name, train, test, pre, comp, batch, log, seeds=3, block="auto", 
     importance. Where two rows are compared (block vs unstructured at 90%,
     gradient vs magnitude), each is the mean of `seeds` runs. `distribution`
     spreads each target over the pruned kernels (`tfq.PruningCallback`), the
-    same way for block and unstructured rows.
+    same way for block and unstructured rows. With `permute` the block runs
+    first reorder hidden channels (`tfq.permute_channels`, as `tfq.compress`
+    does). `seeded_targets`: the targets whose rows average `seeds` runs.
     """
     builder = BUILDERS[name]
     x, y = train
@@ -204,11 +206,13 @@ def run_sparse(name, train, test, pre, comp, batch, log, seeds=3, block="auto", 
             if target == 0.9:
                 variants.append((f"block {shape} mag", block, "magnitude"))
             for label, blk, importance in variants:
-                n_seeds = seeds if target == 0.9 else 1
+                n_seeds = seeds if target in seeded_targets else 1
                 runs = []
                 for seed in range(1, n_seeds + 1):
                     keras.utils.set_random_seed(seed)
                     m = fresh(builder, pre_weights)
+                    if blk is not None and permute:
+                        tfq.permute_channels(m, block=blk)
                     t = fit(m, [tfq.PruningCallback(target, importance=importance, block=blk, skip_first_last=skip,
                                                     distribution=distribution),
                                 tfq.ADMMCallback("ternary", skip_first_last=skip)])
@@ -228,7 +232,7 @@ def check_sparse_targets(results, shape):
         return None if r is None else r["acc"] * 100
 
     lines = []
-    checks = [("lenet5", 90, 0.5), ("lenet300_100", 95, 1.0)]
+    checks = [("lenet5", 90, 0.5), ("lenet300_100", 95, 1.0), ("small_bn_cnn", 80, 1.0)]
     for model, target, tol in checks:
         for policy in ("all", "default"):
             f, a = acc(model, "float", "-"), acc(model, f"{target}% block {shape} +", policy)
@@ -335,6 +339,10 @@ def main():
                         help="only the block-sparse rows: block vs unstructured pruning + ternary at 80/90/95%%")
     parser.add_argument("--block", default="auto", help="block shape for --sparse: auto or RxC")
     parser.add_argument("--targets", default="0.8,0.9,0.95", help="for --sparse: the sparsities of the rows")
+    parser.add_argument("--no-permute", action="store_true",
+                        help="for --sparse: keep the hidden channels' order (no tfq.permute_channels before block runs)")
+    parser.add_argument("--seeded", default="0.9",
+                        help="for --sparse: the targets whose rows average --seeds runs ('all' for every one)")
     parser.add_argument("--distribution", default="erk", choices=pruning.DISTRIBUTIONS,
                         help="for --sparse: how each target is spread over the pruned kernels (default erk)")
     args = parser.parse_args()
@@ -355,14 +363,17 @@ def main():
     if args.sparse:
         shape = _shape_label(args.block)
         results = []
+        targets = tuple(float(t) for t in args.targets.split(","))
+        seeded = targets if args.seeded == "all" else tuple(float(t) for t in args.seeded.split(","))
         for name in names:
             results += run_sparse(name, (x, y), (xt, yt), args.pre, args.comp, args.batch, log, args.seeds, args.block,
-                                  targets=tuple(float(t) for t in args.targets.split(",")),
-                                  distribution=args.distribution)
+                                  targets=targets, distribution=args.distribution, permute=not args.no_permute,
+                                  seeded_targets=seeded)
         print(f"\nMNIST, block {shape} vs unstructured pruning + ADMM ternary, sparsity spread {args.distribution}: "
               f"{args.pre} float + {args.comp} "
               f"compression epochs (float: {args.pre + args.comp}); Adam 1e-3, batch {args.batch}; {len(x)} training / "
-              f"{len(xt)} test images; 90% rows: mean of {args.seeds} seeds")
+              f"{len(xt)} test images; rows at {args.seeded}: mean of {args.seeds} seeds; block rows "
+              f"{'in the original channel order' if args.no_permute else 'after tfq.permute_channels'}")
         print_table(results)
         print()
         check_sparse_targets(results, shape)

@@ -15,6 +15,7 @@ _EXPORTS = {
     "PruningCallback": "tfq.callbacks",
     "quantize_model": "tfq.layers",
     "compress": "tfq.compression",
+    "permute_channels": "tfq.permutation",
     "strip_training_state": "tfq.compression",
     "convert": "tfq.converter",
     "Interpreter": "tfq.runtime",
@@ -23,7 +24,7 @@ _EXPORTS = {
     "Ternary": "tfq.quantizers",
     "PowerOfTwo": "tfq.quantizers",
 }
-_SUBMODULES = ("schemes", "quantizers", "kernels", "record", "admm", "pruning", "callbacks", "layers", "compression",
+_SUBMODULES = ("schemes", "quantizers", "kernels", "record", "admm", "pruning", "permutation", "callbacks", "layers", "compression",
                "datasets", "models", "converter", "runtime", "distribute", "testing")
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)

@@ -30,6 +30,7 @@ from tfq.compression.graph import all_kernels, clone_model, first_line, layer_ki
 from tfq.compression.report import CompressionReport, LayerReport
 from tfq.compression.with_data import compress_with_data, derive_schedule, evaluate_accuracy
 from tfq.kernels import iter_layers
+from tfq.permutation import permute_channels
 
 __all__ = ["compress", "strip_training_state", "derive_schedule", "evaluate_accuracy", "CompressionReport",
            "LayerReport"]
@@ -54,6 +55,7 @@ def compress(
     strategy=None,
     block=None,
     distribution="uniform",
+    permute=True,
 ):
     """Compresses a Keras 3 model to low-bit weights in one call.
 
@@ -74,6 +76,10 @@ def compress(
             `sparsity`): None, `(rows, cols)`, "RxC" or "auto", as for
             `tfq.PruningCallback`; without data, the blocks of smallest mean
             magnitude. Depthwise kernels are not block-pruned.
+        permute: with `block`, first reorder hidden channels so that each
+            block row joins channels that read the same inputs
+            (`tfq.permute_channels`; the function does not change, the order
+            of hidden channels in the returned model may).
         distribution: how `sparsity` is spread over the pruned kernels:
             "uniform" (each kernel) or "erk" (all of them together, large
             kernels pruned harder), as for `tfq.PruningCallback`.
@@ -141,6 +147,8 @@ def compress(
     t0 = time.perf_counter()
     if data is None:
         small = clone_model(model)
+        if block is not None and permute:
+            permute_channels(small, block)
         chosen, specs = select_layers(small, scheme, layers, skip_first_last)
         reports, _ = compress_data_free(small, chosen, specs, sparsity, corrections, verbose, block,
                                         distribution)
@@ -157,6 +165,7 @@ def compress(
             model, scheme, sparsity, data, validation_data, epochs,
             layers=layers, skip_first_last=skip_first_last, learning_rate=learning_rate, batch_size=batch_size,
             verbose=verbose, strategy=strategy, block=block, distribution=distribution,
+            permute=permute,
         )
         mode = "admm" + (" + pruning" if sparsity else "")
     if not keep_training_state:

@@ -9,6 +9,7 @@ from tfq import schemes
 from tfq.kernels import iter_layers
 from tfq.compression.graph import clone_model, layer_kind, select_layers, to_numpy
 from tfq.compression.report import LayerReport
+from tfq.permutation import permute_channels
 
 
 # Target pull per epoch, as the fraction of the distance to G a kernel keeps
@@ -75,7 +76,8 @@ def _default_loss(model, y_sample):
 
 
 def compress_with_data(model, scheme, sparsity, data, validation_data, epochs, *, layers, skip_first_last, learning_rate,
-               batch_size, verbose, strategy=None, block=None, distribution="uniform"):
+               batch_size, verbose, strategy=None, block=None, distribution="uniform",
+                       permute=True):
     import contextlib
 
     import keras
@@ -102,6 +104,8 @@ def compress_with_data(model, scheme, sparsity, data, validation_data, epochs, *
     scope = strategy.scope if strategy is not None else contextlib.nullcontext
     with scope():
         small = clone_model(model)
+        if block is not None and permute:
+            permute_channels(small, block)
     multi_worker = False
     if strategy is not None:
         import tensorflow as tf
