@@ -92,9 +92,13 @@ def test_auto_block_by_layer_kind_and_narrow_kernels():
     conv, conv8, tconv = keras.layers.Conv2D(64, 3), keras.layers.Conv2D(8, 3), keras.layers.Conv2DTranspose(32, 3)
     conv.build((None, 8, 8, 3)), conv8.build((None, 8, 8, 3)), tconv.build((None, 8, 8, 3))
     assert shape(_spec(conv)) == (16, 4)
-    assert shape(_spec(conv8)) == (8, 4)
-    assert shape(_spec(tconv)) == (16, 4)
-    sep = keras.layers.SeparableConv2D(32, 3)
+    assert shape(_spec(conv8)) == (4, 4)  # at least AUTO_MIN_BLOCK_ROWS block rows, rows not below 4
+    assert shape(_spec(tconv)) == (8, 4)
+    conv2, conv50 = keras.layers.Conv2D(2, 3), keras.layers.Conv2D(50, 3)
+    conv2.build((None, 8, 8, 3)), conv50.build((None, 8, 8, 3))
+    assert shape(_spec(conv2)) == (2, 4)
+    assert shape(_spec(conv50)) == (8, 4)
+    sep = keras.layers.SeparableConv2D(64, 3)
     sep.build((None, 8, 8, 3))
     assert shape(_spec(sep, "pointwise_kernel")) == (16, 4)
 

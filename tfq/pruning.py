@@ -48,7 +48,7 @@ from tfq.training import (KernelHook, KernelRun, KernelState, attached_state, ch
 
 __all__ = ["ConstantSparsity", "PolynomialDecay", "importance", "prune_mask", "PruningState", "PruningTraining",
            "check_sparsity", "masks_for", "end_step", "gradient_averages", "DISTRIBUTIONS", "layer_sparsities",
-           "AUTO_BLOCKS", "auto_block"]
+           "AUTO_BLOCKS", "AUTO_MIN_BLOCK_ROWS", "auto_block"]
 
 
 def check_sparsity(value, what="target_sparsity"):
@@ -233,6 +233,10 @@ def layer_sparsities(shapes, target, distribution="uniform"):
 # and still skips almost all the work. A kernel with fewer output channels
 # (per gate) takes fewer rows.
 AUTO_BLOCKS = {"conv": (16, 4), "dense": (4, 4)}
+# "auto" halves a kernel's block rows (down to 4) until it has at least this
+# many block rows: a 32-channel convolution in 2 block rows of 16 lost 8
+# points against 4x4 blocks (docs/compression.md, "Narrow convolutions").
+AUTO_MIN_BLOCK_ROWS = 4
 
 
 def auto_block(spec):
@@ -324,8 +328,9 @@ def block_grid(spec, block):
     """The `BlockGrid` of a kernel (`tfq.kernels.KernelSpec`) for `block = (rows, cols)` or "auto".
 
     "auto" is `auto_block(spec)` (`AUTO_BLOCKS` by layer kind), with its
-    rows cut to the largest power of two that fits the kernel's output
-    channels (per gate).
+    rows halved (not below 4) until the kernel has `AUTO_MIN_BLOCK_ROWS`
+    block rows, and cut to the largest power of two that fits the kernel's
+    output channels (per gate).
 
     Raises:
         ValueError: a depthwise kernel (not block-pruned: docs/compression.md).
@@ -345,6 +350,8 @@ def block_grid(spec, block):
     if block == "auto":
         per = int(np.prod([shape[a] for a in axes])) // groups
         rows, cols = auto_block(spec)
+        while rows > 4 and per < AUTO_MIN_BLOCK_ROWS * rows:
+            rows //= 2
         while rows > 1 and rows > per:
             rows //= 2
         block = (rows, cols)
