@@ -133,3 +133,19 @@ def test_compress_permutes_hidden_channels(permute):
     agree = np.mean(np.sign(new[new != 0]) == np.sign(old[new != 0]))
     assert agree == 1.0 if not permute else agree < 0.8
     assert small(x).shape == (16, 10)
+
+
+@pytest.mark.parametrize("app,permuted", [("ResNet50", 32), ("MobileNetV2", 20)])
+def test_keras_applications(app, permuted):
+    """Functional graphs with residual adds: the bottlenecks' inner convolutions / the expand convolutions move."""
+    model = getattr(keras.applications, app)(weights=None, input_shape=(32, 32, 3))
+    rng = np.random.default_rng(0)
+    for layer in model.layers:
+        if isinstance(layer, L.BatchNormalization):  # non-trivial statistics, so a misplaced channel shows
+            for w in layer.weights:
+                positive = "gamma" in w.path or "variance" in w.path
+                w.assign((rng.uniform(0.5, 1.5, w.shape) if positive else rng.normal(0, 0.1, w.shape)).astype("float32"))
+    x = rng.normal(size=(2, 32, 32, 3)).astype("float32")
+    before = np.asarray(model(x, training=False))
+    assert len(permute_channels(model, block="auto")) == permuted
+    np.testing.assert_allclose(np.asarray(model(x, training=False)), before, atol=1e-5 * np.abs(before).max())

@@ -13,7 +13,8 @@ def add_flags(p):
     p.add_argument("--scheme", default="ternary", help=f"weight set: {', '.join(schemes.NAMES)}")
     p.add_argument("--sparsity", type=float, metavar="S", help="fraction of weights set to zero, in [0, 1)")
     p.add_argument("--block", metavar="auto|RxC", help="with --sparsity: prune whole blocks of R output channels x C "
-                   "inputs (auto: 16x4 in convolutions, 4x4 in Dense and recurrent layers); default: single weights")
+                   "inputs (auto: 16x4 in convolutions, fewer rows in narrow ones, 4x4 in Dense and recurrent layers); default: "
+                   "single weights")
     # tfq.pruning.DISTRIBUTIONS, restated: the CLI checks flags before TensorFlow loads (a test keeps the two equal).
     p.add_argument("--distribution", choices=("uniform", "erk"), default="uniform",
                    help="with --sparsity: uniform (every layer that sparse) or erk (the sparsity counts all "
@@ -27,6 +28,8 @@ def add_flags(p):
     p.add_argument("--limit", type=int, metavar="N", help="with --eval_data: use only the first N test images")
     common.bool_flag(p, "corrections", True, "data-free bias correction and cross-layer equalization")
     common.bool_flag(p, "skip_first_last", True, "keep the first and last compressible layers in float")
+    common.bool_flag(p, "permute", True, "with --block: first reorder hidden channels so that each block row joins "
+                     "channels that read the same inputs (the model's function does not change)")
     p.add_argument("--layers", type=common.comma_list, metavar="A,B",
                    help="compress exactly these layers (comma-separated)")
     p.add_argument("--keep_training_state", action="store_true",
@@ -77,6 +80,7 @@ def run(args):
         layers=layers, corrections=args.corrections, skip_first_last=args.skip_first_last,
         learning_rate=args.learning_rate, batch_size=args.batch_size, verbose=1, return_report=True,
         keep_training_state=args.keep_training_state, block=block, distribution=args.distribution,
+        permute=args.permute,
     )
     small.save(out)
     print(report.to_markdown())
