@@ -148,9 +148,13 @@ class PruningCallback(_RunCallback):
             judged by the block's mean importance; each side one of 1, 2, 4,
             8, 16, 32), or "auto": per kind of layer, the shape measured best
             on kernel speed and accuracy together (`tfq.pruning.AUTO_BLOCKS`:
-            16x4 for convolutions, 4x4 for Dense and recurrent kernels). LSTM/GRU kernels are cut
-            per gate; depthwise kernels are not block-pruned (they stay
-            dense unless named in `layers`, which is an error).
+            16x4 for convolutions, fewer rows in narrow ones, 4x4 for Dense
+            and recurrent kernels). LSTM/GRU kernels are cut per gate;
+            depthwise kernels are not block-pruned (they stay dense unless
+            named in `layers`, which is an error). Call
+            `tfq.permute_channels(model, block)` on the float model before
+            creating the callbacks, so that each block row joins channels
+            that read the same inputs (`tfq.compress` does).
         distribution: how `target_sparsity` is spread over the pruned
             kernels. "uniform" (default): each kernel reaches it.
             "erk": it counts all of their weights together, and each kernel
