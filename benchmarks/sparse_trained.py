@@ -125,6 +125,7 @@ def main(argv=None):
     small.compile(keras.optimizers.Adam(1e-3), loss, metrics=["accuracy"])
     small.set_weights(parent.get_weights())
     t0 = time.time()
+    tfq.permute_channels(small, block="auto")
     small.fit(x, y, epochs=args.comp, batch_size=128, verbose=0, callbacks=[
         tfq.PruningCallback(args.sparsity, block="auto"), tfq.ADMMCallback("ternary")])
     comp_s = time.time() - t0

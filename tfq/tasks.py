@@ -57,7 +57,8 @@ def compress_with_admm(model, x, y, loss, scheme, epochs, *, layers=None, sparsi
         sparsity: pruning target in [0, 1), or None.
         block: pruning granularity, as for `tfq.PruningCallback` (None:
             single weights; "auto", "4x4", ...: whole blocks, which
-            `tfq.convert(..., sparse="auto")` leaves out of the file).
+            `tfq.convert(..., sparse="auto")` leaves out of the file); hidden
+            channels are permuted first (`tfq.permute_channels`).
         prune_layers: which layers to prune (None: the same as `layers`).
         batch_size, learning_rate: training settings.
         seed: Keras random seed of the run.
@@ -73,6 +74,10 @@ def compress_with_admm(model, x, y, loss, scheme, epochs, *, layers=None, sparsi
     keras.utils.set_random_seed(seed)
     t0 = time.perf_counter()
     small = _clone(model)
+    if sparsity and block is not None:
+        from tfq.permutation import permute_channels
+
+        permute_channels(small, block)
     steps = int(np.ceil(len(x) / batch_size))
     hp = derive_schedule(steps, epochs, learning_rate)
     small.compile(optimizer=keras.optimizers.Adam(hp["learning_rate"]), loss=loss)
