@@ -95,6 +95,13 @@ def test_block_pruning_keeps_more_after_permutation():
     assert before < 0.8 and after > 0.95, (before, after)  # 0.96: every family block, plus the largest noise blocks
 
 
+def test_grouped_and_channels_first_convolutions_keep_their_order():
+    model = keras.Sequential([keras.Input((8, 8, 8)), L.Conv2D(16, 3, groups=2, name="grouped"), L.ReLU(),
+                              L.Conv2D(16, 3, name="plain"), L.Conv2D(8, 1, data_format="channels_first", name="cf"),
+                              L.Flatten(), L.Dense(3)])
+    assert permute_channels(randomize(model), block="4x4") == {}
+
+
 def test_one_row_blocks_and_layer_selection():
     model = randomize(models.lenet300_100())
     assert permute_channels(model, block=(1, 4)) == {}

@@ -78,7 +78,7 @@ def _inbound(model):
     """{layer name: names of the layers it reads} and the names of output layers, from the model's config."""
     if isinstance(model, keras.Sequential):
         names = [layer.name for layer in model.layers]
-        return {b: [a] for a, b in zip(names, names[1:])} | ({names[0]: []} if names else {}), {names[-1]}
+        return {b: [a] for a, b in zip(names, names[1:])} | {n: [] for n in names[:1]}, set(names[-1:])
     try:
         config = model.get_config()
         specs = config["layers"]
@@ -194,7 +194,8 @@ def permute_channels(model, block="auto", layers=None):
     for layer in model.layers:
         if type(layer).__name__ not in ("Dense", "Conv1D", "Conv2D") or layers is not None and layer.name not in layers:
             continue
-        if "<shared>" in inbound.get(layer.name, []) or getattr(layer, "data_format", "channels_last") != "channels_last":
+        if ("<shared>" in inbound.get(layer.name, []) or getattr(layer, "groups", 1) != 1
+                or getattr(layer, "data_format", "channels_last") != "channels_last"):
             continue
         chain = _chain(layer.name, inbound, readers, by_name, outputs)
         if chain is None:
