@@ -155,9 +155,16 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
       int64_t lda;
       if (implicit) {
         const uint8_t** ptrs = tptrs[tid];
+        // One division per tile, then the output column steps along.
+        int64_t oy = p0 / g.out_w, ox = p0 % g.out_w;
+        const uint8_t* row = pimg + oy * g.stride_h * pg.pw * C;
+        const int64_t step = g.stride_w * C, row_step = g.stride_h * pg.pw * C;
         for (int64_t p = 0; p < np; ++p) {
-          const int64_t pix = p0 + p, oy = pix / g.out_w, ox = pix % g.out_w;
-          ptrs[p] = pimg + (oy * g.stride_h * pg.pw + ox * g.stride_w) * C;
+          ptrs[p] = row + ox * step;
+          if (++ox == g.out_w) {
+            ox = 0;
+            row += row_step;
+          }
         }
         kt.sparse_gemm(w, o0, o1, ptrs, coloff, np, s.acc + o0, g.out_c);
         EmitPixels(kt, e, RowState::kOk, s.acc + o0, g.out_c, f + o0, g.out_c, o0, o1, p0, np, sink,
