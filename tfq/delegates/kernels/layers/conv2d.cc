@@ -34,10 +34,20 @@ bool ImplicitSparse(const PackedWeights& w, const ConvGeometry& g) {
   return w.sparse != nullptr && g.in_c % w.sparse->block_cols == 0;
 }
 
+// The conv layout, with larger pixel tiles for the implicit block-sparse
+// GEMM, which decodes a block row once per tile (sparse/simd.h): up to 64
+// pixels, while a thread's int32 tile stays within 64 KB.
+ConvLayout SparseAwareLayout(const PackedWeights& w, const ConvGeometry& g, int threads) {
+  ConvLayout l = MakeConvLayout(w, g, threads);
+  if (ImplicitSparse(w, g))
+    l.tile = std::clamp<int64_t>(16384 / std::max(1, g.out_c), kConvTilePixels, 64);
+  return l;
+}
+
 }  // namespace
 
 size_t Conv2DScratchBytes(const PackedWeights& w, const ConvGeometry& g, int num_threads) {
-  const ConvLayout l = MakeConvLayout(w, g, num_threads);
+  const ConvLayout l = SparseAwareLayout(w, g, num_threads);
   if (l.kp < 0) return 0;
   const size_t per_thread = AlignUp(l.tile * l.kp) + AlignUp(l.tile * sizeof(int32_t)) +
                             AlignUp(l.tile * l.out_c * sizeof(int32_t));
@@ -58,7 +68,7 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
             float* y, void* scratch, const KernelOptions& opt) {
   const KernelTable& kt = internal::SelectTable(opt.force_reference, opt.isa_cap);
   const int threads = NumThreads(opt);
-  const ConvLayout l = MakeConvLayout(w, g, threads);
+  const ConvLayout l = SparseAwareLayout(w, g, threads);
   const RowGeometry geo = DenseRowGeometry(w.scheme, w.k, w.compact);
   const int64_t nblocks = geo.blocks, ntail = geo.tail;
   Arena arena(scratch);

@@ -348,6 +348,9 @@ inline bool SpAdjacentColumns(const int64_t* coloff, int64_t k) {
 
 // One block row (R = G * V::kLanes rows) against NP activation rows a[0, NP):
 // out[p * ldo + r] for r < R. kQ: quads per block (C / 4), 0 = nq at run time.
+// kIndexBytes == 0: the block row decoded beforehand (SpDecodeBlockRow):
+// `codes` holds the weight vectors of each block in order ([block][quad][g]),
+// `idx` the int64 offsets coloff[index] of its blocks.
 template <class V, int kBits, int kIndexBytes, int G, int NP, int kQ>
 inline void SpBlockRowTile(const uint8_t* codes, const uint8_t* idx, int64_t n, int nq_rt,
                            int64_t block_bytes, const uint8_t* const* a, const int64_t* coloff,
@@ -368,7 +371,7 @@ inline void SpBlockRowTile(const uint8_t* codes, const uint8_t* idx, int64_t n, 
   // bounds these), and one more dot product per quad against ones sums the
   // activations u: sum(level q) = sum(u u') - 128 sum(level) - sum(u).
   // With more rows the extra dot products cost more than the lookups save.
-  constexpr bool kAffine = kBits == 2 && NP <= 2;
+  constexpr bool kAffine = kBits == 2 && NP <= 2 && kIndexBytes > 0;
   T acc[kSets][G][NP];
   T cor[kSets][NP];
   for (int s = 0; s < kSets; ++s)
@@ -377,12 +380,15 @@ inline void SpBlockRowTile(const uint8_t* codes, const uint8_t* idx, int64_t n, 
       for (int g = 0; g < G; ++g) acc[s][g][p] = V::zero();
     }
   const auto block = [&](int64_t e, T (&ac)[G][NP], T (&co)[NP]) {
-    const int64_t off = coloff[SparseIndexAt<kIndexBytes>(idx, e)];
+    int64_t off;
+    if constexpr (kIndexBytes == 0) off = reinterpret_cast<const int64_t*>(idx)[e];
+    else off = coloff[SparseIndexAt<kIndexBytes>(idx, e)];
     const uint8_t* wb = codes + e * block_bytes;
     for (int j = 0; j < nq; ++j) {
       T w[G];
       for (int g = 0; g < G; ++g) {
-        if constexpr (kAffine) w[g] = V::codes2(wb + (j * G + g) * kUb);
+        if constexpr (kIndexBytes == 0) w[g] = reinterpret_cast<const T*>(wb)[j * G + g];
+        else if constexpr (kAffine) w[g] = V::codes2(wb + (j * G + g) * kUb);
         else w[g] = V::template decode<kBits>(wb + (j * G + g) * kUb, lut);
       }
       for (int p = 0; p < NP; ++p) {
@@ -440,6 +446,9 @@ inline void SpBlockRowRows(int64_t p, const uint8_t* codes, const uint8_t* idx, 
   }
 }
 
+// The stack buffer of a decoded block row (SpGemm): 16 KB, a quarter of L1.
+constexpr int64_t kSpDecodeBytes = 16384;
+
 template <class V, int kBits, int kIndexBytes, int G, int NP, int kQ>
 void SpGemm(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* const* a,
             const int64_t* coloff, int64_t n_act, int32_t* c, int64_t ldc) {
@@ -448,6 +457,8 @@ void SpGemm(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* const
   const int nq = sw.block_cols / 4;
   const typename V::T lut = V::lut(kSparseLevels[static_cast<int>(w.scheme)].v);
   alignas(64) int32_t sums_tmp[R];
+  alignas(64) uint8_t dec_buf[kSpDecodeBytes];
+  int64_t dec_off[kSpDecodeBytes / 16];  // one per block of at least 16 decoded bytes
   // One activation row of a fully connected layer with 4 x 4 blocks: the
   // blocks-as-lanes GEMV.
   bool gemv = false;
@@ -460,20 +471,40 @@ void SpGemm(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* const
     const int32_t* sums = sw.level_sums != nullptr ? sw.level_sums + row0 : sums_tmp;
     if (sw.level_sums == nullptr) BlockRowLevelSums(w.scheme, w.rows, w.k, sw, br, sums_tmp);
     const int64_t begin = sw.row_start[br];
+    const int64_t n = SparseCount(sw.counts, br);
+    if constexpr (!std::is_same_v<V, SpPair256>) {
+      // Several tiles of activation rows (the pixels of a convolution tile):
+      // the block row decoded once into L1 for all of them, when it fits.
+      using T = typename V::T;
+      constexpr int kUb = V::kLanes * 4 * kBits / 8;
+      if (n_act > NP && n * nq * G * static_cast<int64_t>(sizeof(T)) <= kSpDecodeBytes) {
+        T* dec = reinterpret_cast<T*>(dec_buf);
+        const uint8_t* wc = sw.simd_codes + begin * sw.block_bytes;
+        const uint8_t* ix = sw.indices + begin * kIndexBytes;
+        for (int64_t e = 0; e < n; ++e) {
+          dec_off[e] = coloff[SparseIndexAt<kIndexBytes>(ix, e)];
+          for (int v = 0; v < nq * G; ++v)
+            dec[e * nq * G + v] = V::template decode<kBits>(wc + e * sw.block_bytes + v * kUb, lut);
+        }
+        SpBlockRowRows<V, kBits, 0, G, NP, kQ>(
+            0, dec_buf, reinterpret_cast<const uint8_t*>(dec_off), n, nq,
+            nq * G * static_cast<int64_t>(sizeof(T)), a, coloff, n_act, sums, lut, c, ldc, row0 - o0,
+            r0, r1);
+        continue;
+      }
+    }
     if constexpr (std::is_same_v<V, SpPair256> && kQ == 1) {
       if (gemv) {
         alignas(16) int32_t o4[4];
         SpGemv4x4<kBits, kIndexBytes>(sw.simd_codes + begin * sw.block_bytes,
-                                      sw.indices + begin * kIndexBytes, SparseCount(sw.counts, br),
-                                      a[0], sums, lut, o4);
+                                      sw.indices + begin * kIndexBytes, n, a[0], sums, lut, o4);
         for (int r = r0; r < r1; ++r) c[row0 - o0 + r] = o4[r];
         continue;
       }
     }
     SpBlockRowRows<V, kBits, kIndexBytes, G, NP, kQ>(
         0, sw.simd_codes + begin * sw.block_bytes, sw.indices + begin * kIndexBytes,
-        SparseCount(sw.counts, br), nq, sw.block_bytes, a, coloff, n_act, sums, lut, c, ldc, row0 - o0,
-        r0, r1);
+        n, nq, sw.block_bytes, a, coloff, n_act, sums, lut, c, ldc, row0 - o0, r0, r1);
   }
 }
 
