@@ -101,6 +101,18 @@ def test_fc_sparsities_threads_and_wide_indices(lib, isas):
             assert opts["index_bits"] == 16
 
 
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_fc_batch1_4x4_gemv(lib, isas, scheme):
+    """Batch 1 with 4x4 blocks (the blocks-in-lanes GEMV, eight blocks per step): block rows
+    of 0-41 stored blocks (two-step runs, one step, tails of 1-7 lanes), 8- and 16-bit
+    indices, partial last block row and block column, 1 and 3 threads."""
+    rng = np.random.default_rng(13)
+    for rows, k in ((4 * 41 + 3, 4 * 40 + 2), (37, 1100)):
+        for sparsity in (0.0, 0.3, 0.8, 0.95):
+            check_fc(lib, isas, rng, scheme, (4, 4), 1, rows, k, sparsity, threads=(1, 3),
+                     empty_rows=(1,))
+
+
 def test_fc_partial_blocks_at_both_edges(lib, isas):
     rng = np.random.default_rng(11)
     for rows, k in ((1, 1), (3, 5), (31, 7), (33, 129), (47, 3)):
