@@ -340,7 +340,7 @@ def main():
     parser.add_argument("--block", default="auto", help="block shape for --sparse: auto or RxC")
     parser.add_argument("--targets", default="0.8,0.9,0.95", help="for --sparse: the sparsities of the rows")
     parser.add_argument("--no-permute", action="store_true",
-                        help="for --sparse: keep the hidden channels' order (no tfq.permute_channels before block runs)")
+                        help="for --sparse: keep the hidden channels' order (no tfq.permute_channels first)")
     parser.add_argument("--seeded", default="0.9",
                         help="for --sparse: the targets whose rows average --seeds runs ('all' for every one)")
     parser.add_argument("--distribution", default="erk", choices=pruning.DISTRIBUTIONS,

@@ -151,7 +151,8 @@ def test_keras_applications(app, permuted):
         if isinstance(layer, L.BatchNormalization):  # non-trivial statistics, so a misplaced channel shows
             for w in layer.weights:
                 positive = "gamma" in w.path or "variance" in w.path
-                w.assign((rng.uniform(0.5, 1.5, w.shape) if positive else rng.normal(0, 0.1, w.shape)).astype("float32"))
+                value = rng.uniform(0.5, 1.5, w.shape) if positive else rng.normal(0, 0.1, w.shape)
+                w.assign(value.astype("float32"))
     x = rng.normal(size=(2, 32, 32, 3)).astype("float32")
     before = np.asarray(model(x, training=False))
     assert len(permute_channels(model, block="auto")) == permuted

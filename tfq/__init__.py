@@ -24,8 +24,8 @@ _EXPORTS = {
     "Ternary": "tfq.quantizers",
     "PowerOfTwo": "tfq.quantizers",
 }
-_SUBMODULES = ("schemes", "quantizers", "kernels", "record", "admm", "pruning", "permutation", "callbacks", "layers", "compression",
-               "datasets", "models", "converter", "runtime", "distribute", "testing")
+_SUBMODULES = ("schemes", "quantizers", "kernels", "record", "admm", "pruning", "permutation", "callbacks", "layers",
+               "compression", "datasets", "models", "converter", "runtime", "distribute", "testing")
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 

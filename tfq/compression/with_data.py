@@ -76,8 +76,7 @@ def _default_loss(model, y_sample):
 
 
 def compress_with_data(model, scheme, sparsity, data, validation_data, epochs, *, layers, skip_first_last, learning_rate,
-               batch_size, verbose, strategy=None, block=None, distribution="uniform",
-                       permute=True):
+               batch_size, verbose, strategy=None, block=None, distribution="uniform", permute=True):
     import contextlib
 
     import keras
