@@ -28,8 +28,8 @@ def add_flags(p):
     p.add_argument("--limit", type=int, metavar="N", help="with --eval_data: use only the first N test images")
     common.bool_flag(p, "corrections", True, "data-free bias correction and cross-layer equalization")
     common.bool_flag(p, "skip_first_last", True, "keep the first and last compressible layers in float")
-    common.bool_flag(p, "permute", True, "with --block: first reorder hidden channels so that each block row joins "
-                     "channels that read the same inputs (the model's function does not change)")
+    common.bool_flag(p, "permute", True, "with --block and --data: first reorder hidden channels so that each block "
+                     "row joins channels that read the same inputs (the model's function does not change)")
     p.add_argument("--layers", type=common.comma_list, metavar="A,B",
                    help="compress exactly these layers (comma-separated)")
     p.add_argument("--keep_training_state", action="store_true",
@@ -80,7 +80,7 @@ def run(args):
         layers=layers, corrections=args.corrections, skip_first_last=args.skip_first_last,
         learning_rate=args.learning_rate, batch_size=args.batch_size, verbose=1, return_report=True,
         keep_training_state=args.keep_training_state, block=block, distribution=args.distribution,
-        permute=args.permute,
+        permute=None if args.permute else False,
     )
     small.save(out)
     print(report.to_markdown())

@@ -55,7 +55,7 @@ def compress(
     strategy=None,
     block=None,
     distribution="uniform",
-    permute=True,
+    permute=None,
 ):
     """Compresses a Keras 3 model to low-bit weights in one call.
 
@@ -79,7 +79,9 @@ def compress(
         permute: with `block`, first reorder hidden channels so that each
             block row joins channels that read the same inputs
             (`tfq.permute_channels`; the function does not change, the order
-            of hidden channels in the returned model may).
+            of hidden channels in the returned model may). None (default):
+            with `data` only; the data-free path keeps the order, where it
+            measured worse (docs/compression.md, "Channel permutation").
         distribution: how `sparsity` is spread over the pruned kernels:
             "uniform" (each kernel) or "erk" (all of them together, large
             kernels pruned harder), as for `tfq.PruningCallback`.
@@ -147,7 +149,7 @@ def compress(
     t0 = time.perf_counter()
     if data is None:
         small = clone_model(model)
-        if block is not None and permute:
+        if block is not None and permute:  # None: not without data
             permute_channels(small, block)
         chosen, specs = select_layers(small, scheme, layers, skip_first_last)
         reports, _ = compress_data_free(small, chosen, specs, sparsity, corrections, verbose, block,
@@ -165,7 +167,7 @@ def compress(
             model, scheme, sparsity, data, validation_data, epochs,
             layers=layers, skip_first_last=skip_first_last, learning_rate=learning_rate, batch_size=batch_size,
             verbose=verbose, strategy=strategy, block=block, distribution=distribution,
-            permute=permute,
+            permute=permute is not False,
         )
         mode = "admm" + (" + pruning" if sparsity else "")
     if not keep_training_state:
