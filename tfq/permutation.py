@@ -69,7 +69,8 @@ def group_rows(strips, rows):
             similar = unit[left] @ unit[seed]
             picks = [left[i] for i in np.argsort(-similar, kind="stable")[: rows - 1]]
             order += picks
-            left = [c for c in left if c not in set(picks)]
+            placed = set(picks)
+            left = [c for c in left if c not in placed]
     assert len(order) == n
     return np.asarray(order, np.int64)
 
