@@ -70,13 +70,14 @@ def tflite_scheme(tflite_bytes):
     return "+".join(found) or "tfq"
 
 
-def make_interpreter(tflite_bytes, threads=1, use_delegate=None):
+def make_interpreter(tflite_bytes, threads=1, use_delegate=None, delegate_options=None):
     """A LiteRT interpreter for the model, with the tfq delegate when it has tfq ops.
 
     Args:
         tflite_bytes: the flatbuffer.
         threads: interpreter threads.
         use_delegate: True/False to force, None to decide from the ops.
+        delegate_options: extra tfq delegate options (`tfq.runtime.load_delegate`).
 
     Raises:
         RuntimeError: the model needs the tfq delegate and it is not available.
@@ -88,7 +89,8 @@ def make_interpreter(tflite_bytes, threads=1, use_delegate=None):
             import tfq.runtime as runtime
         except ImportError as e:
             raise RuntimeError(f"the model uses tfq custom ops but the tfq runtime is unavailable: {e}") from e
-        return runtime.Interpreter(model_content=bytes(tflite_bytes), num_threads=threads)
+        return runtime.Interpreter(model_content=bytes(tflite_bytes), num_threads=threads,
+                                   delegate_options=delegate_options)
     from ai_edge_litert.interpreter import Interpreter
 
     return Interpreter(model_content=bytes(tflite_bytes), num_threads=threads)

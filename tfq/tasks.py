@@ -109,18 +109,19 @@ def layers_except(names=(), types=()):
     return policy
 
 
-def run_tflite(tflite_bytes, x, threads=1, batch=32):
+def run_tflite(tflite_bytes, x, threads=1, batch=32, delegate_options=None):
     """Runs a .tflite on every input through LiteRT (with the tfq delegate when it has tfq ops).
 
     Models with a static batch of 1 (recurrent ones) run image by image;
-    others in batches of `batch`.
+    others in batches of `batch`. `delegate_options`: extra tfq delegate
+    options (`tfq.runtime.load_delegate`), e.g. `{"activation_passes": 2}`.
 
     Returns:
         The stacked outputs of the first output tensor, float32.
     """
     from tfq import report
 
-    interp = report.make_interpreter(tflite_bytes, threads)
+    interp = report.make_interpreter(tflite_bytes, threads, delegate_options=delegate_options)
     inp = interp.get_input_details()[0]
     fixed = int(inp["shape"][0]) == 1 and int(inp["shape_signature"][0]) == 1
     step = 1 if fixed else batch

@@ -13,7 +13,10 @@ modes:
   must match this mode up to float32 rounding of the epilogue. With
   ``int8_handover`` (the delegate's default), a RELU6 convolution read only by
   the next tfq convolution hands it int8 codes with the fixed scale 127/6
-  instead of a per-image absmax scale.
+  instead of a per-image absmax scale. With ``activation_passes=2`` (the
+  delegate option of the same name), every tfq op adds a second pass over
+  the int8 rounding residual of its input (``quantization_residual``), and
+  nothing is handed over as int8.
 
 Builtin ops are implemented in NumPy as well, for the set that Keras 3
 classifiers (LeNet, MLPs, small CNNs, MobileNet-style blocks, LSTM/GRU loops)
@@ -129,6 +132,21 @@ def quantize_handover(x):
     return q, np.float32(HANDOVER_SCALE)
 
 
+def quantization_residual(x, axes):
+    """What `quantize_activations` rounds off: x - q / s, float32, as the delegate computes it.
+
+    Zero where the group is all zeros, s is 0, or the group holds NaN or
+    infinity (the first pass is NaN there already).
+    """
+    x = np.asarray(x, np.float32)
+    q, s = quantize_activations(x, axes)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        step = (np.float32(1.0) / np.where(s > 0, s, np.float32(1.0))).astype(np.float32)
+        r = (x - (q.astype(np.float32) * step).astype(np.float32)).astype(np.float32)
+    keep = (s > 0) & np.all(np.isfinite(q), axis=axes, keepdims=True)
+    return np.where(keep, r, np.float32(0.0)).astype(np.float32)
+
+
 def quantize_activations(x, axes):
     """Symmetric int8 quantization without zero point (docs/format.md).
 
@@ -160,17 +178,23 @@ class ReferenceInterpreter:
     Args:
       model: path or bytes of a .tflite file.
       mode: "float" (exact float weights) or "delegate" (int8 activations).
+      int8_handover: as the delegate option (mode "delegate").
+      activation_passes: 1, or 2 as the delegate option (mode "delegate"):
+        a second pass over each input's int8 rounding residual.
 
     Raises:
       TFLiteFileError: the file is not a readable .tflite model.
       ReferenceExecutorError: a tfq node is malformed (wrong version, sizes, codes).
     """
 
-    def __init__(self, model, mode="float", int8_handover=True):
+    def __init__(self, model, mode="float", int8_handover=True, activation_passes=1):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+        if activation_passes not in (1, 2):
+            raise ValueError(f"activation_passes must be 1 or 2, got {activation_passes!r}")
         self.mode = mode
-        self.int8_handover = int8_handover
+        self.activation_passes = activation_passes
+        self.int8_handover = int8_handover and activation_passes == 1
         self.fb, self.data, self.name = tflite_io.load_model(model)
         self._consts = {}
         self._tfq = {}
@@ -182,7 +206,7 @@ class ReferenceInterpreter:
                 elif name.startswith("TFQ_"):
                     raise ReferenceExecutorError(f"{self.name}: node {i} of subgraph {g}: unknown tfq "
                                                  f"custom op {name!r} (known: {', '.join(fmt.CUSTOM_CODES)})")
-        self._handover = self._handover_tensors() if mode == "delegate" and int8_handover else set()
+        self._handover = self._handover_tensors() if mode == "delegate" and self.int8_handover else set()
         sg = self.fb.subgraphs[0]
         self.input_details = [self._details(sg, i) for i in sg.inputs]
         self.output_details = [self._details(sg, i) for i in sg.outputs]
@@ -304,10 +328,15 @@ class ReferenceInterpreter:
             if mode == "float":
                 y = x2.astype(np.float64) @ node["weights"].astype(np.float64).T
             else:
-                q, s = quantize_activations(x2, axes=1)
-                acc = (q.astype(node["acc_dtype"]) @ node["levels"].T.astype(node["acc_dtype"])
-                       ).astype(np.float64)
-                y = _dequant(acc, node["scales"], s)
+                def linear(v):
+                    q, s = quantize_activations(v, axes=1)
+                    acc = (q.astype(node["acc_dtype"]) @ node["levels"].T.astype(node["acc_dtype"])
+                           ).astype(np.float64)
+                    return _dequant(acc, node["scales"], s)
+
+                y = linear(x2)
+                if self.activation_passes == 2:
+                    y = y + linear(quantization_residual(x2, axes=1))
             if node["bias"] is not None:
                 y = y + node["bias"]
             y = _act(y, act)
@@ -322,10 +351,9 @@ class ReferenceInterpreter:
                                              f"weights expect {opts['weight_shape'][3]}")
             if mode == "float":
                 return conv2d(x, node["weights"], node["bias"], stride, dil, opts["padding"], act)
-            q, s = quantize_handover(x) if handed and x.shape[0] == 1 else \
-                quantize_activations(x, axes=(1, 2, 3))
-            acc = conv2d(q, node["levels"], None, stride, dil, opts["padding"],
-                         dtype=node["acc_dtype"]).astype(np.float64)
+            def accumulate(q):
+                return conv2d(q, node["levels"], None, stride, dil, opts["padding"],
+                              dtype=node["acc_dtype"]).astype(np.float64)
         else:
             mult = opts["depth_multiplier"]
             if x.shape[3] * mult != opts["weight_shape"][3]:
@@ -334,11 +362,15 @@ class ReferenceInterpreter:
             if mode == "float":
                 return depthwise_conv2d(x, node["weights"], node["bias"], stride, dil,
                                         opts["padding"], mult, act)
-            q, s = quantize_handover(x) if handed and x.shape[0] == 1 else \
-                quantize_activations(x, axes=(1, 2, 3))
-            acc = depthwise_conv2d(q, node["levels"], None, stride, dil, opts["padding"], mult,
-                                   dtype=node["acc_dtype"]).astype(np.float64)
-        y = _dequant(acc, node["scales"], s)
+            def accumulate(q):
+                return depthwise_conv2d(q, node["levels"], None, stride, dil, opts["padding"], mult,
+                                        dtype=node["acc_dtype"]).astype(np.float64)
+        q, s = quantize_handover(x) if handed and x.shape[0] == 1 else \
+            quantize_activations(x, axes=(1, 2, 3))
+        y = _dequant(accumulate(q), node["scales"], s)
+        if self.activation_passes == 2:
+            q, s = quantize_activations(quantization_residual(x, axes=(1, 2, 3)), axes=(1, 2, 3))
+            y = y + _dequant(accumulate(q), node["scales"], s)
         if node["bias"] is not None:
             y = y + node["bias"]
         return _act(y, act)
@@ -512,6 +544,11 @@ def _squeeze(self, op, ins, sg, outs):
     if dims is None or len(dims) == 0:
         return np.squeeze(ins[0])
     return np.squeeze(ins[0], axis=tuple(int(d) for d in dims))
+
+
+@_builtin("REVERSE_V2")
+def _reverse(self, op, ins, sg, outs):
+    return np.flip(ins[0], axis=tuple(int(a) for a in np.asarray(ins[1]).reshape(-1)))
 
 
 @_builtin("EXPAND_DIMS")

@@ -12,7 +12,11 @@
 // refused nodes, 2: also shapes at prepare, 3: also per-node times),
 // int8_handover (1: default, 0: every node reads and writes float tensors),
 // isa (auto: default; reference, avx2, avx512vnni, neon, neon_dotprod: use at
-// most that instruction set's kernels, refused when the CPU lacks it).
+// most that instruction set's kernels, refused when the CPU lacks it),
+// activation_passes (1: default; 2: each node runs its int8 GEMM on the
+// input and again on the input's int8 rounding residual, about 15 bits of
+// activation precision for twice the multiply-adds; no int8 hand-over then;
+// docs/delegate.md, "Activation precision").
 //
 // Memory safety (docs/delegate.md, "Memory invariants"): a node is claimed
 // only when its tensors cannot alias (ParseNode: not its own input or a
@@ -52,6 +56,7 @@ struct DelegateOptions {
   int verbosity = 0;
   bool int8_handover = true;  // docs/delegate.md, "int8 hand-over"
   int isa_cap = -1;  // -1: auto; else an Isa value (KernelOptions::isa_cap)
+  int activation_passes = 1;  // docs/delegate.md, "Activation precision"
 };
 
 // 64-byte aligned memory that only grows.
@@ -147,6 +152,10 @@ struct NodeKernel {
   bool internal_out = false;
   bool q_out = false;
   int64_t out_elems = 0;  // of an internal output (prepare)
+  // activation_passes 2: elements per quantization segment (an FC row, a
+  // convolution image) and where the two-pass buffers start in the scratch.
+  int64_t segment_elems = 0;
+  size_t layer_scratch_bytes = 0;
   double seconds = 0;  // cumulative invoke time (verbosity 3)
   int64_t invokes = 0;
 };
@@ -342,6 +351,17 @@ TfLiteStatus PrepareNode(TfLiteContext* context, DelegateState* state, NodeKerne
     case OpKind::kConv2D: k->scratch_bytes = Conv2DScratchBytes(ws, k->geometry, threads); break;
     case OpKind::kDepthwiseConv2D: k->scratch_bytes = DepthwiseScratchBytes(w, k->geometry, threads); break;
   }
+  if (state->options.activation_passes == 2) {
+    // The layer's own scratch, then the residual, the second pass's outputs
+    // and one int8 segment (TwoPassScratchBytes).
+    k->segment_elems = fc ? spec.k : ConvInputElems(k->geometry) / std::max(1, k->geometry.batch);
+    const size_t extra = TwoPassScratchBytes(k->segment_elems, in_elems, out_elems);
+    if (extra == 0 || k->scratch_bytes > SIZE_MAX - extra)
+      return Refuse(context, *k, "two-pass scratch of %lld input elements out of range",
+                    static_cast<long long>(in_elems));
+    k->layer_scratch_bytes = (k->scratch_bytes + 63) / 64 * 64;
+    k->scratch_bytes = k->layer_scratch_bytes + extra;
+  }
   Log(state, 2, "prepared %s (%s, rows %lld, k %lld, %d threads, %s%s)", OpName(spec.kind),
       SchemeName(spec.scheme), static_cast<long long>(spec.rows), static_cast<long long>(spec.k),
       threads, IsaName(SelectedIsa(state->options.force_reference, state->options.isa_cap)),
@@ -444,16 +464,42 @@ TfLiteStatus InvokeNode(TfLiteContext* context, DelegateState* state, NodeKernel
   }
   const float* xf = static_cast<const float*>(x);
   float* yf = static_cast<float*>(y);
-  switch (spec.kind) {
-    case OpKind::kFullyConnected:
-      FullyConnected(xf, k->fc_rows, w, e, yf, state->scratch.data(), opt);
-      break;
-    case OpKind::kConv2D:
-      Conv2D(xf, k->geometry, w, e, yf, state->scratch.data(), opt);
-      break;
-    case OpKind::kDepthwiseConv2D:
-      DepthwiseConv2D(xf, k->geometry, w, e, yf, state->scratch.data(), opt);
-      break;
+  const auto run = [&](const float* in, const Epilogue& ep, float* out) {
+    switch (spec.kind) {
+      case OpKind::kFullyConnected:
+        FullyConnected(in, k->fc_rows, w, ep, out, state->scratch.data(), opt);
+        break;
+      case OpKind::kConv2D:
+        Conv2D(in, k->geometry, w, ep, out, state->scratch.data(), opt);
+        break;
+      case OpKind::kDepthwiseConv2D:
+        DepthwiseConv2D(in, k->geometry, w, ep, out, state->scratch.data(), opt);
+        break;
+    }
+  };
+  if (state->options.activation_passes == 2) {
+    // Two passes (docs/delegate.md, "Activation precision"); partitions are
+    // single nodes then (no hand-over), and no statistics are shared.
+    if (internal_in || k->internal_out || k->segment_elems <= 0)
+      return Refuse(context, *k, "two-pass node was not prepared as a single float node");
+    opt.input_stats = nullptr;
+    opt.output_stats = nullptr;
+    const int64_t in_elems = static_cast<int64_t>(k->in_bytes / sizeof(float));
+    const int64_t out_elems = static_cast<int64_t>(k->out_bytes / sizeof(float));
+    char* base = static_cast<char*>(state->scratch.data()) + k->layer_scratch_bytes;
+    float* r = reinterpret_cast<float*>(base);
+    float* z = reinterpret_cast<float*>(base + (in_elems * sizeof(float) + 63) / 64 * 64);
+    int8_t* q = reinterpret_cast<int8_t*>(reinterpret_cast<char*>(z) +
+                                          (out_elems * sizeof(float) + 63) / 64 * 64);
+    QuantizationResidual(xf, in_elems / k->segment_elems, k->segment_elems, r, q, opt);
+    Epilogue linear = e;
+    linear.bias = nullptr;
+    linear.activation = Activation::kNone;
+    run(r, linear, z);
+    run(xf, linear, yf);
+    CombinePasses(e, z, out_elems, spec.out_channels, yf);
+  } else {
+    run(xf, e, yf);
   }
   *nonfinite = out_stats.nonfinite;
   if (opt.output_stats != nullptr && !k->internal_out)
@@ -642,7 +688,8 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
       continue;
     state->stats_readers.insert({context, claim[c].first});
   }
-  const auto parts = BuildPartitions(tensors, claim, state->options.int8_handover);
+  const auto parts = BuildPartitions(tensors, claim,
+                                     state->options.int8_handover && state->options.activation_passes == 1);
   for (const std::vector<int>& part : parts) {
     std::vector<int> list(part.size() + 1);
     list[0] = static_cast<int>(part.size());
@@ -712,6 +759,8 @@ TFQ_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
     else if (!std::strcmp(k, "force_reference")) ok = tfq::ParseBool(v, &options.force_reference);
     else if (!std::strcmp(k, "verbosity")) ok = tfq::ParseInt(v, 0, 3, &options.verbosity);
     else if (!std::strcmp(k, "int8_handover")) ok = tfq::ParseBool(v, &options.int8_handover);
+    else if (!std::strcmp(k, "activation_passes"))
+      ok = tfq::ParseInt(v, 1, 2, &options.activation_passes);
     else if (!std::strcmp(k, "isa")) {
       std::string error;
       ok = tfq::ParseIsa(v, &options.isa_cap, &error);
@@ -722,7 +771,8 @@ TFQ_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
     } else {
       if (report_error) {
         std::string msg = std::string("tfq delegate: unknown option '") + k +
-                          "' (known: num_threads, force_reference, verbosity, int8_handover, isa)";
+                          "' (known: num_threads, force_reference, verbosity, int8_handover, isa, "
+                          "activation_passes)";
         report_error(msg.c_str());
       }
       return nullptr;

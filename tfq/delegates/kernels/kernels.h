@@ -204,6 +204,20 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
 void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights& w,
                      const Epilogue& e, float* y, void* scratch, const KernelOptions& opt);
 
+// Two-pass activations (docs/delegate.md, "Activation precision"). The layers
+// above quantize their input to int8 per segment (a fully connected row, a
+// convolution image) and lose up to half a step per element. r = x minus
+// that quantization, exactly as the layer computes it; a layer run on x and
+// once more on r, both with a linear epilogue (no bias, no activation),
+// gives two partial outputs whose sum carries about 15 bits of activation
+// precision, for twice the multiply-adds. CombinePasses adds them, the bias
+// and the activation: y = act(y + z + bias[c]) over n elements of out_c
+// channels. TwoPassScratchBytes: the scratch of r, z and one int8 segment.
+size_t TwoPassScratchBytes(int64_t seg_elems, int64_t in_elems, int64_t out_elems);
+void QuantizationResidual(const float* x, int64_t segments, int64_t seg_elems, float* r, int8_t* q,
+                          const KernelOptions& opt);
+void CombinePasses(const Epilogue& e, const float* z, int64_t n, int64_t out_c, float* y);
+
 // Bytes of the execution layout the selected ISA wants for these weights (0:
 // none; also 0 when it would exceed 2x the packed size), its channel group,
 // and the builder. PreparedWeights calls them; build the layout once per
