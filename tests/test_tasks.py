@@ -174,6 +174,14 @@ def test_ocr_pipeline_bilstm_ctc():
     assert lite.shape == ref.shape == (64, 40, 11)
     assert np.abs(lite - ref).max() <= 0.05 * np.abs(ref).max()
     assert tasks.agreement(tasks.ocr_decode(lite), tasks.ocr_decode(ref)) >= 0.99
+    # Two activation passes (docs/delegate.md): the WHILE bodies' packed ops too; far closer to Keras,
+    # and what the reference executor (REVERSE_V2 of the backward direction included) computes.
+    from tfq.converter.reference import ReferenceInterpreter
+
+    lite2 = tasks.run_tflite(blob, xt[:8], delegate_options={"activation_passes": 2})
+    assert np.abs(lite2 - ref[:8]).max() <= 0.1 * np.abs(lite[:8] - ref[:8]).max()
+    ref2 = ReferenceInterpreter(blob, mode="delegate", activation_passes=2).predict(xt[:8])
+    np.testing.assert_allclose(lite2, ref2, rtol=1e-3, atol=1e-4 * np.abs(ref2).max())
     scores = tasks.ocr_scores(lite, yt)
     assert 0 <= scores["seq_acc"] <= 1 and scores["cer"] >= 0
 

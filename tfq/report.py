@@ -151,19 +151,20 @@ def tflite_latency(tflite_bytes, sample, threads=1, runs=50, warmup=5):
     return statistics.median(times)
 
 
-def interleaved_latency(models, sample, threads=1, runs=50, warmup=5, progress=None):
+def interleaved_latency(models, sample, threads=1, runs=50, warmup=5, progress=None, delegate_options=None):
     """Median ms per model, measured round-robin so that machine noise hits every model alike.
 
     Args:
         models: {label: tflite bytes}.
         sample: an input batch; its first element is used.
+        delegate_options: extra tfq delegate options for the models with tfq ops.
 
     Returns:
         {label: median milliseconds}.
     """
     interps = {}
     for label, blob in models.items():
-        interp = make_interpreter(blob, threads)
+        interp = make_interpreter(blob, threads, delegate_options=delegate_options)
         inp, _ = _prepare(interp, 1)
         interp.set_tensor(inp["index"], np.asarray(sample[:1], dtype=inp["dtype"]))
         for _ in range(warmup):

@@ -100,6 +100,12 @@ def load_delegate(options=None):
               outputs differ slightly from `False`, where every node reads
               and writes float tensors. The exact rule is in docs/format.md;
               `ReferenceInterpreter(..., int8_handover=...)` computes both.
+            - `activation_passes` (1 or 2, default 1): with 2, every tfq op
+              also runs on its input's int8 rounding residual and adds the
+              two results: about 15 bits of activation precision for twice
+              the multiply-adds (docs/delegate.md, "Activation precision").
+              For models whose decisions are close calls, e.g. a CRNN decoded
+              greedily over many steps; no int8 hand-over then.
             - `verbosity` (0-3, default 0): log claimed and refused nodes,
               shapes at prepare, per-node times to stderr.
 
