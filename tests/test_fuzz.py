@@ -236,9 +236,11 @@ def test_sparse_models_under_asan(asan_lib, tmp_path):
                 p.write_bytes(sparse)
                 paths.append(str(p))
     for isa in _isas(asan_lib):
-        proc = _run_sanitized(asan_lib, ["--mode", "run", "--isa", isa, "--threads", "2"] + paths)
-        _check(proc, f"block-sparse models ({isa})")
-        assert f"FUZZ DONE {len(paths)} refused 0 failed 0" in proc.stdout, proc.stdout[-2000:]
+        for passes in (1, 2) if isa == "reference" else (1,):
+            proc = _run_sanitized(asan_lib, ["--mode", "run", "--isa", isa, "--threads", "2",
+                                             "--passes", str(passes)] + paths)
+            _check(proc, f"block-sparse models ({isa}, {passes} activation passes)")
+            assert f"FUZZ DONE {len(paths)} refused 0 failed 0" in proc.stdout, proc.stdout[-2000:]
 
 
 # ---------------------------------------------------------------------------
@@ -463,7 +465,7 @@ def _mutate_dense_v2(rng, base):
 
 
 def _delegate_options(args):
-    return {"num_threads": str(args.threads), "isa": args.isa}
+    return {"num_threads": str(args.threads), "isa": args.isa, "activation_passes": str(args.passes)}
 
 
 def _invoke(blob, delegate, seed):
@@ -519,6 +521,8 @@ def _models_fuzz(args, lib_path):
     sparse = [bool(sparse_models.sparse_ops(b)) for b in bases]
     dense2 = [bool(sparse_models.dense_v2_ops(b)) for b in bases]
     delegate = load_delegate(lib_path, _delegate_options(args))
+    # Every fourth run with two activation passes (their own scratch layout and passes).
+    two_pass = load_delegate(lib_path, {**_delegate_options(args), "activation_passes": "2"})
     runs = structural = 0
     deadline = time.time() + args.seconds
     # Every run's mutation is drawn in order, so --start and --only replay
@@ -548,10 +552,11 @@ def _models_fuzz(args, lib_path):
             case = f"run {runs} model {m} {kind} [{start},{end})"
         execute = runs == args.only if args.only is not None else runs >= args.start
         if execute:
-            print(case, flush=True)
+            passes = 2 if runs % 4 == 3 else 1
+            print(case + (" passes 2" if passes == 2 else ""), flush=True)
             structural += "structure" in case
             try:
-                _invoke(blob, delegate, runs)
+                _invoke(blob, two_pass if passes == 2 else delegate, runs)
             except (RuntimeError, ValueError, TypeError, IndexError, MemoryError):
                 pass
         runs += 1
@@ -566,6 +571,7 @@ def main():
     ap.add_argument("--mode", choices=("options", "models", "run", "isas"), required=True)
     ap.add_argument("--isa", default="auto", help="delegate option isa (kernel table)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--passes", type=int, default=1, help="delegate option activation_passes")
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--only", type=int, help="replay: execute only this run index")

@@ -356,6 +356,10 @@ TfLiteStatus PrepareNode(TfLiteContext* context, DelegateState* state, NodeKerne
     // and one int8 segment (TwoPassScratchBytes).
     k->segment_elems = fc ? spec.k : ConvInputElems(k->geometry) / std::max(1, k->geometry.batch);
     const size_t extra = TwoPassScratchBytes(k->segment_elems, in_elems, out_elems);
+    if (spec.out_channels <= 0 || out_elems % spec.out_channels != 0 || k->segment_elems <= 0 ||
+        in_elems % k->segment_elems != 0)
+      return Refuse(context, *k, "two-pass sizes: %lld outputs are not rows of %lld channels",
+                    static_cast<long long>(out_elems), static_cast<long long>(spec.out_channels));
     if (extra == 0 || k->scratch_bytes > SIZE_MAX - extra)
       return Refuse(context, *k, "two-pass scratch of %lld input elements out of range",
                     static_cast<long long>(in_elems));

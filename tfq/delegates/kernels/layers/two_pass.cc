@@ -34,7 +34,10 @@ void QuantizationResidual(const float* x, int64_t segments, int64_t seg_elems, f
 }
 
 void CombinePasses(const Epilogue& e, const float* z, int64_t n, int64_t out_c, float* y) {
-  for (int64_t i = 0; i < n; i += out_c) {
+  if (out_c <= 0) return;
+  // Whole rows of out_c channels only: n is a multiple of out_c (the caller
+  // checks it when the node is prepared); a partial row would be left alone.
+  for (int64_t i = 0; i + out_c <= n; i += out_c) {
     for (int64_t c = 0; c < out_c; ++c) {
       const float v = y[i + c] + z[i + c] + (e.bias != nullptr ? e.bias[c] : 0.0f);
       y[i + c] = ApplyActivation(v, e.activation);
