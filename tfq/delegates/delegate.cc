@@ -352,15 +352,24 @@ TfLiteStatus PrepareNode(TfLiteContext* context, DelegateState* state, NodeKerne
     case OpKind::kDepthwiseConv2D: k->scratch_bytes = DepthwiseScratchBytes(w, k->geometry, threads); break;
   }
   if (state->options.activation_passes == 2) {
-    // The layer's own scratch, then the residual, the second pass's outputs
+    // One call of the layer on a doubled batch, [input; its residual]: the
+    // layer's scratch for that batch, then the stacked inputs and outputs
     // and one int8 segment (TwoPassScratchBytes).
     k->segment_elems = fc ? spec.k : ConvInputElems(k->geometry) / std::max(1, k->geometry.batch);
-    const size_t extra = TwoPassScratchBytes(k->segment_elems, in_elems, out_elems);
     if (spec.out_channels <= 0 || out_elems % spec.out_channels != 0 || k->segment_elems <= 0 ||
-        in_elems % k->segment_elems != 0)
+        in_elems % k->segment_elems != 0 || k->geometry.batch > INT32_MAX / 2 ||
+        k->fc_rows > INT64_MAX / 2)
       return Refuse(context, *k, "two-pass sizes: %lld outputs are not rows of %lld channels",
                     static_cast<long long>(out_elems), static_cast<long long>(spec.out_channels));
-    if (extra == 0 || k->scratch_bytes > SIZE_MAX - extra)
+    ConvGeometry twice = k->geometry;
+    twice.batch *= 2;
+    switch (spec.kind) {
+      case OpKind::kFullyConnected: k->scratch_bytes = FullyConnectedScratchBytes(ws, 2 * k->fc_rows); break;
+      case OpKind::kConv2D: k->scratch_bytes = Conv2DScratchBytes(ws, twice, threads); break;
+      case OpKind::kDepthwiseConv2D: k->scratch_bytes = DepthwiseScratchBytes(w, twice, threads); break;
+    }
+    const size_t extra = TwoPassScratchBytes(k->segment_elems, in_elems, out_elems);
+    if (extra == 0 || k->scratch_bytes > SIZE_MAX - extra - 64)
       return Refuse(context, *k, "two-pass scratch of %lld input elements out of range",
                     static_cast<long long>(in_elems));
     k->layer_scratch_bytes = (k->scratch_bytes + 63) / 64 * 64;
@@ -468,19 +477,6 @@ TfLiteStatus InvokeNode(TfLiteContext* context, DelegateState* state, NodeKernel
   }
   const float* xf = static_cast<const float*>(x);
   float* yf = static_cast<float*>(y);
-  const auto run = [&](const float* in, const Epilogue& ep, float* out) {
-    switch (spec.kind) {
-      case OpKind::kFullyConnected:
-        FullyConnected(in, k->fc_rows, w, ep, out, state->scratch.data(), opt);
-        break;
-      case OpKind::kConv2D:
-        Conv2D(in, k->geometry, w, ep, out, state->scratch.data(), opt);
-        break;
-      case OpKind::kDepthwiseConv2D:
-        DepthwiseConv2D(in, k->geometry, w, ep, out, state->scratch.data(), opt);
-        break;
-    }
-  };
   if (state->options.activation_passes == 2) {
     // Two passes (docs/delegate.md, "Activation precision"); partitions are
     // single nodes then (no hand-over), and no statistics are shared.
@@ -491,19 +487,46 @@ TfLiteStatus InvokeNode(TfLiteContext* context, DelegateState* state, NodeKernel
     const int64_t in_elems = static_cast<int64_t>(k->in_bytes / sizeof(float));
     const int64_t out_elems = static_cast<int64_t>(k->out_bytes / sizeof(float));
     char* base = static_cast<char*>(state->scratch.data()) + k->layer_scratch_bytes;
-    float* r = reinterpret_cast<float*>(base);
-    float* z = reinterpret_cast<float*>(base + (in_elems * sizeof(float) + 63) / 64 * 64);
-    int8_t* q = reinterpret_cast<int8_t*>(reinterpret_cast<char*>(z) +
-                                          (out_elems * sizeof(float) + 63) / 64 * 64);
-    QuantizationResidual(xf, in_elems / k->segment_elems, k->segment_elems, r, q, opt);
+    float* in2 = reinterpret_cast<float*>(base);
+    float* out2 = reinterpret_cast<float*>(base + (2 * in_elems * sizeof(float) + 63) / 64 * 64);
+    int8_t* q = reinterpret_cast<int8_t*>(reinterpret_cast<char*>(out2) +
+                                          (2 * out_elems * sizeof(float) + 63) / 64 * 64);
+    std::memcpy(in2, xf, in_elems * sizeof(float));
+    QuantizationResidual(xf, in_elems / k->segment_elems, k->segment_elems, in2 + in_elems, q, opt);
     Epilogue linear = e;
     linear.bias = nullptr;
     linear.activation = Activation::kNone;
-    run(r, linear, z);
-    run(xf, linear, yf);
-    CombinePasses(e, z, out_elems, spec.out_channels, yf);
+    void* layer_scratch = state->scratch.data();
+    switch (spec.kind) {
+      case OpKind::kFullyConnected:
+        FullyConnected(in2, 2 * k->fc_rows, w, linear, out2, layer_scratch, opt);
+        break;
+      case OpKind::kConv2D: {
+        ConvGeometry twice = k->geometry;
+        twice.batch *= 2;
+        Conv2D(in2, twice, w, linear, out2, layer_scratch, opt);
+        break;
+      }
+      case OpKind::kDepthwiseConv2D: {
+        ConvGeometry twice = k->geometry;
+        twice.batch *= 2;
+        DepthwiseConv2D(in2, twice, w, linear, out2, layer_scratch, opt);
+        break;
+      }
+    }
+    CombinePasses(e, out2, out2 + out_elems, out_elems, spec.out_channels, yf);
   } else {
-    run(xf, e, yf);
+    switch (spec.kind) {
+      case OpKind::kFullyConnected:
+        FullyConnected(xf, k->fc_rows, w, e, yf, state->scratch.data(), opt);
+        break;
+      case OpKind::kConv2D:
+        Conv2D(xf, k->geometry, w, e, yf, state->scratch.data(), opt);
+        break;
+      case OpKind::kDepthwiseConv2D:
+        DepthwiseConv2D(xf, k->geometry, w, e, yf, state->scratch.data(), opt);
+        break;
+    }
   }
   *nonfinite = out_stats.nonfinite;
   if (opt.output_stats != nullptr && !k->internal_out)

@@ -206,17 +206,18 @@ void DepthwiseConv2D(const float* x, const ConvGeometry& g, const PackedWeights&
 
 // Two-pass activations (docs/delegate.md, "Activation precision"). The layers
 // above quantize their input to int8 per segment (a fully connected row, a
-// convolution image) and lose up to half a step per element. r = x minus
-// that quantization, exactly as the layer computes it; a layer run on x and
-// once more on r, both with a linear epilogue (no bias, no activation),
-// gives two partial outputs whose sum carries about 15 bits of activation
-// precision, for twice the multiply-adds. CombinePasses adds them, the bias
-// and the activation: y = act(y + z + bias[c]) over n elements of out_c
-// channels. TwoPassScratchBytes: the scratch of r, z and one int8 segment.
+// convolution image) and lose up to half a step per element.
+// QuantizationResidual writes r = x minus that quantization, exactly as the
+// layer computes it. Run on the batch [x; r] with a linear epilogue (no
+// bias, no activation), a layer gives two partial outputs a and b whose sum
+// carries about 15 bits of activation precision, for twice the
+// multiply-adds; CombinePasses writes y = act(a + b + bias[c]) over n
+// elements of out_c channels (whole rows only). TwoPassScratchBytes: the
+// stacked inputs and outputs and one int8 segment (0 when out of range).
 size_t TwoPassScratchBytes(int64_t seg_elems, int64_t in_elems, int64_t out_elems);
 void QuantizationResidual(const float* x, int64_t segments, int64_t seg_elems, float* r, int8_t* q,
                           const KernelOptions& opt);
-void CombinePasses(const Epilogue& e, const float* z, int64_t n, int64_t out_c, float* y);
+void CombinePasses(const Epilogue& e, const float* a, const float* b, int64_t n, int64_t out_c, float* y);
 
 // Bytes of the execution layout the selected ISA wants for these weights (0:
 // none; also 0 when it would exceed 2x the packed size), its channel group,

@@ -5,9 +5,12 @@
 namespace tfq {
 
 size_t TwoPassScratchBytes(int64_t seg_elems, int64_t in_elems, int64_t out_elems) {
-  if (seg_elems <= 0 || in_elems < 0 || out_elems < 0) return 0;
-  return AlignUp(in_elems * sizeof(float)) + AlignUp(out_elems * sizeof(float)) + AlignUp(seg_elems) +
-         kAlign;
+  constexpr int64_t kMaxElems = INT64_MAX / 16;  // 2 * elems * sizeof(float) fits
+  if (seg_elems <= 0 || in_elems < 0 || out_elems < 0 || in_elems > kMaxElems || out_elems > kMaxElems ||
+      seg_elems > kMaxElems)
+    return 0;
+  return AlignUp(2 * in_elems * sizeof(float)) + AlignUp(2 * out_elems * sizeof(float)) +
+         AlignUp(seg_elems) + kAlign;
 }
 
 void QuantizationResidual(const float* x, int64_t segments, int64_t seg_elems, float* r, int8_t* q,
@@ -33,13 +36,13 @@ void QuantizationResidual(const float* x, int64_t segments, int64_t seg_elems, f
   }
 }
 
-void CombinePasses(const Epilogue& e, const float* z, int64_t n, int64_t out_c, float* y) {
+void CombinePasses(const Epilogue& e, const float* a, const float* b, int64_t n, int64_t out_c, float* y) {
   if (out_c <= 0) return;
   // Whole rows of out_c channels only: n is a multiple of out_c (the caller
   // checks it when the node is prepared); a partial row would be left alone.
   for (int64_t i = 0; i + out_c <= n; i += out_c) {
     for (int64_t c = 0; c < out_c; ++c) {
-      const float v = y[i + c] + z[i + c] + (e.bias != nullptr ? e.bias[c] : 0.0f);
+      const float v = a[i + c] + b[i + c] + (e.bias != nullptr ? e.bias[c] : 0.0f);
       y[i + c] = ApplyActivation(v, e.activation);
     }
   }
