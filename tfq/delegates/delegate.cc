@@ -11,6 +11,7 @@
 // interpreter's), force_reference (0/1), verbosity (0: silent, 1: claimed and
 // refused nodes, 2: also shapes at prepare, 3: also per-node times),
 // int8_handover (1: default, 0: every node reads and writes float tensors),
+// fuse_add (1: default, 0: residual ADDs stay with LiteRT),
 // isa (auto: default; reference, avx2, avx512vnni, neon, neon_dotprod: use at
 // most that instruction set's kernels, refused when the CPU lacks it),
 // activation_passes (1: default; 2: each node runs its int8 GEMM on the
@@ -57,6 +58,7 @@ struct DelegateOptions {
   bool int8_handover = true;  // docs/delegate.md, "int8 hand-over"
   int isa_cap = -1;  // -1: auto; else an Isa value (KernelOptions::isa_cap)
   int activation_passes = 1;  // docs/delegate.md, "Activation precision"
+  bool fuse_add = true;  // docs/delegate.md, "Fused residual addition"
 };
 
 // 64-byte aligned memory that only grows.
@@ -109,8 +111,9 @@ struct DelegateState {
   };
   std::map<std::pair<const TfLiteContext*, int>, OutputStats> output_stats;
   // Claimed convolutions (context, node index) whose input has exactly one
-  // writer, a claimed convolution earlier in the execution plan: only they
-  // may take that writer's statistics (DelegatePrepare).
+  // writer, a claimed convolution earlier in the execution plan (or an ADD
+  // fused into one): only they may take that writer's statistics
+  // (DelegatePrepare).
   std::set<std::pair<const TfLiteContext*, int>> stats_readers;
 
   ~DelegateState() {
@@ -127,9 +130,21 @@ struct DelegateState {
   }
 };
 
-// One tfq node of a partition.
+// One node of a partition: a tfq node, or a builtin float ADD (is_add)
+// that reads the output of the convolution before it in the partition
+// (docs/delegate.md, "Fused residual addition").
 struct NodeKernel {
   NodeSpec spec;
+  bool is_add = false;
+  AddSpec add;
+  // An ADD: run by the previous node's epilogue (fused), or on its own
+  // through AddFloats when that node's output must exist as a tensor.
+  bool add_fused = false;
+  // A convolution whose ADD is fused: it writes the ADD's output tensor,
+  // adding the residual tensor (KernelOptions::residual); its own output
+  // tensor is never written.
+  int residual = -1, fused_output = -1;
+  Activation residual_activation = Activation::kNone;
   int node_index = -1;  // in the interpreter's graph
   bool reuse_input_stats = false;  // DelegateState::stats_readers
   // Recorded at prepare, compared at every invoke before a kernel runs: the
@@ -198,12 +213,21 @@ void* KernelInit(TfLiteContext* context, const char* buffer, size_t) {
     TfLiteNode* node = nullptr;
     TfLiteRegistration* reg = nullptr;
     if (context->GetNodeAndRegistration(context, params->nodes_to_replace->data[i], &node, &reg) !=
-        kTfLiteOk)
+        kTfLiteOk || reg == nullptr)
       return nullptr;
-    OpKind kind;
-    if (reg == nullptr || !IsTfqOp(reg->custom_name, &kind)) return nullptr;
     std::string error;
     NodeKernel& k = kernel->nodes[i];
+    if (reg->builtin_code == kBuiltinAdd) {
+      if (!ParseAdd(context, node, &k.add, &error)) {
+        context->ReportError(context, "tfq delegate: ADD: %s\n", error.c_str());
+        return nullptr;
+      }
+      k.is_add = true;
+      k.node_index = params->nodes_to_replace->data[i];
+      continue;
+    }
+    OpKind kind;
+    if (reg->builtin_code != kBuiltinCustom || !IsTfqOp(reg->custom_name, &kind)) return nullptr;
     if (!ParseNode(context, node, kind, &k.spec, &error)) {
       context->ReportError(context, "tfq delegate: %s: %s\n", OpName(kind), error.c_str());
       return nullptr;
@@ -214,11 +238,41 @@ void* KernelInit(TfLiteContext* context, const char* buffer, size_t) {
   // A tensor made and used inside the partition must go from node i to node
   // i + 1 alone (the hand-over buffers alternate); DelegatePrepare only
   // builds such chains, and this checks it.
+  // An ADD is fused into the convolution before it when that convolution's
+  // output is one of its inputs, its other input is another tensor, and no
+  // one outside the partition reads it; otherwise the ADD runs on its own.
+  const auto reads = [&](const NodeKernel& k, int t) {
+    return k.is_add ? (k.add.inputs[0] == t || k.add.inputs[1] == t) : k.spec.input == t;
+  };
   for (int i = 0; i < n; ++i) {
+    NodeKernel& k = kernel->nodes[i];
+    if (!k.is_add) continue;
+    // Its output leaves the partition (BuildPartitions puts an ADD last).
+    if (!Contains(params->output_tensors, k.add.output)) {
+      context->ReportError(context, "tfq delegate: ADD output %d stays inside the partition\n",
+                           k.add.output);
+      return nullptr;
+    }
+    if (i == 0) continue;
+    NodeKernel& conv = kernel->nodes[i - 1];
+    const int t = conv.spec.output;
+    if (conv.is_add || conv.spec.kind != OpKind::kConv2D || Contains(params->output_tensors, t) ||
+        k.add.inputs[0] == k.add.inputs[1] || !reads(k, t))
+      continue;
+    bool elsewhere = false;
+    for (int j = 0; j < n; ++j) elsewhere = elsewhere || (j != i && reads(kernel->nodes[j], t));
+    if (elsewhere) continue;
+    k.add_fused = true;
+    conv.residual = k.add.inputs[0] == t ? k.add.inputs[1] : k.add.inputs[0];
+    conv.fused_output = k.add.output;
+    conv.residual_activation = k.add.activation;
+  }
+  for (int i = 0; i < n; ++i) {
+    if (kernel->nodes[i].is_add || kernel->nodes[i].fused_output >= 0) continue;
     const int out = kernel->nodes[i].spec.output;
     if (Contains(params->output_tensors, out)) continue;
-    bool chained = i + 1 < n && kernel->nodes[i + 1].spec.input == out;
-    for (int j = i + 2; j < n; ++j) chained = chained && kernel->nodes[j].spec.input != out;
+    bool chained = i + 1 < n && !kernel->nodes[i + 1].is_add && kernel->nodes[i + 1].spec.input == out;
+    for (int j = i + 2; j < n; ++j) chained = chained && !reads(kernel->nodes[j], out);
     if (!chained) {
       context->ReportError(context, "tfq delegate: partition tensor %d is not a chain link\n", out);
       return nullptr;
@@ -234,11 +288,17 @@ void KernelFree(TfLiteContext*, void* buffer) {
   for (const NodeKernel& k : kernel->nodes) {
     if (k.invokes == 0 || kernel->state->options.verbosity < 3) continue;
     char line[256];
-    std::snprintf(line, sizeof(line),
-                  "tfq delegate: profile %s rows %lld k %lld in %lld elements%s: %.1f us/invoke",
-                  OpName(k.spec.kind), static_cast<long long>(k.spec.rows),
-                  static_cast<long long>(k.spec.k), static_cast<long long>(k.in_elems),
-                  k.q_out ? " (int8 out)" : "", k.seconds * 1e6 / k.invokes);
+    if (k.is_add) {
+      std::snprintf(line, sizeof(line), "tfq delegate: profile ADD %lld elements: %.1f us/invoke",
+                    static_cast<long long>(k.out_elems), k.seconds * 1e6 / k.invokes);
+    } else {
+      std::snprintf(line, sizeof(line),
+                    "tfq delegate: profile %s rows %lld k %lld in %lld elements%s: %.1f us/invoke",
+                    OpName(k.spec.kind), static_cast<long long>(k.spec.rows),
+                    static_cast<long long>(k.spec.k), static_cast<long long>(k.in_elems),
+                    k.q_out ? " (int8 out)" : k.fused_output >= 0 ? " (+ADD)" : "",
+                    k.seconds * 1e6 / k.invokes);
+    }
     kernel->state->profile.push_back(line);
   }
   delete kernel;
@@ -260,6 +320,64 @@ TfLiteStatus Refuse(TfLiteContext* context, const NodeKernel& k, const char* fmt
   context->ReportError(context, "tfq delegate: %s (node %d): %s", OpName(k.spec.kind), k.node_index,
                        message);
   return kTfLiteError;
+}
+
+bool HasDims(const TfLiteTensor* t, const std::vector<int>& dims) {
+  bool same = t->dims != nullptr && t->dims->size == static_cast<int>(dims.size());
+  for (size_t i = 0; same && i < dims.size(); ++i) same = t->dims->data[i] == dims[i];
+  return same;
+}
+
+TfLiteStatus ResizeTo(TfLiteContext* context, TfLiteTensor* t, const std::vector<int>& dims) {
+  if (HasDims(t, dims)) return kTfLiteOk;
+  auto* d = static_cast<TfLiteIntArray*>(std::malloc(sizeof(int) * (dims.size() + 1)));
+  if (d == nullptr) return kTfLiteError;
+  d->size = static_cast<int>(dims.size());
+  for (size_t i = 0; i < dims.size(); ++i) d->data[i] = dims[i];
+  return context->ResizeTensor(context, t, d);
+}
+
+// Whether byte ranges [a, a + an) and [b, b + bn) share a byte.
+bool Overlap(const void* a, size_t an, const void* b, size_t bn) {
+  const auto pa = reinterpret_cast<uintptr_t>(a), pb = reinterpret_cast<uintptr_t>(b);
+  return pa < pb + bn && pb < pa + an;
+}
+
+TfLiteStatus RefuseAdd(TfLiteContext* context, const NodeKernel& k, const char* fmt, ...) {
+  char message[512];
+  va_list args;
+  va_start(args, fmt);
+  std::vsnprintf(message, sizeof(message), fmt, args);
+  va_end(args);
+  context->ReportError(context, "tfq delegate: ADD (node %d): %s", k.node_index, message);
+  return kTfLiteError;
+}
+
+// An ADD run on its own: both inputs of one shape (no broadcast), the
+// output resized to it.
+TfLiteStatus PrepareAdd(TfLiteContext* context, NodeKernel* k) {
+  const TfLiteTensor* a = &context->tensors[k->add.inputs[0]];
+  const TfLiteTensor* b = &context->tensors[k->add.inputs[1]];
+  if (a->dims == nullptr) return RefuseAdd(context, *k, "input has no shape");
+  const std::vector<int> dims(a->dims->data, a->dims->data + a->dims->size);
+  int64_t elems = 1;
+  for (int d : dims) {
+    if (d < 0 || d > (1 << 30)) return RefuseAdd(context, *k, "input dimension %d out of range", d);
+    elems *= d;
+    if (elems > (int64_t{1} << 40)) return RefuseAdd(context, *k, "input too large");
+  }
+  if (!HasDims(b, dims)) return RefuseAdd(context, *k, "inputs of different shapes (broadcast)");
+  size_t bytes = 0;
+  if (!FloatBytes(elems, &bytes) || a->bytes != bytes || b->bytes != bytes)
+    return RefuseAdd(context, *k, "input byte sizes do not match their shape");
+  TfLiteTensor* out = &context->tensors[k->add.output];
+  if (ResizeTo(context, out, dims) != kTfLiteOk) return kTfLiteError;
+  if (out->bytes != bytes)
+    return RefuseAdd(context, *k, "output tensor %d has %zu bytes after resizing, the ADD writes %zu",
+                     k->add.output, out->bytes, bytes);
+  k->out_elems = elems;
+  k->in_bytes = k->out_bytes = bytes;
+  return kTfLiteOk;
 }
 
 // Sizes the output, records the bytes the node will touch (NodeKernel) and
@@ -305,17 +423,24 @@ TfLiteStatus PrepareNode(TfLiteContext* context, DelegateState* state, NodeKerne
 
   // The output: resized to what the kernel writes.
   TfLiteTensor* out = &context->tensors[spec.output];
-  bool same = out->dims != nullptr && out->dims->size == static_cast<int>(out_dims.size());
-  for (size_t i = 0; same && i < out_dims.size(); ++i) same = out->dims->data[i] == out_dims[i];
-  if (!same) {
-    auto* dims = static_cast<TfLiteIntArray*>(std::malloc(sizeof(int) * (out_dims.size() + 1)));
-    if (dims == nullptr) return kTfLiteError;
-    dims->size = static_cast<int>(out_dims.size());
-    for (size_t i = 0; i < out_dims.size(); ++i) dims->data[i] = out_dims[i];
-    if (context->ResizeTensor(context, out, dims) != kTfLiteOk) return kTfLiteError;
-  }
+  if (ResizeTo(context, out, out_dims) != kTfLiteOk) return kTfLiteError;
   *handover_bytes = 0;
-  if (k->internal_out) {
+  if (k->fused_output >= 0) {
+    // A fused ADD: the residual has exactly the convolution's output shape
+    // (no broadcast) and the ADD's output is resized to it; the
+    // convolution's own output tensor is never written.
+    const TfLiteTensor* res = &context->tensors[k->residual];
+    if (!HasDims(res, out_dims) || res->bytes != out_float_bytes)
+      return Refuse(context, *k, "residual tensor %d of the fused ADD does not have the output's "
+                    "shape and %zu bytes", k->residual, out_float_bytes);
+    TfLiteTensor* sum = &context->tensors[k->fused_output];
+    if (ResizeTo(context, sum, out_dims) != kTfLiteOk) return kTfLiteError;
+    k->out_bytes = out_float_bytes;
+    k->out_elems = out_elems;
+    if (sum->bytes != k->out_bytes)
+      return Refuse(context, *k, "ADD output tensor %d has %zu bytes after resizing, the node writes %zu",
+                    k->fused_output, sum->bytes, k->out_bytes);
+  } else if (k->internal_out) {
     // int8 when a ReLU6 convolution of one image feeds a convolution; the
     // chain is only built then, but the batch is known only now.
     k->out_elems = out_elems;
@@ -394,6 +519,10 @@ TfLiteStatus KernelPrepare(TfLiteContext* context, TfLiteNode* node) {
   const size_t n = kernel->nodes.size();
   for (size_t i = 0; i < n; ++i) {
     NodeKernel* k = &kernel->nodes[i];
+    if (k->is_add) {
+      if (!k->add_fused && PrepareAdd(context, k) != kTfLiteOk) return kTfLiteError;
+      continue;
+    }
     size_t handover = 0;
     const NodeKernel* prev = i > 0 && kernel->nodes[i - 1].internal_out ? &kernel->nodes[i - 1] : nullptr;
     const NodeKernel* next = i + 1 < n ? &kernel->nodes[i + 1] : nullptr;
@@ -437,6 +566,17 @@ TfLiteStatus InvokeNode(TfLiteContext* context, DelegateState* state, NodeKernel
   if (state->scratch.bytes() < k->scratch_bytes)
     return Refuse(context, *k, "scratch of %zu bytes, the node needs %zu", state->scratch.bytes(),
                   k->scratch_bytes);
+  const float* residual = nullptr;
+  if (k->fused_output >= 0) {
+    const TfLiteTensor* res = &context->tensors[k->residual];
+    residual = res->data.f;
+    if (residual == nullptr || res->bytes != k->out_bytes)
+      return Refuse(context, *k, "residual of the fused ADD has %zu bytes at invoke, the node was "
+                    "prepared to read %zu", res->bytes, k->out_bytes);
+    if (Overlap(residual, k->out_bytes, y, k->out_bytes) ||
+        Overlap(residual, k->out_bytes, x, k->in_bytes) || Overlap(x, k->in_bytes, y, k->out_bytes))
+      return Refuse(context, *k, "input, residual and output of the fused ADD overlap");
+  }
   const size_t scale_elems = spec.per_channel_scale ? static_cast<size_t>(spec.out_channels) : 1;
   if (!ConstantIntact(context, spec.weights, static_cast<size_t>(spec.packed_bytes)) ||
       !ConstantIntact(context, spec.scale, scale_elems * sizeof(float)) ||
@@ -474,6 +614,8 @@ TfLiteStatus InvokeNode(TfLiteContext* context, DelegateState* state, NodeKernel
         opt.input_stats = &it->second.stats;
     }
     if (k->q_out) opt.output_q = static_cast<int8_t*>(y);
+    opt.residual = residual;
+    opt.residual_activation = k->residual_activation;
   }
   const float* xf = static_cast<const float*>(x);
   float* yf = static_cast<float*>(y);
@@ -530,11 +672,37 @@ TfLiteStatus InvokeNode(TfLiteContext* context, DelegateState* state, NodeKernel
   }
   *nonfinite = out_stats.nonfinite;
   if (opt.output_stats != nullptr && !k->internal_out)
-    state->output_stats[{context, spec.output}] = {y, y_bytes, out_stats};
+    state->output_stats[{context, k->fused_output >= 0 ? k->fused_output : spec.output}] = {
+        y, y_bytes, out_stats};
   if (timing) {
     k->seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     k->invokes += 1;
     k->in_elems = static_cast<int64_t>(q_in ? k->in_bytes : k->in_bytes / sizeof(float));
+  }
+  return kTfLiteOk;
+}
+
+// An ADD the partition could not fuse: the same floats as the fused one.
+TfLiteStatus InvokeAdd(TfLiteContext* context, DelegateState* state, NodeKernel* k) {
+  const TfLiteTensor* a = &context->tensors[k->add.inputs[0]];
+  const TfLiteTensor* b = &context->tensors[k->add.inputs[1]];
+  TfLiteTensor* out = &context->tensors[k->add.output];
+  if (a->data.raw == nullptr || b->data.raw == nullptr || out->data.raw == nullptr)
+    return RefuseAdd(context, *k, "tensor has no data");
+  const size_t n = k->out_bytes;
+  if (a->bytes != n || b->bytes != n || out->bytes != n)
+    return RefuseAdd(context, *k, "tensors resized after prepare (%zu bytes prepared)", n);
+  // Elementwise: the output may be an input's buffer, but not overlap one partly.
+  for (const TfLiteTensor* t : {a, b})
+    if (t->data.raw != out->data.raw && Overlap(t->data.raw, n, out->data.raw, n))
+      return RefuseAdd(context, *k, "output overlaps an input");
+  const bool timing = state->options.verbosity >= 3;
+  const auto start = timing ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
+  state->output_stats.erase({context, k->add.output});
+  AddFloats(a->data.f, b->data.f, k->out_elems, k->add.activation, out->data.f);
+  if (timing) {
+    k->seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    k->invokes += 1;
   }
   return kTfLiteOk;
 }
@@ -548,8 +716,12 @@ TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
   bool nonfinite = false;  // the hand-over's non-finite flag (KernelOptions::input_nonfinite)
   for (size_t i = 0; i < n; ++i) {
     NodeKernel* k = &kernel->nodes[i];
+    if (k->is_add) {
+      if (!k->add_fused && InvokeAdd(context, state, k) != kTfLiteOk) return kTfLiteError;
+      continue;
+    }
     const TfLiteTensor* in = &context->tensors[k->spec.input];
-    TfLiteTensor* out = &context->tensors[k->spec.output];
+    TfLiteTensor* out = &context->tensors[k->fused_output >= 0 ? k->fused_output : k->spec.output];
     const void* x = in->data.raw;
     size_t x_bytes = in->bytes;
     const bool internal_in = i > 0 && kernel->nodes[i - 1].internal_out;
@@ -599,9 +771,11 @@ PlanTensors ScanPlan(TfLiteContext* context, const TfLiteIntArray* plan) {
 // ReLU6 convolution whose output has exactly one reader, a claimed
 // convolution, is delegated together with it. Every other node is its own
 // partition.
+// A convolution with a fused ADD (fused_add: claim index -> ADD node) ends
+// its partition, followed by the ADD.
 std::vector<std::vector<int>> BuildPartitions(const PlanTensors& tensors,
                                               const std::vector<std::pair<int, NodeSpec>>& claim,
-                                              bool handover) {
+                                              bool handover, const std::map<size_t, int>& fused_add) {
   std::map<int, size_t> by_input;  // input tensor -> claimed convolution reading it
   for (size_t c = 0; c < claim.size(); ++c)
     if (claim[c].second.kind != OpKind::kFullyConnected) by_input[claim[c].second.input] = c;
@@ -621,7 +795,13 @@ std::vector<std::vector<int>> BuildPartitions(const PlanTensors& tensors,
   for (size_t c = 0; c < claim.size(); ++c) {
     if (prev[c] >= 0) continue;
     parts.emplace_back();
-    for (int i = static_cast<int>(c); i >= 0; i = next[i]) parts.back().push_back(claim[i].first);
+    int last = static_cast<int>(c);
+    for (int i = last; i >= 0; i = next[i]) {
+      parts.back().push_back(claim[i].first);
+      last = i;
+    }
+    const auto add = fused_add.find(static_cast<size_t>(last));
+    if (add != fused_add.end()) parts.back().push_back(add->second);
   }
   return parts;
 }
@@ -703,20 +883,77 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
   // `claim` is in plan order, so a claim index orders nodes as they run.
   std::map<int, size_t> claim_index;  // node -> its place in `claim`
   for (size_t c = 0; c < claim.size(); ++c) claim_index[claim[c].first] = c;
+  // Residual ADDs fused into the convolution producing one of their inputs
+  // (docs/delegate.md, "Fused residual addition"): that output has the ADD
+  // as its only reader, the ADD alone writes its output, which is none of
+  // the convolution's tensors, and the other input (the residual) has at
+  // most one writer, which runs before the ADD. Shapes: at prepare.
+  std::map<size_t, int> fused_add;  // claim index of the convolution -> ADD node
+  std::map<int, size_t> add_conv;   // ADD node -> claim index of its convolution
+  if (state->options.fuse_add && state->options.activation_passes == 1) {
+    std::map<int, size_t> by_output;  // output tensor -> claimed Conv2D
+    for (size_t c = 0; c < claim.size(); ++c)
+      if (claim[c].second.kind == OpKind::kConv2D) by_output[claim[c].second.output] = c;
+    std::map<int, int> position;  // node -> place in the execution plan
+    for (int i = 0; i < plan->size; ++i) position[plan->data[i]] = i;
+    const auto writers_of = [&](int tensor) {
+      const auto it = writers.find(tensor);
+      return it == writers.end() ? std::vector<int>() : it->second;
+    };
+    for (int i = 0; i < plan->size; ++i) {
+      const int index = plan->data[i];
+      TfLiteNode* node = nullptr;
+      TfLiteRegistration* reg = nullptr;
+      if (context->GetNodeAndRegistration(context, index, &node, &reg) != kTfLiteOk || reg == nullptr ||
+          node == nullptr || reg->builtin_code != kBuiltinAdd)
+        continue;
+      AddSpec add;
+      std::string error;
+      if (!ParseAdd(context, node, &add, &error)) {
+        Log(state, 2, "not fusing ADD node %d: %s", index, error.c_str());
+        continue;
+      }
+      for (int side = 0; side < 2; ++side) {
+        const int t = add.inputs[side], other = add.inputs[1 - side];
+        const auto conv = by_output.find(t);
+        if (conv == by_output.end() || fused_add.count(conv->second) || other == t) continue;
+        const NodeSpec& spec = claim[conv->second].second;
+        const auto readers = tensors.readers.find(t);
+        const std::vector<int> out_writers = writers_of(add.output), res_writers = writers_of(other);
+        if (readers == tensors.readers.end() || readers->second != 1 || out_writers.size() != 1 ||
+            out_writers.front() != index || res_writers.size() > 1 ||
+            (res_writers.size() == 1 && position[res_writers.front()] >= i) ||
+            position[claim[conv->second].first] >= i)
+          continue;
+        if (add.output == spec.input || add.output == spec.weights || add.output == spec.scale ||
+            add.output == spec.bias || other == spec.weights || other == spec.scale || other == spec.bias)
+          continue;
+        fused_add[conv->second] = index;
+        add_conv[index] = conv->second;
+        Log(state, 1, "fused ADD node %d into node %d", index, claim[conv->second].first);
+        break;
+      }
+    }
+  }
   for (auto it = state->stats_readers.begin(); it != state->stats_readers.end();)
     it = it->first == context ? state->stats_readers.erase(it) : std::next(it);
   for (size_t c = 0; c < claim.size(); ++c) {
     if (claim[c].second.kind == OpKind::kFullyConnected) continue;
     const auto w = writers.find(claim[c].second.input);
     if (w == writers.end() || w->second.size() != 1) continue;
-    const auto producer = claim_index.find(w->second.front());
-    if (producer == claim_index.end() || producer->second >= c ||
-        claim[producer->second].second.kind == OpKind::kFullyConnected)
-      continue;
+    // The writer: a claimed convolution, or an ADD fused into one.
+    size_t producer = claim.size();
+    const auto as_claim = claim_index.find(w->second.front());
+    const auto as_add = add_conv.find(w->second.front());
+    if (as_claim != claim_index.end()) producer = as_claim->second;
+    else if (as_add != add_conv.end()) producer = as_add->second;
+    if (producer >= c || claim[producer].second.kind == OpKind::kFullyConnected) continue;
     state->stats_readers.insert({context, claim[c].first});
   }
+  // Fused ADDs need one pass: the two-pass epilogue adds bias and activation after both.
   const auto parts = BuildPartitions(tensors, claim,
-                                     state->options.int8_handover && state->options.activation_passes == 1);
+                                     state->options.int8_handover && state->options.activation_passes == 1,
+                                     fused_add);
   for (const std::vector<int>& part : parts) {
     std::vector<int> list(part.size() + 1);
     list[0] = static_cast<int>(part.size());
@@ -724,7 +961,8 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
     if (context->ReplaceNodeSubsetsWithDelegateKernels(
             context, reg, reinterpret_cast<const TfLiteIntArray*>(list.data()), delegate) != kTfLiteOk)
       return kTfLiteError;
-    if (part.size() > 1) Log(state, 1, "chained %zu nodes from node %d (int8 hand-over)", part.size(), part[0]);
+    const size_t convs = part.size() - add_conv.count(part.back());
+    if (convs > 1) Log(state, 1, "chained %zu nodes from node %d (int8 hand-over)", convs, part[0]);
   }
   state->claimed += static_cast<int>(claim.size());
   Log(state, 1, "%zu node(s) claimed in %zu partition(s), kernels: %s", claim.size(), parts.size(),
@@ -788,6 +1026,7 @@ TFQ_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
     else if (!std::strcmp(k, "int8_handover")) ok = tfq::ParseBool(v, &options.int8_handover);
     else if (!std::strcmp(k, "activation_passes"))
       ok = tfq::ParseInt(v, 1, 2, &options.activation_passes);
+    else if (!std::strcmp(k, "fuse_add")) ok = tfq::ParseBool(v, &options.fuse_add);
     else if (!std::strcmp(k, "isa")) {
       std::string error;
       ok = tfq::ParseIsa(v, &options.isa_cap, &error);
@@ -798,7 +1037,7 @@ TFQ_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
     } else {
       if (report_error) {
         std::string msg = std::string("tfq delegate: unknown option '") + k +
-                          "' (known: num_threads, force_reference, verbosity, int8_handover, isa, "
+                          "' (known: num_threads, force_reference, verbosity, int8_handover, fuse_add, isa, "
                           "activation_passes)";
         report_error(msg.c_str());
       }

@@ -271,6 +271,36 @@ bool ParseNode(const TfLiteContext* context, const TfLiteNode* node, OpKind kind
   return true;
 }
 
+bool ParseAdd(const TfLiteContext* context, const TfLiteNode* node, AddSpec* spec,
+              std::string* error) {
+  if (node->inputs == nullptr || node->outputs == nullptr)
+    return Fail(error, "node has no input or output list");
+  if (node->inputs->size != 2) return Fail(error, "expected 2 inputs, found " + Str(node->inputs->size));
+  if (node->outputs->size != 1) return Fail(error, "expected 1 output, found " + Str(node->outputs->size));
+  if (node->builtin_data == nullptr) return Fail(error, "ADD has no parameters");
+  const TfLiteTensor* a = TensorAt(context, node->inputs, 0, &spec->inputs[0]);
+  const TfLiteTensor* b = TensorAt(context, node->inputs, 1, &spec->inputs[1]);
+  const TfLiteTensor* out = TensorAt(context, node->outputs, 0, &spec->output);
+  if (!a || !b || !out) return Fail(error, "tensor index out of range");
+  if (RawType(a) != kTfLiteFloat32 || RawType(b) != kTfLiteFloat32 || RawType(out) != kTfLiteFloat32)
+    return Fail(error, "ADD is not float32");
+  if (spec->inputs[0] == spec->output || spec->inputs[1] == spec->output)
+    return Fail(error, "ADD output tensor " + Str(spec->output) + " is also its input");
+  if (RawAllocation(out) == kTfLiteMmapRo || RawAllocation(out) == kTfLitePersistentRo)
+    return Fail(error, "ADD output tensor " + Str(spec->output) + " is a constant");
+  if (IsConstant(a) || IsConstant(b)) return Fail(error, "ADD has a constant input");
+  // TfLiteAddParams starts with its TfLiteFusedActivation (an int enum).
+  int act;
+  std::memcpy(&act, node->builtin_data, sizeof(act));
+  switch (act) {
+    case 0: spec->activation = Activation::kNone; break;
+    case 1: spec->activation = Activation::kRelu; break;
+    case 3: spec->activation = Activation::kRelu6; break;
+    default: return Fail(error, "ADD fused activation " + Str(act) + " is not NONE, RELU or RELU6");
+  }
+  return true;
+}
+
 bool ComputeShapes(const TfLiteContext* context, const NodeSpec& spec, ConvGeometry* g,
                    int64_t* fc_rows, std::vector<int>* out_dims, std::string* error) {
   if (spec.input < 0 || static_cast<size_t>(spec.input) >= context->tensors_size)

@@ -46,6 +46,24 @@ struct NodeSpec {
 bool ParseNode(const TfLiteContext* context, const TfLiteNode* node, OpKind kind, NodeSpec* spec,
                std::string* error);
 
+// A builtin float ADD the delegate may fuse into the convolution producing
+// one of its inputs (docs/delegate.md, "Fused residual addition").
+struct AddSpec {
+  int inputs[2] = {-1, -1};
+  int output = -1;
+  Activation activation = Activation::kNone;
+};
+
+// BuiltinOperator_ADD.
+constexpr int32_t kBuiltinAdd = 0;
+
+// Node-local checks of a builtin ADD: two float32 non-constant inputs, one
+// float32 output that is neither input nor a constant, fused activation
+// NONE, RELU or RELU6 (TfLiteAddParams read as its first int). Shapes are
+// checked at prepare (no broadcast). On failure returns false with *error.
+bool ParseAdd(const TfLiteContext* context, const TfLiteNode* node, AddSpec* spec,
+              std::string* error);
+
 // Checks the activation tensor's current shape; fills the geometry (conv and
 // depthwise) or the row count (fully connected) and the expected output dims.
 bool ComputeShapes(const TfLiteContext* context, const NodeSpec& spec, ConvGeometry* geometry,

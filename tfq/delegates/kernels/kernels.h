@@ -180,6 +180,14 @@ struct KernelOptions {
   int8_t* output_q = nullptr;
   const int8_t* input_q = nullptr;
   bool input_nonfinite = false;
+  // Conv2D with float outputs only: a residual addition fused into the
+  // epilogue (docs/delegate.md, "Fused residual addition"). Each output is
+  // written as act_r(v + residual[i]), v the convolution's own output (its
+  // activation applied), i its index in y, act_r residual_activation; the
+  // output statistics describe those sums. residual must hold as many floats
+  // as y and must not overlap y or x.
+  const float* residual = nullptr;
+  Activation residual_activation = Activation::kNone;
 };
 
 // Fixed activation scale of the int8 hand-over: ReLU6 outputs lie in [0, 6].
@@ -218,6 +226,12 @@ size_t TwoPassScratchBytes(int64_t seg_elems, int64_t in_elems, int64_t out_elem
 void QuantizationResidual(const float* x, int64_t segments, int64_t seg_elems, float* r, int8_t* q,
                           const KernelOptions& opt);
 void CombinePasses(const Epilogue& e, const float* a, const float* b, int64_t n, int64_t out_c, float* y);
+
+// y[i] = act(a[i] + b[i]) for i < n: a residual addition the delegate runs
+// itself when it cannot fuse it into the convolution that produces a
+// (KernelOptions::residual gives the same floats). y must not overlap a or b
+// unless it equals one of them.
+void AddFloats(const float* a, const float* b, int64_t n, Activation act, float* y);
 
 // Bytes of the execution layout the selected ISA wants for these weights (0:
 // none; also 0 when it would exceed 2x the packed size), its channel group,

@@ -29,11 +29,17 @@ void WriteOutputRows(const KernelTable& kt, const Epilogue& e, RowState state, c
                      int64_t lda, const float* f, int64_t o0, int64_t o1, int64_t rows, float* y,
                      int64_t ldy);
 
+// For `rows` rows r: y[r * ld + i] = act(y[r * ld + i] + res[r * ld + i]) for
+// i < n: the fused residual addition (KernelOptions::residual), run on
+// outputs just written (still in L1).
+void AddResidualRows(const float* res, int64_t n, int64_t rows, int64_t ld, Activation act, float* y);
+
 }  // namespace internal
 
 namespace {
 
 using internal::WriteOutputRows;
+using internal::AddResidualRows;
 using internal::HandoverCode;
 using internal::KernelTable;
 using internal::RowState;
@@ -255,6 +261,8 @@ struct OutputSink {
   float* y = nullptr;
   int8_t* q = nullptr;
   bool stats = false;
+  const float* residual = nullptr;  // KernelOptions::residual, at this image
+  Activation residual_activation = Activation::kNone;
 };
 
 // Writes channels [o0, o1) of `rows` output pixels (out_c channels each)
@@ -268,6 +276,8 @@ inline void EmitPixels(const KernelTable& kt, const Epilogue& e, RowState state,
   }
   float* y = sink.y + p * out_c + o0;
   WriteOutputRows(kt, e, state, acc, lda, f, o0, o1, rows, y, out_c);
+  if (sink.residual != nullptr)
+    AddResidualRows(sink.residual + p * out_c + o0, o1 - o0, rows, out_c, sink.residual_activation, y);
   if (!sink.stats) return;
   if (o1 - o0 == out_c) {
     AccumulateStats(kt, y, rows * out_c, st);

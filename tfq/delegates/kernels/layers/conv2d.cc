@@ -129,7 +129,11 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
     const ImageSetup im = BeginImage(kt, opt, e, x + n * l.image, static_cast<int64_t>(g.in_h) * g.in_w,
                                      C, qimg, w.sparse != nullptr ? nullptr : pixsum, known,
                                      y + n * npix * g.out_c, g.out_c, f, &tstats[0]);
-    const OutputSink& sink = im.sink;
+    OutputSink sink = im.sink;
+    if (opt.residual != nullptr && sink.y != nullptr) {
+      sink.residual = opt.residual + n * npix * g.out_c;
+      sink.residual_activation = opt.residual_activation;
+    }
     const RowQuant rq = im.rq;
     const int8_t* qsrc = im.q;
     // The implicit im2col's biased image: the quantized one biased in
