@@ -89,9 +89,10 @@ def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("fuzz_models")
     paths = []
     # The ReLU6 chain: one partition of five nodes with int8 hand-over buffers.
+    # The residual CNN: float ADDs the delegate fuses into a convolution.
     for i, (scheme, kind) in enumerate([("ternary", "cnn"), ("pow2_4bit", "cnn"),
                                         ("binary", "mlp"), ("pow2_3bit", "cnn"),
-                                        ("ternary", "chain")]):
+                                        ("ternary", "chain"), ("pow2_3bit", "residual")]):
         data, _ = random_compressed_tflite(scheme, kind, seed=i)
         p = d / f"{kind}_{scheme}.tflite"
         p.write_bytes(bytes(data))
@@ -105,7 +106,8 @@ def models(tmp_path_factory):
     for i, (scheme, kind, block, sparsity) in enumerate([("ternary", "cnn", (4, 4), 0.5),
                                                           ("pow2_3bit", "mlp", (1, 4), 0.9),
                                                           ("pow2_4bit", "chain", (8, 1), 0.5),
-                                                          ("pow2_4bit", "chain", (8, 4), 0.5)]):
+                                                          ("pow2_4bit", "chain", (8, 4), 0.5),
+                                                          ("ternary", "residual", (8, 4), 0.6)]):
         data, _ = random_compressed_tflite(scheme, kind, seed=10 + i)
         _, sparse = sparse_models.sparse_pair(data, block, sparsity, seed=i)
         p = d / f"{kind}_{scheme}_{block[0]}x{block[1]}_sparse.tflite"
@@ -344,8 +346,10 @@ def _mutate_structure(rng, base):
     for _ in range(int(rng.integers(1, 4))):
         ops = sg.operators
         outputs = [int(t) for op in ops for t in op.outputs] + [int(t) for t in sg.outputs]
-        # Mostly tfq operators: edits of builtins alone test LiteRT, not the delegate.
-        tfq_ops = [o for o in ops if tflite_io.op_name(fb, o).startswith("TFQ_")]
+        # Mostly tfq operators and ADDs (which the delegate may fuse): edits of other
+        # builtins test LiteRT, not the delegate.
+        tfq_ops = [o for o in ops if tflite_io.op_name(fb, o).startswith("TFQ_")
+                   or tflite_io.op_name(fb, o) == "ADD"]
         pool = tfq_ops if tfq_ops and rng.random() < 0.85 else ops
         op = pool[int(rng.integers(0, len(pool)))]
         r = rng.random()

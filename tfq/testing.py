@@ -120,6 +120,37 @@ def relu6_chain(input_shape=(10, 10, 4), classes=10, extra_output=False, name="t
     return keras.Model(inputs, [outputs, first] if extra_output else outputs, name=name)
 
 
+def residual_cnn(input_shape=(9, 7, 8), classes=10, extra_output=False, name="tfq_test_residual"):
+    """ResNet/MobileNetV2-style residual additions, every form the delegate fuses or refuses.
+
+    conv -> conv + input (ReLU after the add: ADD with fused RELU, the skip
+    a graph input); a ReLU6 chain (1x1 -> depthwise -> linear 1x1) + the
+    previous sum (ADD without activation, its convolution at the end of an
+    int8 hand-over chain); a strided 1x1 convolution + a strided 1x1
+    shortcut convolution (ReLU6 after the add: both inputs convolutions);
+    a sum + a constant (not fused: constant input); global pooling, Dense.
+    With extra_output the second convolution's output is also a model output
+    (the delegate must then write it and add separately).
+    """
+    import keras
+    c = input_shape[-1]
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(c, 3, padding="same", activation="relu", name="res_a")(inputs)
+    b = keras.layers.Conv2D(c, 3, padding="same", name="res_b")(x)
+    x = keras.layers.ReLU(name="relu_1")(keras.layers.Add(name="add_1")([b, inputs]))
+    y = keras.layers.Conv2D(2 * c, 1, activation="relu6", name="expand")(x)
+    y = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu6", name="dw")(y)
+    y = keras.layers.Conv2D(c, 1, name="project")(y)
+    x = keras.layers.Add(name="add_2")([x, y])
+    main = keras.layers.Conv2D(c + 4, 1, strides=2, name="main")(x)
+    short = keras.layers.Conv2D(c + 4, 1, strides=2, name="shortcut")(x)
+    x = keras.layers.ReLU(6.0, name="relu6_3")(keras.layers.Add(name="add_3")([main, short]))
+    x = keras.layers.Rescaling(1.0, offset=0.25, name="add_const")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(classes, name="fc")(x)
+    return keras.Model(inputs, [outputs, b] if extra_output else outputs, name=name)
+
+
 def random_compressed_model(scheme="ternary", kind="cnn", seed=0, per_channel=True,
                             sparsity=None, input_shape=None, batch_norm=False):
     """A small Keras model whose weighted layers lie exactly in `scheme`.
@@ -127,8 +158,8 @@ def random_compressed_model(scheme="ternary", kind="cnn", seed=0, per_channel=Tr
     Args:
       scheme: a name of tfq.schemes.NAMES (or {layer name: scheme name}).
       kind: "cnn" (Conv2D, DepthwiseConv2D, 1x1 Conv2D, Dense), "chain" /
-        "chain_extra_output" (relu6_chain) or "mlp" (three Dense layers,
-        784-300-100-10 by default).
+        "chain_extra_output" (relu6_chain), "residual" / "residual_extra_output"
+        (residual_cnn) or "mlp" (three Dense layers, 784-300-100-10 by default).
       seed: for weights and biases.
       per_channel: per-channel scales (else per-tensor).
       sparsity: fraction of zero levels (ternary/pow2 only).
@@ -141,13 +172,16 @@ def random_compressed_model(scheme="ternary", kind="cnn", seed=0, per_channel=Tr
         model = small_cnn(input_shape or (12, 12, 3), batch_norm=batch_norm)
     elif kind in ("chain", "chain_extra_output"):
         model = relu6_chain(input_shape or (10, 10, 4), extra_output=kind == "chain_extra_output")
+    elif kind in ("residual", "residual_extra_output"):
+        model = residual_cnn(input_shape or (9, 7, 8), extra_output=kind == "residual_extra_output")
     elif kind == "mlp":
         inputs = keras.Input(input_shape or (784,))
         x = keras.layers.Dense(300, activation="relu", name="fc1")(inputs)
         x = keras.layers.Dense(100, activation="relu", name="fc2")(x)
         model = keras.Model(inputs, keras.layers.Dense(10, name="fc3")(x), name="tfq_test_mlp")
     else:
-        raise ValueError(f"unknown kind {kind!r}; valid: 'cnn', 'chain', 'chain_extra_output', 'mlp'")
+        raise ValueError(f"unknown kind {kind!r}; valid: 'cnn', 'chain', 'chain_extra_output', "
+                         "'residual', 'residual_extra_output', 'mlp'")
     set_in_set_weights(model, scheme, seed, per_channel, sparsity)
     if batch_norm:
         rng = np.random.default_rng(seed + 1)
