@@ -275,14 +275,27 @@ inline void EmitPixels(const KernelTable& kt, const Epilogue& e, RowState state,
     return;
   }
   float* y = sink.y + p * out_c + o0;
-  WriteOutputRows(kt, e, state, acc, lda, f, o0, o1, rows, y, out_c);
-  if (sink.residual != nullptr)
-    AddResidualRows(sink.residual + p * out_c + o0, o1 - o0, rows, out_c, sink.residual_activation, y);
-  if (!sink.stats) return;
-  if (o1 - o0 == out_c) {
-    AccumulateStats(kt, y, rows * out_c, st);
-  } else {
-    for (int64_t r = 0; r < rows; ++r) AccumulateStats(kt, y + r * out_c, o1 - o0, st);
+  if (sink.residual == nullptr && !sink.stats) {
+    WriteOutputRows(kt, e, state, acc, lda, f, o0, o1, rows, y, out_c);
+    return;
+  }
+  // Second passes (residual, statistics) over chunks of about 4 KB of
+  // outputs, so that they read what the epilogue just wrote from L1.
+  const int64_t n = o1 - o0;
+  const int64_t chunk = std::max<int64_t>(1, 1024 / std::max<int64_t>(n, 1));
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+    const int64_t nr = std::min(chunk, rows - r0);
+    float* yr = y + r0 * out_c;
+    WriteOutputRows(kt, e, state, acc == nullptr ? nullptr : acc + r0 * lda, lda, f, o0, o1, nr, yr,
+                    out_c);
+    if (sink.residual != nullptr)
+      AddResidualRows(sink.residual + (p + r0) * out_c + o0, n, nr, out_c, sink.residual_activation, yr);
+    if (!sink.stats) continue;
+    if (n == out_c) {
+      AccumulateStats(kt, yr, nr * out_c, st);
+    } else {
+      for (int64_t r = 0; r < nr; ++r) AccumulateStats(kt, yr + r * out_c, n, st);
+    }
   }
 }
 

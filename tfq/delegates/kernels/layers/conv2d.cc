@@ -56,16 +56,22 @@ size_t Conv2DScratchBytes(const PackedWeights& w, const ConvGeometry& g, int num
     // Block-column offsets (at most one per position), per-thread pixel
     // pointers, and the padded image of the implicit im2col.
     const PaddedGeometry pg = PaddedImage(g);
+    // When the prepared weights carry no level sums (over their memory
+    // budget), the sums of every block row, computed once per invoke.
+    const int64_t sums = w.sparse->level_sums == nullptr
+                             ? w.sparse->block_row_count * w.sparse->block_rows : 0;
     sparse = AlignUp(w.k * sizeof(int64_t)) + l.threads * AlignUp(l.tile * sizeof(const int8_t*)) +
-             (ImplicitSparse(w, g) ? AlignUp(pg.ph * pg.pw * g.in_c) : 0);
+             (ImplicitSparse(w, g) ? AlignUp(pg.ph * pg.pw * g.in_c) : 0) +
+             AlignUp(sums * sizeof(int32_t));
   }
   return AlignUp(l.image) + AlignUp(l.out_c * sizeof(float)) +
          AlignUp(static_cast<int64_t>(g.in_h) * g.in_w * sizeof(int32_t)) +
          l.threads * per_thread + sparse + kAlign;
 }
 
-void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const Epilogue& e,
+void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w_in, const Epilogue& e,
             float* y, void* scratch, const KernelOptions& opt) {
+  PackedWeights w = w_in;
   const KernelTable& kt = internal::SelectTable(opt.force_reference, opt.isa_cap);
   const int threads = NumThreads(opt);
   const ConvLayout l = SparseAwareLayout(w, g, threads);
@@ -93,11 +99,23 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w, const
   int64_t* coloff = nullptr;
   const uint8_t** tptrs[64] = {};
   uint8_t* padded = nullptr;
+  SparseWeights with_sums;
   if (w.sparse != nullptr) {
     const int64_t C = w.sparse->block_cols, nbc = (w.k + C - 1) / C;
     coloff = arena.Take<int64_t>(nbc);
     for (int t = 0; t < threads && t < 64; ++t) tptrs[t] = arena.Take<const uint8_t*>(l.tile);
     if (implicit) padded = arena.Take<uint8_t>(pg.ph * pg.pw * g.in_c);
+    if (w.sparse->level_sums == nullptr) {
+      // Without them the SIMD kernels would sum each block row's levels
+      // again for every pixel tile.
+      const SparseWeights& sw = *w.sparse;
+      int32_t* sums = arena.Take<int32_t>(sw.block_row_count * sw.block_rows);
+      for (int64_t br = 0; br < sw.block_row_count; ++br)
+        BlockRowLevelSums(w.scheme, w.rows, w.k, sw, br, sums + br * sw.block_rows);
+      with_sums = sw;
+      with_sums.level_sums = sums;
+      w.sparse = &with_sums;
+    }
     for (int64_t bc = 0; bc < nbc; ++bc) {
       const int64_t pos = bc * C;
       if (!implicit) {
