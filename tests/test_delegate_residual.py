@@ -129,3 +129,31 @@ def test_fuse_add_option_is_validated():
 
     with pytest.raises(ValueError):
         load_delegate(tfq.delegate_path(), {"fuse_add": "maybe"})
+
+
+def test_broadcasting_and_unfusable_adds_stay_with_litert(capfd):
+    """A convolution output plus a per-channel tensor (broadcast) and plus itself
+    (both inputs the same tensor) are left to LiteRT and give its results."""
+    import keras
+
+    from tfq.converter import convert
+    from tfq.testing import set_in_set_weights
+
+    inputs = keras.Input((6, 5, 8))
+    a = keras.layers.Conv2D(8, 3, padding="same", name="a")(inputs)
+    pooled = keras.ops.mean(inputs, axis=(1, 2), keepdims=True)
+    x = keras.layers.ReLU()(a + pooled)
+    b = keras.layers.Conv2D(8, 1, name="b")(x)
+    x = keras.layers.Add()([b, b])
+    outputs = keras.layers.Dense(4, name="fc")(keras.layers.GlobalAveragePooling2D()(x))
+    model = set_in_set_weights(keras.Model(inputs, outputs), "ternary", seed=3)
+    data = bytes(convert(model))
+    x = _input((6, 5, 8), 7)
+    got = _run_all(_litert(data, {"verbosity": "2"}), x)
+    err = capfd.readouterr().err
+    assert "fused ADD" not in err, err
+    assert "different shapes" in err, err
+    want = _run_all(_litert(data, {"fuse_add": "0"}), x)
+    np.testing.assert_array_equal(got[0], want[0])
+    ref = ReferenceInterpreter(data, mode="delegate").run(x)[0]
+    np.testing.assert_allclose(got[0], ref, rtol=1e-4, atol=1e-5 * np.max(np.abs(ref)))

@@ -925,6 +925,16 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
             (res_writers.size() == 1 && position[res_writers.front()] >= i) ||
             position[claim[conv->second].first] >= i)
           continue;
+        // No broadcast: the shapes the model declares already agree (PrepareNode checks
+        // them again against what the convolution writes).
+        const TfLiteIntArray* da = context->tensors[t].dims;
+        const TfLiteIntArray* db = context->tensors[other].dims;
+        bool same = da != nullptr && db != nullptr && da->size == db->size;
+        for (int d = 0; same && d < da->size; ++d) same = da->data[d] == db->data[d];
+        if (!same) {
+          Log(state, 2, "not fusing ADD node %d: its inputs have different shapes", index);
+          continue;
+        }
         if (add.output == spec.input || add.output == spec.weights || add.output == spec.scale ||
             add.output == spec.bias || other == spec.weights || other == spec.scale || other == spec.bias)
           continue;
