@@ -44,6 +44,8 @@ def layers():
         "FC 4096x4096 (batch 1)": one((4096,), keras.layers.Dense(4096)),
         "Conv 3x3 64->64 at 56x56": one((56, 56, 64), keras.layers.Conv2D(64, 3, padding="same")),
         "Conv 1x1 256->256 at 28x28": one((28, 28, 256), keras.layers.Conv2D(256, 1)),
+        # ResNet-50's narrow-k expansion (k = 64): bound by its 802,816 float outputs.
+        "Conv 1x1 64->256 at 56x56": one((56, 56, 64), keras.layers.Conv2D(256, 1)),
     }
 
 
