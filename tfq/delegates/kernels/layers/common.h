@@ -222,6 +222,11 @@ inline float ApplyActivation(float v, Activation a) {
     if (state == RowState::kNonFinite) {
       std::memset(qr, 0, n);
     } else if (state == RowState::kZero) {
+      // Every row of a zero input holds the same codes: computed once.
+      if (r > 0) {
+        std::memcpy(qr, q, n);
+        continue;
+      }
       for (int64_t i = 0; i < n; ++i) qr[i] = HandoverCode(e.bias ? e.bias[o0 + i] : 0.0f);
     } else if (e.bias) {
       internal::HandoverCodes<true>(acc + r * lda, f, e.bias + o0, 0, n, qr);

@@ -58,9 +58,10 @@ TFQ_EPILOGUE_CLONES void WriteOutputRows(const KernelTable& kt, const Epilogue& 
     return;
   }
   if (state == RowState::kZero) {
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t i = 0; i < n; ++i)
-        y[r * ldy + i] = ApplyActivation(e.bias ? e.bias[o0 + i] : 0.0f, e.activation);
+    // Every row of a zero input holds the same outputs: computed once.
+    for (int64_t i = 0; i < n && rows > 0; ++i)
+      y[i] = ApplyActivation(e.bias ? e.bias[o0 + i] : 0.0f, e.activation);
+    for (int64_t r = 1; r < rows; ++r) std::memcpy(y + r * ldy, y, n * sizeof(float));
     return;
   }
   if (kt.epilogue_rows != nullptr) {
