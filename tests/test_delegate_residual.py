@@ -124,11 +124,17 @@ def test_convolution_output_that_is_a_model_output_is_written(capfd):
     assert err.count("(+ADD)") == 2, err
 
 
-def test_fuse_add_option_is_validated():
+def test_fuse_add_option_is_validated_and_off_with_two_passes(residual_models, capfd):
     from ai_edge_litert.interpreter import load_delegate
 
     with pytest.raises(ValueError):
         load_delegate(tfq.delegate_path(), {"fuse_add": "maybe"})
+    data = residual_models[SHAPES[0], "dense"]
+    x = _input(SHAPES[0], 9)
+    got = _run_all(_litert(data, {"activation_passes": "2", "verbosity": "1"}), x)
+    assert "fused ADD" not in capfd.readouterr().err
+    want = _run_all(_litert(data, {"activation_passes": "2", "fuse_add": "0"}), x)
+    np.testing.assert_array_equal(got[0], want[0])
 
 
 def test_broadcasting_and_unfusable_adds_stay_with_litert(capfd):

@@ -622,8 +622,9 @@ TfLiteStatus InvokeNode(TfLiteContext* context, DelegateState* state, NodeKernel
   if (state->options.activation_passes == 2) {
     // Two passes (docs/delegate.md, "Activation precision"); partitions are
     // single nodes then (no hand-over), and no statistics are shared.
-    if (internal_in || k->internal_out || k->segment_elems <= 0)
+    if (internal_in || k->internal_out || k->segment_elems <= 0 || k->fused_output >= 0)
       return Refuse(context, *k, "two-pass node was not prepared as a single float node");
+    opt.residual = nullptr;  // never fused with two passes (DelegatePrepare)
     opt.input_stats = nullptr;
     opt.output_stats = nullptr;
     const int64_t in_elems = static_cast<int64_t>(k->in_bytes / sizeof(float));
