@@ -311,14 +311,19 @@ bool FloatBytes(int64_t elems, size_t* bytes) {
   return true;
 }
 
-TfLiteStatus Refuse(TfLiteContext* context, const NodeKernel& k, const char* fmt, ...) {
+// Reports why node `node` (an op named `what`) is refused; returns kTfLiteError.
+TfLiteStatus RefuseNode(TfLiteContext* context, const char* what, int node, const char* fmt, va_list args) {
   char message[512];
+  std::vsnprintf(message, sizeof(message), fmt, args);
+  context->ReportError(context, "tfq delegate: %s (node %d): %s", what, node, message);
+  return kTfLiteError;
+}
+
+TfLiteStatus Refuse(TfLiteContext* context, const NodeKernel& k, const char* fmt, ...) {
   va_list args;
   va_start(args, fmt);
-  std::vsnprintf(message, sizeof(message), fmt, args);
+  RefuseNode(context, OpName(k.spec.kind), k.node_index, fmt, args);
   va_end(args);
-  context->ReportError(context, "tfq delegate: %s (node %d): %s", OpName(k.spec.kind), k.node_index,
-                       message);
   return kTfLiteError;
 }
 
@@ -344,12 +349,10 @@ bool Overlap(const void* a, size_t an, const void* b, size_t bn) {
 }
 
 TfLiteStatus RefuseAdd(TfLiteContext* context, const NodeKernel& k, const char* fmt, ...) {
-  char message[512];
   va_list args;
   va_start(args, fmt);
-  std::vsnprintf(message, sizeof(message), fmt, args);
+  RefuseNode(context, "ADD", k.node_index, fmt, args);
   va_end(args);
-  context->ReportError(context, "tfq delegate: ADD (node %d): %s", k.node_index, message);
   return kTfLiteError;
 }
 
