@@ -13,7 +13,7 @@ to pack and keeps the smallest encoding. `sparse="auto"` writes it instead
 of the dense rows when it is smaller AND not slower: the shape is
 one the delegate's SIMD kernels run (`FAST_BLOCKS`; the others run on its
 scalar path, several times slower than dense) and at least
-`MIN_SPARSITY[op]` of its blocks are zero, the break-even measured with
+`min_sparsity(op, block)` of its blocks are zero, the break-even measured with
 benchmarks/sparse_breakeven.py (docs/converter.md).
 """
 
@@ -23,7 +23,7 @@ from tfq import schemes
 from tfq.converter import format as fmt
 from tfq.converter import tflite_io
 
-__all__ = ["CANDIDATE_BLOCKS", "FAST_BLOCKS", "MIN_SPARSITY", "choose", "dense_layout", "as_version_1", "MODES"]
+__all__ = ["CANDIDATE_BLOCKS", "FAST_BLOCKS", "MIN_SPARSITY", "MIN_SPARSITY_FC_4_ROWS", "min_sparsity", "choose", "dense_layout", "as_version_1", "MODES"]
 
 # Rows x columns, the kernels' preferred shapes first (docs/compression.md,
 # "Choosing the block shape"); the 1-column shapes catch blocks pruned with
@@ -35,6 +35,16 @@ FAST_BLOCKS = tuple(b for b in CANDIDATE_BLOCKS if b[0] >= 4 and b[1] % 4 == 0)
 # at least as fast as the dense one (break-even of benchmarks/sparse_breakeven.py
 # on x86 with AVX-512 VNNI, rounded up; docs/converter.md has the numbers).
 MIN_SPARSITY = {"TFQ_FULLY_CONNECTED": 0.5, "TFQ_CONV_2D": 0.4}
+# A fully connected op in 4-row blocks (block="auto"'s Dense shape) runs the
+# batch-1 gather GEMV, whose break-even is higher (docs/converter.md).
+MIN_SPARSITY_FC_4_ROWS = 0.8
+
+
+def min_sparsity(op_name, block):
+    """The zero-block fraction from which `sparse="auto"` writes an op block-sparse in this block shape."""
+    if op_name == "TFQ_FULLY_CONNECTED" and block[0] == 4:
+        return MIN_SPARSITY_FC_4_ROWS
+    return MIN_SPARSITY.get(op_name, 1.0)
 MODES = (False, True, "auto")
 
 
@@ -47,8 +57,9 @@ def choose(codes, scheme, op_name, mode="auto"):
       op_name: the tfq custom op ("TFQ_FULLY_CONNECTED", ...).
       mode: False (always dense), True (the smallest block-sparse encoding
         whenever the op and the scheme allow it), or "auto" (the smallest
-        `FAST_BLOCKS` encoding when it is smaller than the dense bytes and at
-        least `MIN_SPARSITY[op_name]` of its blocks are zero).
+        `FAST_BLOCKS` encoding among those with at least
+        `min_sparsity(op_name, block shape)` zero blocks, when it is smaller
+        than the dense bytes).
 
     Returns:
       `(tensor bytes, extra options)`: the extra options are {} for a dense
@@ -66,16 +77,15 @@ def choose(codes, scheme, op_name, mode="auto"):
         if -(-codes.shape[1] // block[1]) > fmt.MAX_BLOCK_COLUMNS:
             continue  # too long a row for 16-bit column indices
         data, opts = fmt.pack_sparse(codes, s.storage_bits, block, s.zero_code)
+        if mode == "auto":
+            # Only shapes whose kernels beat dense at this zero-block fraction.
+            blocks = -(-codes.shape[0] // block[0]) * -(-codes.shape[1] // block[1])
+            if 1.0 - opts["nnz_blocks"] / blocks < min_sparsity(op_name, block):
+                continue
         if best is None or data.size < best[0].size:
             best = (data, opts)
-    if best is None:
+    if best is None or (mode == "auto" and best[0].size >= dense.size):
         return dense, dense_opts
-    if mode == "auto":
-        R, C = best[1]["block_rows"], best[1]["block_cols"]
-        blocks = -(-codes.shape[0] // R) * -(-codes.shape[1] // C)
-        zero = 1.0 - best[1]["nnz_blocks"] / blocks
-        if best[0].size >= dense.size or zero < MIN_SPARSITY.get(op_name, 1.0):
-            return dense, dense_opts
     data, opts = best
     return data, dict(opts, version=fmt.SPARSE_VERSION, layout="block_sparse")
 
