@@ -474,28 +474,27 @@ TfLiteStatus PrepareNode(TfLiteContext* context, DelegateState* state, NodeKerne
   // Block-sparse codes are not rows: no execution layout.
   if (spec.kind != OpKind::kDepthwiseConv2D && !spec.sparse)
     k->weights.BuildExecLayout(state->options.force_reference, state->options.isa_cap);
-  switch (spec.kind) {
-    case OpKind::kFullyConnected: k->scratch_bytes = FullyConnectedScratchBytes(ws, k->fc_rows); break;
-    case OpKind::kConv2D: k->scratch_bytes = Conv2DScratchBytes(ws, k->geometry, threads); break;
-    case OpKind::kDepthwiseConv2D: k->scratch_bytes = DepthwiseScratchBytes(w, k->geometry, threads); break;
-  }
-  if (state->options.activation_passes == 2) {
-    // One call of the layer on a doubled batch, [input; its residual]: the
-    // layer's scratch for that batch, then the stacked inputs and outputs
-    // and one int8 segment (TwoPassScratchBytes).
+  // Two activation passes run the layer once on the doubled batch [input;
+  // its residual] (InvokeNode).
+  const int passes = state->options.activation_passes;
+  if (passes == 2) {
     k->segment_elems = fc ? spec.k : ConvInputElems(k->geometry) / std::max(1, k->geometry.batch);
     if (spec.out_channels <= 0 || out_elems % spec.out_channels != 0 || k->segment_elems <= 0 ||
         in_elems % k->segment_elems != 0 || k->geometry.batch > INT32_MAX / 2 ||
         k->fc_rows > INT64_MAX / 2)
       return Refuse(context, *k, "two-pass sizes: %lld outputs are not rows of %lld channels",
                     static_cast<long long>(out_elems), static_cast<long long>(spec.out_channels));
-    ConvGeometry twice = k->geometry;
-    twice.batch *= 2;
-    switch (spec.kind) {
-      case OpKind::kFullyConnected: k->scratch_bytes = FullyConnectedScratchBytes(ws, 2 * k->fc_rows); break;
-      case OpKind::kConv2D: k->scratch_bytes = Conv2DScratchBytes(ws, twice, threads); break;
-      case OpKind::kDepthwiseConv2D: k->scratch_bytes = DepthwiseScratchBytes(w, twice, threads); break;
-    }
+  }
+  ConvGeometry batch = k->geometry;
+  batch.batch *= passes;
+  switch (spec.kind) {
+    case OpKind::kFullyConnected: k->scratch_bytes = FullyConnectedScratchBytes(ws, passes * k->fc_rows); break;
+    case OpKind::kConv2D: k->scratch_bytes = Conv2DScratchBytes(ws, batch, threads); break;
+    case OpKind::kDepthwiseConv2D: k->scratch_bytes = DepthwiseScratchBytes(w, batch, threads); break;
+  }
+  if (passes == 2) {
+    // After the layer's scratch: the stacked inputs and outputs and one int8
+    // segment (TwoPassScratchBytes).
     const size_t extra = TwoPassScratchBytes(k->segment_elems, in_elems, out_elems);
     if (extra == 0 || k->scratch_bytes > SIZE_MAX - extra - 64)
       return Refuse(context, *k, "two-pass scratch of %lld input elements out of range",
@@ -622,16 +621,23 @@ TfLiteStatus InvokeNode(TfLiteContext* context, DelegateState* state, NodeKernel
   }
   const float* xf = static_cast<const float*>(x);
   float* yf = static_cast<float*>(y);
-  if (state->options.activation_passes == 2) {
-    // Two passes (docs/delegate.md, "Activation precision"); partitions are
-    // single nodes then (no hand-over), and no statistics are shared.
+  // Two passes (docs/delegate.md, "Activation precision"): the layer runs
+  // once on the batch [x; residual of x] with a linear epilogue, and
+  // CombinePasses adds the halves, the bias and the activation.
+  const int passes = state->options.activation_passes;
+  const float* in = xf;
+  float* out = yf;
+  Epilogue ep = e;
+  int64_t out_elems = 0;
+  if (passes == 2) {
+    // Partitions are single nodes then (no hand-over), and no statistics are shared.
     if (internal_in || k->internal_out || k->segment_elems <= 0 || k->fused_output >= 0)
       return Refuse(context, *k, "two-pass node was not prepared as a single float node");
     opt.residual = nullptr;  // never fused with two passes (DelegatePrepare)
     opt.input_stats = nullptr;
     opt.output_stats = nullptr;
     const int64_t in_elems = static_cast<int64_t>(k->in_bytes / sizeof(float));
-    const int64_t out_elems = static_cast<int64_t>(k->out_bytes / sizeof(float));
+    out_elems = static_cast<int64_t>(k->out_bytes / sizeof(float));
     char* base = static_cast<char*>(state->scratch.data()) + k->layer_scratch_bytes;
     float* in2 = reinterpret_cast<float*>(base);
     float* out2 = reinterpret_cast<float*>(base + (2 * in_elems * sizeof(float) + 63) / 64 * 64);
@@ -639,41 +645,25 @@ TfLiteStatus InvokeNode(TfLiteContext* context, DelegateState* state, NodeKernel
                                           (2 * out_elems * sizeof(float) + 63) / 64 * 64);
     std::memcpy(in2, xf, in_elems * sizeof(float));
     QuantizationResidual(xf, in_elems / k->segment_elems, k->segment_elems, in2 + in_elems, q, opt);
-    Epilogue linear = e;
-    linear.bias = nullptr;
-    linear.activation = Activation::kNone;
-    void* layer_scratch = state->scratch.data();
-    switch (spec.kind) {
-      case OpKind::kFullyConnected:
-        FullyConnected(in2, 2 * k->fc_rows, w, linear, out2, layer_scratch, opt);
-        break;
-      case OpKind::kConv2D: {
-        ConvGeometry twice = k->geometry;
-        twice.batch *= 2;
-        Conv2D(in2, twice, w, linear, out2, layer_scratch, opt);
-        break;
-      }
-      case OpKind::kDepthwiseConv2D: {
-        ConvGeometry twice = k->geometry;
-        twice.batch *= 2;
-        DepthwiseConv2D(in2, twice, w, linear, out2, layer_scratch, opt);
-        break;
-      }
-    }
-    CombinePasses(e, out2, out2 + out_elems, out_elems, spec.out_channels, yf);
-  } else {
-    switch (spec.kind) {
-      case OpKind::kFullyConnected:
-        FullyConnected(xf, k->fc_rows, w, e, yf, state->scratch.data(), opt);
-        break;
-      case OpKind::kConv2D:
-        Conv2D(xf, k->geometry, w, e, yf, state->scratch.data(), opt);
-        break;
-      case OpKind::kDepthwiseConv2D:
-        DepthwiseConv2D(xf, k->geometry, w, e, yf, state->scratch.data(), opt);
-        break;
-    }
+    in = in2;
+    out = out2;
+    ep.bias = nullptr;
+    ep.activation = Activation::kNone;
   }
+  ConvGeometry batch = k->geometry;
+  batch.batch *= passes;
+  switch (spec.kind) {
+    case OpKind::kFullyConnected:
+      FullyConnected(in, passes * k->fc_rows, w, ep, out, state->scratch.data(), opt);
+      break;
+    case OpKind::kConv2D:
+      Conv2D(in, batch, w, ep, out, state->scratch.data(), opt);
+      break;
+    case OpKind::kDepthwiseConv2D:
+      DepthwiseConv2D(in, batch, w, ep, out, state->scratch.data(), opt);
+      break;
+  }
+  if (passes == 2) CombinePasses(e, out, out + out_elems, out_elems, spec.out_channels, yf);
   *nonfinite = out_stats.nonfinite;
   if (opt.output_stats != nullptr && !k->internal_out)
     state->output_stats[{context, k->fused_output >= 0 ? k->fused_output : spec.output}] = {

@@ -104,12 +104,7 @@ TFQ_EPILOGUE_CLONES void AddResidualRows(const float* res, int64_t n, int64_t ro
 namespace tfq {
 
 TFQ_EPILOGUE_CLONES void AddFloats(const float* a, const float* b, int64_t n, Activation act, float* y) {
-  for (int64_t i = 0; i < n; ++i) {
-    float v = a[i] + b[i];
-    if (act != Activation::kNone) v = v < 0.0f ? 0.0f : v;
-    if (act == Activation::kRelu6) v = v > 6.0f ? 6.0f : v;
-    y[i] = v;
-  }
+  for (int64_t i = 0; i < n; ++i) y[i] = ApplyActivation(a[i] + b[i], act);
 }
 
 }  // namespace tfq
