@@ -211,6 +211,8 @@ def test_detection_pipeline_depthwise_heads():
     xt, bt, ct = datasets.digit_scenes(32, seed=1, split="test")
     model = tasks.centernet()
     tasks.train_detector(model, x, boxes, classes, epochs=1)
+    # The cosine schedule ends the training at 2% of the initial learning rate.
+    np.testing.assert_allclose(float(model.optimizer.learning_rate), 0.02 * 2e-3, rtol=1e-3)
     keep_float = {"stem", "heatmap", "box"}
     small, _ = tasks.compress_with_admm(
         model, x, tasks.detection_targets(boxes, classes), tasks.detection_loss(), "pow2_3bit", 2,
@@ -226,6 +228,14 @@ def test_detection_pipeline_depthwise_heads():
     assert np.abs(lite - ref).max() <= 0.05 * np.abs(ref).max()
     a, b = tasks.detection_scores(lite, bt, ct), tasks.detection_scores(ref, bt, ct)
     assert abs(a["map50"] - b["map50"]) <= 0.02 and 0 <= a["map"] <= a["map50"] + 1e-9
+
+
+def test_train_detector_refuses_an_unknown_schedule():
+    from tfq import tasks
+
+    x, boxes, classes = datasets.digit_scenes(4, seed=0)
+    with pytest.raises(ValueError, match="unknown schedule 'linear'"):
+        tasks.train_detector(tasks.centernet(), x, boxes, classes, epochs=1, schedule="linear")
 
 
 def test_detection_targets_decode_round_trip():
