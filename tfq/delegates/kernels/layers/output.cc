@@ -104,7 +104,9 @@ TFQ_EPILOGUE_CLONES void AddResidualRows(const float* res, int64_t n, int64_t ro
 namespace tfq {
 
 TFQ_EPILOGUE_CLONES void AddFloats(const float* a, const float* b, int64_t n, Activation act, float* y) {
-  for (int64_t i = 0; i < n; ++i) y[i] = ApplyActivation(a[i] + b[i], act);
+  WithActivation(act, [&](auto A) {
+    for (int64_t i = 0; i < n; ++i) y[i] = ApplyActivation(a[i] + b[i], A);
+  });
 }
 
 }  // namespace tfq

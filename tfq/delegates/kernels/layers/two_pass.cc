@@ -36,34 +36,20 @@ void QuantizationResidual(const float* x, int64_t segments, int64_t seg_elems, f
   }
 }
 
-namespace {
-
-// CombinePasses for one activation, known at compile time: the switch out
-// of the loop lets the compiler vectorize it (with the switch inside, this
-// pass cost about as much as the layer's GEMM on the OCR convolutions).
-template <Activation A>
-void CombineRows(const float* __restrict bias, const float* __restrict a, const float* __restrict b, int64_t n,
-                 int64_t out_c, float* __restrict y) {
-  for (int64_t i = 0; i + out_c <= n; i += out_c) {
-    if (bias != nullptr) {
-      for (int64_t c = 0; c < out_c; ++c) y[i + c] = ApplyActivation(a[i + c] + b[i + c] + bias[c], A);
-    } else {
-      for (int64_t c = 0; c < out_c; ++c) y[i + c] = ApplyActivation(a[i + c] + b[i + c] + 0.0f, A);
-    }
-  }
-}
-
-}  // namespace
-
 void CombinePasses(const Epilogue& e, const float* a, const float* b, int64_t n, int64_t out_c, float* y) {
   if (out_c <= 0) return;
   // Whole rows of out_c channels only: n is a multiple of out_c (the caller
   // checks it when the node is prepared); a partial row would be left alone.
-  switch (e.activation) {
-    case Activation::kNone: return CombineRows<Activation::kNone>(e.bias, a, b, n, out_c, y);
-    case Activation::kRelu: return CombineRows<Activation::kRelu>(e.bias, a, b, n, out_c, y);
-    case Activation::kRelu6: return CombineRows<Activation::kRelu6>(e.bias, a, b, n, out_c, y);
-  }
+  const float* bias = e.bias;
+  WithActivation(e.activation, [&](auto A) {
+    for (int64_t i = 0; i + out_c <= n; i += out_c) {
+      if (bias != nullptr) {
+        for (int64_t c = 0; c < out_c; ++c) y[i + c] = ApplyActivation(a[i + c] + b[i + c] + bias[c], A);
+      } else {
+        for (int64_t c = 0; c < out_c; ++c) y[i + c] = ApplyActivation(a[i + c] + b[i + c] + 0.0f, A);
+      }
+    }
+  });
 }
 
 }  // namespace tfq
