@@ -38,13 +38,13 @@ CONFIG = {
     # The float detector trains with a cosine-decayed learning rate (tasks.train_detector) until its training
     # loss settles, so that "within 1 point of float" compares with a finished parent, not with one the
     # compressed rows' extra epochs would still improve (its validation mAP peaks near epoch 12; docs/tasks.md).
-    "detection": {"train": (1500, 2000), "test": (200, 500), "epochs": (5, 24),
+    "detection": {"train": (1500, 6000), "test": (200, 500), "epochs": (5, 8),
                   "model": ({}, {"deep_width": 768, "deep_blocks": 3}),
                   # (scheme, sparsity, ADMM epochs): block-pruned rows use block="auto" and the block-sparse
                   # format; they get more epochs: from the 24-epoch float, 92% in 12 epochs cost 8.3 points of
                   # mAP@0.5 and in 24 epochs 2.3 (docs/tasks.md); 3 epochs had cost 39-67 points.
                   "variants": ((("ternary", None, 2), ("pow2_3bit", None, 2), ("pow2_3bit", 0.75, 2)),
-                               (("ternary", None, 3), ("pow2_3bit", None, 3), ("pow2_3bit", 0.92, 12)))},
+                               (("ternary", None, 3), ("pow2_3bit", None, 3), ("pow2_3bit", 0.92, 8)))},
     "face": {"copies": (2, 6), "epochs": (8, 30), "admm_epochs": (3, 10), "folds": (5, 5)},
 }
 

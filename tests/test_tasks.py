@@ -273,6 +273,32 @@ def test_detection_block_pruned_sparse_format():
     assert np.abs(lite - ref).max() <= 0.05 * np.abs(ref).max()
 
 
+def test_compress_with_admm_spreads_sparsity_by_distribution():
+    import keras
+
+    from tfq import pruning, tasks
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(128, name="wide"),
+                              keras.layers.Dense(16, name="narrow"), keras.layers.Dense(4, name="out")])
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((256, 64)).astype("float32"), rng.standard_normal((256, 4)).astype("float32")
+    every = tasks.layers_except()
+    small, _ = tasks.compress_with_admm(model, x, y, "mse", "ternary", 2, layers=every, sparsity=0.75,
+                                        block=(4, 4), distribution="erk")
+    kernels = [small.get_layer(n).kernel for n in ("wide", "narrow", "out")]
+    want = pruning.layer_sparsities([tuple(k.shape) for k in kernels], 0.75, "erk")
+
+    def zero_blocks(k):  # ternary levels add single zeros: whole 4x4 blocks are what pruning removed
+        k = np.asarray(k)
+        return float(np.mean(np.all(k.reshape(k.shape[0] // 4, 4, k.shape[1] // 4, 4) == 0, axis=(1, 3))))
+
+    got = [zero_blocks(k) for k in kernels]
+    # Erdős–Rényi-Kernel: the large kernel pruned harder than the target, the small ones less.
+    assert want[0] > 0.75 > want[2]
+    np.testing.assert_allclose(got, want, atol=0.05)
+
+
 def test_group_windows_prefers_the_supported_cluster_and_fuses_it():
     from tfq import tasks
 

@@ -38,7 +38,7 @@ def _clone(model):
 
 
 def compress_with_admm(model, x, y, loss, scheme, epochs, *, layers=None, sparsity=None, block=None,
-                       prune_layers=None, batch_size=32, learning_rate=1e-3, seed=0, verbose=0):
+                       prune_layers=None, batch_size=32, learning_rate=1e-3, seed=0, verbose=0, distribution="uniform"):
     """A compressed copy of a trained model: ADMM (and gradient-aware pruning) fine-tuning on (x, y).
 
     The ADMM schedule (rho and its growth, one fine-tuning epoch with frozen
@@ -60,6 +60,8 @@ def compress_with_admm(model, x, y, loss, scheme, epochs, *, layers=None, sparsi
             `tfq.convert(..., sparse="auto")` leaves out of the file); hidden
             channels are permuted first (`tfq.permute_channels`).
         prune_layers: which layers to prune (None: the same as `layers`).
+        distribution: how `sparsity` is spread over the pruned kernels, as
+            for `tfq.PruningCallback` ("uniform" or "erk").
         batch_size, learning_rate: training settings.
         seed: Keras random seed of the run.
 
@@ -84,7 +86,7 @@ def compress_with_admm(model, x, y, loss, scheme, epochs, *, layers=None, sparsi
     callbacks = []
     if sparsity:
         callbacks.append(PruningCallback(target_sparsity=sparsity, layers=prune_layers or layers, end_fraction=0.5,
-                                         block=block))
+                                         block=block, distribution=distribution))
     callbacks.append(ADMMCallback(scheme=scheme, layers=layers, rho=hp["rho"], rho_growth=hp["rho_growth"],
                                   rho_max=hp["rho_max"], finetune_epochs=hp["finetune_epochs"]))
     small.fit(x, y, batch_size=batch_size, epochs=hp["epochs"], callbacks=callbacks, verbose=verbose)
