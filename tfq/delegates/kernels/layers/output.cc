@@ -75,27 +75,13 @@ TFQ_EPILOGUE_CLONES void WriteOutputRows(const KernelTable& kt, const Epilogue& 
 
 TFQ_EPILOGUE_CLONES void AddResidualRows(const float* res, int64_t n, int64_t rows, int64_t ld,
                                          Activation act, float* y) {
-  for (int64_t r = 0; r < rows; ++r) {
-    float* yr = y + r * ld;
-    const float* rr = res + r * ld;
-    switch (act) {
-      case Activation::kNone:
-        for (int64_t i = 0; i < n; ++i) yr[i] = yr[i] + rr[i];
-        break;
-      case Activation::kRelu:
-        for (int64_t i = 0; i < n; ++i) {
-          const float v = yr[i] + rr[i];
-          yr[i] = v < 0.0f ? 0.0f : v;
-        }
-        break;
-      case Activation::kRelu6:
-        for (int64_t i = 0; i < n; ++i) {
-          const float v = yr[i] + rr[i];
-          yr[i] = v < 0.0f ? 0.0f : (v > 6.0f ? 6.0f : v);
-        }
-        break;
+  WithActivation(act, [&](auto A) {
+    for (int64_t r = 0; r < rows; ++r) {
+      float* yr = y + r * ld;
+      const float* rr = res + r * ld;
+      for (int64_t i = 0; i < n; ++i) yr[i] = ApplyActivation(yr[i] + rr[i], A);
     }
-  }
+  });
 }
 
 }  // namespace internal
