@@ -39,8 +39,8 @@ CONFIG = {
     # loss settles, so that "within 1 point of float" compares with a finished parent, not with one the
     # compressed rows' extra epochs would still improve. 6000 training scenes, 8 float epochs: on 2000 scenes
     # the 1.31M-parameter model overfit after about 12 of its 24 epochs (the same 1500 steps), and the pruned
-    # row stopped 2.3 points below float whether it trained 24 or 36 epochs; with 6000 scenes it left that
-    # plateau (docs/tasks.md).
+    # row stopped 2.3 points below float whether it trained 24 or 36 epochs. 6000 scenes lift float and pruned
+    # rows by 9-10 points; the gap stays (docs/tasks.md, "Detection on 6000 scenes").
     "detection": {"train": (1500, 6000), "test": (200, 500), "epochs": (5, 8),
                   "model": ({}, {"deep_width": 768, "deep_blocks": 3}),
                   # (scheme, sparsity, ADMM epochs): block-pruned rows use block="auto" and the block-sparse
@@ -49,7 +49,8 @@ CONFIG = {
                                (("ternary", None, 3), ("pow2_3bit", None, 3), ("pow2_3bit", 0.92, 8))),
                   # How the pruned rows spread their sparsity over the kernels (tfq.PruningCallback). "erk"
                   # prunes the two 768x768 kernels to 95% and keeps more of the small ones, the same total: 0.8
-                  # points better on 2000 scenes (docs/tasks.md); the README's table was printed with "uniform".
+                  # points better on 2000 scenes, 1.5 on 6000 (docs/tasks.md); the README's table was printed
+                  # with "uniform".
                   "distribution": ("uniform", "uniform")},
     "face": {"copies": (2, 6), "epochs": (8, 30), "admm_epochs": (3, 10), "folds": (5, 5)},
 }
