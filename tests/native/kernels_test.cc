@@ -172,13 +172,21 @@ void TestQuantize(const KernelTable& t, const KernelTable& ref, std::mt19937& rn
         // variant 1: a scale a hair too large, so some values clamp at +-127.
         s = 127.0f / amax * (variant == 1 ? 1.01f : 1.0f);
       }
-      std::vector<int8_t> qt(n + 16, 99), qr(n + 16, 99);
-      const int64_t st = t.quantize(x.data(), n, s, qt.data());
-      const int64_t sr = ref.quantize(x.data(), n, s, qr.data());
-      EXPECT(st == sr, "%s quantize sum n=%lld variant=%d: %lld vs %lld", tfq::IsaName(t.isa),
-             (long long)n, variant, (long long)st, (long long)sr);
-      EXPECT(SameBits(qt.data(), qr.data(), n + 16), "%s quantize n=%lld variant=%d",
-             tfq::IsaName(t.isa), (long long)n, variant);
+      std::vector<int8_t> q0;
+      for (uint8_t flip : {0x00, 0x80}) {
+        std::vector<int8_t> qt(n + 16, 99), qr(n + 16, 99);
+        const int64_t st = t.quantize(x.data(), n, s, qt.data(), flip);
+        const int64_t sr = ref.quantize(x.data(), n, s, qr.data(), flip);
+        EXPECT(st == sr, "%s quantize sum n=%lld variant=%d flip=%d: %lld vs %lld", tfq::IsaName(t.isa),
+               (long long)n, variant, flip, (long long)st, (long long)sr);
+        EXPECT(SameBits(qt.data(), qr.data(), n + 16), "%s quantize n=%lld variant=%d flip=%d",
+               tfq::IsaName(t.isa), (long long)n, variant, flip);
+        // The biased codes are the plain ones xor 0x80 (BiasActivations).
+        if (flip == 0) q0 = qr;
+        for (int64_t i = 0; flip != 0 && i < n; ++i)
+          EXPECT(static_cast<uint8_t>(qr[i]) == static_cast<uint8_t>(q0[i] ^ 0x80),
+                 "ref quantize flip n=%lld i=%lld", (long long)n, (long long)i);
+      }
     }
   }
 }

@@ -15,6 +15,9 @@ def add_flags(p):
     p.add_argument("--sparse", choices=("auto", "true", "false"), default="false",
                    help="block-sparse ops (format version 2): auto = where they take at most 3/4 of the dense "
                         "bytes (pruned weights), true = wherever possible, false = dense version 1 only")
+    p.add_argument("--float_layers", choices=("float", "int8"), default="float",
+                   help="the layers in no tfq set (usually the first and last): keep them float, or store 8-bit "
+                        "per-channel weights run by LiteRT's dynamic-range kernels (4x smaller, lossy)")
     p.add_argument("--allow_float", action="store_true",
                    help="write the file even when no weight lies in a tfq set (a plain float model)")
 
@@ -27,7 +30,10 @@ def summary_line(reports):
         by_scheme.setdefault(r.scheme, []).append(r.layer or r.weight)
     parts = [f"{len(packed)} of {len(reports)} weighted ops packed"]
     parts += [f"{scheme}: {', '.join(names)}" for scheme, names in by_scheme.items()]
-    floats = [r.layer or r.weight for r in reports if not r.packed]
+    int8 = [r.layer or r.weight for r in reports if not r.packed and r.scheme == "int8"]
+    if int8:
+        parts.append(f"int8: {', '.join(int8)}")
+    floats = [r.layer or r.weight for r in reports if not r.packed and r.scheme != "int8"]
     if floats:
         parts.append(f"float: {', '.join(floats)}")
     return "; ".join(parts)
@@ -49,14 +55,16 @@ def run(args):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = convert(source, portable=args.portable,
-                         sparse={"auto": "auto", "true": True, "false": False}[args.sparse])
+                         sparse={"auto": "auto", "true": True, "false": False}[args.sparse],
+                         float_layers=args.float_layers)
     packed = [r for r in result.report if r.packed]
     if args.verbose:
         for w in caught:
             print(f"tfq convert: note: {w.message}", file=sys.stderr)
         for r in result.report:
             if not r.packed:
-                print(f"  kept in float ({r.op} {r.weight}): {r.reason}", file=sys.stderr)
+                kept = "int8" if r.scheme == "int8" else "float"
+                print(f"  kept in {kept} ({r.op} {r.weight}): {r.reason}", file=sys.stderr)
     if not packed and not args.allow_float:
         raise ValueError(
             f"{args.model}: nothing to pack, no weight lies in a tfq set (not compressed?); compress it first "
@@ -72,4 +80,5 @@ def run(args):
 COMMAND = common.Command(
     run, "write a .tflite with packed low-bit weights (tfq custom ops or --portable)", add_flags,
     "tfq convert --model M_t.keras --out M_t.tflite\n"
-    "tfq convert --model M_t.keras --portable --out M_t_portable.tflite   # builtin ops only")
+    "tfq convert --model M_t.keras --portable --out M_t_portable.tflite   # builtin ops only\n"
+    "tfq convert --model M_t.keras --float_layers int8 --out M_t8.tflite  # first/last layers 8-bit")

@@ -63,18 +63,28 @@ def rewrite_op(rw, sg, op, name, info, det, report):
     if name not in CHOICE:
         report.reason = f"no portable form for {name}"
         return
-    ttype = CHOICE[name][det.scheme]
+    write_integer_weights(rw, sg, op, name, info, det.levels, det.scales, CHOICE[name][det.scheme], report)
+    report.packed = True
+
+
+def write_integer_weights(rw, sg, op, name, info, rows, scales, ttype, report):
+    """Gives `op` integer weights `rows` ([channels, n] levels) with per-channel `scales`.
+
+    The builtin op then runs in LiteRT's dynamic-range (hybrid) kernels;
+    DEQUANTIZED_OPS get a DEQUANTIZE feeding their float kernel instead.
+    Sets the report's bytes and reason (`packed` is the caller's).
+    """
     bits = _BITS[ttype]
     shape = info["weight_shape"]
     if name == "DEPTHWISE_CONV_2D":
-        levels = det.levels.T.reshape(shape)          # [1, KH, KW, O]
+        levels = rows.T.reshape(shape)                # [1, KH, KW, O]
         qdim = 3
         channels = shape[3]
     else:
-        levels = det.levels.reshape(shape)            # [O, ...]
+        levels = rows.reshape(shape)                  # [O, ...]
         qdim = 0
         channels = shape[0]
-    scales = np.broadcast_to(det.scales.astype(np.float32), (channels,)).copy()
+    scales = np.broadcast_to(np.asarray(scales, dtype=np.float32), (channels,)).copy()
     ints = levels.astype(np.int8)
     data = ints.view(np.uint8).reshape(-1) if bits == 8 else pack_subbyte(ints, bits)
     quant = schema.QuantizationParametersT()
@@ -102,6 +112,5 @@ def rewrite_op(rw, sg, op, name, info, det, report):
     else:
         inputs[1] = w_idx
     op.inputs = np.array(inputs, dtype=np.int32)
-    report.packed = True
     report.packed_bytes = data.size + scales.size * 4
     report.reason = f"portable INT{bits}" + (" + DEQUANTIZE" if name in DEQUANTIZED_OPS else "")

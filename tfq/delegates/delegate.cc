@@ -549,10 +549,14 @@ bool ConstantIntact(const TfLiteContext* context, int index, size_t bytes) {
 // Runs one node on x (a tensor, or the previous node's hand-over buffer when
 // internal_in; int8 when q_in) into y. x_bytes / y_bytes: what those buffers
 // hold, compared with what Prepare recorded. *nonfinite carries the
-// hand-over's non-finite flag from node to node.
+// hand-over's non-finite flag from node to node. A float hand-over also
+// carries its statistics: in_stats (null when the writer measured none),
+// and *out_stats / *out_stats_valid receive those of what this node wrote.
 TfLiteStatus InvokeNode(TfLiteContext* context, DelegateState* state, NodeKernel* k, const void* x,
-                        size_t x_bytes, bool internal_in, bool q_in, bool* nonfinite, void* y,
-                        size_t y_bytes) {
+                        size_t x_bytes, bool internal_in, bool q_in, bool* nonfinite,
+                        const TensorStats* in_stats, TensorStats* out_stats_ret, bool* out_stats_valid,
+                        void* y, size_t y_bytes) {
+  *out_stats_valid = false;
   const NodeSpec& spec = k->spec;
   if (x == nullptr || y == nullptr) return Refuse(context, *k, "tensor has no data");
   // The memory invariants: the node reads exactly in_bytes (plus the
@@ -614,6 +618,9 @@ TfLiteStatus InvokeNode(TfLiteContext* context, DelegateState* state, NodeKernel
       const auto it = state->output_stats.find({context, spec.input});
       if (it != state->output_stats.end() && it->second.data == x && it->second.bytes == x_bytes)
         opt.input_stats = &it->second.stats;
+    } else if (k->geometry.batch == 1 && internal_in) {
+      // The float hand-over: measured by the node that just wrote it.
+      opt.input_stats = in_stats;
     }
     if (k->q_out) opt.output_q = static_cast<int8_t*>(y);
     opt.residual = residual;
@@ -665,6 +672,10 @@ TfLiteStatus InvokeNode(TfLiteContext* context, DelegateState* state, NodeKernel
   }
   if (passes == 2) CombinePasses(e, out, out + out_elems, out_elems, spec.out_channels, yf);
   *nonfinite = out_stats.nonfinite;
+  // Complete statistics of a float output (with an int8 output they only
+  // carry the non-finite flag).
+  *out_stats_valid = opt.output_stats != nullptr && !k->q_out && passes == 1;
+  *out_stats_ret = out_stats;
   if (opt.output_stats != nullptr && !k->internal_out)
     state->output_stats[{context, k->fused_output >= 0 ? k->fused_output : spec.output}] = {
         y, y_bytes, out_stats};
@@ -708,6 +719,9 @@ TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
   std::lock_guard<std::mutex> lock(state->mutex);
   const size_t n = kernel->nodes.size();
   bool nonfinite = false;  // the hand-over's non-finite flag (KernelOptions::input_nonfinite)
+  // The statistics of the previous node's output (a float hand-over's).
+  TensorStats stats[2];
+  bool stats_valid = false;
   for (size_t i = 0; i < n; ++i) {
     NodeKernel* k = &kernel->nodes[i];
     if (k->is_add) {
@@ -730,8 +744,9 @@ TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
       y = state->handover[i % 2].data();
       y_bytes = state->handover[i % 2].bytes();
     }
-    if (InvokeNode(context, state, k, x, x_bytes, internal_in, q_in, &nonfinite, y, y_bytes) !=
-        kTfLiteOk)
+    const TensorStats* in_stats = internal_in && !q_in && stats_valid ? &stats[(i - 1) % 2] : nullptr;
+    if (InvokeNode(context, state, k, x, x_bytes, internal_in, q_in, &nonfinite, in_stats, &stats[i % 2],
+                   &stats_valid, y, y_bytes) != kTfLiteOk)
       return kTfLiteError;
     // The next node may read kHandoverSlack bytes past the codes: defined zeros.
     if (k->q_out) std::memset(static_cast<int8_t*>(y) + k->out_elems, 0, kHandoverSlack);

@@ -32,8 +32,10 @@ namespace internal {
 
 // max |x[i]|; sets *nonfinite when an element is NaN or infinite.
 using AbsMaxFn = float(const float* x, int64_t n, bool* nonfinite);
-// q[i] = clamp(rint(x[i] * s), -127, 127) for finite x*s; returns sum of q.
-using QuantizeFn = int64_t(const float* x, int64_t n, float s, int8_t* q);
+// q[i] = clamp(rint(x[i] * s), -127, 127) for finite x*s, stored xor flip
+// (0, or 0x80 for the biased codes u = q + 128 of the block-sparse kernels,
+// BiasActivations); returns the sum of the (unbiased) q.
+using QuantizeFn = int64_t(const float* x, int64_t n, float s, int8_t* q, uint8_t flip);
 // Sum of n int8 values.
 using SumI8Fn = int64_t(const int8_t* q, int64_t n);
 // c[j * ldc + i] = sum_k level(w row i, k) * a[j * lda + k] over

@@ -90,9 +90,12 @@ struct RowQuant {
   return r;
 }
 
-// Quantizes n floats into q[0, n) and zero-fills q[n, n_padded).
+// Quantizes n floats into q[0, n) and zero-fills q[n, n_padded); every byte
+// stored xor flip (0x80: the biased codes of the block-sparse GEMM, written
+// in the same pass instead of a BiasActivations pass over the result).
 [[maybe_unused]] RowQuant QuantizeActivations(const KernelTable& kt, const float* x, int64_t n, int64_t n_padded,
-                             int8_t* q, int32_t* sumq, const TensorStats* known = nullptr) {
+                             int8_t* q, int32_t* sumq, const TensorStats* known = nullptr,
+                             uint8_t flip = 0) {
   bool nonfinite = false;
   float amax = 0.0f;
   if (known != nullptr) {
@@ -116,10 +119,10 @@ struct RowQuant {
   const RowQuant r = QuantState(amax, nonfinite);
   int64_t sum = 0;
   if (r.state == RowState::kOk) {
-    sum = kt.quantize(x, n, r.s, q);
-    std::memset(q + n, 0, n_padded - n);
+    sum = kt.quantize(x, n, r.s, q, flip);
+    std::memset(q + n, flip, n_padded - n);
   } else {
-    std::memset(q, 0, n_padded);
+    std::memset(q, flip, n_padded);
   }
   if (sumq) *sumq = static_cast<int32_t>(sum);  // |sum| <= 127 * k < 2^31 (AccumulatorFits)
   return r;
@@ -138,17 +141,19 @@ struct RowQuant {
 }
 
 // Quantizes a batch-1 image of in_pix pixels x C channels with one scale, like
-// QuantizeActivations (n_padded == n), and writes each pixel's channel sum to
-// pixsum when given. With a pool and a large image the passes are split over
+// QuantizeActivations (n_padded == n, codes xor flip), and writes each
+// pixel's channel sum to pixsum when given (flip must then be 0). With a pool and a large image the passes are split over
 // pixel chunks: run on the calling thread alone they were a serial part of
 // every convolution, and MobileNetV2 did not get faster with 2 threads.
 [[maybe_unused]] RowQuant QuantizeImage(const KernelTable& kt, const KernelOptions& opt, const float* x, int64_t in_pix,
-                       int64_t C, int8_t* q, int32_t* pixsum, const TensorStats* known) {
+                       int64_t C, int8_t* q, int32_t* pixsum, const TensorStats* known,
+                       uint8_t flip = 0) {
+  if (flip != 0) pixsum = nullptr;  // sums of biased codes would be wrong
   const int64_t n = in_pix * C;
   const int threads = NumThreads(opt);
   constexpr int64_t kMinParallel = int64_t{1} << 15;
   if (threads == 1 || n < kMinParallel || C <= 0) {
-    const RowQuant rq = QuantizeActivations(kt, x, n, n, q, nullptr, known);
+    const RowQuant rq = QuantizeActivations(kt, x, n, n, q, nullptr, known, flip);
     if (pixsum != nullptr && rq.state == RowState::kOk)
       PixelSums(kt, q, 0, in_pix, C, pixsum);
     return rq;
@@ -177,12 +182,12 @@ struct RowQuant {
   }
   const RowQuant r = QuantState(amax, nonfinite);
   if (r.state != RowState::kOk) {
-    std::memset(q, 0, n);
+    std::memset(q, flip, n);
     return r;
   }
   opt.pool->ParallelFor(nchunks, [&](int64_t c, int) {
     const int64_t p0 = c * chunk_pix, p1 = std::min(in_pix, p0 + chunk_pix);
-    kt.quantize(x + p0 * C, (p1 - p0) * C, r.s, q + p0 * C);
+    kt.quantize(x + p0 * C, (p1 - p0) * C, r.s, q + p0 * C, flip);
     if (pixsum != nullptr)
       PixelSums(kt, q, p0, p1, C, pixsum);
   });
@@ -323,10 +328,10 @@ inline void EmitPixels(const KernelTable& kt, const Epilogue& e, RowState state,
 // hand-over of the previous layer (whose pixel sums are taken here).
 [[maybe_unused]] RowQuant ConvInput(const KernelTable& kt, const KernelOptions& opt, const float* x, int64_t in_pix,
                    int64_t C, int8_t* qimg, int32_t* pixsum, const TensorStats* known,
-                   const int8_t** q) {
+                   const int8_t** q, uint8_t flip = 0) {
   if (opt.input_q == nullptr) {
     *q = qimg;
-    return QuantizeImage(kt, opt, x, in_pix, C, qimg, pixsum, known);
+    return QuantizeImage(kt, opt, x, in_pix, C, qimg, pixsum, known, flip);
   }
   *q = opt.input_q;
   RowQuant r;
@@ -369,12 +374,13 @@ struct ImageSetup {
 
 [[maybe_unused]] ImageSetup BeginImage(const KernelTable& kt, const KernelOptions& opt, const Epilogue& e,
                       const float* x, int64_t in_pix, int64_t C, int8_t* qimg, int32_t* pixsum,
-                      const TensorStats* known, float* y, int64_t out_c, float* f, TensorStats* st) {
+                      const TensorStats* known, float* y, int64_t out_c, float* f, TensorStats* st,
+                      uint8_t flip = 0) {
   ImageSetup im;
   im.sink.y = opt.output_q != nullptr ? nullptr : y;
   im.sink.q = opt.output_q;
   im.sink.stats = opt.output_stats != nullptr;
-  im.rq = ConvInput(kt, opt, x, in_pix, C, qimg, pixsum, known, &im.q);
+  im.rq = ConvInput(kt, opt, x, in_pix, C, qimg, pixsum, known, &im.q, flip);
   if (im.rq.state == RowState::kOk) ComputeFactors(e, im.rq.s, 0, out_c, f);
   if (opt.output_q != nullptr) st->nonfinite = HandoverNonFinite(im.rq.state, f, out_c);
   return im;

@@ -144,9 +144,12 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w_in, co
   for (int n = 0; n < g.batch; ++n) {
     // pixsum: the sum of each input pixel's channels; the im2col row sums add them up.
     // (The block-sparse GEMM needs no pixel sums.)
+    // The implicit block-sparse GEMM reading the quantized image in place
+    // gets it biased (u = q + 128) by the quantization itself.
+    const bool biased = implicit && !pg.copy && opt.input_q == nullptr;
     const ImageSetup im = BeginImage(kt, opt, e, x + n * l.image, static_cast<int64_t>(g.in_h) * g.in_w,
                                      C, qimg, w.sparse != nullptr ? nullptr : pixsum, known,
-                                     y + n * npix * g.out_c, g.out_c, f, &tstats[0]);
+                                     y + n * npix * g.out_c, g.out_c, f, &tstats[0], biased ? 0x80 : 0);
     OutputSink sink = im.sink;
     if (opt.residual != nullptr && sink.y != nullptr) {
       sink.residual = opt.residual + n * npix * g.out_c;
@@ -159,7 +162,7 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w_in, co
     const uint8_t* pimg = padded;
     if (implicit && rq.state == RowState::kOk) {
       if (!pg.copy && qsrc == qimg) {
-        BiasActivations(qimg, l.image, reinterpret_cast<uint8_t*>(qimg));
+        if (!biased) BiasActivations(qimg, l.image, reinterpret_cast<uint8_t*>(qimg));
         pimg = reinterpret_cast<const uint8_t*>(qimg);
       } else {
         const int64_t row = pg.pw * C;

@@ -39,11 +39,11 @@ void FullyConnected(const float* x, int64_t m, const PackedWeights& w, const Epi
     for (int64_t j = 0; j < m; ++j) arows[j] = reinterpret_cast<const uint8_t*>(q + j * kp);
     for (int64_t bc = 0; bc < nbc; ++bc) coloff[bc] = bc * C;
   }
+  // The sparse GEMM reads biased activations (u = q + 128): quantized so.
+  const uint8_t flip = w.sparse != nullptr ? 0x80 : 0;
   for (int64_t j = 0; j < m; ++j) {
-    rq[j] = QuantizeActivations(kt, x + j * w.k, w.k, kp, q + j * kp, sumq + j);
+    rq[j] = QuantizeActivations(kt, x + j * w.k, w.k, kp, q + j * kp, sumq + j, nullptr, flip);
   }
-  // The sparse GEMM reads biased activations (u = q + 128), in place.
-  if (w.sparse != nullptr) BiasActivations(q, m * kp, reinterpret_cast<uint8_t*>(q));
   // The epilogue of output channels [o0, o1) of every row, after their GEMM.
   const auto write_outputs = [&](int64_t o0, int64_t o1) {
     for (int64_t j = 0; j < m; ++j) {

@@ -30,7 +30,7 @@ void QuantizationResidual(const float* x, int64_t segments, int64_t seg_elems, f
       std::memset(rs, 0, seg_elems * sizeof(float));
       continue;
     }
-    kt.quantize(xs, seg_elems, rq.s, q);
+    kt.quantize(xs, seg_elems, rq.s, q, 0);
     const float step = 1.0f / rq.s;
     for (int64_t i = 0; i < seg_elems; ++i) rs[i] = xs[i] - static_cast<float>(q[i]) * step;
   }

@@ -32,11 +32,12 @@ float AbsMaxAvx2(const float* x, int64_t n, bool* nonfinite) {
   return mx;
 }
 
-int64_t QuantizeAvx2(const float* x, int64_t n, float s, int8_t* q) {
+int64_t QuantizeAvx2(const float* x, int64_t n, float s, int8_t* q, uint8_t out_flip) {
   const __m256 vs = _mm256_set1_ps(s);
   const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   const __m256i lo = _mm256_set1_epi8(-127);
   const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+  const __m256i oflip = _mm256_set1_epi8(static_cast<char>(out_flip));
   __m256i sad = _mm256_setzero_si256();
   int64_t i = 0;
   for (; i + 32 <= n; i += 32) {
@@ -47,13 +48,13 @@ int64_t QuantizeAvx2(const float* x, int64_t n, float s, int8_t* q) {
     const __m256i d = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 24), vs));
     __m256i r = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
     r = _mm256_max_epi8(_mm256_permutevar8x32_epi32(r, perm), lo);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), r);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), _mm256_xor_si256(r, oflip));
     sad = _mm256_add_epi64(sad, _mm256_sad_epu8(_mm256_xor_si256(r, flip), _mm256_setzero_si256()));
   }
   int64_t parts[4];
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(parts), sad);
   int64_t sum = parts[0] + parts[1] + parts[2] + parts[3] - 128 * i;
-  if (i < n) sum += RefTable().quantize(x + i, n - i, s, q + i);
+  if (i < n) sum += RefTable().quantize(x + i, n - i, s, q + i, out_flip);
   return sum;
 }
 

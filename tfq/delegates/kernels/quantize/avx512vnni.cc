@@ -42,11 +42,12 @@ float AbsMaxAvx512(const float* x, int64_t n, bool* nonfinite) {
   return _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(m0, m1), _mm512_max_ps(m2, m3)));
 }
 
-int64_t QuantizeAvx512(const float* x, int64_t n, float s, int8_t* q) {
+int64_t QuantizeAvx512(const float* x, int64_t n, float s, int8_t* q, uint8_t out_flip) {
   const __m512 vs = _mm512_set1_ps(s);
   const __m512i perm = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   const __m512i lo = _mm512_set1_epi8(-127);
   const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+  const __m512i oflip = _mm512_set1_epi8(static_cast<char>(out_flip));
   __m512i sad = _mm512_setzero_si512();
   int64_t i = 0;
   for (; i + 64 <= n; i += 64) {
@@ -57,11 +58,11 @@ int64_t QuantizeAvx512(const float* x, int64_t n, float s, int8_t* q) {
     // packs work per 128-bit lane: dword j of lane l ends up at lane j, dword l.
     __m512i r = _mm512_packs_epi16(_mm512_packs_epi32(a, b), _mm512_packs_epi32(c, d));
     r = _mm512_max_epi8(_mm512_permutexvar_epi32(perm, r), lo);
-    _mm512_storeu_si512(q + i, r);
+    _mm512_storeu_si512(q + i, _mm512_xor_si512(r, oflip));
     sad = _mm512_add_epi64(sad, _mm512_sad_epu8(_mm512_xor_si512(r, flip), _mm512_setzero_si512()));
   }
   int64_t sum = _mm512_reduce_add_epi64(sad) - 128 * i;
-  if (i < n) sum += RefTable().quantize(x + i, n - i, s, q + i);
+  if (i < n) sum += RefTable().quantize(x + i, n - i, s, q + i, out_flip);
   return sum;
 }
 

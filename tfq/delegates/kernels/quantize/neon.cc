@@ -31,8 +31,9 @@ float AbsMaxNeon(const float* x, int64_t n, bool* nonfinite) {
   return mx;
 }
 
-int64_t QuantizeNeon(const float* x, int64_t n, float s, int8_t* q) {
+int64_t QuantizeNeon(const float* x, int64_t n, float s, int8_t* q, uint8_t out_flip) {
   const float32x4_t vs = vdupq_n_f32(s);
+  const int8x16_t oflip = vreinterpretq_s8_u8(vdupq_n_u8(out_flip));
   const int8x16_t lo = vdupq_n_s8(-127);
   int32x4_t sum = vdupq_n_s32(0);
   int64_t i = 0;
@@ -45,11 +46,11 @@ int64_t QuantizeNeon(const float* x, int64_t n, float s, int8_t* q) {
     const int16x8_t ab = vcombine_s16(vqmovn_s32(a), vqmovn_s32(b));
     const int16x8_t cd = vcombine_s16(vqmovn_s32(c), vqmovn_s32(d));
     const int8x16_t r = vmaxq_s8(vcombine_s8(vqmovn_s16(ab), vqmovn_s16(cd)), lo);
-    vst1q_s8(q + i, r);
+    vst1q_s8(q + i, veorq_s8(r, oflip));
     sum = vpadalq_s16(sum, vpaddlq_s8(r));
   }
   int64_t total = vaddlvq_s32(sum);
-  if (i < n) total += RefTable().quantize(x + i, n - i, s, q + i);
+  if (i < n) total += RefTable().quantize(x + i, n - i, s, q + i, out_flip);
   return total;
 }
 

@@ -20,14 +20,14 @@ float AbsMaxRef(const float* x, int64_t n, bool* nonfinite) {
   return m;
 }
 
-int64_t QuantizeRef(const float* x, int64_t n, float s, int8_t* q) {
+int64_t QuantizeRef(const float* x, int64_t n, float s, int8_t* q, uint8_t flip) {
   int64_t sum = 0;
   for (int64_t i = 0; i < n; ++i) {
     float v = std::nearbyint(x[i] * s);  // round half to even (default mode)
     if (!(v >= -127.0f)) v = -127.0f;    // also maps NaN to -127: never UB
     if (v > 127.0f) v = 127.0f;
     const int qi = static_cast<int>(v);
-    q[i] = static_cast<int8_t>(qi);
+    q[i] = static_cast<int8_t>(qi ^ flip);
     sum += qi;
   }
   return sum;
