@@ -258,6 +258,68 @@ void TestEpilogueQ(const KernelTable& t, std::mt19937& rng) {
   }
 }
 
+float Act(float v, tfq::Activation a) {
+  if (a == tfq::Activation::kNone) return v;
+  v = v < 0.0f ? 0.0f : v;
+  return a == tfq::Activation::kRelu6 ? (v > 6.0f ? 6.0f : v) : v;
+}
+
+// The fused float epilogue (epilogue + residual ADD + statistics) against
+// the three passes written out: every output bit-identical, same flag, and
+// the same maximum when the outputs are finite. Tails, strides, every
+// activation pair, with and without bias and residual, NaN / inf factors.
+void TestEpilogueStats(const KernelTable& t, std::mt19937& rng) {
+  if (t.epilogue_rows_stats == nullptr) return;
+  using tfq::Activation;
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  std::uniform_int_distribution<int32_t> acc_d(-3000, 3000);
+  std::uniform_real_distribution<float> f_d(-0.004f, 0.006f);
+  const Activation acts[] = {Activation::kNone, Activation::kRelu, Activation::kRelu6};
+  for (int64_t n : {1, 7, 15, 16, 17, 33, 64, 130}) {
+    for (int variant = 0; variant < 6; ++variant) {
+      for (Activation a : acts) {
+        for (Activation ra : acts) {
+          const int64_t rows = 1 + variant % 3, lda = n + 3, ldy = n + 5, ldr = n + 2;
+          std::vector<int32_t> acc(rows * lda);
+          for (auto& v : acc) v = acc_d(rng);
+          std::vector<float> f(n), b(n), res(rows * ldr);
+          for (auto& v : f) v = f_d(rng);
+          for (auto& v : b) v = f_d(rng) * 500.0f;
+          for (auto& v : res) v = f_d(rng) * 800.0f;
+          if (variant == 5) {
+            f[0] = nan;
+            f[n - 1] = inf;
+          }
+          const float* bp = variant % 2 ? b.data() : nullptr;
+          const float* rp = variant >= 2 ? res.data() : nullptr;
+          std::vector<float> yt(rows * ldy, 99.0f), yr(rows * ldy, 99.0f);
+          float mt = 0.5f, mr = 0.5f;  // raised only: a start value survives when larger
+          bool bt = false, br = false;
+          t.epilogue_rows_stats(acc.data(), lda, f.data(), bp, n, rows, yt.data(), ldy, a, rp, ldr, ra, &mt,
+                                &bt);
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t i = 0; i < n; ++i) {
+              float v = static_cast<float>(acc[r * lda + i]) * f[i];
+              if (bp) v = v + bp[i];
+              v = Act(v, a);
+              if (rp) v = Act(v + rp[r * ldr + i], ra);
+              yr[r * ldy + i] = v;
+              const float m = std::fabs(v);
+              if (!(m <= 3.402823466e38f)) br = true;
+              else if (m > mr) mr = m;
+            }
+          EXPECT(SameBits(yt.data(), yr.data(), yt.size() * sizeof(float)),
+                 "%s epilogue_rows_stats n=%lld variant=%d act=%d res act=%d", tfq::IsaName(t.isa),
+                 (long long)n, variant, (int)a, (int)ra);
+          EXPECT(bt == br && (br || mt == mr), "%s epilogue_rows_stats stats n=%lld variant=%d: %g/%d vs %g/%d",
+                 tfq::IsaName(t.isa), (long long)n, variant, mt, bt, mr, br);
+        }
+      }
+    }
+  }
+}
+
 // Naive accumulator from unpacked codes: the executable definition.
 int32_t NaiveDot(Scheme s, const int* codes, const int8_t* a, int64_t n) {
   int64_t acc = 0;
@@ -871,6 +933,7 @@ int main(int argc, char** argv) {
     TestQuantize(*t, ref, rng);
     TestSum(*t, ref, rng);
     TestEpilogueQ(*t, rng);
+    TestEpilogueStats(*t, rng);
     TestSumRows(*t, rng);
     TestGemm(*t, ref, seed);
     TestDepthwisePixel(*t, ref, seed + 1);

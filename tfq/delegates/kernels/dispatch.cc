@@ -88,6 +88,7 @@ KernelTable MakeAvx512VnniTable() {
   t.gemm_exec = GemmExecAvx512Vnni;
   t.depthwise_levels_row = DepthwiseLevelsRowAvx512;
   t.epilogue_rows = EpilogueRowsAvx512;
+  t.epilogue_rows_stats = EpilogueRowsStatsAvx512;
   t.epilogue_rows_q = EpilogueRowsQAvx512;
   t.sum_rows_i8 = SumRowsI8Avx512;
   const bool narrow = SparseUse256();

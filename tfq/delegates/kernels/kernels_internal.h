@@ -75,6 +75,16 @@ using DepthwiseLevelsRowFn = void(const int16_t* levels, int64_t stride, const i
 // same IEEE operations (no FMA) and clamps as the portable one.
 using EpilogueRowsFn = void(const int32_t* acc, int64_t lda, const float* f, const float* b,
                             int64_t n, int64_t rows, float* y, int64_t ldy, Activation a);
+// EpilogueRowsFn fused with what a convolution does next to the floats it
+// wrote, in one pass instead of three: when res is not null,
+// y = ra(y + res[r * ldr + i]) (a fused residual ADD, as AddResidualRows);
+// then the statistics of the final y (as the absmax kernel: *nonfinite set
+// by a NaN or infinite output, *absmax raised to the largest |y| otherwise;
+// both only ever raised, the caller initializes them).
+using EpilogueRowsStatsFn = void(const int32_t* acc, int64_t lda, const float* f, const float* b,
+                                 int64_t n, int64_t rows, float* y, int64_t ldy, Activation a,
+                                 const float* res, int64_t ldr, Activation ra, float* absmax,
+                                 bool* nonfinite);
 // The int8 hand-over epilogue (KernelOptions::output_q),
 // q[r * ldq + i] = rint(min(max(float(acc) * f[i] (+ b[i]), 0), 6) * kHandoverScale)
 // with NaN mapped to 0, the same IEEE operations as the portable one.
@@ -106,6 +116,7 @@ struct KernelTable {
   DepthwiseLevelsRowFn* depthwise_levels_row;  // optional
   EpilogueRowsFn* epilogue_rows;             // optional
   EpilogueRowsQFn* epilogue_rows_q;          // optional
+  EpilogueRowsStatsFn* epilogue_rows_stats;  // optional
   SumRowsI8Fn* sum_rows_i8;                  // optional
   SparseGemmFn* sparse_gemm;                 // block-sparse GEMM (every table)
   // The block-sparse path this table runs, for reports ("scalar",

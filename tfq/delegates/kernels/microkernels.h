@@ -51,6 +51,7 @@ GemmExecFn GemmExecAvx512Vnni;
 DepthwiseLevelsFn DepthwiseLevelsAvx512;
 DepthwiseLevelsRowFn DepthwiseLevelsRowAvx512;
 EpilogueRowsFn EpilogueRowsAvx512;
+EpilogueRowsStatsFn EpilogueRowsStatsAvx512;
 EpilogueRowsQFn EpilogueRowsQAvx512;
 SparseGemmFn SparseGemmAvx512Vnni;     // 512-bit vectors
 SparseGemmFn SparseGemmAvx512Vnni256;  // the same with 256-bit vectors (AVX512VL)

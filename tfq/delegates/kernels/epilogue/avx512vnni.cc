@@ -35,7 +35,85 @@ void EpilogueRowsT(const int32_t* acc, int64_t lda, const float* f, const float*
   }
 }
 
+// EpilogueRowsT, then the fused residual ADD (the same vaddps and clamps as
+// AddResidualRows) and the statistics of the result (AbsMaxAvx512's
+// operations) while the 16 outputs are in a register.
+template <Activation A, bool kBias, bool kRes, Activation RA>
+void EpilogueRowsStatsT(const int32_t* acc, int64_t lda, const float* f, const float* b, int64_t n,
+                        int64_t rows, float* y, int64_t ldy, const float* res, int64_t ldr,
+                        float* absmax, bool* nonfinite) {
+  const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+  const __m512 big = _mm512_set1_ps(3.402823466e38f);
+  __m512 m = _mm512_setzero_ps();
+  __mmask16 bad = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int32_t* ar = acc + r * lda;
+    float* yr = y + r * ldy;
+    const float* rr = kRes ? res + r * ldr : nullptr;
+    const auto out16 = [&](int64_t i, __mmask16 k) {
+      __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(k, ar + i)),
+                               _mm512_maskz_loadu_ps(k, f + i));
+      if (kBias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, b + i));
+      if (A != Activation::kNone) v = _mm512_max_ps(zero, v);
+      if (A == Activation::kRelu6) v = _mm512_min_ps(six, v);
+      if (kRes) {
+        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, rr + i));
+        if (RA != Activation::kNone) v = _mm512_max_ps(zero, v);
+        if (RA == Activation::kRelu6) v = _mm512_min_ps(six, v);
+      }
+      _mm512_mask_storeu_ps(yr + i, k, v);
+      const __m512 a = _mm512_abs_ps(v);  // masked-off lanes: 0
+      bad |= _mm512_mask_cmp_ps_mask(k, a, big, _CMP_NLE_UQ);
+      m = _mm512_mask_max_ps(m, k, m, a);
+    };
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) out16(i, static_cast<__mmask16>(0xFFFF));
+    if (i < n) out16(i, static_cast<__mmask16>((1u << (n - i)) - 1));
+  }
+  if (bad) *nonfinite = true;
+  const float mx = _mm512_reduce_max_ps(m);
+  if (mx > *absmax) *absmax = mx;
+}
+
+template <bool kBias, bool kRes>
+void DispatchStats(const int32_t* acc, int64_t lda, const float* f, const float* b, int64_t n,
+                   int64_t rows, float* y, int64_t ldy, Activation a, const float* res, int64_t ldr,
+                   Activation ra, float* absmax, bool* nonfinite) {
+  const auto with_ra = [&](auto A) {
+    constexpr Activation kA = decltype(A)::value;
+    switch (kRes ? ra : Activation::kNone) {
+      case Activation::kNone:
+        return EpilogueRowsStatsT<kA, kBias, kRes, Activation::kNone>(acc, lda, f, b, n, rows, y, ldy,
+                                                                      res, ldr, absmax, nonfinite);
+      case Activation::kRelu:
+        return EpilogueRowsStatsT<kA, kBias, kRes, Activation::kRelu>(acc, lda, f, b, n, rows, y, ldy,
+                                                                      res, ldr, absmax, nonfinite);
+      case Activation::kRelu6:
+        return EpilogueRowsStatsT<kA, kBias, kRes, Activation::kRelu6>(acc, lda, f, b, n, rows, y, ldy,
+                                                                       res, ldr, absmax, nonfinite);
+    }
+  };
+  switch (a) {
+    case Activation::kNone: return with_ra(std::integral_constant<Activation, Activation::kNone>());
+    case Activation::kRelu: return with_ra(std::integral_constant<Activation, Activation::kRelu>());
+    case Activation::kRelu6: return with_ra(std::integral_constant<Activation, Activation::kRelu6>());
+  }
+}
+
 }  // namespace
+
+void EpilogueRowsStatsAvx512(const int32_t* acc, int64_t lda, const float* f, const float* b, int64_t n,
+                             int64_t rows, float* y, int64_t ldy, Activation a, const float* res,
+                             int64_t ldr, Activation ra, float* absmax, bool* nonfinite) {
+  DispatchBias(b, [&](auto bias) {
+    constexpr bool kBias = decltype(bias)::value;
+    if (res != nullptr) {
+      DispatchStats<kBias, true>(acc, lda, f, b, n, rows, y, ldy, a, res, ldr, ra, absmax, nonfinite);
+    } else {
+      DispatchStats<kBias, false>(acc, lda, f, b, n, rows, y, ldy, a, res, ldr, ra, absmax, nonfinite);
+    }
+  });
+}
 
 void EpilogueRowsAvx512(const int32_t* acc, int64_t lda, const float* f, const float* b, int64_t n,
                         int64_t rows, float* y, int64_t ldy, Activation a) {

@@ -303,9 +303,16 @@ inline void EmitPixels(const KernelTable& kt, const Epilogue& e, RowState state,
     WriteOutputRows(kt, e, state, acc, lda, f, o0, o1, rows, y, out_c);
     return;
   }
+  const int64_t n = o1 - o0;
+  if (kt.epilogue_rows_stats != nullptr && state == RowState::kOk && sink.stats) {
+    // One pass: epilogue, residual and statistics while in registers.
+    kt.epilogue_rows_stats(acc, lda, f, e.bias ? e.bias + o0 : nullptr, n, rows, y, out_c, e.activation,
+                           sink.residual == nullptr ? nullptr : sink.residual + p * out_c + o0, out_c,
+                           sink.residual_activation, &st->absmax, &st->nonfinite);
+    return;
+  }
   // Second passes (residual, statistics) over chunks of about 4 KB of
   // outputs, so that they read what the epilogue just wrote from L1.
-  const int64_t n = o1 - o0;
   const int64_t chunk = std::max<int64_t>(1, 1024 / std::max<int64_t>(n, 1));
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     const int64_t nr = std::min(chunk, rows - r0);
