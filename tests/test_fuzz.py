@@ -19,6 +19,8 @@ then runs in subprocesses (LD_PRELOAD=libasan) a few thousand mutations:
     block inserted with nnz_blocks and the size kept consistent, so the
     mutation reaches the index and code checks), the codes of stored blocks,
     and the v2 options (block shape, nnz_blocks, index_bits);
+  * the paddings of zero PADs the delegate runs (values, shapes), in a
+    model with two of them;
   * version-2 dense ops (rows ending in 32-weight mini-blocks, which the
     converter writes wherever they are smaller): bytes of the mini-blocks
     and their padding, sizes off by a byte, a mini-block or a row (or
@@ -113,6 +115,22 @@ def models(tmp_path_factory):
         p = d / f"{kind}_{scheme}_{block[0]}x{block[1]}_sparse.tflite"
         p.write_bytes(sparse)
         paths.append(str(p))
+    # Zero PADs the delegate runs (the ResNet stem pattern): their paddings
+    # tensors are mutated like the tfq buffers (_tfq_regions).
+    import keras
+    from tfq.converter import convert
+    from tfq.testing import set_in_set_weights
+
+    inp = keras.Input((9, 11, 3))
+    x = keras.layers.ZeroPadding2D(((1, 2), (3, 0)))(inp)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="conv")(x)
+    x = keras.layers.ZeroPadding2D(1)(x)
+    x = keras.layers.Conv2D(4, 3, name="conv2")(x)
+    pad_model = keras.Model(inp, x)
+    set_in_set_weights(pad_model, {"conv": "ternary", "conv2": "ternary"}, seed=3)
+    p = d / "pad_ternary.tflite"
+    p.write_bytes(bytes(convert(pad_model)))
+    paths.append(str(p))
     return paths
 
 
@@ -250,7 +268,7 @@ def test_sparse_models_under_asan(asan_lib, tmp_path):
 
 
 def _tfq_regions(data):
-    """Byte ranges (start, end, kind) of tfq custom options, buffers and shapes."""
+    """Byte ranges (start, end, kind) of tfq custom options, buffers and shapes (and of PADs' inputs)."""
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.Model.GetRootAsModel(data, 0)
@@ -260,10 +278,11 @@ def _tfq_regions(data):
     for i in range(sg.OperatorsLength()):
         op = sg.Operators(i)
         code = codes[op.OpcodeIndex()].CustomCode()
-        if not code or not code.startswith(b"TFQ_"):
+        is_pad = max(codes[op.OpcodeIndex()].BuiltinCode(), codes[op.OpcodeIndex()].DeprecatedBuiltinCode()) == 34
+        if not is_pad and (not code or not code.startswith(b"TFQ_")):
             continue
         opts = op.CustomOptionsAsNumpy()
-        if not isinstance(opts, int):
+        if not is_pad and not isinstance(opts, int):
             start = data.find(opts.tobytes())
             if start >= 0:
                 regions.append((start, start + opts.size, "options"))

@@ -12,6 +12,7 @@
 // refused nodes, 2: also shapes at prepare, 3: also per-node times),
 // int8_handover (1: default, 0: every node reads and writes float tensors),
 // fuse_add (1: default, 0: residual ADDs stay with LiteRT),
+// pad (1: default, 0: float zero PADs stay with LiteRT),
 // isa (auto: default; reference, avx2, avx512vnni, neon, neon_dotprod: use at
 // most that instruction set's kernels, refused when the CPU lacks it),
 // activation_passes (1: default; 2: each node runs its int8 GEMM on the
@@ -59,6 +60,7 @@ struct DelegateOptions {
   int isa_cap = -1;  // -1: auto; else an Isa value (KernelOptions::isa_cap)
   int activation_passes = 1;  // docs/delegate.md, "Activation precision"
   bool fuse_add = true;  // docs/delegate.md, "Fused residual addition"
+  bool pad = true;       // docs/delegate.md, "Zero padding"
 };
 
 // 64-byte aligned memory that only grows.
@@ -137,6 +139,11 @@ struct NodeKernel {
   NodeSpec spec;
   bool is_add = false;
   AddSpec add;
+  // A builtin zero PAD, its own partition: shapes (as 4-D, leading 1s)
+  // recorded at prepare.
+  bool is_pad = false;
+  PadSpec pad;
+  int64_t pad_in[4] = {1, 1, 1, 1}, pad_out[4] = {1, 1, 1, 1};
   // An ADD: run by the previous node's epilogue (fused), or on its own
   // through AddFloats when that node's output must exist as a tensor.
   bool add_fused = false;
@@ -226,6 +233,16 @@ void* KernelInit(TfLiteContext* context, const char* buffer, size_t) {
       k.node_index = params->nodes_to_replace->data[i];
       continue;
     }
+    if (reg->builtin_code == kBuiltinPad) {
+      if (n != 1 || !ParsePad(context, node, &k.pad, &error)) {
+        context->ReportError(context, "tfq delegate: PAD: %s\n",
+                             n != 1 ? "not alone in its partition" : error.c_str());
+        return nullptr;
+      }
+      k.is_pad = true;
+      k.node_index = params->nodes_to_replace->data[i];
+      continue;
+    }
     OpKind kind;
     if (reg->builtin_code != kBuiltinCustom || !IsTfqOp(reg->custom_name, &kind)) return nullptr;
     if (!ParseNode(context, node, kind, &k.spec, &error)) {
@@ -268,7 +285,7 @@ void* KernelInit(TfLiteContext* context, const char* buffer, size_t) {
     conv.residual_activation = k.add.activation;
   }
   for (int i = 0; i < n; ++i) {
-    if (kernel->nodes[i].is_add || kernel->nodes[i].fused_output >= 0) continue;
+    if (kernel->nodes[i].is_add || kernel->nodes[i].is_pad || kernel->nodes[i].fused_output >= 0) continue;
     const int out = kernel->nodes[i].spec.output;
     if (Contains(params->output_tensors, out)) continue;
     bool chained = i + 1 < n && !kernel->nodes[i + 1].is_add && kernel->nodes[i + 1].spec.input == out;
@@ -288,9 +305,9 @@ void KernelFree(TfLiteContext*, void* buffer) {
   for (const NodeKernel& k : kernel->nodes) {
     if (k.invokes == 0 || kernel->state->options.verbosity < 3) continue;
     char line[256];
-    if (k.is_add) {
-      std::snprintf(line, sizeof(line), "tfq delegate: profile ADD %lld elements: %.1f us/invoke",
-                    static_cast<long long>(k.out_elems), k.seconds * 1e6 / k.invokes);
+    if (k.is_add || k.is_pad) {
+      std::snprintf(line, sizeof(line), "tfq delegate: profile %s %lld elements: %.1f us/invoke",
+                    k.is_add ? "ADD" : "PAD", static_cast<long long>(k.out_elems), k.seconds * 1e6 / k.invokes);
     } else {
       std::snprintf(line, sizeof(line),
                     "tfq delegate: profile %s rows %lld k %lld in %lld elements%s: %.1f us/invoke",
@@ -380,6 +397,108 @@ TfLiteStatus PrepareAdd(TfLiteContext* context, NodeKernel* k) {
                      k->add.output, out->bytes, bytes);
   k->out_elems = elems;
   k->in_bytes = k->out_bytes = bytes;
+  return kTfLiteOk;
+}
+
+TfLiteStatus RefusePad(TfLiteContext* context, const NodeKernel& k, const char* fmt, ...) {
+  va_list args;
+  va_start(args, fmt);
+  RefuseNode(context, "PAD", k.node_index, fmt, args);
+  va_end(args);
+  return kTfLiteError;
+}
+
+// A PAD: the output resized to the input's shape plus the paddings.
+TfLiteStatus PreparePad(TfLiteContext* context, NodeKernel* k) {
+  const PadSpec& p = k->pad;
+  const TfLiteTensor* in = &context->tensors[p.input];
+  if (in->dims == nullptr || in->dims->size != p.rank)
+    return RefusePad(context, *k, "input has rank %d, the paddings are for rank %d",
+                     in->dims == nullptr ? -1 : in->dims->size, p.rank);
+  const int lead = 4 - p.rank;
+  std::vector<int> dims(p.rank);
+  int64_t in_elems = 1, out_elems = 1;
+  for (int a = 0; a < 4; ++a) {
+    k->pad_in[a] = k->pad_out[a] = 1;
+    if (a < lead) continue;
+    const int d = in->dims->data[a - lead];
+    const int64_t o = static_cast<int64_t>(d) + p.before[a - lead] + p.after[a - lead];
+    if (d < 0 || o > (1 << 30)) return RefusePad(context, *k, "dimension %d padded to %lld is out of range", d,
+                                                 static_cast<long long>(o));
+    k->pad_in[a] = d;
+    k->pad_out[a] = o;
+    dims[a - lead] = static_cast<int>(o);
+    in_elems *= d;
+    out_elems *= o;
+    if (in_elems > (int64_t{1} << 40) || out_elems > (int64_t{1} << 40))
+      return RefusePad(context, *k, "tensor too large");
+  }
+  size_t in_bytes = 0, out_bytes = 0;
+  if (!FloatBytes(in_elems, &in_bytes) || !FloatBytes(out_elems, &out_bytes) || in->bytes != in_bytes)
+    return RefusePad(context, *k, "input byte size does not match its shape");
+  TfLiteTensor* out = &context->tensors[p.output];
+  if (ResizeTo(context, out, dims) != kTfLiteOk) return kTfLiteError;
+  if (out->bytes != out_bytes)
+    return RefusePad(context, *k, "output tensor %d has %zu bytes after resizing, the PAD writes %zu", p.output,
+                     out->bytes, out_bytes);
+  k->in_bytes = in_bytes;
+  k->out_bytes = out_bytes;
+  k->in_elems = in_elems;
+  k->out_elems = out_elems;
+  return kTfLiteOk;
+}
+
+// Zero padding of 4-D float arrays: axis `a` and below, x and y at the same
+// position of the axes above. From axis `flat` on no deeper axis is padded,
+// so each slab is one contiguous copy.
+void PadAxis(const float* x, float* y, int a, int flat, const int64_t* in, const int64_t* out,
+             const int64_t* before, const int64_t* in_stride, const int64_t* out_stride) {
+  std::memset(y, 0, static_cast<size_t>(before[a] * out_stride[a]) * sizeof(float));
+  float* body = y + before[a] * out_stride[a];
+  if (a == flat) {
+    std::memcpy(body, x, static_cast<size_t>(in[a] * in_stride[a]) * sizeof(float));
+  } else {
+    for (int64_t i = 0; i < in[a]; ++i)
+      PadAxis(x + i * in_stride[a], body + i * out_stride[a], a + 1, flat, in, out, before, in_stride, out_stride);
+  }
+  const int64_t tail = out[a] - before[a] - in[a];
+  std::memset(body + in[a] * out_stride[a], 0, static_cast<size_t>(tail * out_stride[a]) * sizeof(float));
+}
+
+TfLiteStatus InvokePad(TfLiteContext* context, DelegateState* state, NodeKernel* k) {
+  const PadSpec& p = k->pad;
+  const TfLiteTensor* in = &context->tensors[p.input];
+  TfLiteTensor* out = &context->tensors[p.output];
+  if (in->data.raw == nullptr || out->data.raw == nullptr) return RefusePad(context, *k, "tensor has no data");
+  if (in->bytes != k->in_bytes || out->bytes != k->out_bytes)
+    return RefusePad(context, *k, "tensors resized after prepare (%zu -> %zu bytes prepared)", k->in_bytes,
+                     k->out_bytes);
+  if (Overlap(in->data.raw, k->in_bytes, out->data.raw, k->out_bytes))
+    return RefusePad(context, *k, "output overlaps the input");
+  const bool timing = state->options.verbosity >= 3;
+  const auto start = timing ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
+  int64_t before[4] = {0, 0, 0, 0}, in_stride[4], out_stride[4];
+  const int lead = 4 - p.rank;
+  int flat = 0;
+  for (int a = lead; a < 4; ++a) {
+    before[a] = p.before[a - lead];
+    if (p.before[a - lead] != 0 || p.after[a - lead] != 0) flat = a;
+  }
+  in_stride[3] = out_stride[3] = 1;
+  for (int a = 2; a >= 0; --a) {
+    in_stride[a] = in_stride[a + 1] * k->pad_in[a + 1];
+    out_stride[a] = out_stride[a + 1] * k->pad_out[a + 1];
+  }
+  if (k->in_elems > 0) {
+    PadAxis(in->data.f, out->data.f, 0, flat, k->pad_in, k->pad_out, before, in_stride, out_stride);
+  } else {
+    std::memset(out->data.raw, 0, k->out_bytes);  // an empty input: all padding
+  }
+  state->output_stats.erase({context, p.output});
+  if (timing) {
+    k->seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    k->invokes += 1;
+  }
   return kTfLiteOk;
 }
 
@@ -523,6 +642,10 @@ TfLiteStatus KernelPrepare(TfLiteContext* context, TfLiteNode* node) {
     NodeKernel* k = &kernel->nodes[i];
     if (k->is_add) {
       if (!k->add_fused && PrepareAdd(context, k) != kTfLiteOk) return kTfLiteError;
+      continue;
+    }
+    if (k->is_pad) {
+      if (PreparePad(context, k) != kTfLiteOk) return kTfLiteError;
       continue;
     }
     size_t handover = 0;
@@ -726,6 +849,10 @@ TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
     NodeKernel* k = &kernel->nodes[i];
     if (k->is_add) {
       if (!k->add_fused && InvokeAdd(context, state, k) != kTfLiteOk) return kTfLiteError;
+      continue;
+    }
+    if (k->is_pad) {
+      if (InvokePad(context, state, k) != kTfLiteOk) return kTfLiteError;
       continue;
     }
     const TfLiteTensor* in = &context->tensors[k->spec.input];
@@ -983,8 +1110,41 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
     const size_t convs = part.size() - add_conv.count(part.back());
     if (convs > 1) Log(state, 1, "chained %zu nodes from node %d (int8 hand-over)", convs, part[0]);
   }
+  // Float zero PADs (docs/delegate.md, "Zero padding"), each its own
+  // partition: the only writer of its output, its input written by one
+  // node at most, its paddings by none.
+  int pads = 0;
+  for (int i = 0; state->options.pad && i < plan->size; ++i) {
+    const int index = plan->data[i];
+    TfLiteNode* node = nullptr;
+    TfLiteRegistration* r = nullptr;
+    if (context->GetNodeAndRegistration(context, index, &node, &r) != kTfLiteOk || r == nullptr ||
+        node == nullptr || r->builtin_code != kBuiltinPad)
+      continue;
+    PadSpec pad;
+    std::string error;
+    if (!ParsePad(context, node, &pad, &error)) {
+      Log(state, 2, "not claiming PAD node %d: %s", index, error.c_str());
+      continue;
+    }
+    const auto count = [&](int tensor) {
+      const auto it = writers.find(tensor);
+      return it == writers.end() ? size_t{0} : it->second.size();
+    };
+    if (count(pad.output) != 1 || count(pad.input) > 1 || count(pad.paddings) != 0) {
+      Log(state, 2, "not claiming PAD node %d: its tensors have other writers", index);
+      continue;
+    }
+    int list[2] = {1, index};
+    if (context->ReplaceNodeSubsetsWithDelegateKernels(
+            context, reg, reinterpret_cast<const TfLiteIntArray*>(list), delegate) != kTfLiteOk)
+      return kTfLiteError;
+    Log(state, 1, "claimed PAD node %d", index);
+    ++pads;
+  }
   state->claimed += static_cast<int>(claim.size());
-  Log(state, 1, "%zu node(s) claimed in %zu partition(s), kernels: %s", claim.size(), parts.size(),
+  Log(state, 1, "%zu node(s) claimed in %zu partition(s) (and %d PAD), kernels: %s", claim.size(), parts.size(),
+      pads,
       IsaName(SelectedIsa(state->options.force_reference, state->options.isa_cap)));
   return kTfLiteOk;
 }
@@ -1046,6 +1206,7 @@ TFQ_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
     else if (!std::strcmp(k, "activation_passes"))
       ok = tfq::ParseInt(v, 1, 2, &options.activation_passes);
     else if (!std::strcmp(k, "fuse_add")) ok = tfq::ParseBool(v, &options.fuse_add);
+    else if (!std::strcmp(k, "pad")) ok = tfq::ParseBool(v, &options.pad);
     else if (!std::strcmp(k, "isa")) {
       std::string error;
       ok = tfq::ParseIsa(v, &options.isa_cap, &error);
@@ -1056,7 +1217,7 @@ TFQ_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
     } else {
       if (report_error) {
         std::string msg = std::string("tfq delegate: unknown option '") + k +
-                          "' (known: num_threads, force_reference, verbosity, int8_handover, fuse_add, isa, "
+                          "' (known: num_threads, force_reference, verbosity, int8_handover, fuse_add, pad, isa, "
                           "activation_passes)";
         report_error(msg.c_str());
       }

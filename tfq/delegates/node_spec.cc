@@ -301,6 +301,51 @@ bool ParseAdd(const TfLiteContext* context, const TfLiteNode* node, AddSpec* spe
   return true;
 }
 
+bool ParsePad(const TfLiteContext* context, const TfLiteNode* node, PadSpec* spec, std::string* error) {
+  if (node->inputs == nullptr || node->outputs == nullptr)
+    return Fail(error, "node has no input or output list");
+  if (node->inputs->size != 2) return Fail(error, "expected 2 inputs, found " + Str(node->inputs->size));
+  if (node->outputs->size != 1) return Fail(error, "expected 1 output, found " + Str(node->outputs->size));
+  const TfLiteTensor* in = TensorAt(context, node->inputs, 0, &spec->input);
+  const TfLiteTensor* pads = TensorAt(context, node->inputs, 1, &spec->paddings);
+  const TfLiteTensor* out = TensorAt(context, node->outputs, 0, &spec->output);
+  if (!in || !pads || !out) return Fail(error, "tensor index out of range");
+  if (RawType(in) != kTfLiteFloat32 || RawType(out) != kTfLiteFloat32) return Fail(error, "PAD is not float32");
+  if (spec->input == spec->output) return Fail(error, "PAD output tensor " + Str(spec->output) + " is its input");
+  if (IsConstant(in)) return Fail(error, "PAD has a constant input");
+  if (RawAllocation(out) == kTfLiteMmapRo || RawAllocation(out) == kTfLitePersistentRo)
+    return Fail(error, "PAD output tensor " + Str(spec->output) + " is a constant");
+  if (in->dims == nullptr || in->dims->size < 1 || in->dims->size > 4)
+    return Fail(error, "PAD input must have rank 1 to 4");
+  spec->rank = in->dims->size;
+  if (!IsConstant(pads)) return Fail(error, "PAD paddings tensor must be constant");
+  const int ptype = RawType(pads);
+  if (ptype != kTfLiteInt32 && ptype != kTfLiteInt64) return Fail(error, "PAD paddings must be int32 or int64");
+  if (pads->dims == nullptr || pads->dims->size != 2 || pads->dims->data[0] != spec->rank ||
+      pads->dims->data[1] != 2)
+    return Fail(error, "PAD paddings must have shape [" + Str(spec->rank) + ", 2]");
+  const size_t width = ptype == kTfLiteInt32 ? 4 : 8;
+  if (pads->bytes != static_cast<size_t>(spec->rank) * 2 * width)
+    return Fail(error, "PAD paddings byte size does not match its shape");
+  for (int a = 0; a < spec->rank; ++a) {
+    for (int side = 0; side < 2; ++side) {
+      int64_t v;
+      const char* src = pads->data.raw_const + (a * 2 + side) * width;
+      if (width == 4) {
+        int32_t v32;
+        std::memcpy(&v32, src, 4);
+        v = v32;
+      } else {
+        std::memcpy(&v, src, 8);
+      }
+      if (v < 0 || v > kMaxPad)
+        return Fail(error, "PAD padding " + Str(v) + " of axis " + Str(a) + " is outside [0, " + Str(kMaxPad) + "]");
+      (side == 0 ? spec->before : spec->after)[a] = v;
+    }
+  }
+  return true;
+}
+
 bool ComputeShapes(const TfLiteContext* context, const NodeSpec& spec, ConvGeometry* g,
                    int64_t* fc_rows, std::vector<int>* out_dims, std::string* error) {
   if (spec.input < 0 || static_cast<size_t>(spec.input) >= context->tensors_size)

@@ -64,6 +64,26 @@ constexpr int32_t kBuiltinAdd = 0;
 bool ParseAdd(const TfLiteContext* context, const TfLiteNode* node, AddSpec* spec,
               std::string* error);
 
+// A builtin float PAD (zero padding, rank 1 to 4) the delegate runs as its
+// own partition (docs/delegate.md, "Zero padding").
+struct PadSpec {
+  int input = -1, paddings = -1, output = -1;
+  int rank = 0;
+  int64_t before[4] = {0, 0, 0, 0}, after[4] = {0, 0, 0, 0};
+};
+
+// BuiltinOperator_PAD.
+constexpr int32_t kBuiltinPad = 34;
+// The largest padding accepted on one side of one axis.
+constexpr int64_t kMaxPad = int64_t{1} << 20;
+
+// Node-local checks of a builtin PAD: a float32 non-constant input of rank
+// 1-4, a constant int32/int64 paddings tensor of shape [rank, 2] whose
+// values lie in [0, kMaxPad] (read once, here), and a float32 output that is
+// neither the input nor a constant. Shapes are checked at prepare. On
+// failure returns false with *error.
+bool ParsePad(const TfLiteContext* context, const TfLiteNode* node, PadSpec* spec, std::string* error);
+
 // Checks the activation tensor's current shape; fills the geometry (conv and
 // depthwise) or the row count (fully connected) and the expected output dims.
 bool ComputeShapes(const TfLiteContext* context, const NodeSpec& spec, ConvGeometry* geometry,
