@@ -6,9 +6,12 @@ variant, `tfq-sparse`: the tfq ternary model (tfq-t2) with `sparsity` of
 the weight blocks of every TFQ_FULLY_CONNECTED / TFQ_CONV_2D op zeroed and
 written block-sparse (format version 2), in the shape block="auto" prunes
 that layer kind with (tfq.pruning.AUTO_BLOCKS: 16x4 convolutions, 4x4
-Dense). First and last layers of whole
-models are float (not tfq ops) as in speed.py; depthwise convolutions stay
-dense. Timing is speed.py's: interleaved in one process (ABCABC...), or
+Dense). The first and last layers of whole models are not tfq ops: by
+default (--float-layers int8) they get 8-bit dynamic-range weights
+(`tfq.convert(float_layers="int8")`, as LiteRT's full-int8 model has 8-bit
+first and last layers too), in both tfq-t2 and tfq-sparse; with
+--float-layers float they stay float32, as in speed.py. Depthwise
+convolutions stay dense. Timing is speed.py's: interleaved in one process (ABCABC...), or
 with --isolated each variant alone in its own process.
 
 Per case and thread count it prints the best LiteRT variant (fastest of
@@ -18,7 +21,7 @@ dense-ternary / sparse, and the fraction of the tfq ops' multiply-adds the
 zeroed blocks skip against the fraction of tfq-t2's time saved.
 
 Usage: python benchmarks/sparse_speed.py [--cases conv3x3:0.9,...] [--threads 1,2]
-       [--seconds 2] [--isolated] [--cache out/bench]
+       [--seconds 2] [--isolated] [--float-layers int8|float] [--cache out/bench]
 """
 
 import argparse
@@ -82,13 +85,26 @@ def block_of(case):
     return AUTO_BLOCKS["dense" if case.startswith("dense") else "conv"]
 
 
-def sparse_model(case, sparsity, paths):
-    """Path of the tfq-sparse variant (cached next to speed.py's) and its skipped-MAC fraction."""
+def dense_model(paths, float_layers):
+    """Path of the dense ternary variant: speed.py's tfq-t2, or its float_layers="int8" twin."""
+    if float_layers == "float":
+        return paths["tfq-t2"]
+    from tfq.converter import convert
+
+    path = paths["tfq-t2"].parent / "tfq-t2-i8.tflite"
+    if not path.exists():
+        path.write_bytes(bytes(convert(paths["fp32"].read_bytes(), float_layers="int8")))
+    return path
+
+
+def sparse_model(case, sparsity, dense_path):
+    """Path of the tfq-sparse variant of `dense_path` (cached next to it) and its skipped-MAC fraction."""
     import sparse_models
 
-    base = paths["tfq-t2"].read_bytes()
+    base = dense_path.read_bytes()
     R, C = block_of(case)
-    path = paths["tfq-t2"].parent / f"tfq-sparse{int(round(sparsity * 100))}-{R}x{C}.tflite"
+    tag = "-i8" if dense_path.stem.endswith("-i8") else ""
+    path = dense_path.parent / f"tfq-sparse{int(round(sparsity * 100))}-{R}x{C}{tag}.tflite"
     if not path.exists():
         _, v2 = sparse_models.sparse_pair(base, (R, C), sparsity, seed=0)
         path.write_bytes(v2)
@@ -102,6 +118,8 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--cache", default=str(ROOT / "out" / "bench"))
     ap.add_argument("--isolated", action="store_true")
+    ap.add_argument("--float-layers", choices=("int8", "float"), default="int8",
+                    help="the non-tfq first/last layers of whole models: 8-bit dynamic-range weights, or float32")
     args = ap.parse_args(argv)
     import tfq
     from tfq.report import machine_summary
@@ -113,7 +131,9 @@ def main(argv=None):
     print(f"tfq kernels: {lib.tfq_delegate_isa(0).decode()}; block-sparse path: "
           f"{lib.tfq_delegate_sparse_path(0).decode()}; batch 1; "
           + ("each variant alone in its own process" if args.isolated else "variants interleaved in one process")
-          + f"; medians over {args.seconds:g} s; shared machine (other jobs running: expect noise)")
+          + f"; medians over {args.seconds:g} s; first/last layers of whole models: "
+          + ("8-bit dynamic-range weights" if args.float_layers == "int8" else "float32")
+          + "; shared machine (other jobs running: expect noise)")
     print("| case | block | sparsity | threads | best LiteRT (us) | tfq dense ternary us | tfq sparse us | "
           "vs best LiteRT | vs dense ternary | MACs skipped | time saved vs dense ternary | target |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -121,8 +141,10 @@ def main(argv=None):
         case, sparsity = spec.split(":")
         sparsity = float(sparsity)
         paths = speed.make_models(case, args.cache)
-        sparse_path, skipped = sparse_model(case, sparsity, paths)
+        dense_path = dense_model(paths, args.float_layers)
+        sparse_path, skipped = sparse_model(case, sparsity, dense_path)
         run = {v: p for v, p in paths.items() if v != "tfq-p4"}
+        run["tfq-t2"] = dense_path
         run["tfq-sparse"] = sparse_path
         for threads in (int(t) for t in args.threads.split(",")):
             timer = speed.time_case_isolated if args.isolated else speed.time_case_subprocess
