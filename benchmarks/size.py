@@ -107,17 +107,17 @@ def block_prune_model(model, sparsity, skip_first_last=False, block="auto", dist
 
 
 def where_bytes(data):
-    """{weights, indices, scales, float weights, rest} bytes of a .tflite, from tfq inspect."""
+    """{weights, indices, scales, builtin (float or int8) weights, rest} bytes of a .tflite, from tfq inspect."""
     from tfq.converter import inspect
     info = inspect.inspect_model(bytes(data), detect_sets=False)
-    out = {"weights": 0, "indices": 0, "scales": 0, "float weights": 0}
+    out = {"weights": 0, "indices": 0, "scales": 0, "builtin weights": 0}
     for r in info["ops"]:
         if r["kind"] == "tfq":
             out["weights"] += r["code_bytes"]
             out["indices"] += r["index_bytes"]
             out["scales"] += r["scale_bytes"]
         else:
-            out["float weights"] += r["bytes"]
+            out["builtin weights"] += r["bytes"]
     out["rest (biases, graph)"] = info["file_bytes"] - sum(out.values())
     return out
 
@@ -162,6 +162,13 @@ def main_sparse():
           f"float {len(flt) / 2 ** 20:.1f} MB, tfq {len(sp) / 2 ** 20:.2f} MB, {len(flt) / len(sp):.1f}x")
     for k, v in where_bytes(sp).items():
         print(f"  {k:22s} {v / 2 ** 20:8.2f} MB  ({v / len(sp):5.1%})")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sp8 = tfq.convert(flt, sparse="auto", float_layers="int8")
+    print(f"\nThe same with float_layers='int8' (the first and last layer with 8-bit dynamic-range weights): "
+          f"tfq {len(sp8) / 2 ** 20:.2f} MB, {len(flt) / len(sp8):.1f}x")
+    for k, v in where_bytes(sp8).items():
+        print(f"  {k:22s} {v / 2 ** 20:8.2f} MB  ({v / len(sp8):5.1%})")
 
 
 def main():

@@ -106,6 +106,13 @@ def load_delegate(options=None):
               the multiply-adds (docs/delegate.md, "Activation precision").
               For models whose decisions are close calls, e.g. a CRNN decoded
               greedily over many steps; no int8 hand-over then.
+            - `fuse_add` (bool, default True): a float ADD of a tfq
+              convolution's output and a tensor of its shape runs in that
+              convolution's epilogue (docs/delegate.md, "Fused residual
+              addition").
+            - `pad` (bool, default True): float zero PADs (ZeroPadding2D
+              and the like) run in the delegate, each as its own partition
+              (docs/delegate.md, "Zero padding").
             - `verbosity` (0-3, default 0): log claimed and refused nodes,
               shapes at prepare, per-node times to stderr.
 
