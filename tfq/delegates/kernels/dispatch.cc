@@ -52,6 +52,7 @@ KernelTable MakeAvx2Table() {
   t.depthwise_pixel = DepthwisePixelAvx2;
   t.depthwise_levels = DepthwiseLevelsAvx2;
   t.epilogue_rows_q = EpilogueRowsQAvx2;
+  t.epilogue_rows_stats = EpilogueRowsStatsAvx2;
   t.sparse_gemm = SparseGemmAvx2;
   t.sparse_path = "avx2-256";
   return t;

@@ -39,6 +39,7 @@ GemmFn GemmAvx2;
 DepthwisePixelFn DepthwisePixelAvx2;
 DepthwiseLevelsFn DepthwiseLevelsAvx2;
 EpilogueRowsQFn EpilogueRowsQAvx2;
+EpilogueRowsStatsFn EpilogueRowsStatsAvx2;
 SparseGemmFn SparseGemmAvx2;
 
 // AVX-512 VNNI (AVX512F/BW/VL + VNNI).

@@ -1,5 +1,6 @@
-// The int8 hand-over epilogue, AVX2 (compiled with -mavx2 -mfma, used by the
-// AVX2 table; the float epilogue of that table is the portable one in
+// The int8 hand-over epilogue and the fused float epilogue (residual and
+// statistics), AVX2 (compiled with -mavx2 -mfma and -ffp-contract=off, used
+// by the AVX2 table; its plain float epilogue is the portable one in
 // layers/output.cc, which GCC clones for AVX2).
 #include <immintrin.h>
 
@@ -36,7 +37,95 @@ void EpilogueRowsQT(const int32_t* acc, int64_t lda, const float* f, const float
   }
 }
 
+// The fused float epilogue (EpilogueRowsStatsFn), 8 outputs at a time with
+// masked loads and stores for a row's tail: the portable epilogue's
+// operations (mulps, addps, then vmaxps(0, v) / vminps(6, v), which return
+// v on NaN like `v < 0 ? 0 : v`), the residual's addps and clamps, and the
+// absmax kernel's |v| and NaN/inf test (vcmpps NLE_UQ against FLT_MAX).
+template <Activation A, bool kBias, bool kRes, Activation RA>
+void EpilogueRowsStatsT(const int32_t* acc, int64_t lda, const float* f, const float* b, int64_t n,
+                        int64_t rows, float* y, int64_t ldy, const float* res, int64_t ldr,
+                        float* absmax, bool* nonfinite) {
+  const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
+  const __m256 big = _mm256_set1_ps(3.402823466e38f);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 m = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+  alignas(32) static const int32_t kLanes[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  for (int64_t r = 0; r < rows; ++r) {
+    const int32_t* ar = acc + r * lda;
+    float* yr = y + r * ldy;
+    const float* rr = kRes ? res + r * ldr : nullptr;
+    // Outputs [i, i + 8) under mask k (all ones, or the tail's first lanes).
+    const auto out8 = [&](int64_t i, __m256i k) {
+      const __m256 kf = _mm256_castsi256_ps(k);
+      __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_maskload_epi32(ar + i, k)),
+                               _mm256_maskload_ps(f + i, k));
+      if (kBias) v = _mm256_add_ps(v, _mm256_maskload_ps(b + i, k));
+      if (A != Activation::kNone) v = _mm256_max_ps(zero, v);
+      if (A == Activation::kRelu6) v = _mm256_min_ps(six, v);
+      if (kRes) {
+        v = _mm256_add_ps(v, _mm256_maskload_ps(rr + i, k));
+        if (RA != Activation::kNone) v = _mm256_max_ps(zero, v);
+        if (RA == Activation::kRelu6) v = _mm256_min_ps(six, v);
+      }
+      _mm256_maskstore_ps(yr + i, k, v);
+      const __m256 a = _mm256_and_ps(_mm256_andnot_ps(sign, v), kf);  // masked-off lanes: 0
+      bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, big, _CMP_NLE_UQ));
+      m = _mm256_max_ps(m, a);
+    };
+    const __m256i all = _mm256_set1_epi32(-1);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) out8(i, all);
+    if (i < n)
+      out8(i, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kLanes + 8 - (n - i))));
+  }
+  if (_mm256_movemask_ps(bad) != 0) *nonfinite = true;
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, m);
+  float mx = 0.0f;
+  for (float v : lanes) mx = v > mx ? v : mx;
+  if (mx > *absmax) *absmax = mx;
+}
+
+template <bool kBias, bool kRes>
+void DispatchStats(const int32_t* acc, int64_t lda, const float* f, const float* b, int64_t n,
+                   int64_t rows, float* y, int64_t ldy, Activation a, const float* res, int64_t ldr,
+                   Activation ra, float* absmax, bool* nonfinite) {
+  const auto with_ra = [&](auto A) {
+    constexpr Activation kA = decltype(A)::value;
+    switch (kRes ? ra : Activation::kNone) {
+      case Activation::kNone:
+        return EpilogueRowsStatsT<kA, kBias, kRes, Activation::kNone>(acc, lda, f, b, n, rows, y, ldy,
+                                                                      res, ldr, absmax, nonfinite);
+      case Activation::kRelu:
+        return EpilogueRowsStatsT<kA, kBias, kRes, Activation::kRelu>(acc, lda, f, b, n, rows, y, ldy,
+                                                                      res, ldr, absmax, nonfinite);
+      case Activation::kRelu6:
+        return EpilogueRowsStatsT<kA, kBias, kRes, Activation::kRelu6>(acc, lda, f, b, n, rows, y, ldy,
+                                                                       res, ldr, absmax, nonfinite);
+    }
+  };
+  switch (a) {
+    case Activation::kNone: return with_ra(std::integral_constant<Activation, Activation::kNone>());
+    case Activation::kRelu: return with_ra(std::integral_constant<Activation, Activation::kRelu>());
+    case Activation::kRelu6: return with_ra(std::integral_constant<Activation, Activation::kRelu6>());
+  }
+}
+
 }  // namespace
+
+void EpilogueRowsStatsAvx2(const int32_t* acc, int64_t lda, const float* f, const float* b, int64_t n,
+                           int64_t rows, float* y, int64_t ldy, Activation a, const float* res,
+                           int64_t ldr, Activation ra, float* absmax, bool* nonfinite) {
+  DispatchBias(b, [&](auto bias) {
+    constexpr bool kBias = decltype(bias)::value;
+    if (res != nullptr) {
+      DispatchStats<kBias, true>(acc, lda, f, b, n, rows, y, ldy, a, res, ldr, ra, absmax, nonfinite);
+    } else {
+      DispatchStats<kBias, false>(acc, lda, f, b, n, rows, y, ldy, a, res, ldr, ra, absmax, nonfinite);
+    }
+  });
+}
 
 void EpilogueRowsQAvx2(const int32_t* acc, int64_t lda, const float* f, const float* b, int64_t n,
                        int64_t rows, int8_t* q, int64_t ldq) {
