@@ -8,6 +8,9 @@ other types) stay with LiteRT, and a crafted one never makes it touch memory
 outside its tensors.
 """
 
+import pathlib
+import sys
+
 import numpy as np
 import pytest
 
@@ -15,23 +18,8 @@ import tfq
 from tfq.converter import convert, tflite_io
 from tfq.testing import set_in_set_weights
 
-
-def _litert(data, options):
-    from ai_edge_litert.interpreter import Interpreter, load_delegate
-
-    return Interpreter(model_content=bytes(data),
-                       experimental_delegates=[load_delegate(tfq.delegate_path(), options)])
-
-
-def _run(interp, x):
-    d = interp.get_input_details()[0]
-    if list(d["shape"]) != list(x.shape):
-        interp.resize_tensor_input(d["index"], list(x.shape))
-    interp.allocate_tensors()
-    interp.set_tensor(d["index"], x)
-    interp.invoke()
-    return sorted((interp.get_tensor(o["index"]).copy() for o in interp.get_output_details()),
-                  key=lambda a: a.shape)
+sys.path.insert(0, str(pathlib.Path(__file__).parent / "helpers"))
+from delegated import litert as _litert, run_all as _run  # noqa: E402
 
 
 def _model(kind):

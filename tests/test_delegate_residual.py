@@ -23,28 +23,10 @@ from tfq.testing import random_compressed_tflite
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent / "helpers"))
 import native  # noqa: E402
+from delegated import litert as _litert, run_all as _run_all  # noqa: E402
 import sparse_models  # noqa: E402
 
 SHAPES = ((9, 7, 8), (12, 12, 8), (5, 11, 16))
-
-
-def _litert(data, options):
-    from ai_edge_litert.interpreter import Interpreter, load_delegate
-
-    return Interpreter(model_content=bytes(data),
-                       experimental_delegates=[load_delegate(tfq.delegate_path(), options)])
-
-
-def _run_all(interp, x):
-    """Every output of the model, sorted by shape (the order LiteRT lists them in may vary)."""
-    d = interp.get_input_details()[0]
-    if list(d["shape"]) != list(x.shape):
-        interp.resize_tensor_input(d["index"], list(x.shape))
-    interp.allocate_tensors()
-    interp.set_tensor(d["index"], x)
-    interp.invoke()
-    outs = [interp.get_tensor(o["index"]).copy() for o in interp.get_output_details()]
-    return sorted(outs, key=lambda a: a.shape)
 
 
 def _isas():

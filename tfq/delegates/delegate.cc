@@ -903,6 +903,20 @@ PlanTensors ScanPlan(TfLiteContext* context, const TfLiteIntArray* plan) {
   return t;
 }
 
+// Calls fn(position, node index, node) for each node of the execution plan
+// whose builtin code is `code`, in plan order.
+template <class F>
+void ForEachBuiltin(TfLiteContext* context, const TfLiteIntArray* plan, int32_t code, F&& fn) {
+  for (int i = 0; i < plan->size; ++i) {
+    TfLiteNode* node = nullptr;
+    TfLiteRegistration* reg = nullptr;
+    if (context->GetNodeAndRegistration(context, plan->data[i], &node, &reg) != kTfLiteOk ||
+        reg == nullptr || node == nullptr || reg->builtin_code != code)
+      continue;
+    fn(i, plan->data[i], node);
+  }
+}
+
 // Chains of claimed nodes (in execution order) for the int8 hand-over: a
 // ReLU6 convolution whose output has exactly one reader, a claimed
 // convolution, is delegated together with it. Every other node is its own
@@ -1036,18 +1050,12 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
       const auto it = writers.find(tensor);
       return it == writers.end() ? std::vector<int>() : it->second;
     };
-    for (int i = 0; i < plan->size; ++i) {
-      const int index = plan->data[i];
-      TfLiteNode* node = nullptr;
-      TfLiteRegistration* reg = nullptr;
-      if (context->GetNodeAndRegistration(context, index, &node, &reg) != kTfLiteOk || reg == nullptr ||
-          node == nullptr || reg->builtin_code != kBuiltinAdd)
-        continue;
+    ForEachBuiltin(context, plan, kBuiltinAdd, [&](int i, int index, TfLiteNode* node) {
       AddSpec add;
       std::string error;
       if (!ParseAdd(context, node, &add, &error)) {
         Log(state, 2, "not fusing ADD node %d: %s", index, error.c_str());
-        continue;
+        return;
       }
       for (int side = 0; side < 2; ++side) {
         const int t = add.inputs[side], other = add.inputs[1 - side];
@@ -1079,7 +1087,7 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
         Log(state, 1, "fused ADD node %d into node %d", index, claim[conv->second].first);
         break;
       }
-    }
+    });
   }
   for (auto it = state->stats_readers.begin(); it != state->stats_readers.end();)
     it = it->first == context ? state->stats_readers.erase(it) : std::next(it);
@@ -1096,6 +1104,28 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
     if (producer >= c || claim[producer].second.kind == OpKind::kFullyConnected) continue;
     state->stats_readers.insert({context, claim[c].first});
   }
+  // Float zero PADs (docs/delegate.md, "Zero padding"), each its own
+  // partition: the only writer of its output, its input written by one
+  // node at most, its paddings by none.
+  std::vector<int> pads;
+  const int32_t pad_code = state->options.pad ? kBuiltinPad : -1;
+  ForEachBuiltin(context, plan, pad_code, [&](int, int index, TfLiteNode* node) {
+    PadSpec pad;
+    std::string error;
+    if (!ParsePad(context, node, &pad, &error)) {
+      Log(state, 2, "not claiming PAD node %d: %s", index, error.c_str());
+      return;
+    }
+    const auto count = [&](int tensor) {
+      const auto it = writers.find(tensor);
+      return it == writers.end() ? size_t{0} : it->second.size();
+    };
+    if (count(pad.output) != 1 || count(pad.input) > 1 || count(pad.paddings) != 0) {
+      Log(state, 2, "not claiming PAD node %d: its tensors have other writers", index);
+      return;
+    }
+    pads.push_back(index);
+  });
   // Fused ADDs need one pass: the two-pass epilogue adds bias and activation after both.
   const auto parts = BuildPartitions(tensors, claim,
                                      state->options.int8_handover && state->options.activation_passes == 1,
@@ -1110,41 +1140,16 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
     const size_t convs = part.size() - add_conv.count(part.back());
     if (convs > 1) Log(state, 1, "chained %zu nodes from node %d (int8 hand-over)", convs, part[0]);
   }
-  // Float zero PADs (docs/delegate.md, "Zero padding"), each its own
-  // partition: the only writer of its output, its input written by one
-  // node at most, its paddings by none.
-  int pads = 0;
-  for (int i = 0; state->options.pad && i < plan->size; ++i) {
-    const int index = plan->data[i];
-    TfLiteNode* node = nullptr;
-    TfLiteRegistration* r = nullptr;
-    if (context->GetNodeAndRegistration(context, index, &node, &r) != kTfLiteOk || r == nullptr ||
-        node == nullptr || r->builtin_code != kBuiltinPad)
-      continue;
-    PadSpec pad;
-    std::string error;
-    if (!ParsePad(context, node, &pad, &error)) {
-      Log(state, 2, "not claiming PAD node %d: %s", index, error.c_str());
-      continue;
-    }
-    const auto count = [&](int tensor) {
-      const auto it = writers.find(tensor);
-      return it == writers.end() ? size_t{0} : it->second.size();
-    };
-    if (count(pad.output) != 1 || count(pad.input) > 1 || count(pad.paddings) != 0) {
-      Log(state, 2, "not claiming PAD node %d: its tensors have other writers", index);
-      continue;
-    }
+  for (int index : pads) {
     int list[2] = {1, index};
     if (context->ReplaceNodeSubsetsWithDelegateKernels(
             context, reg, reinterpret_cast<const TfLiteIntArray*>(list), delegate) != kTfLiteOk)
       return kTfLiteError;
     Log(state, 1, "claimed PAD node %d", index);
-    ++pads;
   }
   state->claimed += static_cast<int>(claim.size());
-  Log(state, 1, "%zu node(s) claimed in %zu partition(s) (and %d PAD), kernels: %s", claim.size(), parts.size(),
-      pads,
+  Log(state, 1, "%zu node(s) claimed in %zu partition(s) (and %zu PAD), kernels: %s", claim.size(), parts.size(),
+      pads.size(),
       IsaName(SelectedIsa(state->options.force_reference, state->options.isa_cap)));
   return kTfLiteOk;
 }

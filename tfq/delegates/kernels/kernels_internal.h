@@ -260,6 +260,31 @@ inline void DispatchBias(const float* b, F&& f) {
   }
 }
 
+// An activation as a template argument: f(std::integral_constant<Activation, a>()).
+template <class F>
+inline void DispatchActivation(Activation a, F&& f) {
+  switch (a) {
+    case Activation::kNone: return f(std::integral_constant<Activation, Activation::kNone>());
+    case Activation::kRelu: return f(std::integral_constant<Activation, Activation::kRelu>());
+    case Activation::kRelu6: return f(std::integral_constant<Activation, Activation::kRelu6>());
+  }
+}
+
+// The run-time choices of an EpilogueRowsStatsFn as template arguments:
+// f(A, kBias, kRes, RA) as integral constants (RA is kNone without a residual).
+template <class F>
+inline void DispatchEpilogueStats(Activation a, const float* b, const float* res, Activation ra, F&& f) {
+  DispatchBias(b, [&](auto bias) {
+    DispatchActivation(a, [&](auto act) {
+      if (res == nullptr) {
+        f(act, bias, std::false_type(), std::integral_constant<Activation, Activation::kNone>());
+      } else {
+        DispatchActivation(ra, [&](auto res_act) { f(act, bias, std::true_type(), res_act); });
+      }
+    });
+  });
+}
+
 // DepthwisePixelFn of a SIMD table from a per-scheme kernel for depth
 // multiplier 1, Pixel<S>::Run(codes, row_bytes, taps, ntaps, out_c, acc);
 // other multipliers run the reference.

@@ -87,43 +87,15 @@ void EpilogueRowsStatsT(const int32_t* acc, int64_t lda, const float* f, const f
   if (mx > *absmax) *absmax = mx;
 }
 
-template <bool kBias, bool kRes>
-void DispatchStats(const int32_t* acc, int64_t lda, const float* f, const float* b, int64_t n,
-                   int64_t rows, float* y, int64_t ldy, Activation a, const float* res, int64_t ldr,
-                   Activation ra, float* absmax, bool* nonfinite) {
-  const auto with_ra = [&](auto A) {
-    constexpr Activation kA = decltype(A)::value;
-    switch (kRes ? ra : Activation::kNone) {
-      case Activation::kNone:
-        return EpilogueRowsStatsT<kA, kBias, kRes, Activation::kNone>(acc, lda, f, b, n, rows, y, ldy,
-                                                                      res, ldr, absmax, nonfinite);
-      case Activation::kRelu:
-        return EpilogueRowsStatsT<kA, kBias, kRes, Activation::kRelu>(acc, lda, f, b, n, rows, y, ldy,
-                                                                      res, ldr, absmax, nonfinite);
-      case Activation::kRelu6:
-        return EpilogueRowsStatsT<kA, kBias, kRes, Activation::kRelu6>(acc, lda, f, b, n, rows, y, ldy,
-                                                                       res, ldr, absmax, nonfinite);
-    }
-  };
-  switch (a) {
-    case Activation::kNone: return with_ra(std::integral_constant<Activation, Activation::kNone>());
-    case Activation::kRelu: return with_ra(std::integral_constant<Activation, Activation::kRelu>());
-    case Activation::kRelu6: return with_ra(std::integral_constant<Activation, Activation::kRelu6>());
-  }
-}
-
 }  // namespace
 
 void EpilogueRowsStatsAvx2(const int32_t* acc, int64_t lda, const float* f, const float* b, int64_t n,
                            int64_t rows, float* y, int64_t ldy, Activation a, const float* res,
                            int64_t ldr, Activation ra, float* absmax, bool* nonfinite) {
-  DispatchBias(b, [&](auto bias) {
-    constexpr bool kBias = decltype(bias)::value;
-    if (res != nullptr) {
-      DispatchStats<kBias, true>(acc, lda, f, b, n, rows, y, ldy, a, res, ldr, ra, absmax, nonfinite);
-    } else {
-      DispatchStats<kBias, false>(acc, lda, f, b, n, rows, y, ldy, a, res, ldr, ra, absmax, nonfinite);
-    }
+  DispatchEpilogueStats(a, b, res, ra, [&](auto act, auto bias, auto with_res, auto res_act) {
+    EpilogueRowsStatsT<decltype(act)::value, decltype(bias)::value, decltype(with_res)::value,
+                       decltype(res_act)::value>(acc, lda, f, b, n, rows, y, ldy, res, ldr, absmax,
+                                                 nonfinite);
   });
 }
 

@@ -13,21 +13,31 @@ namespace {
 // compiled with -ffp-contract=off), then vmaxps(0, v) / vminps(6, v), which
 // return their second operand on NaN and on equal zeros, exactly like
 // `v < 0 ? 0 : v` and `v > 6 ? 6 : v`.
+template <Activation A>
+inline __m512 Activate16(__m512 v) {
+  if (A != Activation::kNone) v = _mm512_max_ps(_mm512_setzero_ps(), v);
+  if (A == Activation::kRelu6) v = _mm512_min_ps(_mm512_set1_ps(6.0f), v);
+  return v;
+}
+
+// Outputs [i, i + 16) of one row under mask k, before they are stored (b is
+// null without bias: no offset on it).
+template <Activation A, bool kBias>
+inline __m512 Epilogue16(const int32_t* ar, const float* f, const float* b, int64_t i, __mmask16 k) {
+  __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(k, ar + i)),
+                           _mm512_maskz_loadu_ps(k, f + i));
+  if (kBias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, b + i));
+  return Activate16<A>(v);
+}
+
 template <Activation A, bool kBias>
 void EpilogueRowsT(const int32_t* acc, int64_t lda, const float* f, const float* b, int64_t n,
                    int64_t rows, float* y, int64_t ldy) {
-  const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
   for (int64_t r = 0; r < rows; ++r) {
     const int32_t* ar = acc + r * lda;
     float* yr = y + r * ldy;
-    // Outputs [i, i + 16) under mask k (b is null without bias: no offset on it).
     const auto out16 = [&](int64_t i, __mmask16 k) {
-      __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(k, ar + i)),
-                               _mm512_maskz_loadu_ps(k, f + i));
-      if (kBias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, b + i));
-      if (A != Activation::kNone) v = _mm512_max_ps(zero, v);
-      if (A == Activation::kRelu6) v = _mm512_min_ps(six, v);
-      _mm512_mask_storeu_ps(yr + i, k, v);
+      _mm512_mask_storeu_ps(yr + i, k, Epilogue16<A, kBias>(ar, f, b, i, k));
     };
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) out16(i, static_cast<__mmask16>(0xFFFF));
@@ -42,7 +52,6 @@ template <Activation A, bool kBias, bool kRes, Activation RA>
 void EpilogueRowsStatsT(const int32_t* acc, int64_t lda, const float* f, const float* b, int64_t n,
                         int64_t rows, float* y, int64_t ldy, const float* res, int64_t ldr,
                         float* absmax, bool* nonfinite) {
-  const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
   const __m512 big = _mm512_set1_ps(3.402823466e38f);
   __m512 m = _mm512_setzero_ps();
   __mmask16 bad = 0;
@@ -51,16 +60,8 @@ void EpilogueRowsStatsT(const int32_t* acc, int64_t lda, const float* f, const f
     float* yr = y + r * ldy;
     const float* rr = kRes ? res + r * ldr : nullptr;
     const auto out16 = [&](int64_t i, __mmask16 k) {
-      __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_maskz_loadu_epi32(k, ar + i)),
-                               _mm512_maskz_loadu_ps(k, f + i));
-      if (kBias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, b + i));
-      if (A != Activation::kNone) v = _mm512_max_ps(zero, v);
-      if (A == Activation::kRelu6) v = _mm512_min_ps(six, v);
-      if (kRes) {
-        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, rr + i));
-        if (RA != Activation::kNone) v = _mm512_max_ps(zero, v);
-        if (RA == Activation::kRelu6) v = _mm512_min_ps(six, v);
-      }
+      __m512 v = Epilogue16<A, kBias>(ar, f, b, i, k);
+      if (kRes) v = Activate16<RA>(_mm512_add_ps(v, _mm512_maskz_loadu_ps(k, rr + i)));
       _mm512_mask_storeu_ps(yr + i, k, v);
       const __m512 a = _mm512_abs_ps(v);  // masked-off lanes: 0
       bad |= _mm512_mask_cmp_ps_mask(k, a, big, _CMP_NLE_UQ);
@@ -75,58 +76,24 @@ void EpilogueRowsStatsT(const int32_t* acc, int64_t lda, const float* f, const f
   if (mx > *absmax) *absmax = mx;
 }
 
-template <bool kBias, bool kRes>
-void DispatchStats(const int32_t* acc, int64_t lda, const float* f, const float* b, int64_t n,
-                   int64_t rows, float* y, int64_t ldy, Activation a, const float* res, int64_t ldr,
-                   Activation ra, float* absmax, bool* nonfinite) {
-  const auto with_ra = [&](auto A) {
-    constexpr Activation kA = decltype(A)::value;
-    switch (kRes ? ra : Activation::kNone) {
-      case Activation::kNone:
-        return EpilogueRowsStatsT<kA, kBias, kRes, Activation::kNone>(acc, lda, f, b, n, rows, y, ldy,
-                                                                      res, ldr, absmax, nonfinite);
-      case Activation::kRelu:
-        return EpilogueRowsStatsT<kA, kBias, kRes, Activation::kRelu>(acc, lda, f, b, n, rows, y, ldy,
-                                                                      res, ldr, absmax, nonfinite);
-      case Activation::kRelu6:
-        return EpilogueRowsStatsT<kA, kBias, kRes, Activation::kRelu6>(acc, lda, f, b, n, rows, y, ldy,
-                                                                       res, ldr, absmax, nonfinite);
-    }
-  };
-  switch (a) {
-    case Activation::kNone: return with_ra(std::integral_constant<Activation, Activation::kNone>());
-    case Activation::kRelu: return with_ra(std::integral_constant<Activation, Activation::kRelu>());
-    case Activation::kRelu6: return with_ra(std::integral_constant<Activation, Activation::kRelu6>());
-  }
-}
-
 }  // namespace
 
 void EpilogueRowsStatsAvx512(const int32_t* acc, int64_t lda, const float* f, const float* b, int64_t n,
                              int64_t rows, float* y, int64_t ldy, Activation a, const float* res,
                              int64_t ldr, Activation ra, float* absmax, bool* nonfinite) {
-  DispatchBias(b, [&](auto bias) {
-    constexpr bool kBias = decltype(bias)::value;
-    if (res != nullptr) {
-      DispatchStats<kBias, true>(acc, lda, f, b, n, rows, y, ldy, a, res, ldr, ra, absmax, nonfinite);
-    } else {
-      DispatchStats<kBias, false>(acc, lda, f, b, n, rows, y, ldy, a, res, ldr, ra, absmax, nonfinite);
-    }
+  DispatchEpilogueStats(a, b, res, ra, [&](auto act, auto bias, auto with_res, auto res_act) {
+    EpilogueRowsStatsT<decltype(act)::value, decltype(bias)::value, decltype(with_res)::value,
+                       decltype(res_act)::value>(acc, lda, f, b, n, rows, y, ldy, res, ldr, absmax,
+                                                 nonfinite);
   });
 }
 
 void EpilogueRowsAvx512(const int32_t* acc, int64_t lda, const float* f, const float* b, int64_t n,
                         int64_t rows, float* y, int64_t ldy, Activation a) {
   DispatchBias(b, [&](auto bias) {
-    constexpr bool kBias = decltype(bias)::value;
-    switch (a) {
-      case Activation::kNone:
-        return EpilogueRowsT<Activation::kNone, kBias>(acc, lda, f, b, n, rows, y, ldy);
-      case Activation::kRelu:
-        return EpilogueRowsT<Activation::kRelu, kBias>(acc, lda, f, b, n, rows, y, ldy);
-      case Activation::kRelu6:
-        return EpilogueRowsT<Activation::kRelu6, kBias>(acc, lda, f, b, n, rows, y, ldy);
-    }
+    DispatchActivation(a, [&](auto act) {
+      EpilogueRowsT<decltype(act)::value, decltype(bias)::value>(acc, lda, f, b, n, rows, y, ldy);
+    });
   });
 }
 
