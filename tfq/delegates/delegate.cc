@@ -373,6 +373,24 @@ TfLiteStatus RefuseAdd(TfLiteContext* context, const NodeKernel& k, const char* 
   return kTfLiteError;
 }
 
+// The element count of a shape, every dimension in [0, 2^30] and the count
+// at most 2^40; false otherwise (*bad_dim: the dimension, or -1 when too large).
+bool ShapeElems(const std::vector<int>& dims, int64_t* elems, int* bad_dim) {
+  *elems = 1;
+  for (int d : dims) {
+    if (d < 0 || d > (1 << 30)) {
+      *bad_dim = d;
+      return false;
+    }
+    *elems *= d;
+    if (*elems > (int64_t{1} << 40)) {
+      *bad_dim = -1;
+      return false;
+    }
+  }
+  return true;
+}
+
 // An ADD run on its own: both inputs of one shape (no broadcast), the
 // output resized to it.
 TfLiteStatus PrepareAdd(TfLiteContext* context, NodeKernel* k) {
@@ -380,12 +398,11 @@ TfLiteStatus PrepareAdd(TfLiteContext* context, NodeKernel* k) {
   const TfLiteTensor* b = &context->tensors[k->add.inputs[1]];
   if (a->dims == nullptr) return RefuseAdd(context, *k, "input has no shape");
   const std::vector<int> dims(a->dims->data, a->dims->data + a->dims->size);
-  int64_t elems = 1;
-  for (int d : dims) {
-    if (d < 0 || d > (1 << 30)) return RefuseAdd(context, *k, "input dimension %d out of range", d);
-    elems *= d;
-    if (elems > (int64_t{1} << 40)) return RefuseAdd(context, *k, "input too large");
-  }
+  int64_t elems = 0;
+  int bad = 0;
+  if (!ShapeElems(dims, &elems, &bad))
+    return bad >= 0 ? RefuseAdd(context, *k, "input dimension %d out of range", bad)
+                    : RefuseAdd(context, *k, "input too large");
   if (!HasDims(b, dims)) return RefuseAdd(context, *k, "inputs of different shapes (broadcast)");
   size_t bytes = 0;
   if (!FloatBytes(elems, &bytes) || a->bytes != bytes || b->bytes != bytes)
@@ -416,23 +433,24 @@ TfLiteStatus PreparePad(TfLiteContext* context, NodeKernel* k) {
     return RefusePad(context, *k, "input has rank %d, the paddings are for rank %d",
                      in->dims == nullptr ? -1 : in->dims->size, p.rank);
   const int lead = 4 - p.rank;
+  const std::vector<int> in_dims(in->dims->data, in->dims->data + p.rank);
   std::vector<int> dims(p.rank);
-  int64_t in_elems = 1, out_elems = 1;
   for (int a = 0; a < 4; ++a) {
     k->pad_in[a] = k->pad_out[a] = 1;
     if (a < lead) continue;
-    const int d = in->dims->data[a - lead];
+    const int d = in_dims[a - lead];
+    // Paddings are at most kMaxPad (ParsePad): no overflow in int64.
     const int64_t o = static_cast<int64_t>(d) + p.before[a - lead] + p.after[a - lead];
     if (d < 0 || o > (1 << 30)) return RefusePad(context, *k, "dimension %d padded to %lld is out of range", d,
                                                  static_cast<long long>(o));
     k->pad_in[a] = d;
     k->pad_out[a] = o;
     dims[a - lead] = static_cast<int>(o);
-    in_elems *= d;
-    out_elems *= o;
-    if (in_elems > (int64_t{1} << 40) || out_elems > (int64_t{1} << 40))
-      return RefusePad(context, *k, "tensor too large");
   }
+  int64_t in_elems = 0, out_elems = 0;
+  int bad = 0;
+  if (!ShapeElems(in_dims, &in_elems, &bad) || !ShapeElems(dims, &out_elems, &bad))
+    return RefusePad(context, *k, "tensor too large");
   size_t in_bytes = 0, out_bytes = 0;
   if (!FloatBytes(in_elems, &in_bytes) || !FloatBytes(out_elems, &out_bytes) || in->bytes != in_bytes)
     return RefusePad(context, *k, "input byte size does not match its shape");

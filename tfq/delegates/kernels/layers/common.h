@@ -13,6 +13,7 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#include <utility>
 
 #include "kernels/kernels_internal.h"
 #include "kernels/thread_pool.h"
@@ -203,17 +204,14 @@ inline float ApplyActivation(float v, Activation a) {
   return v;
 }
 
-// Calls f(std::integral_constant<Activation, a>()): a loop written inside f
-// calls ApplyActivation with a compile-time activation and vectorizes, where
-// a run-time one inside the loop keeps it scalar (measured on
-// CombinePasses: as costly as the layer's GEMM, a fifth of it hoisted).
+// Calls f(std::integral_constant<Activation, a>()) (DispatchActivation): a
+// loop written inside f calls ApplyActivation with a compile-time activation
+// and vectorizes, where a run-time one inside the loop keeps it scalar
+// (measured on CombinePasses: as costly as the layer's GEMM, a fifth of it
+// hoisted).
 template <class F>
 inline void WithActivation(Activation a, F&& f) {
-  switch (a) {
-    case Activation::kNone: return f(std::integral_constant<Activation, Activation::kNone>());
-    case Activation::kRelu: return f(std::integral_constant<Activation, Activation::kRelu>());
-    case Activation::kRelu6: return f(std::integral_constant<Activation, Activation::kRelu6>());
-  }
+  internal::DispatchActivation(a, std::forward<F>(f));
 }
 
 // f[o] = scale[o] / s for o in [o0, o1).
