@@ -137,7 +137,9 @@ def prepare_sparse(case, sparsity, paths):
     """Makes the block-sparse variant next to `paths` (speed.make_models' files) as
     sparse_speed.py does, and records its skipped multiply-adds in sparse.json (a board
     need not have the converter to count them)."""
-    path, skipped = sparse_speed.sparse_model(case, sparsity, paths)
+    # The dense ternary model with float first/last layers (`tfq-t2`, which
+    # the board runs as the dense column), as sparse_speed.py --float-layers float.
+    path, skipped = sparse_speed.sparse_model(case, sparsity, paths["tfq-t2"])
     record = path.parent / "sparse.json"
     known = json.loads(record.read_text()) if record.exists() else {}
     known[f"{sparsity:g}"] = {"file": path.name, "block": list(sparse_speed.block_of(case)),
