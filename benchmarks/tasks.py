@@ -44,7 +44,7 @@ CONFIG = {
     "detection": {"train": (1500, 6000), "test": (200, 500), "epochs": (5, 8),
                   "model": ({}, {"deep_width": 768, "deep_blocks": 3}),
                   # (scheme, sparsity, ADMM epochs): block-pruned rows use block="auto" and the block-sparse
-                  # format and get as many epochs as the float model (3 epochs had cost 39-67 points).
+                  # format and get at least as many epochs as the float model (3 epochs had cost 39-67 points).
                   "variants": ((("ternary", None, 2), ("pow2_3bit", None, 2), ("pow2_3bit", 0.75, 2)),
                                (("ternary", None, 3), ("pow2_3bit", None, 3), ("pow2_3bit", 0.92, 24))),
                   # How the pruned rows spread their sparsity over the kernels (tfq.PruningCallback). "erk"
