@@ -442,6 +442,8 @@ class _Rewriter:
 
         why = report.reason
         w = np.asarray(matrix, dtype=np.float64)
+        if w.ndim != 2 or w.size == 0:  # nothing to quantize: the op stays as it is
+            return
         if not np.isfinite(w).all():
             c, i = np.argwhere(~np.isfinite(w))[0]
             raise ValueError(f"{name} {report.weight!r}: weight [{c}, {i}] is {w[c, i]}; float_layers='int8' "
