@@ -17,6 +17,7 @@ from tfq.converter import format as fmt
 from tfq.converter import tflite_io
 from tfq.converter.reference import ReferenceInterpreter
 from tfq.testing import random_compressed_tflite
+from helpers.delegated import litert as _litert
 
 SCHEMES = ("binary", "ternary", "pow2_3bit", "pow2_4bit")
 
@@ -36,14 +37,6 @@ def _run(interp, x):
     interp.set_tensor(d["index"], x)
     interp.invoke()
     return interp.get_tensor(interp.get_output_details()[0]["index"]).copy()
-
-
-def _litert(data, options=None, threads=None):
-    from ai_edge_litert.interpreter import Interpreter, load_delegate
-
-    delegate = load_delegate(tfq.delegate_path(), options or {})
-    return Interpreter(model_content=bytes(data), experimental_delegates=[delegate],
-                       num_threads=threads)
 
 
 def _tf_lite(data, options=None):

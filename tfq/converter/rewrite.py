@@ -41,6 +41,11 @@ FLOAT_LAYERS = ("float", "int8")
 INT8_OPS = ("FULLY_CONNECTED", "CONV_2D", "DEPTHWISE_CONV_2D")
 
 
+def _check_float_layers(float_layers):
+    if float_layers not in FLOAT_LAYERS:
+        raise ValueError(f"float_layers={float_layers!r} is not one of {', '.join(map(repr, FLOAT_LAYERS))}")
+
+
 def _static_shape(tensor):
     """[N, ...] with every non-batch dimension known, or None."""
     shape = tensor.shape
@@ -776,8 +781,7 @@ def rewrite_tflite(tflite, model=None, portable=False, rtol=sets.DEFAULT_RTOL, n
     Returns:
       A ConversionResult (bytes with a `.report` list of OpReport).
     """
-    if float_layers not in FLOAT_LAYERS:
-        raise ValueError(f"float_layers={float_layers!r} is not one of {', '.join(map(repr, FLOAT_LAYERS))}")
+    _check_float_layers(float_layers)
     fb, data, name = tflite_io.load_model(tflite, name)
     for sg in fb.subgraphs:
         for op in sg.operators or []:
@@ -847,8 +851,7 @@ def convert(model, portable=False, *, rtol=sets.DEFAULT_RTOL, sparse=False, floa
     if isinstance(model, (bytes, bytearray, memoryview, str)) or hasattr(model, "__fspath__"):
         return rewrite_tflite(model, None, portable=portable, rtol=rtol, sparse=sparse,
                               float_layers=float_layers)
-    if float_layers not in FLOAT_LAYERS:  # before the (slow) TFLite conversion
-        raise ValueError(f"float_layers={float_layers!r} is not one of {', '.join(map(repr, FLOAT_LAYERS))}")
+    _check_float_layers(float_layers)  # before the (slow) TFLite conversion
     model = materialize(model)
     float_bytes = _keras_to_tflite(model)
     return rewrite_tflite(float_bytes, model, portable=portable, rtol=rtol,

@@ -365,10 +365,11 @@ bool Overlap(const void* a, size_t an, const void* b, size_t bn) {
   return pa < pb + bn && pb < pa + an;
 }
 
-TfLiteStatus RefuseAdd(TfLiteContext* context, const NodeKernel& k, const char* fmt, ...) {
+// A builtin node the delegate runs (ADD, PAD) refused, named by its kind.
+TfLiteStatus RefuseBuiltin(TfLiteContext* context, const NodeKernel& k, const char* fmt, ...) {
   va_list args;
   va_start(args, fmt);
-  RefuseNode(context, "ADD", k.node_index, fmt, args);
+  RefuseNode(context, k.is_pad ? "PAD" : "ADD", k.node_index, fmt, args);
   va_end(args);
   return kTfLiteError;
 }
@@ -396,33 +397,25 @@ bool ShapeElems(const std::vector<int>& dims, int64_t* elems, int* bad_dim) {
 TfLiteStatus PrepareAdd(TfLiteContext* context, NodeKernel* k) {
   const TfLiteTensor* a = &context->tensors[k->add.inputs[0]];
   const TfLiteTensor* b = &context->tensors[k->add.inputs[1]];
-  if (a->dims == nullptr) return RefuseAdd(context, *k, "input has no shape");
+  if (a->dims == nullptr) return RefuseBuiltin(context, *k, "input has no shape");
   const std::vector<int> dims(a->dims->data, a->dims->data + a->dims->size);
   int64_t elems = 0;
   int bad = 0;
   if (!ShapeElems(dims, &elems, &bad))
-    return bad >= 0 ? RefuseAdd(context, *k, "input dimension %d out of range", bad)
-                    : RefuseAdd(context, *k, "input too large");
-  if (!HasDims(b, dims)) return RefuseAdd(context, *k, "inputs of different shapes (broadcast)");
+    return bad >= 0 ? RefuseBuiltin(context, *k, "input dimension %d out of range", bad)
+                    : RefuseBuiltin(context, *k, "input too large");
+  if (!HasDims(b, dims)) return RefuseBuiltin(context, *k, "inputs of different shapes (broadcast)");
   size_t bytes = 0;
   if (!FloatBytes(elems, &bytes) || a->bytes != bytes || b->bytes != bytes)
-    return RefuseAdd(context, *k, "input byte sizes do not match their shape");
+    return RefuseBuiltin(context, *k, "input byte sizes do not match their shape");
   TfLiteTensor* out = &context->tensors[k->add.output];
   if (ResizeTo(context, out, dims) != kTfLiteOk) return kTfLiteError;
   if (out->bytes != bytes)
-    return RefuseAdd(context, *k, "output tensor %d has %zu bytes after resizing, the ADD writes %zu",
+    return RefuseBuiltin(context, *k, "output tensor %d has %zu bytes after resizing, the ADD writes %zu",
                      k->add.output, out->bytes, bytes);
   k->out_elems = elems;
   k->in_bytes = k->out_bytes = bytes;
   return kTfLiteOk;
-}
-
-TfLiteStatus RefusePad(TfLiteContext* context, const NodeKernel& k, const char* fmt, ...) {
-  va_list args;
-  va_start(args, fmt);
-  RefuseNode(context, "PAD", k.node_index, fmt, args);
-  va_end(args);
-  return kTfLiteError;
 }
 
 // A PAD: the output resized to the input's shape plus the paddings.
@@ -430,7 +423,7 @@ TfLiteStatus PreparePad(TfLiteContext* context, NodeKernel* k) {
   const PadSpec& p = k->pad;
   const TfLiteTensor* in = &context->tensors[p.input];
   if (in->dims == nullptr || in->dims->size != p.rank)
-    return RefusePad(context, *k, "input has rank %d, the paddings are for rank %d",
+    return RefuseBuiltin(context, *k, "input has rank %d, the paddings are for rank %d",
                      in->dims == nullptr ? -1 : in->dims->size, p.rank);
   const int lead = 4 - p.rank;
   const std::vector<int> in_dims(in->dims->data, in->dims->data + p.rank);
@@ -441,7 +434,7 @@ TfLiteStatus PreparePad(TfLiteContext* context, NodeKernel* k) {
     const int d = in_dims[a - lead];
     // Paddings are at most kMaxPad (ParsePad): no overflow in int64.
     const int64_t o = static_cast<int64_t>(d) + p.before[a - lead] + p.after[a - lead];
-    if (d < 0 || o > (1 << 30)) return RefusePad(context, *k, "dimension %d padded to %lld is out of range", d,
+    if (d < 0 || o > (1 << 30)) return RefuseBuiltin(context, *k, "dimension %d padded to %lld is out of range", d,
                                                  static_cast<long long>(o));
     k->pad_in[a] = d;
     k->pad_out[a] = o;
@@ -450,14 +443,14 @@ TfLiteStatus PreparePad(TfLiteContext* context, NodeKernel* k) {
   int64_t in_elems = 0, out_elems = 0;
   int bad = 0;
   if (!ShapeElems(in_dims, &in_elems, &bad) || !ShapeElems(dims, &out_elems, &bad))
-    return RefusePad(context, *k, "tensor too large");
+    return RefuseBuiltin(context, *k, "tensor too large");
   size_t in_bytes = 0, out_bytes = 0;
   if (!FloatBytes(in_elems, &in_bytes) || !FloatBytes(out_elems, &out_bytes) || in->bytes != in_bytes)
-    return RefusePad(context, *k, "input byte size does not match its shape");
+    return RefuseBuiltin(context, *k, "input byte size does not match its shape");
   TfLiteTensor* out = &context->tensors[p.output];
   if (ResizeTo(context, out, dims) != kTfLiteOk) return kTfLiteError;
   if (out->bytes != out_bytes)
-    return RefusePad(context, *k, "output tensor %d has %zu bytes after resizing, the PAD writes %zu", p.output,
+    return RefuseBuiltin(context, *k, "output tensor %d has %zu bytes after resizing, the PAD writes %zu", p.output,
                      out->bytes, out_bytes);
   k->in_bytes = in_bytes;
   k->out_bytes = out_bytes;
@@ -487,12 +480,12 @@ TfLiteStatus InvokePad(TfLiteContext* context, DelegateState* state, NodeKernel*
   const PadSpec& p = k->pad;
   const TfLiteTensor* in = &context->tensors[p.input];
   TfLiteTensor* out = &context->tensors[p.output];
-  if (in->data.raw == nullptr || out->data.raw == nullptr) return RefusePad(context, *k, "tensor has no data");
+  if (in->data.raw == nullptr || out->data.raw == nullptr) return RefuseBuiltin(context, *k, "tensor has no data");
   if (in->bytes != k->in_bytes || out->bytes != k->out_bytes)
-    return RefusePad(context, *k, "tensors resized after prepare (%zu -> %zu bytes prepared)", k->in_bytes,
+    return RefuseBuiltin(context, *k, "tensors resized after prepare (%zu -> %zu bytes prepared)", k->in_bytes,
                      k->out_bytes);
   if (Overlap(in->data.raw, k->in_bytes, out->data.raw, k->out_bytes))
-    return RefusePad(context, *k, "output overlaps the input");
+    return RefuseBuiltin(context, *k, "output overlaps the input");
   const bool timing = state->options.verbosity >= 3;
   const auto start = timing ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
   int64_t before[4] = {0, 0, 0, 0}, in_stride[4], out_stride[4];
@@ -834,14 +827,14 @@ TfLiteStatus InvokeAdd(TfLiteContext* context, DelegateState* state, NodeKernel*
   const TfLiteTensor* b = &context->tensors[k->add.inputs[1]];
   TfLiteTensor* out = &context->tensors[k->add.output];
   if (a->data.raw == nullptr || b->data.raw == nullptr || out->data.raw == nullptr)
-    return RefuseAdd(context, *k, "tensor has no data");
+    return RefuseBuiltin(context, *k, "tensor has no data");
   const size_t n = k->out_bytes;
   if (a->bytes != n || b->bytes != n || out->bytes != n)
-    return RefuseAdd(context, *k, "tensors resized after prepare (%zu bytes prepared)", n);
+    return RefuseBuiltin(context, *k, "tensors resized after prepare (%zu bytes prepared)", n);
   // Elementwise: the output may be an input's buffer, but not overlap one partly.
   for (const TfLiteTensor* t : {a, b})
     if (t->data.raw != out->data.raw && Overlap(t->data.raw, n, out->data.raw, n))
-      return RefuseAdd(context, *k, "output overlaps an input");
+      return RefuseBuiltin(context, *k, "output overlaps an input");
   const bool timing = state->options.verbosity >= 3;
   const auto start = timing ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
   state->output_stats.erase({context, k->add.output});

@@ -24,6 +24,16 @@
 
 #include "kernels.h"
 
+// On x86-64 GCC, a portable loop that runs over whole tensors is also
+// compiled as AVX-512 and AVX2 clones, chosen at load time (same IEEE
+// operations: bit-identical results). Not under ASan (its checks stay in the
+// portable code) or with clang.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define TFQ_X86_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define TFQ_X86_CLONES
+#endif
+
 namespace tfq {
 namespace internal {
 

@@ -42,11 +42,17 @@ void EpilogueRowsQT(const int32_t* acc, int64_t lda, const float* f, const float
 // operations (mulps, addps, then vmaxps(0, v) / vminps(6, v), which return
 // v on NaN like `v < 0 ? 0 : v`), the residual's addps and clamps, and the
 // absmax kernel's |v| and NaN/inf test (vcmpps NLE_UQ against FLT_MAX).
+template <Activation A>
+inline __m256 Activate8(__m256 v) {
+  if (A != Activation::kNone) v = _mm256_max_ps(_mm256_setzero_ps(), v);
+  if (A == Activation::kRelu6) v = _mm256_min_ps(_mm256_set1_ps(6.0f), v);
+  return v;
+}
+
 template <Activation A, bool kBias, bool kRes, Activation RA>
 void EpilogueRowsStatsT(const int32_t* acc, int64_t lda, const float* f, const float* b, int64_t n,
                         int64_t rows, float* y, int64_t ldy, const float* res, int64_t ldr,
                         float* absmax, bool* nonfinite) {
-  const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
   const __m256 big = _mm256_set1_ps(3.402823466e38f);
   const __m256 sign = _mm256_set1_ps(-0.0f);
   __m256 m = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
@@ -61,13 +67,8 @@ void EpilogueRowsStatsT(const int32_t* acc, int64_t lda, const float* f, const f
       __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_maskload_epi32(ar + i, k)),
                                _mm256_maskload_ps(f + i, k));
       if (kBias) v = _mm256_add_ps(v, _mm256_maskload_ps(b + i, k));
-      if (A != Activation::kNone) v = _mm256_max_ps(zero, v);
-      if (A == Activation::kRelu6) v = _mm256_min_ps(six, v);
-      if (kRes) {
-        v = _mm256_add_ps(v, _mm256_maskload_ps(rr + i, k));
-        if (RA != Activation::kNone) v = _mm256_max_ps(zero, v);
-        if (RA == Activation::kRelu6) v = _mm256_min_ps(six, v);
-      }
+      v = Activate8<A>(v);
+      if (kRes) v = Activate8<RA>(_mm256_add_ps(v, _mm256_maskload_ps(rr + i, k)));
       _mm256_maskstore_ps(yr + i, k, v);
       const __m256 a = _mm256_and_ps(_mm256_andnot_ps(sign, v), kf);  // masked-off lanes: 0
       bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, big, _CMP_NLE_UQ));

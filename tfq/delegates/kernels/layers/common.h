@@ -143,13 +143,15 @@ struct RowQuant {
 
 // Quantizes a batch-1 image of in_pix pixels x C channels with one scale, like
 // QuantizeActivations (n_padded == n, codes xor flip), and writes each
-// pixel's channel sum to pixsum when given (flip must then be 0). With a pool and a large image the passes are split over
+// pixel's channel sum to pixsum when given and flip is 0 (sums of biased
+// codes would be wrong: pixsum is ignored then). With a pool and a large
+// image the passes are split over
 // pixel chunks: run on the calling thread alone they were a serial part of
 // every convolution, and MobileNetV2 did not get faster with 2 threads.
 [[maybe_unused]] RowQuant QuantizeImage(const KernelTable& kt, const KernelOptions& opt, const float* x, int64_t in_pix,
                        int64_t C, int8_t* q, int32_t* pixsum, const TensorStats* known,
                        uint8_t flip = 0) {
-  if (flip != 0) pixsum = nullptr;  // sums of biased codes would be wrong
+  if (flip != 0) pixsum = nullptr;
   const int64_t n = in_pix * C;
   const int threads = NumThreads(opt);
   constexpr int64_t kMinParallel = int64_t{1} << 15;

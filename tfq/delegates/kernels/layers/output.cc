@@ -7,14 +7,8 @@ namespace tfq {
 namespace internal {
 namespace {
 
-// The epilogue runs over every output: on x86-64 GCC also emits AVX-512 and
-// AVX2 clones chosen at load time (same IEEE operations, no FMA: bit-identical
-// results).
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
-#define TFQ_EPILOGUE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define TFQ_EPILOGUE_CLONES
-#endif
+// The epilogue runs over every output: cloned for AVX-512 and AVX2
+// (TFQ_X86_CLONES; no FMA: bit-identical results).
 
 // One pass per output: y = act(float(acc) * f + b) (b may be null).
 template <Activation A, bool kBias>
@@ -48,7 +42,7 @@ inline void EpilogueRows(Activation a, const int32_t* acc, int64_t lda, const fl
 
 }  // namespace
 
-TFQ_EPILOGUE_CLONES void WriteOutputRows(const KernelTable& kt, const Epilogue& e, RowState state, const int32_t* acc,
+TFQ_X86_CLONES void WriteOutputRows(const KernelTable& kt, const Epilogue& e, RowState state, const int32_t* acc,
                                          int64_t lda, const float* f, int64_t o0, int64_t o1,
                                          int64_t rows, float* y, int64_t ldy) {
   const int64_t n = o1 - o0;
@@ -73,7 +67,7 @@ TFQ_EPILOGUE_CLONES void WriteOutputRows(const KernelTable& kt, const Epilogue& 
   }
 }
 
-TFQ_EPILOGUE_CLONES void AddResidualRows(const float* res, int64_t n, int64_t rows, int64_t ld,
+TFQ_X86_CLONES void AddResidualRows(const float* res, int64_t n, int64_t rows, int64_t ld,
                                          Activation act, float* y) {
   WithActivation(act, [&](auto A) {
     for (int64_t r = 0; r < rows; ++r) {
@@ -89,7 +83,7 @@ TFQ_EPILOGUE_CLONES void AddResidualRows(const float* res, int64_t n, int64_t ro
 
 namespace tfq {
 
-TFQ_EPILOGUE_CLONES void AddFloats(const float* a, const float* b, int64_t n, Activation act, float* y) {
+TFQ_X86_CLONES void AddFloats(const float* a, const float* b, int64_t n, Activation act, float* y) {
   WithActivation(act, [&](auto A) {
     for (int64_t i = 0; i < n; ++i) y[i] = ApplyActivation(a[i] + b[i], A);
   });
