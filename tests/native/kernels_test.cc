@@ -65,15 +65,16 @@ const Scheme kSchemes[] = {Scheme::kBinary, Scheme::kTernary, Scheme::kPow2_3bit
 std::vector<int> ValidCodes(Scheme s) {
   std::vector<int> v;
   for (int c = 0; c < (1 << tfq::SchemeBits(s)); ++c)
-    if (tfq::CodeLevel(s, c) <= 64) v.push_back(c);
+    if (tfq::CodeValid(s, c)) v.push_back(c);
   return v;
 }
 
+// The code of the largest (or most negative) level.
 int MaxCode(Scheme s, bool negative) {
-  int best = -1;
+  int best = -1, best_level = 0;
   for (int c : ValidCodes(s)) {
-    const int l = tfq::CodeLevel(s, c);
-    if ((negative ? -l : l) == tfq::MaxAbsLevel(s)) best = c;
+    const int l = negative ? -tfq::CodeLevel(s, c) : tfq::CodeLevel(s, c);
+    if (l > best_level) best = c, best_level = l;
   }
   return best;
 }
@@ -623,6 +624,8 @@ struct SparseCase {
 // (docs/format.md): uint16 LE counts per block row, the block-column
 // indices (8 or 16 bits), then each stored block's R x C codes row-major,
 // the zero code where the block leaves the matrix.
+bool PackSparse(SparseCase* sc, int R, int C, bool drop_level_sums);
+
 bool MakeSparse(std::mt19937& rng, Scheme s, int64_t rows, int64_t k, int R, int C, double sparsity,
                 std::vector<int64_t> empty_rows, SparseCase* sc, int fill = -1,
                 bool drop_level_sums = false) {
@@ -648,6 +651,21 @@ bool MakeSparse(std::mt19937& rng, Scheme s, int64_t rows, int64_t k, int R, int
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t i = 0; i < k; ++i)
       if (!stored[(r / R) * nbc + i / C]) sc->codes[r * k + i] = zero;
+  return PackSparse(sc, R, C, drop_level_sums);
+}
+
+// Packs sc->codes (rows x k dense codes of scheme sc->s) as format version 2
+// in R x C blocks, storing the blocks that hold a nonzero level, and
+// prepares them.
+bool PackSparse(SparseCase* sc, int R, int C, bool drop_level_sums) {
+  const Scheme s = sc->s;
+  const int64_t rows = sc->rows, k = sc->k;
+  const int zero = ZeroCodeOf(s), bits = tfq::SchemeBits(s);
+  const int64_t nbr = (rows + R - 1) / R, nbc = (k + C - 1) / C;
+  std::vector<char> stored(nbr * nbc, 0);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t i = 0; i < k; ++i)
+      if (tfq::CodeLevel(s, sc->codes[r * k + i]) != 0) stored[(r / R) * nbc + i / C] = 1;
   sc->o.block_rows = R;
   sc->o.block_cols = C;
   sc->o.index_bits = nbc <= 256 ? 8 : 16;
@@ -700,7 +718,8 @@ bool MakeSparse(std::mt19937& rng, Scheme s, int64_t rows, int64_t k, int R, int
   return true;
 }
 
-const Scheme kSparseSchemes[] = {Scheme::kTernary, Scheme::kPow2_3bit, Scheme::kPow2_4bit};
+// kInt8: the delegate's 8-bit convolutions (every block stored there; any pattern here).
+const Scheme kSparseSchemes[] = {Scheme::kTernary, Scheme::kPow2_3bit, Scheme::kPow2_4bit, Scheme::kInt8};
 // Fast shapes (R >= 4, C a multiple of 4) and scalar-fallback ones.
 const int kSparseBlocks[][2] = {{32, 4}, {16, 4}, {8, 4},  {4, 4}, {32, 8}, {8, 16}, {4, 32},
                                 {16, 32}, {8, 8}, {1, 4}, {2, 2}, {32, 1}, {16, 2}};
@@ -894,6 +913,28 @@ void TestSparseLayers(const KernelTable& t, uint32_t seed, tfq::ThreadPool* pool
         EXPECT(SameBits(yt.data(), yr.data(), ny * sizeof(float)),
                "sparse Conv2D %s %s %dx%d geometry=%d threads=%d seed=%u", tfq::IsaName(t.isa),
                tfq::SchemeName(s), blk[0], blk[1], idx, threads, seed);
+        // The same weights with kernel rows as runs (PackedWeights::conv_run;
+        // in_c % C != 0, dilation_w 1): the implicit im2col, same outputs.
+        if (G.c % blk[1] != 0 && G.dw == 1) {
+          const int64_t used = int64_t{G.kw} * G.c, run = (used + blk[1] - 1) / blk[1] * blk[1];
+          SparseCase rc;
+          rc.s = s;
+          rc.rows = G.oc;
+          rc.k = G.kh * run;
+          rc.codes.assign(rc.rows * rc.k, ZeroCodeOf(s));
+          for (int64_t o = 0; o < rc.rows; ++o)
+            for (int64_t p = 0; p < G.kh * used; ++p)
+              rc.codes[o * rc.k + p / used * run + p % used] = sc.codes[o * sc.k + p];
+          if (!PackSparse(&rc, blk[0], blk[1], idx % 4 == 1)) continue;
+          rc.w.conv_run = run;
+          std::vector<float> yrun(ny, 555.0f);
+          opt.force_reference = false;
+          tfq::Conv2D(x.data(), g, rc.w, e, yrun.data(),
+                      scratch.Get(tfq::Conv2DScratchBytes(rc.w, g, threads)), opt);
+          EXPECT(SameBits(yrun.data(), yr.data(), ny * sizeof(float)),
+                 "sparse Conv2D in runs %s %s %dx%d geometry=%d threads=%d seed=%u", tfq::IsaName(t.isa),
+                 tfq::SchemeName(s), blk[0], blk[1], idx, threads, seed);
+        }
       }
     }
   }

@@ -61,6 +61,9 @@ struct DelegateOptions {
   int activation_passes = 1;  // docs/delegate.md, "Activation precision"
   bool fuse_add = true;  // docs/delegate.md, "Fused residual addition"
   bool pad = true;       // docs/delegate.md, "Zero padding"
+  // docs/delegate.md, "8-bit convolutions": -1 auto (where the kernels have
+  // a fast int8 path), 0 never, 1 always.
+  int int8_conv = -1;
 };
 
 // 64-byte aligned memory that only grows.
@@ -166,6 +169,11 @@ struct NodeKernel {
   // packed size, SparsePrepared).
   SparsePrepared sparse;
   bool sparse_ready = false;
+  // A builtin int8 convolution (NodeSpec::int8_conv): its filter as a
+  // block-sparse tensor with every block stored (BuildInt8Blocks), built at
+  // the first prepare; the block-sparse codes of the node. rows * k bytes
+  // plus the block indices, about 1.03x the filter.
+  std::vector<uint8_t> int8_blocks;
   ConvGeometry geometry;
   int64_t fc_rows = 0;
   int64_t in_elems = 0;
@@ -244,8 +252,14 @@ void* KernelInit(TfLiteContext* context, const char* buffer, size_t) {
       continue;
     }
     OpKind kind;
-    if (reg->builtin_code != kBuiltinCustom || !IsTfqOp(reg->custom_name, &kind)) return nullptr;
-    if (!ParseNode(context, node, kind, &k.spec, &error)) {
+    if (reg->builtin_code == kBuiltinConv2d) {
+      if (!ParseInt8Conv(context, node, &k.spec, &error)) {
+        context->ReportError(context, "tfq delegate: CONV_2D: %s\n", error.c_str());
+        return nullptr;
+      }
+    } else if (reg->builtin_code != kBuiltinCustom || !IsTfqOp(reg->custom_name, &kind)) {
+      return nullptr;
+    } else if (!ParseNode(context, node, kind, &k.spec, &error)) {
       context->ReportError(context, "tfq delegate: %s: %s\n", OpName(kind), error.c_str());
       return nullptr;
     }
@@ -311,7 +325,7 @@ void KernelFree(TfLiteContext*, void* buffer) {
     } else {
       std::snprintf(line, sizeof(line),
                     "tfq delegate: profile %s rows %lld k %lld in %lld elements%s: %.1f us/invoke",
-                    OpName(k.spec.kind), static_cast<long long>(k.spec.rows),
+                    SpecName(k.spec), static_cast<long long>(k.spec.rows),
                     static_cast<long long>(k.spec.k), static_cast<long long>(k.in_elems),
                     k.q_out ? " (int8 out)" : k.fused_output >= 0 ? " (+ADD)" : "",
                     k.seconds * 1e6 / k.invokes);
@@ -339,7 +353,7 @@ TfLiteStatus RefuseNode(TfLiteContext* context, const char* what, int node, cons
 TfLiteStatus Refuse(TfLiteContext* context, const NodeKernel& k, const char* fmt, ...) {
   va_list args;
   va_start(args, fmt);
-  RefuseNode(context, OpName(k.spec.kind), k.node_index, fmt, args);
+  RefuseNode(context, SpecName(k.spec), k.node_index, fmt, args);
   va_end(args);
   return kTfLiteError;
 }
@@ -516,6 +530,12 @@ TfLiteStatus InvokePad(TfLiteContext* context, DelegateState* state, NodeKernel*
 // Sizes the output, records the bytes the node will touch (NodeKernel) and
 // its scratch and hand-over needs. `prev`: the node feeding this one inside
 // the partition (its output is our input, in a hand-over buffer), or null.
+// The codes the kernels read: tensor 1 of a tfq node, the int8 blocks of a
+// builtin convolution.
+const uint8_t* NodeCodes(const TfLiteContext* context, const NodeKernel& k) {
+  return k.spec.int8_conv ? k.int8_blocks.data() : context->tensors[k.spec.weights].data.uint8;
+}
+
 TfLiteStatus PrepareNode(TfLiteContext* context, DelegateState* state, NodeKernel* k,
                          const NodeKernel* prev, const NodeKernel* next, int threads,
                          size_t* handover_bytes) {
@@ -524,11 +544,21 @@ TfLiteStatus PrepareNode(TfLiteContext* context, DelegateState* state, NodeKerne
   std::string error;
   if (!ComputeShapes(context, spec, &k->geometry, &k->fc_rows, &out_dims, &error))
     return Refuse(context, *k, "%s", error.c_str());
-  const uint8_t* codes = context->tensors[spec.weights].data.uint8;
+  if (spec.int8_conv && k->int8_blocks.empty()) {
+    // The filter as int8 blocks, checked like a file's block-sparse tensor.
+    BuildInt8Blocks(spec, context->tensors[spec.weights].data.int8, &k->int8_blocks);
+    if (!ValidateSparse(spec.scheme, spec.rows, spec.k, spec.sparse_options, spec.sparse_sizes,
+                        k->int8_blocks.data(), &error)) {
+      k->int8_blocks.clear();
+      return Refuse(context, *k, "%s", error.c_str());
+    }
+  }
+  const uint8_t* codes = NodeCodes(context, *k);
   if (!k->weights.ready() && !k->weights.Init(spec.scheme, codes, spec.rows, spec.k, spec.compact))
     return Refuse(context, *k, "weights of %lld x %lld out of range", static_cast<long long>(spec.rows),
                   static_cast<long long>(spec.k));
-  const PackedWeights w = k->weights.At(codes);
+  PackedWeights w = k->weights.At(codes);
+  w.conv_run = spec.conv_run;
   const bool fc = spec.kind == OpKind::kFullyConnected;
   const int64_t in_elems = fc ? FullyConnectedInputElems(w, k->fc_rows) : ConvInputElems(k->geometry);
   const int64_t out_elems = fc ? FullyConnectedOutputElems(w, k->fc_rows) : ConvOutputElems(k->geometry);
@@ -632,7 +662,7 @@ TfLiteStatus PrepareNode(TfLiteContext* context, DelegateState* state, NodeKerne
     k->layer_scratch_bytes = (k->scratch_bytes + 63) / 64 * 64;
     k->scratch_bytes = k->layer_scratch_bytes + extra;
   }
-  Log(state, 2, "prepared %s (%s, rows %lld, k %lld, %d threads, %s%s)", OpName(spec.kind),
+  Log(state, 2, "prepared %s (%s, rows %lld, k %lld, %d threads, %s%s)", SpecName(spec),
       SchemeName(spec.scheme), static_cast<long long>(spec.rows), static_cast<long long>(spec.k),
       threads, IsaName(SelectedIsa(state->options.force_reference, state->options.isa_cap)),
       k->internal_out ? (k->q_out ? ", int8 out" : ", float out kept in the partition") : "");
@@ -722,7 +752,10 @@ TfLiteStatus InvokeNode(TfLiteContext* context, DelegateState* state, NodeKernel
       !ConstantIntact(context, spec.scale, scale_elems * sizeof(float)) ||
       !ConstantIntact(context, spec.bias, static_cast<size_t>(spec.out_channels) * sizeof(float)))
     return Refuse(context, *k, "a constant input changed since the node was validated");
-  PackedWeights w = k->weights.At(context->tensors[spec.weights].data.uint8);
+  if (spec.int8_conv && k->int8_blocks.size() != static_cast<size_t>(spec.sparse_sizes.packed_bytes))
+    return Refuse(context, *k, "int8 convolution was not prepared");
+  PackedWeights w = k->weights.At(NodeCodes(context, *k));
+  w.conv_run = spec.conv_run;
   SparseWeights sparse;
   if (spec.sparse) {
     if (!k->sparse_ready ||
@@ -732,7 +765,7 @@ TfLiteStatus InvokeNode(TfLiteContext* context, DelegateState* state, NodeKernel
     w.sparse = &sparse;
   }
   Epilogue e;
-  e.scale = context->tensors[spec.scale].data.f;
+  e.scale = spec.int8_conv ? spec.int8_scale.data() : context->tensors[spec.scale].data.f;
   e.per_channel_scale = spec.per_channel_scale;
   e.bias = spec.bias >= 0 ? context->tensors[spec.bias].data.f : nullptr;
   e.activation = spec.activation;
@@ -1006,16 +1039,33 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
   const PlanTensors tensors = ScanPlan(context, plan);
   const std::map<int, std::vector<int>>& writers = tensors.writers;
   std::vector<std::pair<int, NodeSpec>> claim;
+  // Builtin int8 convolutions: where the block-sparse kernels have an exact
+  // int8 path (vpdpbusd), unless the option says otherwise.
+  const Isa isa = SelectedIsa(state->options.force_reference, state->options.isa_cap);
+  const bool int8_conv = state->options.int8_conv == 1 ||
+                         (state->options.int8_conv == -1 && isa == Isa::kAvx512Vnni);
   for (int i = 0; i < plan->size; ++i) {
     const int index = plan->data[i];
     TfLiteNode* node = nullptr;
     TfLiteRegistration* reg = nullptr;
     if (context->GetNodeAndRegistration(context, index, &node, &reg) != kTfLiteOk) continue;
-    OpKind kind;
-    if (reg == nullptr || reg->builtin_code != kBuiltinCustom || !IsTfqOp(reg->custom_name, &kind))
-      continue;
+    if (reg == nullptr) continue;
     NodeSpec spec;
     std::string error;
+    if (reg->builtin_code == kBuiltinConv2d && int8_conv) {
+      // A dynamic-range convolution (float_layers="int8"); any other
+      // CONV_2D is LiteRT's, and so is this one when refused.
+      if (!ParseInt8Conv(context, node, &spec, &error) || !CheckWriters(writers, index, spec, &error)) {
+        Log(state, 2, "not claiming CONV_2D node %d: %s", index, error.c_str());
+        continue;
+      }
+      Log(state, 1, "claimed node %d (CONV_2D, int8, rows %lld, k %lld)", index,
+          static_cast<long long>(spec.rows), static_cast<long long>(spec.k));
+      claim.emplace_back(index, spec);
+      continue;
+    }
+    OpKind kind;
+    if (reg->builtin_code != kBuiltinCustom || !IsTfqOp(reg->custom_name, &kind)) continue;
     if (!ParseNode(context, node, kind, &spec, &error) ||
         !CheckWriters(writers, index, spec, &error)) {
       // Refused: the interpreter then reports the custom op as unresolved.
@@ -1223,6 +1273,11 @@ TFQ_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
       ok = tfq::ParseInt(v, 1, 2, &options.activation_passes);
     else if (!std::strcmp(k, "fuse_add")) ok = tfq::ParseBool(v, &options.fuse_add);
     else if (!std::strcmp(k, "pad")) ok = tfq::ParseBool(v, &options.pad);
+    else if (!std::strcmp(k, "int8_conv")) {
+      bool on = false;
+      ok = !std::strcmp(v, "auto") || tfq::ParseBool(v, &on);
+      options.int8_conv = !std::strcmp(v, "auto") ? -1 : (on ? 1 : 0);
+    }
     else if (!std::strcmp(k, "isa")) {
       std::string error;
       ok = tfq::ParseIsa(v, &options.isa_cap, &error);
@@ -1233,8 +1288,8 @@ TFQ_EXPORT TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** val
     } else {
       if (report_error) {
         std::string msg = std::string("tfq delegate: unknown option '") + k +
-                          "' (known: num_threads, force_reference, verbosity, int8_handover, fuse_add, pad, isa, "
-                          "activation_passes)";
+                          "' (known: num_threads, force_reference, verbosity, int8_handover, fuse_add, pad, "
+                          "int8_conv, isa, activation_passes)";
         report_error(msg.c_str());
       }
       return nullptr;

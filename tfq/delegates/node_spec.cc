@@ -91,6 +91,8 @@ const char* OpName(OpKind kind) {
   return "?";
 }
 
+const char* SpecName(const NodeSpec& spec) { return spec.int8_conv ? "CONV_2D" : OpName(spec.kind); }
+
 bool ParseNode(const TfLiteContext* context, const TfLiteNode* node, OpKind kind, NodeSpec* spec,
                std::string* error) {
   spec->kind = kind;
@@ -299,6 +301,146 @@ bool ParseAdd(const TfLiteContext* context, const TfLiteNode* node, AddSpec* spe
     default: return Fail(error, "ADD fused activation " + Str(act) + " is not NONE, RELU or RELU6");
   }
   return true;
+}
+
+bool ParseInt8Conv(const TfLiteContext* context, const TfLiteNode* node, NodeSpec* spec,
+                   std::string* error) {
+  *spec = NodeSpec();
+  spec->kind = OpKind::kConv2D;
+  spec->scheme = Scheme::kInt8;
+  spec->int8_conv = true;
+  spec->sparse = true;
+  if (node->inputs == nullptr || node->outputs == nullptr)
+    return Fail(error, "node has no input or output list");
+  if (node->inputs->size != 2 && node->inputs->size != 3)
+    return Fail(error, "expected 2 or 3 inputs, found " + Str(node->inputs->size));
+  if (node->outputs->size != 1) return Fail(error, "expected 1 output, found " + Str(node->outputs->size));
+  if (node->builtin_data == nullptr) return Fail(error, "CONV_2D has no parameters");
+  const TfLiteTensor* in = TensorAt(context, node->inputs, 0, &spec->input);
+  const TfLiteTensor* w = TensorAt(context, node->inputs, 1, &spec->weights);
+  const TfLiteTensor* out = TensorAt(context, node->outputs, 0, &spec->output);
+  if (!in || !w || !out) return Fail(error, "tensor index out of range");
+  for (int i = 0; i < node->inputs->size; ++i)
+    if (node->inputs->data[i] == spec->output)
+      return Fail(error, "output tensor " + Str(spec->output) + " is also input " + Str(i) + " of the node");
+  const int out_alloc = RawAllocation(out);
+  if (out_alloc == kTfLiteMmapRo || out_alloc == kTfLitePersistentRo)
+    return Fail(error, "output tensor " + Str(spec->output) + " is a constant");
+  if (RawType(in) != kTfLiteFloat32 || IsConstant(in))
+    return Fail(error, "input 0 is not a float32 activation tensor");
+  if (RawType(out) != kTfLiteFloat32) return Fail(error, "output is not float32");
+  if (RawType(w) != kTfLiteInt8 || !IsConstant(w))
+    return Fail(error, "filter is not a constant int8 tensor (not a dynamic-range convolution)");
+  if (w->dims == nullptr || w->dims->size != 4) return Fail(error, "filter is not 4-D [O, KH, KW, I]");
+  const int64_t elems = NumElements(w);
+  if (elems <= 0) return Fail(error, "filter has an invalid or empty shape");
+  if (static_cast<uint64_t>(w->bytes) != static_cast<uint64_t>(elems))
+    return Fail(error, "filter has " + Str(static_cast<int64_t>(w->bytes)) + " bytes, its shape needs " +
+                           Str(elems));
+  spec->weight_shape.assign(w->dims->data, w->dims->data + 4);
+  const auto& ws = spec->weight_shape;
+  if (ws[1] * ws[2] > 4096) return Fail(error, "kernel window larger than 4096 taps");
+  spec->rows = spec->out_channels = ws[0];
+  spec->k = ws[1] * ws[2] * ws[3];
+  spec->packed_bytes = elems;
+  if (!AccumulatorFits(spec->scheme, spec->k))
+    return Fail(error, "row length k = " + Str(spec->k) + " could overflow the int32 accumulator");
+  // Symmetric quantization along the output channels.
+  if (w->quantization.type != kTfLiteAffineQuantization || w->quantization.params == nullptr)
+    return Fail(error, "filter has no affine quantization");
+  const auto* q = static_cast<const TfLiteAffineQuantization*>(w->quantization.params);
+  const TfLiteFloatArray* sc = q->scale;
+  if (sc == nullptr || (sc->size != 1 && sc->size != spec->rows))
+    return Fail(error, "filter has " + Str(sc == nullptr ? 0 : sc->size) + " scales, expected 1 or " +
+                           Str(spec->rows));
+  if (sc->size > 1 && q->quantized_dimension != 0)
+    return Fail(error, "filter is quantized along axis " + Str(q->quantized_dimension) + ", not 0");
+  for (int i = 0; i < sc->size; ++i)
+    if (!(sc->data[i] > 0.0f && sc->data[i] <= std::numeric_limits<float>::max()))
+      return Fail(error, "filter scale " + Str(i) + " is not finite and positive");
+  const TfLiteIntArray* zp = q->zero_point;
+  if (zp != nullptr) {
+    if (zp->size != 0 && zp->size != sc->size) return Fail(error, "filter zero points do not match its scales");
+    for (int i = 0; i < zp->size; ++i)
+      if (zp->data[i] != 0) return Fail(error, "filter zero point " + Str(i) + " is not 0 (not symmetric)");
+  }
+  spec->per_channel_scale = sc->size > 1;
+  spec->int8_scale.assign(sc->data, sc->data + sc->size);
+  spec->scale = -1;
+  spec->bias = -1;
+  if (node->inputs->size == 3 && node->inputs->data[2] >= 0) {
+    const TfLiteTensor* b = TensorAt(context, node->inputs, 2, &spec->bias);
+    if (!b) return Fail(error, "bias tensor index out of range");
+    if (!CheckConstFloat(b, "bias", spec->out_channels, spec->out_channels, error)) return false;
+  }
+  // TfLiteConvParams: padding, stride_width, stride_height, activation,
+  // dilation_width_factor, dilation_height_factor (ints and int enums).
+  int p[6];
+  std::memcpy(p, node->builtin_data, sizeof(p));
+  if (p[0] != 1 && p[0] != 2) return Fail(error, "padding " + Str(p[0]) + " is not SAME or VALID");
+  spec->same_padding = p[0] == 1;
+  for (int i : {1, 2, 4, 5})
+    if (p[i] < 1 || p[i] > (1 << 16)) return Fail(error, "stride or dilation " + Str(p[i]) + " out of range");
+  spec->stride_w = p[1];
+  spec->stride_h = p[2];
+  spec->dilation_w = p[4];
+  spec->dilation_h = p[5];
+  switch (p[3]) {
+    case 0: spec->activation = Activation::kNone; break;
+    case 1: spec->activation = Activation::kRelu; break;
+    case 3: spec->activation = Activation::kRelu6; break;
+    default: return Fail(error, "fused activation " + Str(p[3]) + " is not NONE, RELU or RELU6");
+  }
+  // Kernel rows as runs of adjacent bytes (a 7x7 stem on 3 channels: 21
+  // bytes, run 24): no im2col copy.
+  if (ws[3] % 4 != 0 && spec->dilation_w == 1) {
+    spec->conv_run = (ws[2] * ws[3] + 3) / 4 * 4;
+    spec->k = ws[1] * spec->conv_run;
+    if (!AccumulatorFits(spec->scheme, spec->k))
+      return Fail(error, "row length k = " + Str(spec->k) + " could overflow the int32 accumulator");
+  }
+  // Every block stored: blocks of 16 (or 8) output channels x 4 positions.
+  SparseOptions& so = spec->sparse_options;
+  so.block_rows = spec->rows >= 16 ? 16 : 8;
+  so.block_cols = 4;
+  const int64_t nbr = (spec->rows + so.block_rows - 1) / so.block_rows;
+  const int64_t nbc = (spec->k + 3) / 4;
+  if (nbc > kMaxBlockColumns) return Fail(error, "row length k = " + Str(spec->k) + " is too long");
+  so.index_bits = nbc <= 256 ? 8 : 16;
+  so.nnz_blocks = nbr * nbc;
+  return ComputeSparseSizes(spec->scheme, spec->rows, spec->k, so, &spec->sparse_sizes, error);
+}
+
+void BuildInt8Blocks(const NodeSpec& spec, const int8_t* filter, std::vector<uint8_t>* out) {
+  const SparseOptions& so = spec.sparse_options;
+  const SparseSizes& sz = spec.sparse_sizes;
+  const int R = so.block_rows, C = so.block_cols, ib = so.index_bits / 8;
+  const int64_t nbr = sz.block_row_count, nbc = sz.block_col_count;
+  out->assign(static_cast<size_t>(sz.packed_bytes), 0);
+  uint8_t* counts = out->data();
+  uint8_t* indices = counts + 2 * nbr;
+  uint8_t* codes = indices + so.nnz_blocks * ib;
+  const int64_t filter_k = spec.weight_shape[1] * spec.weight_shape[2] * spec.weight_shape[3];
+  for (int64_t br = 0; br < nbr; ++br) {
+    counts[2 * br] = static_cast<uint8_t>(nbc & 0xFF);
+    counts[2 * br + 1] = static_cast<uint8_t>(nbc >> 8);
+    for (int64_t bc = 0; bc < nbc; ++bc) {
+      const int64_t b = br * nbc + bc;
+      indices[b * ib] = static_cast<uint8_t>(bc & 0xFF);
+      if (ib == 2) indices[b * ib + 1] = static_cast<uint8_t>(bc >> 8);
+      uint8_t* block = codes + b * sz.block_bytes;
+      for (int r = 0; r < R && br * R + r < spec.rows; ++r)
+        for (int c = 0; c < C && bc * C + c < spec.k; ++c) {
+          // Position p of the node's axis -> index in the filter row (-1: a run's zero tail).
+          int64_t p = bc * C + c;
+          if (spec.conv_run > 0) {
+            const int64_t run_used = spec.weight_shape[2] * spec.weight_shape[3];
+            p = p % spec.conv_run < run_used ? p / spec.conv_run * run_used + p % spec.conv_run : -1;
+          }
+          if (p >= 0) block[r * C + c] = static_cast<uint8_t>(filter[(br * R + r) * filter_k + p]);
+        }
+    }
+  }
 }
 
 bool ParsePad(const TfLiteContext* context, const TfLiteNode* node, PadSpec* spec, std::string* error) {

@@ -19,6 +19,10 @@ enum class OpKind { kFullyConnected, kConv2D, kDepthwiseConv2D };
 bool IsTfqOp(const char* custom_name, OpKind* kind);
 const char* OpName(OpKind kind);
 
+struct NodeSpec;
+// The node's op in messages: OpName, or "CONV_2D" for a builtin int8 convolution.
+const char* SpecName(const NodeSpec& spec);
+
 struct NodeSpec {
   OpKind kind = OpKind::kFullyConnected;
   int input = -1, weights = -1, scale = -1, bias = -1, output = -1;
@@ -39,6 +43,16 @@ struct NodeSpec {
   SparseOptions sparse_options;
   SparseSizes sparse_sizes;
   int64_t packed_bytes = 0;  // tensor 1's exact size, either layout
+  // A builtin dynamic-range CONV_2D (ParseInt8Conv): `weights` is its int8
+  // filter [O, KH, KW, I] of packed_bytes = rows * k bytes, held by the
+  // node as block-sparse int8 weights with every block stored
+  // (BuildInt8Blocks); `scale` is -1 and the filter's per-channel scales
+  // are copied here.
+  bool int8_conv = false;
+  std::vector<float> int8_scale;
+  // Its reduction axis in runs (PackedWeights::conv_run) when in_c is not a
+  // multiple of 4 and dilation_w is 1: k = kernel_h * conv_run; else 0.
+  int64_t conv_run = 0;
 };
 
 // Parses the custom options and checks the constant tensors (and codes).
@@ -83,6 +97,26 @@ constexpr int64_t kMaxPad = int64_t{1} << 20;
 // neither the input nor a constant. Shapes are checked at prepare. On
 // failure returns false with *error.
 bool ParsePad(const TfLiteContext* context, const TfLiteNode* node, PadSpec* spec, std::string* error);
+
+// BuiltinOperator_CONV_2D.
+constexpr int32_t kBuiltinConv2d = 3;
+
+// Node-local checks of a builtin CONV_2D with float32 input and output and
+// a constant int8 filter [O, KH, KW, I] quantized symmetrically per output
+// channel (or per tensor), i.e. LiteRT's dynamic-range ("hybrid")
+// convolution: scales finite and positive, zero points 0, an optional
+// constant float32 bias of O elements, SAME/VALID padding, strides and
+// dilations in [1, 2^16], fused activation NONE, RELU or RELU6
+// (TfLiteConvParams read as ints). Fills *spec as a kConv2D of scheme
+// kInt8, block-sparse in blocks of block_rows x 4 with every block stored.
+// On failure returns false with *error.
+bool ParseInt8Conv(const TfLiteContext* context, const TfLiteNode* node, NodeSpec* spec,
+                   std::string* error);
+
+// The format-version-2 block-sparse tensor (docs/format.md) of an int8
+// filter of spec.rows x spec.k bytes, every block stored, codes = the
+// filter's bytes; *out gets spec.sparse_sizes.packed_bytes bytes.
+void BuildInt8Blocks(const NodeSpec& spec, const int8_t* filter, std::vector<uint8_t>* out);
 
 // Checks the activation tensor's current shape; fills the geometry (conv and
 // depthwise) or the row count (fully connected) and the expected output dims.

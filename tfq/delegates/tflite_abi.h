@@ -87,9 +87,23 @@ typedef struct TfLiteQuantizationParams {
 } TfLiteQuantizationParams;
 
 typedef struct TfLiteQuantization {
-  int type;
+  int type;  // kTfLiteAffineQuantization: params is a TfLiteAffineQuantization
   void* params;
 } TfLiteQuantization;
+
+enum { kTfLiteNoQuantization = 0, kTfLiteAffineQuantization = 1 };
+
+typedef struct TfLiteFloatArray {
+  int size;
+  float data[];
+} TfLiteFloatArray;
+
+// Per-axis (or per-tensor, one entry) scales and zero points.
+typedef struct TfLiteAffineQuantization {
+  TfLiteFloatArray* scale;
+  TfLiteIntArray* zero_point;
+  int32_t quantized_dimension;
+} TfLiteAffineQuantization;
 
 typedef union TfLitePtrUnion {
   int32_t* i32;

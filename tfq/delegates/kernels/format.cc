@@ -13,6 +13,7 @@ const char* SchemeName(Scheme s) {
     case Scheme::kTernary: return "ternary";
     case Scheme::kPow2_3bit: return "pow2_3bit";
     case Scheme::kPow2_4bit: return "pow2_4bit";
+    case Scheme::kInt8: return "int8";
   }
   return "unknown";
 }
@@ -75,7 +76,7 @@ bool ValidateCodes(Scheme s, const uint8_t* codes, int64_t rows, int64_t k, std:
   for (int v = 0; v < 256; ++v) {
     bool ok = true;
     for (int t = 0; t < fields; ++t) {
-      if (CodeLevel(s, (v >> (t * bits)) & ((1 << bits) - 1)) > 64) ok = false;
+      if (!CodeValid(s, (v >> (t * bits)) & ((1 << bits) - 1))) ok = false;
     }
     valid_byte[v] = ok;
   }
@@ -85,7 +86,7 @@ bool ValidateCodes(Scheme s, const uint8_t* codes, int64_t rows, int64_t k, std:
       const int64_t r = i / row_bytes, in_row = i % row_bytes;
       int bad_t = 0;
       for (int t = 0; t < fields; ++t) {
-        if (CodeLevel(s, (codes[i] >> (t * bits)) & ((1 << bits) - 1)) > 64) {
+        if (!CodeValid(s, (codes[i] >> (t * bits)) & ((1 << bits) - 1))) {
           bad_t = t;
           break;
         }

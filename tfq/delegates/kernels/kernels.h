@@ -21,7 +21,13 @@ namespace tfq {
 class ThreadPool;
 struct SparseWeights;  // sparse/sparse.h
 
-enum class Scheme : int { kBinary = 0, kTernary = 1, kPow2_3bit = 2, kPow2_4bit = 3 };
+// kInt8 is the delegate's own: the 8-bit per-channel weights of a builtin
+// dynamic-range CONV_2D it runs (docs/delegate.md, "8-bit convolutions"),
+// held block-sparse with every block stored. No tfq file carries it
+// (ParseNode knows the four file schemes only), and only the block-sparse
+// kernels take it.
+enum class Scheme : int { kBinary = 0, kTernary = 1, kPow2_3bit = 2, kPow2_4bit = 3, kInt8 = 4 };
+constexpr int kNumSchemes = 5;
 enum class Activation : int { kNone = 0, kRelu = 1, kRelu6 = 2 };
 enum class Isa : int { kReference = 0, kAvx2 = 1, kNeon = 2, kNeonDotprod = 3, kAvx512Vnni = 4 };
 
@@ -37,22 +43,25 @@ constexpr int SchemeBits(Scheme s) {
     case Scheme::kTernary: return 2;
     case Scheme::kPow2_3bit: return 4;
     case Scheme::kPow2_4bit: return 4;
+    case Scheme::kInt8: return 8;
   }
   return 8;
 }
 // Weights per 32-byte block: 256 / bits.
 constexpr int WeightsPerBlock(Scheme s) { return 256 / SchemeBits(s); }
-// Largest |level| of the scheme (binary 1, ternary 1, pow2_3bit 4, pow2_4bit 64).
+// Largest |level| of the scheme (binary 1, ternary 1, pow2_3bit 4, pow2_4bit 64, int8 128).
 constexpr int MaxAbsLevel(Scheme s) {
   switch (s) {
     case Scheme::kBinary: return 1;
     case Scheme::kTernary: return 1;
     case Scheme::kPow2_3bit: return 4;
     case Scheme::kPow2_4bit: return 64;
+    case Scheme::kInt8: return 128;
   }
-  return 127;
+  return 128;
 }
-// Level of one code, or a value > 64 when the code is invalid for the scheme.
+// Level of one code, or a value > MaxAbsLevel when the code is invalid for
+// the scheme (CodeValid).
 constexpr int CodeLevel(Scheme s, int code) {
   constexpr int kInvalid = 1000;
   switch (s) {
@@ -68,9 +77,12 @@ constexpr int CodeLevel(Scheme s, int code) {
       if (code >= 1 && code <= 7) return 1 << (code - 1);
       if (code >= 9 && code <= 15) return -(1 << (code - 9));
       return kInvalid;
+    case Scheme::kInt8:  // the byte as two's complement
+      return code >= 0 && code <= 255 ? (code < 128 ? code : code - 256) : kInvalid;
   }
   return kInvalid;
 }
+constexpr bool CodeValid(Scheme s, int code) { return CodeLevel(s, code) <= MaxAbsLevel(s); }
 // Padded row length and bytes per packed row; -1 when k is out of range.
 int64_t PaddedK(Scheme s, int64_t k);
 int64_t RowBytes(Scheme s, int64_t k);
@@ -118,6 +130,13 @@ struct PackedWeights {
   // connected and convolution layers run their dot products with the scalar
   // SparseGemm, and codes / row_bytes / exec are not read.
   const SparseWeights* sparse = nullptr;
+  // Block-sparse Conv2D weights whose reduction axis is kernel_h runs of
+  // conv_run positions, each a kernel row's kernel_w * in_c adjacent image
+  // bytes padded with zero weights to a multiple of block_cols (dilation_w
+  // 1 only): blocks never straddle two kernel rows, so the implicit im2col
+  // applies whatever in_c is (k = kernel_h * conv_run). 0: the usual
+  // [kernel_h, kernel_w, in_c] axis.
+  int64_t conv_run = 0;
 };
 
 struct Epilogue {

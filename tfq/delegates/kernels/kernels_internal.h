@@ -226,7 +226,7 @@ constexpr CodeTable16 SignedLevels(Scheme s) {
   CodeTable16 t{};
   for (int c = 0; c < 16; ++c) {
     const int l = CodeLevel(s, c);
-    t.v[c] = static_cast<int8_t>(l > 64 ? 0 : l);
+    t.v[c] = static_cast<int8_t>(CodeValid(s, c) ? l : 0);
   }
   return t;
 }
@@ -238,7 +238,7 @@ constexpr CodeTable16 BiasedLevels(Scheme s) {
   CodeTable16 t{};
   for (int c = 0; c < 16; ++c) {
     const int l = CodeLevel(s, c);
-    t.v[c] = static_cast<int8_t>(static_cast<uint8_t>((l > 64 ? 0 : l) + MaxAbsLevel(s)));
+    t.v[c] = static_cast<int8_t>(static_cast<uint8_t>((CodeValid(s, c) ? l : 0) + MaxAbsLevel(s)));
   }
   return t;
 }
@@ -256,6 +256,7 @@ inline void DispatchScheme(Scheme s, F&& f) {
     case Scheme::kTernary: return f(SchemeTag<Scheme::kTernary>());
     case Scheme::kPow2_3bit: return f(SchemeTag<Scheme::kPow2_3bit>());
     case Scheme::kPow2_4bit: return f(SchemeTag<Scheme::kPow2_4bit>());
+    case Scheme::kInt8: return;  // block-sparse only: no dense micro-kernel takes it
   }
 }
 

@@ -31,8 +31,13 @@ PaddedGeometry PaddedImage(const ConvGeometry& g) {
 }
 
 bool ImplicitSparse(const PackedWeights& w, const ConvGeometry& g) {
-  return w.sparse != nullptr && g.in_c % w.sparse->block_cols == 0;
+  return w.sparse != nullptr && (w.conv_run > 0 || g.in_c % w.sparse->block_cols == 0);
 }
+
+// Bytes readable past the (padded) image of the implicit im2col: the
+// zero-weight tail of a kernel row's run (PackedWeights::conv_run) reads up
+// to block_cols - 1 bytes past a window's last pixel.
+constexpr int64_t kRunSlack = 64;
 
 // The conv layout, with larger pixel tiles for the implicit block-sparse
 // GEMM, which decodes a block row once per tile (sparse/simd.h): up to 64
@@ -61,10 +66,10 @@ size_t Conv2DScratchBytes(const PackedWeights& w, const ConvGeometry& g, int num
     const int64_t sums = w.sparse->level_sums == nullptr
                              ? w.sparse->block_row_count * w.sparse->block_rows : 0;
     sparse = AlignUp(w.k * sizeof(int64_t)) + l.threads * AlignUp(l.tile * sizeof(const int8_t*)) +
-             (ImplicitSparse(w, g) ? AlignUp(pg.ph * pg.pw * g.in_c) : 0) +
+             (ImplicitSparse(w, g) ? AlignUp(pg.ph * pg.pw * g.in_c + kRunSlack) : 0) +
              AlignUp(sums * sizeof(int32_t));
   }
-  return AlignUp(l.image) + AlignUp(l.out_c * sizeof(float)) +
+  return AlignUp(l.image + kRunSlack) + AlignUp(l.out_c * sizeof(float)) +
          AlignUp(static_cast<int64_t>(g.in_h) * g.in_w * sizeof(int32_t)) +
          l.threads * per_thread + sparse + kAlign;
 }
@@ -78,7 +83,7 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w_in, co
   const RowGeometry geo = DenseRowGeometry(w.scheme, w.k, w.compact);
   const int64_t nblocks = geo.blocks, ntail = geo.tail;
   Arena arena(scratch);
-  int8_t* qimg = arena.Take<int8_t>(l.image);
+  int8_t* qimg = arena.Take<int8_t>(l.image + kRunSlack);
   float* f = arena.Take<float>(g.out_c);
   int32_t* pixsum = arena.Take<int32_t>(static_cast<int64_t>(g.in_h) * g.in_w);
   struct ThreadScratch {
@@ -104,7 +109,7 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w_in, co
     const int64_t C = w.sparse->block_cols, nbc = (w.k + C - 1) / C;
     coloff = arena.Take<int64_t>(nbc);
     for (int t = 0; t < threads && t < 64; ++t) tptrs[t] = arena.Take<const uint8_t*>(l.tile);
-    if (implicit) padded = arena.Take<uint8_t>(pg.ph * pg.pw * g.in_c);
+    if (implicit) padded = arena.Take<uint8_t>(pg.ph * pg.pw * g.in_c + kRunSlack);
     if (w.sparse->level_sums == nullptr) {
       // Without them the SIMD kernels would sum each block row's levels
       // again for every pixel tile.
@@ -120,6 +125,11 @@ void Conv2D(const float* x, const ConvGeometry& g, const PackedWeights& w_in, co
       const int64_t pos = bc * C;
       if (!implicit) {
         coloff[bc] = pos;
+        continue;
+      }
+      if (w.conv_run > 0) {
+        const int64_t kh = pos / w.conv_run, off = pos % w.conv_run;
+        coloff[bc] = kh * g.dilation_h * pg.pw * g.in_c + off;
         continue;
       }
       const int64_t tap = pos / g.in_c, ci = pos % g.in_c;

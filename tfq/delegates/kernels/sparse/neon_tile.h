@@ -162,11 +162,13 @@ void SpNeonShape(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* 
 
 // Whether a call can take a fast path (else the scalar SparseGemm runs):
 // repacked codes exist (R >= 4, C a multiple of 4, a scheme with a zero
-// level; binary has none and is never block-sparse).
+// level; binary has none and is never block-sparse). The int8 levels of
+// the x86 delegate's 8-bit convolutions have no NEON path: the delegate
+// does not claim those convolutions on ARM.
 inline bool SpNeonFast(const PackedWeights& w) {
   const SparseWeights& sw = *w.sparse;
   return sw.simd_codes != nullptr && SimdSparseShape(sw.block_rows, sw.block_cols) &&
-         w.scheme != Scheme::kBinary;
+         w.scheme != Scheme::kBinary && w.scheme != Scheme::kInt8;
 }
 
 // R = 4, 8, 16, 32 -> G = 1, 2, 4, 8 registers per quad.

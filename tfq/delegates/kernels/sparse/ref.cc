@@ -22,16 +22,16 @@ bool Fail(std::string* error, const std::string& message) {
 // one lookup per byte (codes inside the matrix are validated first; an
 // invalid code maps to 0 here and is never read).
 struct ByteLevelTables {
-  int8_t level[4][256][8];
+  int8_t level[kNumSchemes][256][8];
   ByteLevelTables() {
-    for (int s = 0; s < 4; ++s) {
+    for (int s = 0; s < kNumSchemes; ++s) {
       const Scheme scheme = static_cast<Scheme>(s);
       const int bits = SchemeBits(scheme);
       for (int v = 0; v < 256; ++v)
         for (int t = 0; t < 8; ++t) {
           const int code = t < 8 / bits ? (v >> (t * bits)) & ((1 << bits) - 1) : 0;
           const int l = CodeLevel(scheme, code);
-          level[s][v][t] = static_cast<int8_t>(l > 64 || t >= 8 / bits ? 0 : l);
+          level[s][v][t] = static_cast<int8_t>(!CodeValid(scheme, code) || t >= 8 / bits ? 0 : l);
         }
     }
   }
@@ -148,7 +148,7 @@ bool ValidateSparse(Scheme s, int64_t rows, int64_t k, const SparseOptions& o,
   for (int v = 0; v < 256; ++v) {
     valid_byte[v] = true;
     for (int t = 0; t < 8 / bits; ++t)
-      if (CodeLevel(s, (v >> (t * bits)) & ((1 << bits) - 1)) > 64) valid_byte[v] = false;
+      if (!CodeValid(s, (v >> (t * bits)) & ((1 << bits) - 1))) valid_byte[v] = false;
   }
   const bool whole_bytes = (R * C * bits) % 8 == 0;
   int64_t b = 0;
@@ -175,7 +175,7 @@ bool ValidateSparse(Scheme s, int64_t rows, int64_t k, const SparseOptions& o,
       for (int r = 0; r < r1; ++r)
         for (int c = 0; c < c1; ++c) {
           const int code = SparseBlockCode(block, bits, static_cast<int64_t>(r) * C + c);
-          if (CodeLevel(s, code) > 64)
+          if (!CodeValid(s, code))
             return Fail(error, std::string("invalid ") + SchemeName(s) + " code " + Str(code) +
                                    " in stored block " + Str(b) + " (output channel " +
                                    Str(br * R + r) + ", position " + Str(bc * C + c) + ")");

@@ -41,9 +41,19 @@ inline int64_t SpLoad64(const void* p) {
   return x;
 }
 
-constexpr CodeTable16 kSparseLevels[4] = {SignedLevels(Scheme::kBinary), SignedLevels(Scheme::kTernary),
-                                          SignedLevels(Scheme::kPow2_3bit),
-                                          SignedLevels(Scheme::kPow2_4bit)};
+// The level tables of the 2- and 4-bit schemes (int8 codes are their levels:
+// no table, kBits == 8 below).
+constexpr CodeTable16 kSparseLevels[kNumSchemes] = {
+    SignedLevels(Scheme::kBinary), SignedLevels(Scheme::kTernary), SignedLevels(Scheme::kPow2_3bit),
+    SignedLevels(Scheme::kPow2_4bit), CodeTable16{}};
+
+// Whether this file's dot product is exact for int8 levels: vpdpbusd is;
+// vpmaddubsw (AVX2) saturates its int16 pair sums beyond |level| 64.
+#if defined(__AVX512VNNI__)
+constexpr bool kSpExactInt8 = true;
+#else
+constexpr bool kSpExactInt8 = false;
+#endif
 
 // 128-bit vectors: 4 rows (blocks of 4 rows).
 struct SpVec128 {
@@ -61,7 +71,9 @@ struct SpVec128 {
   }
   template <int kBits>
   static T decode(const uint8_t* p, T lut) {
-    if constexpr (kBits == 2) {
+    if constexpr (kBits == 8) {
+      return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    } else if constexpr (kBits == 2) {
       const T x = _mm_srlv_epi32(_mm_set1_epi32(SpLoad32(p)), _mm_setr_epi32(0, 2, 4, 6));
       return _mm_shuffle_epi8(lut, _mm_and_si128(x, _mm_set1_epi8(3)));
     } else {
@@ -101,7 +113,9 @@ struct SpVec256 {
   }
   template <int kBits>
   static T decode(const uint8_t* p, T lut) {
-    if constexpr (kBits == 2) {
+    if constexpr (kBits == 8) {
+      return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    } else if constexpr (kBits == 2) {
       const T x = _mm256_srlv_epi64(_mm256_set1_epi64x(SpLoad64(p)), _mm256_setr_epi64x(0, 2, 4, 6));
       return _mm256_shuffle_epi8(lut, _mm256_and_si256(x, _mm256_set1_epi8(3)));
     } else {
@@ -138,7 +152,9 @@ struct SpVec512 {
   static T dp(T acc, T u, T w) { return _mm512_dpbusd_epi32(acc, u, w); }
   template <int kBits>
   static T decode(const uint8_t* p, T lut) {
-    if constexpr (kBits == 2) {
+    if constexpr (kBits == 8) {
+      return _mm512_loadu_si512(p);
+    } else if constexpr (kBits == 2) {
       const T x = _mm512_permutexvar_epi64(
           _mm512_setr_epi64(0, 0, 0, 0, 1, 1, 1, 1),
           _mm512_castsi128_si512(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
@@ -519,6 +535,15 @@ void SpGemmShape(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* 
   const bool wide = sw.index_bytes == 2;
   const bool q1 = sw.block_cols == 4;
 #define TFQ_SP_CALL(B, I, Q) SpGemm<V, B, I, G, NP, Q>(w, o0, o1, a, coloff, n_act, c, ldc)
+  if constexpr (!std::is_same_v<V, SpPair256>) {
+    if (SchemeBits(w.scheme) == 8) {  // SpFast: vpdpbusd only
+      if (!wide && q1) TFQ_SP_CALL(8, 1, 1);
+      else if (!wide) TFQ_SP_CALL(8, 1, 0);
+      else if (q1) TFQ_SP_CALL(8, 2, 1);
+      else TFQ_SP_CALL(8, 2, 0);
+      return;
+    }
+  }
   if (!four && !wide && q1) TFQ_SP_CALL(2, 1, 1);
   else if (!four && !wide) TFQ_SP_CALL(2, 1, 0);
   else if (!four && q1) TFQ_SP_CALL(2, 2, 1);
@@ -531,8 +556,11 @@ void SpGemmShape(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* 
 }
 
 // Whether a call can take a fast path (else the scalar SparseGemm runs).
+// Int8 levels: blocks of 8 rows or more (no SpPair256 path), and only
+// where the dot product is exact (kSpExactInt8).
 inline bool SpFast(const PackedWeights& w) {
   const SparseWeights& sw = *w.sparse;
+  if (w.scheme == Scheme::kInt8 && (!kSpExactInt8 || sw.block_rows < 8)) return false;
   return sw.simd_codes != nullptr && SimdSparseShape(sw.block_rows, sw.block_cols) &&
          w.scheme != Scheme::kBinary;
 }
