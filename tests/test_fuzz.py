@@ -21,6 +21,9 @@ then runs in subprocesses (LD_PRELOAD=libasan) a few thousand mutations:
     and the v2 options (block shape, nnz_blocks, index_bits);
   * the paddings of zero PADs the delegate runs (values, shapes), in a
     model with two of them;
+  * builtin dynamic-range CONV_2Ds the delegate runs in int8 (option
+    int8_conv, on for every table here): their int8 filters, shapes and
+    quantization scales and zero points;
   * version-2 dense ops (rows ending in 32-weight mini-blocks, which the
     converter writes wherever they are smaller): bytes of the mini-blocks
     and their padding, sizes off by a byte, a mini-block or a row (or
@@ -130,6 +133,17 @@ def models(tmp_path_factory):
     set_in_set_weights(pad_model, {"conv": "ternary", "conv2": "ternary"}, seed=3)
     p = d / "pad_ternary.tflite"
     p.write_bytes(bytes(convert(pad_model)))
+    paths.append(str(p))
+    # Dynamic-range CONV_2Ds (float_layers="int8"): a 3-channel stem (kernel
+    # rows as runs) and an 8-channel one around a ternary convolution.
+    inp = keras.Input((13, 12, 3))
+    x = keras.layers.Conv2D(16, 5, strides=2, activation="relu", name="stem")(inp)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="mid")(x)
+    x = keras.layers.Conv2D(20, 3, activation="relu6", name="head")(x)
+    i8_model = keras.Model(inp, x)
+    set_in_set_weights(i8_model, {"mid": "ternary"}, seed=4)
+    p = d / "int8_conv.tflite"
+    p.write_bytes(bytes(convert(i8_model, float_layers="int8")))
     paths.append(str(p))
     return paths
 
@@ -268,7 +282,7 @@ def test_sparse_models_under_asan(asan_lib, tmp_path):
 
 
 def _tfq_regions(data):
-    """Byte ranges (start, end, kind) of tfq custom options, buffers and shapes (and of PADs' inputs)."""
+    """Byte ranges (start, end, kind) of tfq custom options, buffers and shapes (and of the inputs of PADs and CONV_2Ds)."""
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.Model.GetRootAsModel(data, 0)
@@ -278,11 +292,19 @@ def _tfq_regions(data):
     for i in range(sg.OperatorsLength()):
         op = sg.Operators(i)
         code = codes[op.OpcodeIndex()].CustomCode()
-        is_pad = max(codes[op.OpcodeIndex()].BuiltinCode(), codes[op.OpcodeIndex()].DeprecatedBuiltinCode()) == 34
-        if not is_pad and (not code or not code.startswith(b"TFQ_")):
+        builtin = max(codes[op.OpcodeIndex()].BuiltinCode(), codes[op.OpcodeIndex()].DeprecatedBuiltinCode())
+        builtin_op = builtin in (3, 34)  # CONV_2D, PAD: builtin options, tensors mutated like tfq's
+        if builtin == 3:  # CONV_2D: an int8 filter's quantization too
+            q = sg.Tensors(op.Inputs(1)).Quantization()
+            for arr in ((q.ScaleAsNumpy(), q.ZeroPointAsNumpy()) if q is not None else ()):
+                if not isinstance(arr, int) and arr.size:
+                    s = data.find(arr.tobytes())
+                    if s >= 0:
+                        regions.append((s, s + arr.nbytes, "quantization"))
+        if not builtin_op and (not code or not code.startswith(b"TFQ_")):
             continue
         opts = op.CustomOptionsAsNumpy()
-        if not is_pad and not isinstance(opts, int):
+        if not builtin_op and not isinstance(opts, int):
             start = data.find(opts.tobytes())
             if start >= 0:
                 regions.append((start, start + opts.size, "options"))
@@ -488,7 +510,8 @@ def _mutate_dense_v2(rng, base):
 
 
 def _delegate_options(args):
-    return {"num_threads": str(args.threads), "isa": args.isa, "activation_passes": str(args.passes)}
+    return {"num_threads": str(args.threads), "isa": args.isa, "activation_passes": str(args.passes),
+            "int8_conv": "true"}
 
 
 def _invoke(blob, delegate, seed):

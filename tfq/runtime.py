@@ -113,6 +113,11 @@ def load_delegate(options=None):
             - `pad` (bool, default True): float zero PADs (ZeroPadding2D
               and the like) run in the delegate, each as its own partition
               (docs/delegate.md, "Zero padding").
+            - `int8_conv` ("auto", or bool; default "auto"): LiteRT
+              dynamic-range CONV_2Ds (int8 filter, float input and output:
+              `tfq.convert(float_layers="int8")`'s first layer) run in the
+              delegate's int8 kernels; "auto" where they have an exact fast
+              path (AVX-512 VNNI) (docs/delegate.md, "8-bit convolutions").
             - `verbosity` (0-3, default 0): log claimed and refused nodes,
               shapes at prepare, per-node times to stderr.
 

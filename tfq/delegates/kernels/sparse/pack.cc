@@ -21,6 +21,7 @@ bool SparsePrepared::Build(Scheme s, int64_t rows, int64_t k, const SparseOption
                            const SparseSizes& sizes, const uint8_t* data) {
   row_start.assign(static_cast<size_t>(sizes.block_row_count), 0);
   simd_codes.clear();
+  simd_is_codes = false;
   level_sums.clear();
   if (!BuildSparseRowStarts(o, sizes, data, row_start.data())) return false;
   const int R = o.block_rows, C = o.block_cols, bits = SchemeBits(s);
@@ -30,6 +31,14 @@ bool SparsePrepared::Build(Scheme s, int64_t rows, int64_t k, const SparseOption
   const int nb = 4 * U * bits / 8;  // bytes per unit
   const int fields = 8 / bits;
   const int zero = ZeroCode(s);
+  // 8-bit codes in blocks of 4 columns: the vector order is the stored
+  // row-major order (positions outside the matrix hold code 0, level 0,
+  // in both), so the kernels read the stored codes and nothing is copied.
+  simd_is_codes = bits == 8 && C == 4 && zero == 0;
+  if (simd_is_codes) {
+    AddLevelSums(s, rows, k, o, sizes, data);
+    return true;
+  }
   simd_codes.assign(static_cast<size_t>(o.nnz_blocks * sizes.block_bytes), 0);
   int64_t b = 0;
   for (int64_t br = 0; br < sizes.block_row_count; ++br) {
@@ -54,7 +63,14 @@ bool SparsePrepared::Build(Scheme s, int64_t rows, int64_t k, const SparseOption
           }
     }
   }
+  AddLevelSums(s, rows, k, o, sizes, data);
+  return true;
+}
+
+void SparsePrepared::AddLevelSums(Scheme s, int64_t rows, int64_t k, const SparseOptions& o,
+                                  const SparseSizes& sizes, const uint8_t* data) {
   // Level sums only within the memory budget (2 x packed_bytes in all).
+  const int64_t R = o.block_rows;
   const int64_t with_sums = static_cast<int64_t>(row_start.size()) * 4 +
                             static_cast<int64_t>(simd_codes.size()) + 4 * sizes.block_row_count * R;
   if (with_sums <= 2 * sizes.packed_bytes) {
@@ -63,14 +79,13 @@ bool SparsePrepared::Build(Scheme s, int64_t rows, int64_t k, const SparseOption
     for (int64_t br = 0; br < sizes.block_row_count; ++br)
       BlockRowLevelSums(s, rows, k, v, br, level_sums.data() + br * R);
   }
-  return true;
 }
 
 SparseWeights SparsePrepared::View(const SparseOptions& o, const SparseSizes& sizes,
                                    const uint8_t* data) const {
   SparseWeights w = SparseView(o, sizes, data);
   w.row_start = row_start.data();
-  w.simd_codes = simd_codes.empty() ? nullptr : simd_codes.data();
+  w.simd_codes = simd_is_codes ? w.codes : simd_codes.empty() ? nullptr : simd_codes.data();
   w.level_sums = level_sums.empty() ? nullptr : level_sums.data();
   return w;
 }

@@ -100,6 +100,9 @@ struct SparsePrepared {
   std::vector<uint32_t> row_start;
   std::vector<uint8_t> simd_codes;  // empty: no SIMD fast path for this shape
   std::vector<int32_t> level_sums;  // empty: over the budget
+  // The stored codes are already in vector order (8-bit codes, C == 4):
+  // simd_codes stays empty and the view points the kernels at the codes.
+  bool simd_is_codes = false;
   // Builds everything from a validated tensor; false when nnz_blocks does
   // not fit in uint32.
   bool Build(Scheme s, int64_t rows, int64_t k, const SparseOptions& o, const SparseSizes& sizes,
@@ -107,6 +110,9 @@ struct SparsePrepared {
   size_t bytes() const {
     return row_start.size() * 4 + simd_codes.size() + level_sums.size() * 4;
   }
+  // The level sums of every block row (within the budget; Build).
+  void AddLevelSums(Scheme s, int64_t rows, int64_t k, const SparseOptions& o, const SparseSizes& sizes,
+                    const uint8_t* data);
   // The view of `data` with these structures attached.
   SparseWeights View(const SparseOptions& o, const SparseSizes& sizes, const uint8_t* data) const;
 };
