@@ -125,3 +125,49 @@ def test_untrusted_paddings_stay_with_litert(pad_models, paddings, why, capfd):
     err = capfd.readouterr().err
     assert "claimed PAD" not in err
     assert "not claiming PAD" in err and why in err
+
+
+# A PAD feeding a MAX_POOL_2D runs with it as one pass (MaxPoolPadded): the
+# pool reads the PAD's input through the padding. Max is exact: the outputs
+# must equal LiteRT's PAD + MAX_POOL_2D (pad=0) bit for bit, with negative
+# inputs (where the zeros win), SAME and VALID pools, strides, asymmetric
+# pads and a fused activation.
+POOL_CASES = [
+    # name, input shape, ZeroPadding2D padding, MaxPooling2D kwargs
+    ("resnet_stem", (12, 12, 5), 1, dict(pool_size=3, strides=2)),
+    ("asym_same", (9, 11, 3), ((1, 2), (3, 0)), dict(pool_size=(2, 3), strides=(1, 2), padding="same")),
+    ("big_pad", (5, 6, 8), 3, dict(pool_size=2, strides=3)),
+]
+
+
+def _pool_model(shape, padding, kwargs, padded_output=False, relu=False):
+    import keras
+
+    inp = keras.Input(shape)
+    p = keras.layers.ZeroPadding2D(padding)(inp)
+    x = keras.layers.MaxPooling2D(**kwargs)(p)
+    if relu:
+        x = keras.layers.ReLU()(x)  # the converter fuses it into the pool
+    return keras.Model(inp, [x, p] if padded_output else x)
+
+
+@pytest.mark.parametrize("name, shape, padding, kwargs", POOL_CASES, ids=[c[0] for c in POOL_CASES])
+@pytest.mark.parametrize("padded_output", (False, True))
+def test_pad_and_max_pool_equal_litert(name, shape, padding, kwargs, padded_output, capfd):
+    data = convert(_pool_model(shape, padding, kwargs, padded_output, relu=name == "big_pad"))
+    x = np.random.default_rng(3).standard_normal((2,) + shape).astype(np.float32)
+    got = _run(_litert(data, {"verbosity": "1"}), x)
+    assert "with MAX_POOL_2D node" in capfd.readouterr().err
+    want = _run(_litert(data, {"pad": "0"}), x)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_max_pool_without_pad_stays_with_litert(capfd):
+    import keras
+
+    inp = keras.Input((8, 8, 4))
+    data = convert(keras.Model(inp, keras.layers.MaxPooling2D(2)(inp)))
+    _run(_litert(data, {"verbosity": "1"}), np.ones((1, 8, 8, 4), np.float32))
+    assert "MAX_POOL_2D" not in capfd.readouterr().err

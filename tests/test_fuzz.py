@@ -20,7 +20,7 @@ then runs in subprocesses (LD_PRELOAD=libasan) a few thousand mutations:
     mutation reaches the index and code checks), the codes of stored blocks,
     and the v2 options (block shape, nnz_blocks, index_bits);
   * the paddings of zero PADs the delegate runs (values, shapes), in a
-    model with two of them;
+    model with two of them, one feeding a MAX_POOL_2D (run as one pass);
   * builtin dynamic-range CONV_2Ds the delegate runs in int8 (option
     int8_conv, on for every table here): their int8 filters, shapes and
     quantization scales and zero points;
@@ -128,6 +128,7 @@ def models(tmp_path_factory):
     x = keras.layers.ZeroPadding2D(((1, 2), (3, 0)))(inp)
     x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="conv")(x)
     x = keras.layers.ZeroPadding2D(1)(x)
+    x = keras.layers.MaxPooling2D(2, strides=1)(x)  # run with the PAD before it (MaxPoolPadded)
     x = keras.layers.Conv2D(4, 3, name="conv2")(x)
     pad_model = keras.Model(inp, x)
     set_in_set_weights(pad_model, {"conv": "ternary", "conv2": "ternary"}, seed=3)

@@ -147,6 +147,15 @@ struct NodeKernel {
   bool is_pad = false;
   PadSpec pad;
   int64_t pad_in[4] = {1, 1, 1, 1}, pad_out[4] = {1, 1, 1, 1};
+  // A PAD whose only reader is the MAX_POOL_2D after it in its partition:
+  // the pool reads the PAD's input through the padding (MaxPoolPadded) and
+  // the PAD itself does not run (`pad_pooled`; false when its output is
+  // also needed outside the partition: both run).
+  bool pad_pooled = false;
+  bool is_pool = false;
+  PoolSpec pool;
+  ConvGeometry pool_image, pool_geometry;  // recorded at prepare
+  int pool_frame_top = 0, pool_frame_left = 0;
   // An ADD: run by the previous node's epilogue (fused), or on its own
   // through AddFloats when that node's output must exist as a tensor.
   bool add_fused = false;
@@ -242,13 +251,27 @@ void* KernelInit(TfLiteContext* context, const char* buffer, size_t) {
       continue;
     }
     if (reg->builtin_code == kBuiltinPad) {
-      if (n != 1 || !ParsePad(context, node, &k.pad, &error)) {
+      // Alone, or followed by the MAX_POOL_2D reading its output.
+      if (i != 0 || n > 2 || !ParsePad(context, node, &k.pad, &error)) {
         context->ReportError(context, "tfq delegate: PAD: %s\n",
-                             n != 1 ? "not alone in its partition" : error.c_str());
+                             i != 0 || n > 2 ? "not first of at most two nodes" : error.c_str());
         return nullptr;
       }
       k.is_pad = true;
       k.node_index = params->nodes_to_replace->data[i];
+      continue;
+    }
+    if (reg->builtin_code == kBuiltinMaxPool2d) {
+      NodeKernel& pad = kernel->nodes[0];
+      if (i != 1 || !pad.is_pad || !ParseMaxPool(context, node, &k.pool, &error) ||
+          k.pool.input != pad.pad.output || pad.pad.rank != 4) {
+        context->ReportError(context, "tfq delegate: MAX_POOL_2D: %s\n",
+                             error.empty() ? "not fed by the 4-D PAD before it" : error.c_str());
+        return nullptr;
+      }
+      k.is_pool = true;
+      k.node_index = params->nodes_to_replace->data[i];
+      pad.pad_pooled = !Contains(params->output_tensors, pad.pad.output);
       continue;
     }
     OpKind kind;
@@ -299,7 +322,9 @@ void* KernelInit(TfLiteContext* context, const char* buffer, size_t) {
     conv.residual_activation = k.add.activation;
   }
   for (int i = 0; i < n; ++i) {
-    if (kernel->nodes[i].is_add || kernel->nodes[i].is_pad || kernel->nodes[i].fused_output >= 0) continue;
+    if (kernel->nodes[i].is_add || kernel->nodes[i].is_pad || kernel->nodes[i].is_pool ||
+        kernel->nodes[i].fused_output >= 0)
+      continue;
     const int out = kernel->nodes[i].spec.output;
     if (Contains(params->output_tensors, out)) continue;
     bool chained = i + 1 < n && !kernel->nodes[i + 1].is_add && kernel->nodes[i + 1].spec.input == out;
@@ -319,9 +344,10 @@ void KernelFree(TfLiteContext*, void* buffer) {
   for (const NodeKernel& k : kernel->nodes) {
     if (k.invokes == 0 || kernel->state->options.verbosity < 3) continue;
     char line[256];
-    if (k.is_add || k.is_pad) {
+    if (k.is_add || k.is_pad || k.is_pool) {
       std::snprintf(line, sizeof(line), "tfq delegate: profile %s %lld elements: %.1f us/invoke",
-                    k.is_add ? "ADD" : "PAD", static_cast<long long>(k.out_elems), k.seconds * 1e6 / k.invokes);
+                    k.is_add ? "ADD" : k.is_pad ? "PAD" : "MAX_POOL_2D (+PAD)", static_cast<long long>(k.out_elems),
+                    k.seconds * 1e6 / k.invokes);
     } else {
       std::snprintf(line, sizeof(line),
                     "tfq delegate: profile %s rows %lld k %lld in %lld elements%s: %.1f us/invoke",
@@ -383,7 +409,7 @@ bool Overlap(const void* a, size_t an, const void* b, size_t bn) {
 TfLiteStatus RefuseBuiltin(TfLiteContext* context, const NodeKernel& k, const char* fmt, ...) {
   va_list args;
   va_start(args, fmt);
-  RefuseNode(context, k.is_pad ? "PAD" : "ADD", k.node_index, fmt, args);
+  RefuseNode(context, k.is_pad ? "PAD" : k.is_pool ? "MAX_POOL_2D" : "ADD", k.node_index, fmt, args);
   va_end(args);
   return kTfLiteError;
 }
@@ -520,6 +546,75 @@ TfLiteStatus InvokePad(TfLiteContext* context, DelegateState* state, NodeKernel*
     std::memset(out->data.raw, 0, k->out_bytes);  // an empty input: all padding
   }
   state->output_stats.erase({context, p.output});
+  if (timing) {
+    k->seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    k->invokes += 1;
+  }
+  return kTfLiteOk;
+}
+
+// A MAX_POOL_2D after the PAD `pad` (prepared just before): its frame is the
+// padded shape; it reads the PAD's input (pad_pooled) or its output.
+TfLiteStatus PreparePool(TfLiteContext* context, NodeKernel* k, const NodeKernel& pad) {
+  const PoolSpec& p = k->pool;
+  ConvGeometry& im = k->pool_image;
+  ConvGeometry& g = k->pool_geometry;
+  const int64_t* src = pad.pad_pooled ? pad.pad_in : pad.pad_out;
+  im.batch = static_cast<int>(src[0]);
+  im.in_h = static_cast<int>(src[1]);
+  im.in_w = static_cast<int>(src[2]);
+  im.in_c = static_cast<int>(src[3]);
+  if (pad.pad_out[0] != pad.pad_in[0] || pad.pad_out[3] != pad.pad_in[3])
+    return RefuseBuiltin(context, *k, "the PAD before it pads the batch or the channels");
+  k->pool_frame_top = pad.pad_pooled ? static_cast<int>(pad.pad.before[1]) : 0;
+  k->pool_frame_left = pad.pad_pooled ? static_cast<int>(pad.pad.before[2]) : 0;
+  g = ConvGeometry();
+  g.batch = im.batch;
+  g.in_h = static_cast<int>(pad.pad_out[1]);
+  g.in_w = static_cast<int>(pad.pad_out[2]);
+  g.in_c = g.out_c = im.in_c;
+  g.kernel_h = p.filter_h;
+  g.kernel_w = p.filter_w;
+  g.stride_h = p.stride_h;
+  g.stride_w = p.stride_w;
+  if (!ComputeOutputSize(p.same_padding, g.in_h, g.kernel_h, g.stride_h, 1, &g.out_h, &g.pad_top) ||
+      !ComputeOutputSize(p.same_padding, g.in_w, g.kernel_w, g.stride_w, 1, &g.out_w, &g.pad_left))
+    return RefuseBuiltin(context, *k, "pooling window does not fit the padded input");
+  const std::vector<int> dims = {g.batch, g.out_h, g.out_w, g.out_c};
+  int64_t out_elems = 0, in_elems = 0;
+  int bad = 0;
+  if (!ShapeElems(dims, &out_elems, &bad) || !ShapeElems({im.batch, im.in_h, im.in_w, im.in_c}, &in_elems, &bad))
+    return RefuseBuiltin(context, *k, "tensor too large");
+  size_t out_bytes = 0;
+  if (!FloatBytes(out_elems, &out_bytes) || !FloatBytes(in_elems, &k->in_bytes))
+    return RefuseBuiltin(context, *k, "tensor too large");
+  const TfLiteTensor* in = &context->tensors[pad.pad_pooled ? pad.pad.input : pad.pad.output];
+  if (in->bytes != k->in_bytes)
+    return RefuseBuiltin(context, *k, "input tensor has %zu bytes, its shape needs %zu", in->bytes, k->in_bytes);
+  TfLiteTensor* out = &context->tensors[p.output];
+  if (ResizeTo(context, out, dims) != kTfLiteOk) return kTfLiteError;
+  if (out->bytes != out_bytes)
+    return RefuseBuiltin(context, *k, "output tensor %d has %zu bytes after resizing, the pool writes %zu",
+                         p.output, out->bytes, out_bytes);
+  k->out_bytes = out_bytes;
+  k->out_elems = out_elems;
+  return kTfLiteOk;
+}
+
+TfLiteStatus InvokePool(TfLiteContext* context, DelegateState* state, NodeKernel* k, const NodeKernel& pad) {
+  const TfLiteTensor* in = &context->tensors[pad.pad_pooled ? pad.pad.input : pad.pad.output];
+  TfLiteTensor* out = &context->tensors[k->pool.output];
+  if (in->data.raw == nullptr || out->data.raw == nullptr) return RefuseBuiltin(context, *k, "tensor has no data");
+  if (in->bytes != k->in_bytes || out->bytes != k->out_bytes)
+    return RefuseBuiltin(context, *k, "tensors resized after prepare (%zu -> %zu bytes prepared)", k->in_bytes,
+                         k->out_bytes);
+  if (Overlap(in->data.raw, k->in_bytes, out->data.raw, k->out_bytes))
+    return RefuseBuiltin(context, *k, "output overlaps the input");
+  const bool timing = state->options.verbosity >= 3;
+  const auto start = timing ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
+  MaxPoolPadded(in->data.f, k->pool_image, k->pool_frame_top, k->pool_frame_left, k->pool_geometry,
+                k->pool.activation, out->data.f);
+  state->output_stats.erase({context, k->pool.output});
   if (timing) {
     k->seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     k->invokes += 1;
@@ -687,6 +782,10 @@ TfLiteStatus KernelPrepare(TfLiteContext* context, TfLiteNode* node) {
     }
     if (k->is_pad) {
       if (PreparePad(context, k) != kTfLiteOk) return kTfLiteError;
+      continue;
+    }
+    if (k->is_pool) {
+      if (PreparePool(context, k, kernel->nodes[0]) != kTfLiteOk) return kTfLiteError;
       continue;
     }
     size_t handover = 0;
@@ -896,7 +995,11 @@ TfLiteStatus KernelInvoke(TfLiteContext* context, TfLiteNode* node) {
       continue;
     }
     if (k->is_pad) {
-      if (InvokePad(context, state, k) != kTfLiteOk) return kTfLiteError;
+      if (!k->pad_pooled && InvokePad(context, state, k) != kTfLiteOk) return kTfLiteError;
+      continue;
+    }
+    if (k->is_pool) {
+      if (InvokePool(context, state, k, kernel->nodes[0]) != kTfLiteOk) return kTfLiteError;
       continue;
     }
     const TfLiteTensor* in = &context->tensors[k->spec.input];
@@ -1187,6 +1290,32 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
     }
     pads.push_back(index);
   });
+  // The MAX_POOL_2D a 4-D PAD feeds, when it is the PAD's only reader and
+  // the only writer of its output: one partition, one pass (MaxPoolPadded).
+  std::map<int, int> pad_pool;  // PAD node -> MAX_POOL_2D node
+  ForEachBuiltin(context, plan, state->options.pad ? kBuiltinMaxPool2d : -1, [&](int, int index, TfLiteNode* node) {
+    PoolSpec pool;
+    std::string error;
+    if (!ParseMaxPool(context, node, &pool, &error)) {
+      Log(state, 2, "not claiming MAX_POOL_2D node %d: %s", index, error.c_str());
+      return;
+    }
+    const auto w = writers.find(pool.input);
+    const auto r = tensors.readers.find(pool.input);
+    const auto ow = writers.find(pool.output);
+    if (w == writers.end() || w->second.size() != 1 || r == tensors.readers.end() || r->second != 1 ||
+        ow == writers.end() || ow->second.size() != 1 ||
+        std::find(pads.begin(), pads.end(), w->second.front()) == pads.end())
+      return;
+    TfLiteNode* pad_node = nullptr;
+    TfLiteRegistration* pad_reg = nullptr;
+    PadSpec pad;
+    if (context->GetNodeAndRegistration(context, w->second.front(), &pad_node, &pad_reg) != kTfLiteOk ||
+        !ParsePad(context, pad_node, &pad, &error) || pad.rank != 4 || pad.before[0] != 0 || pad.after[0] != 0 ||
+        pad.before[3] != 0 || pad.after[3] != 0)
+      return;
+    pad_pool[w->second.front()] = index;
+  });
   // Fused ADDs need one pass: the two-pass epilogue adds bias and activation after both.
   const auto parts = BuildPartitions(tensors, claim,
                                      state->options.int8_handover && state->options.activation_passes == 1,
@@ -1202,11 +1331,13 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
     if (convs > 1) Log(state, 1, "chained %zu nodes from node %d (int8 hand-over)", convs, part[0]);
   }
   for (int index : pads) {
-    int list[2] = {1, index};
+    const auto pool = pad_pool.find(index);
+    int list[3] = {pool == pad_pool.end() ? 1 : 2, index, pool == pad_pool.end() ? -1 : pool->second};
     if (context->ReplaceNodeSubsetsWithDelegateKernels(
             context, reg, reinterpret_cast<const TfLiteIntArray*>(list), delegate) != kTfLiteOk)
       return kTfLiteError;
-    Log(state, 1, "claimed PAD node %d", index);
+    if (pool == pad_pool.end()) Log(state, 1, "claimed PAD node %d", index);
+    else Log(state, 1, "claimed PAD node %d with MAX_POOL_2D node %d", index, pool->second);
   }
   state->claimed += static_cast<int>(claim.size());
   Log(state, 1, "%zu node(s) claimed in %zu partition(s) (and %zu PAD), kernels: %s", claim.size(), parts.size(),

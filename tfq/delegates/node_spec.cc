@@ -411,6 +411,41 @@ bool ParseInt8Conv(const TfLiteContext* context, const TfLiteNode* node, NodeSpe
   return ComputeSparseSizes(spec->scheme, spec->rows, spec->k, so, &spec->sparse_sizes, error);
 }
 
+bool ParseMaxPool(const TfLiteContext* context, const TfLiteNode* node, PoolSpec* spec, std::string* error) {
+  if (node->inputs == nullptr || node->outputs == nullptr)
+    return Fail(error, "node has no input or output list");
+  if (node->inputs->size != 1) return Fail(error, "expected 1 input, found " + Str(node->inputs->size));
+  if (node->outputs->size != 1) return Fail(error, "expected 1 output, found " + Str(node->outputs->size));
+  if (node->builtin_data == nullptr) return Fail(error, "MAX_POOL_2D has no parameters");
+  const TfLiteTensor* in = TensorAt(context, node->inputs, 0, &spec->input);
+  const TfLiteTensor* out = TensorAt(context, node->outputs, 0, &spec->output);
+  if (!in || !out) return Fail(error, "tensor index out of range");
+  if (RawType(in) != kTfLiteFloat32 || RawType(out) != kTfLiteFloat32) return Fail(error, "MAX_POOL_2D is not float32");
+  if (spec->input == spec->output) return Fail(error, "output tensor is also the input");
+  if (IsConstant(in)) return Fail(error, "input is a constant");
+  if (RawAllocation(out) == kTfLiteMmapRo || RawAllocation(out) == kTfLitePersistentRo)
+    return Fail(error, "output tensor " + Str(spec->output) + " is a constant");
+  // TfLitePoolParams: padding, stride_width, stride_height, filter_width,
+  // filter_height, activation (ints and int enums).
+  int p[6];
+  std::memcpy(p, node->builtin_data, sizeof(p));
+  if (p[0] != 1 && p[0] != 2) return Fail(error, "padding " + Str(p[0]) + " is not SAME or VALID");
+  spec->same_padding = p[0] == 1;
+  for (int i = 1; i <= 4; ++i)
+    if (p[i] < 1 || p[i] > (1 << 16)) return Fail(error, "stride or window " + Str(p[i]) + " out of range");
+  spec->stride_w = p[1];
+  spec->stride_h = p[2];
+  spec->filter_w = p[3];
+  spec->filter_h = p[4];
+  switch (p[5]) {
+    case 0: spec->activation = Activation::kNone; break;
+    case 1: spec->activation = Activation::kRelu; break;
+    case 3: spec->activation = Activation::kRelu6; break;
+    default: return Fail(error, "fused activation " + Str(p[5]) + " is not NONE, RELU or RELU6");
+  }
+  return true;
+}
+
 void BuildInt8Blocks(const NodeSpec& spec, const int8_t* filter, std::vector<uint8_t>* out) {
   const SparseOptions& so = spec.sparse_options;
   const SparseSizes& sz = spec.sparse_sizes;

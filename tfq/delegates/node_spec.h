@@ -118,6 +118,25 @@ bool ParseInt8Conv(const TfLiteContext* context, const TfLiteNode* node, NodeSpe
 // filter's bytes; *out gets spec.sparse_sizes.packed_bytes bytes.
 void BuildInt8Blocks(const NodeSpec& spec, const int8_t* filter, std::vector<uint8_t>* out);
 
+// A builtin float MAX_POOL_2D the delegate runs together with the zero PAD
+// that feeds it (docs/delegate.md, "Zero padding").
+struct PoolSpec {
+  int input = -1, output = -1;
+  bool same_padding = false;
+  int stride_h = 1, stride_w = 1, filter_h = 1, filter_w = 1;
+  Activation activation = Activation::kNone;
+};
+
+// BuiltinOperator_MAX_POOL_2D.
+constexpr int32_t kBuiltinMaxPool2d = 17;
+
+// Node-local checks of a builtin MAX_POOL_2D: one float32 non-constant
+// input, a float32 output that is neither the input nor a constant, SAME or
+// VALID padding, strides and a window in [1, 2^16], fused activation NONE,
+// RELU or RELU6 (TfLitePoolParams read as ints). On failure returns false
+// with *error.
+bool ParseMaxPool(const TfLiteContext* context, const TfLiteNode* node, PoolSpec* spec, std::string* error);
+
 // Checks the activation tensor's current shape; fills the geometry (conv and
 // depthwise) or the row count (fully connected) and the expected output dims.
 bool ComputeShapes(const TfLiteContext* context, const NodeSpec& spec, ConvGeometry* geometry,

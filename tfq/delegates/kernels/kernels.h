@@ -221,6 +221,17 @@ size_t FullyConnectedScratchBytes(const PackedWeights& w, int64_t m);
 size_t Conv2DScratchBytes(const PackedWeights& w, const ConvGeometry& g, int num_threads);
 size_t DepthwiseScratchBytes(const PackedWeights& w, const ConvGeometry& g, int num_threads);
 
+// Max pooling of `image` (batch x in_h x in_w x in_c floats at x) placed at
+// (frame_top, frame_left) of a frame of zeros pool.in_h x pool.in_w: a zero
+// PAD and a MAX_POOL_2D in one pass, no padded copy. pool: window
+// (kernel_h/w), strides, the SAME offsets pad_top/pad_left and out_h/out_w,
+// over the frame; window positions outside the frame are ignored (LiteRT's
+// SAME), positions in the frame but outside the image count as 0. Then the
+// activation (RELU, RELU6). y: batch x out_h x out_w x in_c; a window with
+// no position in the frame gives the lowest float, as in LiteRT.
+void MaxPoolPadded(const float* x, const ConvGeometry& image, int frame_top, int frame_left,
+                   const ConvGeometry& pool, Activation act, float* y);
+
 // y[m, o] for x[m, k]; w.rows == number of outputs.
 void FullyConnected(const float* x, int64_t m, const PackedWeights& w, const Epilogue& e, float* y,
                     void* scratch, const KernelOptions& opt);
