@@ -118,6 +118,8 @@ def main(argv=None):
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--cache", default=str(ROOT / "out" / "bench"))
     ap.add_argument("--isolated", action="store_true")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="--isolated: the variants take turns this many times, each keeping its best median")
     ap.add_argument("--float-layers", choices=("int8", "float"), default="int8",
                     help="the non-tfq first/last layers of whole models: 8-bit dynamic-range weights, or float32")
     args = ap.parse_args(argv)
@@ -130,7 +132,8 @@ def main(argv=None):
     print(f"CPU: {machine_summary()}")
     print(f"tfq kernels: {lib.tfq_delegate_isa(0).decode()}; block-sparse path: "
           f"{lib.tfq_delegate_sparse_path(0).decode()}; batch 1; "
-          + ("each variant alone in its own process" if args.isolated else "variants interleaved in one process")
+          + (f"each variant alone in its own process, best median of {args.rounds} rounds" if args.isolated
+             else "variants interleaved in one process")
           + f"; medians over {args.seconds:g} s; first/last layers of whole models: "
           + ("8-bit dynamic-range weights" if args.float_layers == "int8" else "float32")
           + "; shared machine (other jobs running: expect noise)")
@@ -147,8 +150,10 @@ def main(argv=None):
         run["tfq-t2"] = dense_path
         run["tfq-sparse"] = sparse_path
         for threads in (int(t) for t in args.threads.split(",")):
-            timer = speed.time_case_isolated if args.isolated else speed.time_case_subprocess
-            med = timer(case, run, threads, args.seconds)
+            if args.isolated:
+                med = speed.time_case_isolated(case, run, threads, args.seconds, args.rounds)
+            else:
+                med = speed.time_case_subprocess(case, run, threads, args.seconds)
             if "tfq-sparse" not in med or "tfq-t2" not in med:
                 print(f"| {TITLES[case]} | | {sparsity:.0%} | {threads} | timing failed |")
                 continue

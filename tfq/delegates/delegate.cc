@@ -180,8 +180,9 @@ struct NodeKernel {
   bool sparse_ready = false;
   // A builtin int8 convolution (NodeSpec::int8_conv): its filter as a
   // block-sparse tensor with every block stored (BuildInt8Blocks), built at
-  // the first prepare; the block-sparse codes of the node. rows * k bytes
-  // plus the block indices, about 1.03x the filter.
+  // the first prepare; the block-sparse codes of the node (the kernels
+  // read them in place). The filter's bytes, the zero tails of kernel-row
+  // runs and the block indices: 1.0-1.15x the filter.
   std::vector<uint8_t> int8_blocks;
   ConvGeometry geometry;
   int64_t fc_rows = 0;
