@@ -517,16 +517,24 @@ void PadAxis(const float* x, float* y, int a, int flat, const int64_t* in, const
   std::memset(body + in[a] * out_stride[a], 0, static_cast<size_t>(tail * out_stride[a]) * sizeof(float));
 }
 
+// The invoke-time checks of a builtin node reading `in` into `out` (PAD,
+// MAX_POOL_2D): both have data, the bytes prepare recorded, no overlap.
+TfLiteStatus CheckBuiltinTensors(TfLiteContext* context, const NodeKernel& k, const TfLiteTensor* in,
+                                 const TfLiteTensor* out) {
+  if (in->data.raw == nullptr || out->data.raw == nullptr) return RefuseBuiltin(context, k, "tensor has no data");
+  if (in->bytes != k.in_bytes || out->bytes != k.out_bytes)
+    return RefuseBuiltin(context, k, "tensors resized after prepare (%zu -> %zu bytes prepared)", k.in_bytes,
+                         k.out_bytes);
+  if (Overlap(in->data.raw, k.in_bytes, out->data.raw, k.out_bytes))
+    return RefuseBuiltin(context, k, "output overlaps the input");
+  return kTfLiteOk;
+}
+
 TfLiteStatus InvokePad(TfLiteContext* context, DelegateState* state, NodeKernel* k) {
   const PadSpec& p = k->pad;
   const TfLiteTensor* in = &context->tensors[p.input];
   TfLiteTensor* out = &context->tensors[p.output];
-  if (in->data.raw == nullptr || out->data.raw == nullptr) return RefuseBuiltin(context, *k, "tensor has no data");
-  if (in->bytes != k->in_bytes || out->bytes != k->out_bytes)
-    return RefuseBuiltin(context, *k, "tensors resized after prepare (%zu -> %zu bytes prepared)", k->in_bytes,
-                     k->out_bytes);
-  if (Overlap(in->data.raw, k->in_bytes, out->data.raw, k->out_bytes))
-    return RefuseBuiltin(context, *k, "output overlaps the input");
+  if (CheckBuiltinTensors(context, *k, in, out) != kTfLiteOk) return kTfLiteError;
   const bool timing = state->options.verbosity >= 3;
   const auto start = timing ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
   int64_t before[4] = {0, 0, 0, 0}, in_stride[4], out_stride[4];
@@ -605,12 +613,7 @@ TfLiteStatus PreparePool(TfLiteContext* context, NodeKernel* k, const NodeKernel
 TfLiteStatus InvokePool(TfLiteContext* context, DelegateState* state, NodeKernel* k, const NodeKernel& pad) {
   const TfLiteTensor* in = &context->tensors[pad.pad_pooled ? pad.pad.input : pad.pad.output];
   TfLiteTensor* out = &context->tensors[k->pool.output];
-  if (in->data.raw == nullptr || out->data.raw == nullptr) return RefuseBuiltin(context, *k, "tensor has no data");
-  if (in->bytes != k->in_bytes || out->bytes != k->out_bytes)
-    return RefuseBuiltin(context, *k, "tensors resized after prepare (%zu -> %zu bytes prepared)", k->in_bytes,
-                         k->out_bytes);
-  if (Overlap(in->data.raw, k->in_bytes, out->data.raw, k->out_bytes))
-    return RefuseBuiltin(context, *k, "output overlaps the input");
+  if (CheckBuiltinTensors(context, *k, in, out) != kTfLiteOk) return kTfLiteError;
   const bool timing = state->options.verbosity >= 3;
   const auto start = timing ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
   MaxPoolPadded(in->data.f, k->pool_image, k->pool_frame_top, k->pool_frame_left, k->pool_geometry,

@@ -71,6 +71,24 @@ bool CheckConstFloat(const TfLiteTensor* t, const char* what, int64_t want_a, in
   return true;
 }
 
+// A TfLiteFusedActivation read as an int (builtin options of ADD, CONV_2D,
+// MAX_POOL_2D): NONE, RELU or RELU6, else false with *error.
+bool FusedActivation(int v, const char* op, Activation* a, std::string* error) {
+  switch (v) {
+    case 0: *a = Activation::kNone; return true;
+    case 1: *a = Activation::kRelu; return true;
+    case 3: *a = Activation::kRelu6; return true;
+  }
+  return Fail(error, std::string(op) + " fused activation " + Str(v) + " is not NONE, RELU or RELU6");
+}
+
+// A TfLitePadding read as an int: SAME (1) or VALID (2), else false.
+bool SamePadding(int v, bool* same, std::string* error) {
+  if (v != 1 && v != 2) return Fail(error, "padding " + Str(v) + " is not SAME or VALID");
+  *same = v == 1;
+  return true;
+}
+
 }  // namespace
 
 bool IsTfqOp(const char* name, OpKind* kind) {
@@ -294,13 +312,7 @@ bool ParseAdd(const TfLiteContext* context, const TfLiteNode* node, AddSpec* spe
   // TfLiteAddParams starts with its TfLiteFusedActivation (an int enum).
   int act;
   std::memcpy(&act, node->builtin_data, sizeof(act));
-  switch (act) {
-    case 0: spec->activation = Activation::kNone; break;
-    case 1: spec->activation = Activation::kRelu; break;
-    case 3: spec->activation = Activation::kRelu6; break;
-    default: return Fail(error, "ADD fused activation " + Str(act) + " is not NONE, RELU or RELU6");
-  }
-  return true;
+  return FusedActivation(act, "ADD", &spec->activation, error);
 }
 
 bool ParseInt8Conv(const TfLiteContext* context, const TfLiteNode* node, NodeSpec* spec,
@@ -377,20 +389,15 @@ bool ParseInt8Conv(const TfLiteContext* context, const TfLiteNode* node, NodeSpe
   // dilation_width_factor, dilation_height_factor (ints and int enums).
   int p[6];
   std::memcpy(p, node->builtin_data, sizeof(p));
-  if (p[0] != 1 && p[0] != 2) return Fail(error, "padding " + Str(p[0]) + " is not SAME or VALID");
-  spec->same_padding = p[0] == 1;
+  if (!SamePadding(p[0], &spec->same_padding, error) ||
+      !FusedActivation(p[3], "CONV_2D", &spec->activation, error))
+    return false;
   for (int i : {1, 2, 4, 5})
     if (p[i] < 1 || p[i] > (1 << 16)) return Fail(error, "stride or dilation " + Str(p[i]) + " out of range");
   spec->stride_w = p[1];
   spec->stride_h = p[2];
   spec->dilation_w = p[4];
   spec->dilation_h = p[5];
-  switch (p[3]) {
-    case 0: spec->activation = Activation::kNone; break;
-    case 1: spec->activation = Activation::kRelu; break;
-    case 3: spec->activation = Activation::kRelu6; break;
-    default: return Fail(error, "fused activation " + Str(p[3]) + " is not NONE, RELU or RELU6");
-  }
   // Kernel rows as runs of adjacent bytes (a 7x7 stem on 3 channels: 21
   // bytes, run 24): no im2col copy.
   if (ws[3] % 4 != 0 && spec->dilation_w == 1) {
@@ -429,20 +436,15 @@ bool ParseMaxPool(const TfLiteContext* context, const TfLiteNode* node, PoolSpec
   // filter_height, activation (ints and int enums).
   int p[6];
   std::memcpy(p, node->builtin_data, sizeof(p));
-  if (p[0] != 1 && p[0] != 2) return Fail(error, "padding " + Str(p[0]) + " is not SAME or VALID");
-  spec->same_padding = p[0] == 1;
+  if (!SamePadding(p[0], &spec->same_padding, error) ||
+      !FusedActivation(p[5], "MAX_POOL_2D", &spec->activation, error))
+    return false;
   for (int i = 1; i <= 4; ++i)
     if (p[i] < 1 || p[i] > (1 << 16)) return Fail(error, "stride or window " + Str(p[i]) + " out of range");
   spec->stride_w = p[1];
   spec->stride_h = p[2];
   spec->filter_w = p[3];
   spec->filter_h = p[4];
-  switch (p[5]) {
-    case 0: spec->activation = Activation::kNone; break;
-    case 1: spec->activation = Activation::kRelu; break;
-    case 3: spec->activation = Activation::kRelu6; break;
-    default: return Fail(error, "fused activation " + Str(p[5]) + " is not NONE, RELU or RELU6");
-  }
   return true;
 }
 
