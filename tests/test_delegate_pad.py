@@ -137,6 +137,9 @@ POOL_CASES = [
     ("resnet_stem", (12, 12, 5), 1, dict(pool_size=3, strides=2)),
     ("asym_same", (9, 11, 3), ((1, 2), (3, 0)), dict(pool_size=(2, 3), strides=(1, 2), padding="same")),
     ("big_pad", (5, 6, 8), 3, dict(pool_size=2, strides=3)),
+    # Windows wholly in the padding, above and left of the image: zeros.
+    ("corner_windows", (4, 5, 3), ((3, 1), (4, 0)), dict(pool_size=1, strides=2)),
+    ("corner_windows_same", (4, 5, 3), 3, dict(pool_size=2, strides=2, padding="same")),
 ]
 
 

@@ -37,8 +37,11 @@ TFQ_X86_CLONES void MaxPoolImpl(const float* x, const ConvGeometry& image, int f
         const int fx1 = std::min(pool.in_w, ox * pool.stride_w - pool.pad_left + pool.kernel_w);
         const int ix0 = std::max(fx0 - frame_left, 0), ix1 = std::min(fx1 - frame_left, image.in_w);
         float* out = y + ((static_cast<int64_t>(n) * pool.out_h + oy) * pool.out_w + ox) * C;
-        const bool zeros = fy1 > fy0 && fx1 > fx0 &&
-                           (iy1 - iy0) * static_cast<int64_t>(ix1 - ix0) < (fy1 - fy0) * static_cast<int64_t>(fx1 - fx0);
+        // Positions of the window in the frame but not in the image (the
+        // extents inside the image are negative when the window lies wholly
+        // in the padding).
+        const int64_t in_image = std::max(0, iy1 - iy0) * static_cast<int64_t>(std::max(0, ix1 - ix0));
+        const bool zeros = fy1 > fy0 && fx1 > fx0 && in_image < (fy1 - fy0) * static_cast<int64_t>(fx1 - fx0);
         std::fill(out, out + C, zeros ? 0.0f : lowest);
         for (int iy = iy0; iy < iy1; ++iy)
           for (int ix = ix0; ix < ix1; ++ix) MaxInto(xn + (static_cast<int64_t>(iy) * image.in_w + ix) * C, C, out);
