@@ -872,7 +872,8 @@ void TestSparseLayers(const KernelTable& t, uint32_t seed, tfq::ThreadPool* pool
   // in_c a multiple of C: implicit im2col (padded or not); otherwise im2col.
   const Geo geos[] = {{1, 9, 7, 8, 3, 3, 1, 1, 1, 1, 1, 37},   {2, 8, 8, 12, 1, 1, 1, 1, 1, 1, 0, 32},
                       {1, 11, 6, 5, 3, 2, 2, 1, 1, 2, 1, 16},  {1, 7, 7, 16, 3, 3, 2, 2, 1, 1, 0, 64},
-                      {2, 10, 10, 32, 3, 3, 1, 1, 2, 2, 1, 40}, {1, 6, 9, 3, 5, 3, 1, 2, 1, 1, 0, 33}};
+                      {2, 10, 10, 32, 3, 3, 1, 1, 2, 2, 1, 40}, {1, 6, 9, 3, 5, 3, 1, 2, 1, 1, 0, 33},
+                      {1, 12, 9, 3, 3, 3, 1, 1, 2, 1, 1, 24}};  // dilation_h 2: kernel-row runs
   const int conv_blocks[][2] = {{32, 4}, {16, 4}, {8, 4}, {4, 4}, {16, 8}, {8, 16}, {1, 4}, {4, 2}};
   for (Scheme s : kSparseSchemes) {
     for (const Geo& G : geos) {
