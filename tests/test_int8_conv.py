@@ -14,6 +14,7 @@ bit, and filters the delegate must leave to LiteRT.
 
 import numpy as np
 import pytest
+from ai_edge_litert.interpreter import Interpreter
 
 from tfq.converter import convert, tflite_io
 from helpers.delegated import litert, run_all
@@ -102,8 +103,7 @@ def test_int8_conv_matches_its_arithmetic_and_litert(case, capfd):
         assert name == "dilated_c5" and "SPACE_TO_BATCH_ND" in _ops(data)
     # LiteRT's hybrid kernel quantizes the input its own way: close, not equal.
     (lite,) = run_all(litert(data, {"int8_conv": "false"}), x)
-    (plain,) = run_all(__import__("ai_edge_litert.interpreter", fromlist=["Interpreter"]).Interpreter(
-        model_content=bytes(data)), x)
+    (plain,) = run_all(Interpreter(model_content=bytes(data)), x)
     np.testing.assert_array_equal(lite, plain)  # int8_conv=false leaves the node to LiteRT
     assert np.abs(got - lite).max() <= 0.03 * top
     assert np.abs(got - np.asarray(model(x))).max() <= 0.05 * top
