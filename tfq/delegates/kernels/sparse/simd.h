@@ -535,7 +535,7 @@ void SpGemmShape(const PackedWeights& w, int64_t o0, int64_t o1, const uint8_t* 
   const bool wide = sw.index_bytes == 2;
   const bool q1 = sw.block_cols == 4;
 #define TFQ_SP_CALL(B, I, Q) SpGemm<V, B, I, G, NP, Q>(w, o0, o1, a, coloff, n_act, c, ldc)
-  if constexpr (!std::is_same_v<V, SpPair256>) {
+  if constexpr (kSpExactInt8 && !std::is_same_v<V, SpPair256>) {
     if (SchemeBits(w.scheme) == 8) {  // SpFast: vpdpbusd only
       if (!wide && q1) TFQ_SP_CALL(8, 1, 1);
       else if (!wide) TFQ_SP_CALL(8, 1, 0);
