@@ -1275,7 +1275,7 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
   // Float zero PADs (docs/delegate.md, "Zero padding"), each its own
   // partition: the only writer of its output, its input written by one
   // node at most, its paddings by none.
-  std::vector<int> pads;
+  std::map<int, PadSpec> pads;  // node -> its paddings, read once here
   const int32_t pad_code = state->options.pad ? kBuiltinPad : -1;
   ForEachBuiltin(context, plan, pad_code, [&](int, int index, TfLiteNode* node) {
     PadSpec pad;
@@ -1292,7 +1292,7 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
       Log(state, 2, "not claiming PAD node %d: its tensors have other writers", index);
       return;
     }
-    pads.push_back(index);
+    pads[index] = pad;
   });
   // The MAX_POOL_2D a 4-D PAD feeds, when it is the PAD's only reader and
   // the only writer of its output: one partition, one pass (MaxPoolPadded).
@@ -1308,15 +1308,12 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
     const auto r = tensors.readers.find(pool.input);
     const auto ow = writers.find(pool.output);
     if (w == writers.end() || w->second.size() != 1 || r == tensors.readers.end() || r->second != 1 ||
-        ow == writers.end() || ow->second.size() != 1 ||
-        std::find(pads.begin(), pads.end(), w->second.front()) == pads.end())
+        ow == writers.end() || ow->second.size() != 1)
       return;
-    TfLiteNode* pad_node = nullptr;
-    TfLiteRegistration* pad_reg = nullptr;
-    PadSpec pad;
-    if (context->GetNodeAndRegistration(context, w->second.front(), &pad_node, &pad_reg) != kTfLiteOk ||
-        !ParsePad(context, pad_node, &pad, &error) || pad.rank != 4 || pad.before[0] != 0 || pad.after[0] != 0 ||
-        pad.before[3] != 0 || pad.after[3] != 0)
+    const auto claimed = pads.find(w->second.front());
+    if (claimed == pads.end()) return;
+    const PadSpec& pad = claimed->second;
+    if (pad.rank != 4 || pad.before[0] != 0 || pad.after[0] != 0 || pad.before[3] != 0 || pad.after[3] != 0)
       return;
     pad_pool[w->second.front()] = index;
   });
@@ -1334,7 +1331,8 @@ TfLiteStatus DelegatePrepare(TfLiteContext* context, TfLiteDelegate* delegate) {
     const size_t convs = part.size() - add_conv.count(part.back());
     if (convs > 1) Log(state, 1, "chained %zu nodes from node %d (int8 hand-over)", convs, part[0]);
   }
-  for (int index : pads) {
+  for (const auto& entry : pads) {
+    const int index = entry.first;
     const auto pool = pad_pool.find(index);
     int list[3] = {pool == pad_pool.end() ? 1 : 2, index, pool == pad_pool.end() ? -1 : pool->second};
     if (context->ReplaceNodeSubsetsWithDelegateKernels(

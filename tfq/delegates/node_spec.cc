@@ -71,6 +71,18 @@ bool CheckConstFloat(const TfLiteTensor* t, const char* what, int64_t want_a, in
   return true;
 }
 
+// The output must be a tensor of its own: writing it must not change what
+// the node reads, nor memory the runtime maps read-only.
+bool OwnOutput(const TfLiteNode* node, const TfLiteTensor* out, int output, std::string* error) {
+  for (int i = 0; i < node->inputs->size; ++i)
+    if (node->inputs->data[i] == output)
+      return Fail(error, "output tensor " + Str(output) + " is also input " + Str(i) + " of the node");
+  const int alloc = RawAllocation(out);
+  if (alloc == kTfLiteMmapRo || alloc == kTfLitePersistentRo)
+    return Fail(error, "output tensor " + Str(output) + " is a constant");
+  return true;
+}
+
 // A TfLiteFusedActivation read as an int (builtin options of ADD, CONV_2D,
 // MAX_POOL_2D): NONE, RELU or RELU6, else false with *error.
 bool FusedActivation(int v, const char* op, Activation* a, std::string* error) {
@@ -256,15 +268,7 @@ bool ParseNode(const TfLiteContext* context, const TfLiteNode* node, OpKind kind
   const TfLiteTensor* sc = TensorAt(context, node->inputs, 2, &spec->scale);
   const TfLiteTensor* out = TensorAt(context, node->outputs, 0, &spec->output);
   if (!in || !w || !sc || !out) return Fail(error, "tensor index out of range");
-  // The output must be a tensor of its own: writing it must not change what
-  // this node reads, nor memory the runtime maps read-only.
-  for (int i = 0; i < node->inputs->size; ++i)
-    if (node->inputs->data[i] == spec->output)
-      return Fail(error, "output tensor " + Str(spec->output) + " is also input " + Str(i) +
-                             " of the node");
-  const int out_alloc = RawAllocation(out);
-  if (out_alloc == kTfLiteMmapRo || out_alloc == kTfLitePersistentRo)
-    return Fail(error, "output tensor " + Str(spec->output) + " is a constant");
+  if (!OwnOutput(node, out, spec->output, error)) return false;
   if (RawType(in) != kTfLiteFloat32) return Fail(error, "input 0 (activations) must be float32");
   if (RawType(out) != kTfLiteFloat32) return Fail(error, "output must be float32");
   if (RawType(w) != kTfLiteUInt8) return Fail(error, "input 1 (packed codes) must be uint8");
@@ -332,12 +336,7 @@ bool ParseInt8Conv(const TfLiteContext* context, const TfLiteNode* node, NodeSpe
   const TfLiteTensor* w = TensorAt(context, node->inputs, 1, &spec->weights);
   const TfLiteTensor* out = TensorAt(context, node->outputs, 0, &spec->output);
   if (!in || !w || !out) return Fail(error, "tensor index out of range");
-  for (int i = 0; i < node->inputs->size; ++i)
-    if (node->inputs->data[i] == spec->output)
-      return Fail(error, "output tensor " + Str(spec->output) + " is also input " + Str(i) + " of the node");
-  const int out_alloc = RawAllocation(out);
-  if (out_alloc == kTfLiteMmapRo || out_alloc == kTfLitePersistentRo)
-    return Fail(error, "output tensor " + Str(spec->output) + " is a constant");
+  if (!OwnOutput(node, out, spec->output, error)) return false;
   if (RawType(in) != kTfLiteFloat32 || IsConstant(in))
     return Fail(error, "input 0 is not a float32 activation tensor");
   if (RawType(out) != kTfLiteFloat32) return Fail(error, "output is not float32");
@@ -428,10 +427,8 @@ bool ParseMaxPool(const TfLiteContext* context, const TfLiteNode* node, PoolSpec
   const TfLiteTensor* out = TensorAt(context, node->outputs, 0, &spec->output);
   if (!in || !out) return Fail(error, "tensor index out of range");
   if (RawType(in) != kTfLiteFloat32 || RawType(out) != kTfLiteFloat32) return Fail(error, "MAX_POOL_2D is not float32");
-  if (spec->input == spec->output) return Fail(error, "output tensor is also the input");
   if (IsConstant(in)) return Fail(error, "input is a constant");
-  if (RawAllocation(out) == kTfLiteMmapRo || RawAllocation(out) == kTfLitePersistentRo)
-    return Fail(error, "output tensor " + Str(spec->output) + " is a constant");
+  if (!OwnOutput(node, out, spec->output, error)) return false;
   // TfLitePoolParams: padding, stride_width, stride_height, filter_width,
   // filter_height, activation (ints and int enums).
   int p[6];
