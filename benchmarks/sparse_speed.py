@@ -20,7 +20,9 @@ ternary (tfq-t2), tfq sparse, the ratios best-LiteRT / sparse and
 dense-ternary / sparse, and the fraction of the tfq ops' multiply-adds the
 zeroed blocks skip against the fraction of tfq-t2's time saved.
 
-Usage: python benchmarks/sparse_speed.py [--cases conv3x3:0.9,...] [--threads 1,2]
+A case may name its block shape instead of auto's: `dense4096:0.9:32x4`.
+
+Usage: python benchmarks/sparse_speed.py [--cases conv3x3:0.9,dense4096:0.9:32x4,...] [--threads 1,2]
        [--seconds 2] [--isolated] [--float-layers int8|float] [--cache out/bench]
 """
 
@@ -97,18 +99,39 @@ def dense_model(paths, float_layers):
     return path
 
 
-def sparse_model(case, sparsity, dense_path):
-    """Path of the tfq-sparse variant of `dense_path` (cached next to it) and its skipped-MAC fraction."""
+def sparse_model(case, sparsity, dense_path, block=None):
+    """Path of the tfq-sparse variant of `dense_path` (cached next to it) and its skipped-MAC fraction.
+
+    block: (rows, cols) of the zeroed blocks, None for block="auto"'s shape.
+    """
     import sparse_models
 
     base = dense_path.read_bytes()
-    R, C = block_of(case)
+    R, C = block or block_of(case)
     tag = "-i8" if dense_path.stem.endswith("-i8") else ""
     path = dense_path.parent / f"tfq-sparse{int(round(sparsity * 100))}-{R}x{C}{tag}.tflite"
     if not path.exists():
         _, v2 = sparse_models.sparse_pair(base, (R, C), sparsity, seed=0)
         path.write_bytes(v2)
     return path, skipped_fraction(base, path.read_bytes())
+
+
+def parse_case(spec):
+    """"dense4096:0.9" or "dense4096:0.9:32x4" -> (case, sparsity, block or None)."""
+    from tfq.pruning import check_block
+
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or parts[0] not in TITLES:
+        raise SystemExit(f"bad case {spec!r}: expected NAME:SPARSITY[:RxC] with NAME one of {sorted(TITLES)}")
+    block = None
+    if len(parts) == 3:
+        try:
+            block = check_block(parts[2], what=f"block of case {spec!r}")
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
+        if not isinstance(block, tuple):
+            raise SystemExit(f"bad case {spec!r}: the block must be a shape such as 32x4, got {parts[2]!r}")
+    return parts[0], float(parts[1]), block
 
 
 def main(argv=None):
@@ -141,11 +164,10 @@ def main(argv=None):
           "vs best LiteRT | vs dense ternary | MACs skipped | time saved vs dense ternary | target |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for spec in args.cases.split(","):
-        case, sparsity = spec.split(":")
-        sparsity = float(sparsity)
+        case, sparsity, block = parse_case(spec)
         paths = speed.make_models(case, args.cache)
         dense_path = dense_model(paths, args.float_layers)
-        sparse_path, skipped = sparse_model(case, sparsity, dense_path)
+        sparse_path, skipped = sparse_model(case, sparsity, dense_path, block)
         run = {v: p for v, p in paths.items() if v != "tfq-p4"}
         run["tfq-t2"] = dense_path
         run["tfq-sparse"] = sparse_path
@@ -160,11 +182,11 @@ def main(argv=None):
             base = {v: t for v, t in med.items() if v in speed.LITERT_VARIANTS}
             best = min(base, key=base.get)
             sp, dn = med["tfq-sparse"], med["tfq-t2"]
-            tgt = TARGETS.get(spec)
+            tgt = TARGETS.get(f"{case}:{spec.split(':')[1]}")
             target = "" if tgt is None else " / ".join(
                 "-" if x is None else f">= {x}x" for x in tgt)
-            R, C = block_of(case)
-            print(f"| {TITLES[case]} | {R}x{C} | {sparsity:.0%} | {threads} | {best} {base[best] * 1e6:.0f} | "
+            R, C = block or block_of(case)
+            print(f"| {TITLES[case]} | {R}x{C}{'' if block else ' (auto)'} | {sparsity:.0%} | {threads} | {best} {base[best] * 1e6:.0f} | "
                   f"{dn * 1e6:.0f} | {sp * 1e6:.0f} | {base[best] / sp:.2f}x | {dn / sp:.2f}x | "
                   f"{skipped:.1%} | {1 - sp / dn:.1%} | {target} |", flush=True)
 
