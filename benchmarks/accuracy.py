@@ -169,7 +169,7 @@ def _shape_label(block):
 
 
 def run_sparse(name, train, test, pre, comp, batch, log, seeds=3, block="auto", targets=(0.8, 0.9, 0.95),
-               distribution="erk", permute=True, seeded_targets=(0.9,)):
+               distribution="erk", permute=True, seeded_targets=(0.9,), comp_lr=2e-3):
     """Issue 12's rows: block-sparse vs unstructured pruning + ternary, "all" and default policies.
 
     Every run starts from the same float model pre-trained `pre` epochs and
@@ -181,6 +181,14 @@ def run_sparse(name, train, test, pre, comp, batch, log, seeds=3, block="auto", 
     same way for block and unstructured rows. With `permute` the block runs
     first reorder hidden channels (`tfq.permute_channels`, as `tfq.compress`
     does). `seeded_targets`: the targets whose rows average `seeds` runs.
+    `comp_lr`: Adam's learning rate in the `comp` compression epochs (the
+    float reference and the pre-training keep 1e-3: with 2e-3 in its last 4
+    epochs the float LeNet-300-100 reached 97.40 / 97.91 with seeds 0 / 1
+    against 97.82 at 1e-3, so 1e-3 stays the stricter reference). ADMM's pull is
+    `lr * rho` per step, and the pruned rows have to relearn: 2e-3 lifted
+    LeNet-300-100 95% 4x4 + ternary from 96.38 to 96.88 (3 seeds) and the
+    unstructured row from 97.35 to 97.57; 3e-3 96.90, 4e-3 96.61
+    (docs/benchmarks.md, "Block sparsity").
     """
     builder = BUILDERS[name]
     x, y = train
@@ -210,7 +218,7 @@ def run_sparse(name, train, test, pre, comp, batch, log, seeds=3, block="auto", 
                 runs = []
                 for seed in range(1, n_seeds + 1):
                     keras.utils.set_random_seed(seed)
-                    m = fresh(builder, pre_weights)
+                    m = fresh(builder, pre_weights, lr=comp_lr)
                     if blk is not None and permute:
                         tfq.permute_channels(m, block=blk)
                     t = fit(m, [tfq.PruningCallback(target, importance=importance, block=blk, skip_first_last=skip,
@@ -343,6 +351,8 @@ def main():
                         help="for --sparse: keep the hidden channels' order (no tfq.permute_channels first)")
     parser.add_argument("--seeded", default="0.9",
                         help="for --sparse: the targets whose rows average --seeds runs ('all' for every one)")
+    parser.add_argument("--comp-lr", type=float, default=2e-3,
+                        help="for --sparse: Adam's learning rate in the --comp compression epochs (float: 1e-3)")
     parser.add_argument("--distribution", default="erk", choices=pruning.DISTRIBUTIONS,
                         help="for --sparse: how each target is spread over the pruned kernels (default erk)")
     args = parser.parse_args()
@@ -368,10 +378,11 @@ def main():
         for name in names:
             results += run_sparse(name, (x, y), (xt, yt), args.pre, args.comp, args.batch, log, args.seeds, args.block,
                                   targets=targets, distribution=args.distribution, permute=not args.no_permute,
-                                  seeded_targets=seeded)
+                                  seeded_targets=seeded, comp_lr=args.comp_lr)
         print(f"\nMNIST, block {shape} vs unstructured pruning + ADMM ternary, sparsity spread {args.distribution}: "
               f"{args.pre} float + {args.comp} "
-              f"compression epochs (float: {args.pre + args.comp}); Adam 1e-3, batch {args.batch}; {len(x)} training / "
+              f"compression epochs (float: {args.pre + args.comp}); Adam 1e-3, {args.comp_lr:g} in the compression "
+              f"epochs; batch {args.batch}; {len(x)} training / "
               f"{len(xt)} test images; rows at {args.seeded}: mean of {args.seeds} seeds; block rows "
               f"{'in the original channel order' if args.no_permute else 'after tfq.permute_channels'}")
         print_table(results)

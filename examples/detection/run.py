@@ -50,6 +50,8 @@ def main(argv=None):
     p.add_argument("--scheme", default="pow2_3bit")
     p.add_argument("--sparsity", type=float, default=0.75)
     p.add_argument("--block", default="auto", help='pruning block: "auto", "4x4", "8x4", ...')
+    p.add_argument("--distribution", default="erk", choices=("uniform", "erk"),
+                   help="how the sparsity is spread over the pruned kernels (tfq.PruningCallback)")
     p.add_argument("--deep-width", type=int, default=None, help="channels of the stride-8 stage (default 64)")
     p.add_argument("--deep-blocks", type=int, default=2)
     p.add_argument("--out", default="artifacts/detection")
@@ -63,8 +65,8 @@ def main(argv=None):
     small, secs = tasks.compress_with_admm(
         model, x, tasks.detection_targets(b, c), tasks.detection_loss(), a.scheme, a.admm_epochs,
         layers=tasks.layers_except({"stem"}), sparsity=a.sparsity or None, block=a.block,
-        prune_layers=tasks.detection_prune_layers(model), verbose=2)
-    print(f"pruning {a.sparsity:.0%} (block {a.block}) + ADMM {a.scheme}: {secs:.0f} s")
+        prune_layers=tasks.detection_prune_layers(model), distribution=a.distribution, verbose=2)
+    print(f"pruning {a.sparsity:.0%} (block {a.block}, {a.distribution}) + ADMM {a.scheme}: {secs:.0f} s")
     blob = tfq.convert(small, sparse="auto")
     print(blob.summary())
     for name, data in (("float.tflite", report.keras_to_tflite(model)), ("compressed.tflite", blob)):
