@@ -105,7 +105,7 @@ def row(model_name, method, policy, model, test, seconds):
     }
 
 
-def run_model(name, train, test, pre, comp, batch, log, seeds=3):
+def run_model(name, train, test, pre, comp, batch, log, seeds=3, bn=True):
     builder = BUILDERS[name]
     x, y = train
     results = []
@@ -113,6 +113,8 @@ def run_model(name, train, test, pre, comp, batch, log, seeds=3):
     def fit(model, epochs, callbacks=()):
         t = time.time()
         model.fit(x, y, epochs=epochs, batch_size=batch, verbose=0, callbacks=list(callbacks))
+        if bn:
+            tfq.reestimate_batch_norm(model, x, batch)
         return time.time() - t
 
     keras.utils.set_random_seed(0)
@@ -169,7 +171,7 @@ def _shape_label(block):
 
 
 def run_sparse(name, train, test, pre, comp, batch, log, seeds=3, block="auto", targets=(0.8, 0.9, 0.95),
-               distribution="erk", permute=True, seeded_targets=(0.9,), comp_lr=2e-3):
+               distribution="erk", permute=True, seeded_targets=(0.9,), comp_lr=2e-3, bn=True):
     """Issue 12's rows: block-sparse vs unstructured pruning + ternary, "all" and default policies.
 
     Every run starts from the same float model pre-trained `pre` epochs and
@@ -188,15 +190,22 @@ def run_sparse(name, train, test, pre, comp, batch, log, seeds=3, block="auto", 
     `lr * rho` per step, and the pruned rows have to relearn: 2e-3 lifted
     LeNet-300-100 95% 4x4 + ternary from 96.38 to 96.88 (3 seeds) and the
     unstructured row from 97.35 to 97.57; 3e-3 96.90, 4e-3 96.61
-    (docs/benchmarks.md, "Block sparsity").
+    (docs/benchmarks.md, "Block sparsity"). With `bn` every row's model
+    (float included) gets `tfq.reestimate_batch_norm` after its fit, as
+    `tfq.compress(data=...)` does.
     """
     builder = BUILDERS[name]
     x, y = train
     results = []
 
+    def settle(model):
+        if bn:
+            tfq.reestimate_batch_norm(model, x, batch)
+
     def fit(model, callbacks):
         t = time.time()
         model.fit(x, y, epochs=comp, batch_size=batch, verbose=0, callbacks=list(callbacks))
+        settle(model)
         return time.time() - t
 
     keras.utils.set_random_seed(0)
@@ -205,6 +214,7 @@ def run_sparse(name, train, test, pre, comp, batch, log, seeds=3, block="auto", 
     base.fit(x, y, epochs=pre, batch_size=batch, verbose=0)
     pre_weights = base.get_weights()
     base.fit(x, y, epochs=comp, batch_size=batch, verbose=0)
+    settle(base)
     results.append(row(name, "float", "-", base, test, time.time() - fit_t))
     log(f"{name}: float {pre + comp} epochs: {results[-1]['acc'] * 100:.2f}%")
     shape = _shape_label(block)
@@ -355,6 +365,9 @@ def main():
                         help="for --sparse: Adam's learning rate in the --comp compression epochs (float: 1e-3)")
     parser.add_argument("--distribution", default="erk", choices=pruning.DISTRIBUTIONS,
                         help="for --sparse: how each target is spread over the pruned kernels (default erk)")
+    parser.add_argument("--no-bn-reestimate", action="store_true",
+                        help="keep Keras' moving batch-norm statistics after each fit (default: every tfq and float "
+                             "row gets tfq.reestimate_batch_norm, as tfq.compress(data=...) does)")
     args = parser.parse_args()
     names = args.models.split(",")
     for n in names:
@@ -378,13 +391,14 @@ def main():
         for name in names:
             results += run_sparse(name, (x, y), (xt, yt), args.pre, args.comp, args.batch, log, args.seeds, args.block,
                                   targets=targets, distribution=args.distribution, permute=not args.no_permute,
-                                  seeded_targets=seeded, comp_lr=args.comp_lr)
+                                  seeded_targets=seeded, comp_lr=args.comp_lr, bn=not args.no_bn_reestimate)
         print(f"\nMNIST, block {shape} vs unstructured pruning + ADMM ternary, sparsity spread {args.distribution}: "
               f"{args.pre} float + {args.comp} "
               f"compression epochs (float: {args.pre + args.comp}); Adam 1e-3, {args.comp_lr:g} in the compression "
               f"epochs; batch {args.batch}; {len(x)} training / "
               f"{len(xt)} test images; rows at {args.seeded}: mean of {args.seeds} seeds; block rows "
-              f"{'in the original channel order' if args.no_permute else 'after tfq.permute_channels'}")
+              f"{'in the original channel order' if args.no_permute else 'after tfq.permute_channels'}"
+              + ("; batch norm as Keras left it" if args.no_bn_reestimate else "; batch-norm statistics re-estimated after each fit"))
         print_table(results)
         print()
         check_sparse_targets(results, shape)
@@ -392,13 +406,15 @@ def main():
         return
     results = []
     for name in names:
-        results += run_model(name, (x, y), (xt, yt), args.pre, args.comp, args.batch, log, args.seeds)
+        results += run_model(name, (x, y), (xt, yt), args.pre, args.comp, args.batch, log, args.seeds,
+                             bn=not args.no_bn_reestimate)
     if not args.no_baselines:
         results += run_baselines(names, args.pre, args.comp, args.batch, limit, log)
     order = {n: i for i, n in enumerate(names)}
     results.sort(key=lambda r: order.get(r["model"], 99))
     print(f"\nMNIST, equal budgets: float {args.pre}+{args.comp} epochs; compressed = {args.pre} float + {args.comp} "
-          f"compression epochs; Adam 1e-3, batch {args.batch}; {len(x)} training / {len(xt)} test images")
+          f"compression epochs; Adam 1e-3, batch {args.batch}; {len(x)} training / {len(xt)} test images"
+          + ("; batch norm as Keras left it" if args.no_bn_reestimate else "; batch-norm statistics re-estimated after each fit"))
     print_table(results)
     print()
     check_targets(results)

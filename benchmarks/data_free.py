@@ -42,7 +42,7 @@ def train_float(name, x, y, epochs, seed=0):
     # Batch-norm moving averages lag the weights after short training; the
     # data-free corrections read them, so settle them first (as a converged
     # training run would have).
-    compression.with_data.reestimate_batch_norm(model, {"x": x, "y": y}, 128)
+    tfq.reestimate_batch_norm(model, x, 128)
     return model
 
 

@@ -91,7 +91,7 @@ def _bn_separable_stack(seed):
     bn.gamma.assign((10.0 ** rng.uniform(-1.5, 1.5, 16)).astype("float32"))
     bn.beta.assign(rng.uniform(-0.5, 0.5, 16).astype("float32") * np.asarray(bn.gamma))
     x = rng.normal(size=(256, 10, 10, 8)).astype("float32")
-    compression.with_data.reestimate_batch_norm(model, {"x": x, "y": None}, 64)
+    tfq.reestimate_batch_norm(model, x, 64)
     return model, x[:32]
 
 

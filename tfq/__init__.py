@@ -17,6 +17,7 @@ _EXPORTS = {
     "compress": "tfq.compression",
     "permute_channels": "tfq.permutation",
     "strip_training_state": "tfq.compression",
+    "reestimate_batch_norm": "tfq.compression",
     "convert": "tfq.converter",
     "Interpreter": "tfq.runtime",
     "delegate_path": "tfq.runtime",

@@ -28,12 +28,12 @@ from tfq import record
 from tfq.compression.data_free import compress_data_free
 from tfq.compression.graph import all_kernels, clone_model, first_line, layer_kind, select_layers
 from tfq.compression.report import CompressionReport, LayerReport
-from tfq.compression.with_data import compress_with_data, derive_schedule, evaluate_accuracy
+from tfq.compression.with_data import compress_with_data, derive_schedule, evaluate_accuracy, reestimate_batch_norm
 from tfq.kernels import iter_layers
 from tfq.permutation import permute_channels
 
-__all__ = ["compress", "strip_training_state", "derive_schedule", "evaluate_accuracy", "CompressionReport",
-           "LayerReport"]
+__all__ = ["compress", "strip_training_state", "reestimate_batch_norm", "derive_schedule", "evaluate_accuracy",
+           "CompressionReport", "LayerReport"]
 
 
 def compress(
