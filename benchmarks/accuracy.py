@@ -41,6 +41,23 @@ SCHEMES = ["binary", "ternary", "pow2_3bit", "pow2_4bit"]
 BUILDERS = {"lenet300_100": models.lenet300_100, "lenet5": models.lenet5, "small_bn_cnn": models.small_bn_cnn}
 
 
+class CosineDecay(keras.callbacks.Callback):
+    """Sets the optimizer's learning rate to a cosine decay from `lr` to 0 over `steps` batches of one fit.
+
+    A callback, not a `LearningRateSchedule`, so that the float reference can
+    decay in its last epochs while keeping the Adam state of its first ones.
+    """
+
+    def __init__(self, lr, steps):
+        super().__init__()
+        self.lr, self.steps, self.step = lr, max(int(steps), 1), 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        t = min(self.step, self.steps) / self.steps
+        self.model.optimizer.learning_rate.assign(0.5 * self.lr * (1.0 + math.cos(math.pi * t)))
+        self.step += 1
+
+
 def fresh(builder, weights=None, lr=1e-3):
     model = builder()
     model.compile(keras.optimizers.Adam(lr), LOSS, metrics=["accuracy"])
@@ -171,7 +188,7 @@ def _shape_label(block):
 
 
 def run_sparse(name, train, test, pre, comp, batch, log, seeds=3, block="auto", targets=(0.8, 0.9, 0.95),
-               distribution="erk", permute=True, seeded_targets=(0.9,), comp_lr=2e-3, bn=True):
+               distribution="erk", permute=True, seeded_targets=(0.9,), comp_lr=2e-3, bn=True, schedule="constant"):
     """Issue 12's rows: block-sparse vs unstructured pruning + ternary, "all" and default policies.
 
     Every run starts from the same float model pre-trained `pre` epochs and
@@ -192,7 +209,9 @@ def run_sparse(name, train, test, pre, comp, batch, log, seeds=3, block="auto", 
     unstructured row from 97.35 to 97.57; 3e-3 96.90, 4e-3 96.61
     (docs/benchmarks.md, "Block sparsity"). With `bn` every row's model
     (float included) gets `tfq.reestimate_batch_norm` after its fit, as
-    `tfq.compress(data=...)` does.
+    `tfq.compress(data=...)` does. `schedule="cosine"` decays the learning
+    rate to 0 over the `comp` epochs of every row (float: from 1e-3,
+    compressed: from `comp_lr`); "constant" keeps it.
     """
     builder = BUILDERS[name]
     x, y = train
@@ -202,9 +221,14 @@ def run_sparse(name, train, test, pre, comp, batch, log, seeds=3, block="auto", 
         if bn:
             tfq.reestimate_batch_norm(model, x, batch)
 
+    steps = comp * math.ceil(len(x) / batch)
+
+    def decay(lr):
+        return [CosineDecay(lr, steps)] if schedule == "cosine" else []
+
     def fit(model, callbacks):
         t = time.time()
-        model.fit(x, y, epochs=comp, batch_size=batch, verbose=0, callbacks=list(callbacks))
+        model.fit(x, y, epochs=comp, batch_size=batch, verbose=0, callbacks=list(callbacks) + decay(comp_lr))
         settle(model)
         return time.time() - t
 
@@ -213,7 +237,7 @@ def run_sparse(name, train, test, pre, comp, batch, log, seeds=3, block="auto", 
     fit_t = time.time()
     base.fit(x, y, epochs=pre, batch_size=batch, verbose=0)
     pre_weights = base.get_weights()
-    base.fit(x, y, epochs=comp, batch_size=batch, verbose=0)
+    base.fit(x, y, epochs=comp, batch_size=batch, verbose=0, callbacks=decay(1e-3))
     settle(base)
     results.append(row(name, "float", "-", base, test, time.time() - fit_t))
     log(f"{name}: float {pre + comp} epochs: {results[-1]['acc'] * 100:.2f}%")
@@ -365,6 +389,9 @@ def main():
                         help="for --sparse: Adam's learning rate in the --comp compression epochs (float: 1e-3)")
     parser.add_argument("--distribution", default="erk", choices=pruning.DISTRIBUTIONS,
                         help="for --sparse: how each target is spread over the pruned kernels (default erk)")
+    parser.add_argument("--comp-schedule", default="constant", choices=("constant", "cosine"),
+                        help="for --sparse: the learning rate in the --comp epochs of every row, float included: "
+                             "constant, or a cosine decay to 0")
     parser.add_argument("--no-bn-reestimate", action="store_true",
                         help="keep Keras' moving batch-norm statistics after each fit (default: every tfq and float "
                              "row gets tfq.reestimate_batch_norm, as tfq.compress(data=...) does)")
@@ -391,11 +418,12 @@ def main():
         for name in names:
             results += run_sparse(name, (x, y), (xt, yt), args.pre, args.comp, args.batch, log, args.seeds, args.block,
                                   targets=targets, distribution=args.distribution, permute=not args.no_permute,
-                                  seeded_targets=seeded, comp_lr=args.comp_lr, bn=not args.no_bn_reestimate)
+                                  seeded_targets=seeded, comp_lr=args.comp_lr, bn=not args.no_bn_reestimate,
+                                  schedule=args.comp_schedule)
         print(f"\nMNIST, block {shape} vs unstructured pruning + ADMM ternary, sparsity spread {args.distribution}: "
               f"{args.pre} float + {args.comp} "
               f"compression epochs (float: {args.pre + args.comp}); Adam 1e-3, {args.comp_lr:g} in the compression "
-              f"epochs; batch {args.batch}; {len(x)} training / "
+              f"epochs{', cosine-decayed to 0 (float: from 1e-3)' if args.comp_schedule == 'cosine' else ''}; batch {args.batch}; {len(x)} training / "
               f"{len(xt)} test images; rows at {args.seeded}: mean of {args.seeds} seeds; block rows "
               f"{'in the original channel order' if args.no_permute else 'after tfq.permute_channels'}"
               + ("; batch norm as Keras left it" if args.no_bn_reestimate else "; batch-norm statistics re-estimated after each fit"))

@@ -57,6 +57,8 @@ def test_max_batches_and_data_forms():
         "dataset": (tf.data.Dataset.from_tensor_slices((x, y)).batch(25), {}),
         "dataset of x": (tf.data.Dataset.from_tensor_slices(x).batch(25), {}),
         "list of batches": ([(x[i:i + 25], y[i:i + 25]) for i in range(0, 100, 25)], {}),
+        "list of 3 batches": ([(x[i:i + 25], y[i:i + 25]) for i in range(0, 75, 25)], {}),
+        "list of 2 batches": ([(x[i:i + 25], y[i:i + 25]) for i in range(0, 50, 25)], {}),
         "tensor": (tf.constant(x), {"batch_size": 25}),
     }
     for name, (data, kw) in forms.items():

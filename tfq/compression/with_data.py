@@ -184,8 +184,8 @@ def reestimate_batch_norm(model, data, batch_size=128, max_batches=100):
     (whose last projection moves every kernel at once) or `tfq.PruningCallback`,
     and even after a short float training, they describe weights the model no
     longer has. Measured on MNIST's small BN CNN (docs/compression.md, "Batch
-    norm after compression"): float 96.98 -> 98.13, 80% pruned + ternary
-    84.48 -> 92.84. Call it after `fit`, before evaluating or `tfq.convert`
+    norm after `fit`"): float 96.98 -> 98.14, 80% pruned + ternary
+    84.48 -> 92.89. Call it after `fit`, before evaluating or `tfq.convert`
     (which folds the statistics into the weights). `tfq.compress(data=...)`
     calls it for you.
 
@@ -199,8 +199,9 @@ def reestimate_batch_norm(model, data, batch_size=128, max_batches=100):
     Args:
         model: a built Keras model (nested models included).
         data: training inputs: an array, a dict of arrays (several inputs),
-            an `(x, y)` or `(x, y, sample_weight)` tuple, or a `tf.data.Dataset`
-            / iterable of such batches.
+            an `(x, y)` or `(x, y, sample_weight)` tuple of arrays, or a
+            `tf.data.Dataset` / iterable of batches (each an x, or a tuple
+            whose first element is x).
         batch_size: batch size for array data (batch statistics depend on it:
             use the training batch size).
         max_batches: at most this many batches are averaged.
@@ -235,8 +236,9 @@ def reestimate_batch_norm(model, data, batch_size=128, max_batches=100):
 
 def _input_batches(data, batch_size):
     """The model inputs of `data` (see `reestimate_batch_norm`), batch by batch."""
-    if isinstance(data, (tuple, list)) and len(data) in (2, 3):
-        data = data[0]  # (x, y[, w]) arrays
+    if (isinstance(data, (tuple, list)) and len(data) in (2, 3)
+            and (hasattr(data[0], "shape") or isinstance(data[0], dict))):
+        data = data[0]  # (x, y[, w]) arrays, not a list of (x, y) batches
     if isinstance(data, dict) or hasattr(data, "shape"):
         arrays = data if isinstance(data, dict) else {None: data}
         n = len(next(iter(arrays.values()))) if arrays else 0
