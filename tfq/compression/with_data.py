@@ -201,7 +201,8 @@ def reestimate_batch_norm(model, data, batch_size=128, max_batches=100):
         data: training inputs: an array, a dict of arrays (several inputs),
             an `(x, y)` or `(x, y, sample_weight)` tuple of arrays, or a
             `tf.data.Dataset` / iterable of batches (each an x, or a tuple
-            whose first element is x).
+            whose first element is x; a list of two or three bare arrays
+            reads as `(x, y[, w])`, so give such batches as tuples).
         batch_size: batch size for array data (batch statistics depend on it:
             use the training batch size).
         max_batches: at most this many batches are averaged.
