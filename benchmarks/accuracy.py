@@ -410,6 +410,8 @@ def main():
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
     t0 = time.time()
+    bn_note = ("; batch norm as Keras left it" if args.no_bn_reestimate
+               else "; batch-norm statistics re-estimated after each fit")
     if args.sparse:
         shape = _shape_label(args.block)
         results = []
@@ -420,13 +422,13 @@ def main():
                                   targets=targets, distribution=args.distribution, permute=not args.no_permute,
                                   seeded_targets=seeded, comp_lr=args.comp_lr, bn=not args.no_bn_reestimate,
                                   schedule=args.comp_schedule)
+        decay = ", cosine-decayed to 0 (float: from 1e-3)" if args.comp_schedule == "cosine" else ""
         print(f"\nMNIST, block {shape} vs unstructured pruning + ADMM ternary, sparsity spread {args.distribution}: "
               f"{args.pre} float + {args.comp} "
               f"compression epochs (float: {args.pre + args.comp}); Adam 1e-3, {args.comp_lr:g} in the compression "
-              f"epochs{', cosine-decayed to 0 (float: from 1e-3)' if args.comp_schedule == 'cosine' else ''}; batch {args.batch}; {len(x)} training / "
+              f"epochs{decay}; batch {args.batch}; {len(x)} training / "
               f"{len(xt)} test images; rows at {args.seeded}: mean of {args.seeds} seeds; block rows "
-              f"{'in the original channel order' if args.no_permute else 'after tfq.permute_channels'}"
-              + ("; batch norm as Keras left it" if args.no_bn_reestimate else "; batch-norm statistics re-estimated after each fit"))
+              f"{'in the original channel order' if args.no_permute else 'after tfq.permute_channels'}{bn_note}")
         print_table(results)
         print()
         check_sparse_targets(results, shape)
@@ -441,8 +443,7 @@ def main():
     order = {n: i for i, n in enumerate(names)}
     results.sort(key=lambda r: order.get(r["model"], 99))
     print(f"\nMNIST, equal budgets: float {args.pre}+{args.comp} epochs; compressed = {args.pre} float + {args.comp} "
-          f"compression epochs; Adam 1e-3, batch {args.batch}; {len(x)} training / {len(xt)} test images"
-          + ("; batch norm as Keras left it" if args.no_bn_reestimate else "; batch-norm statistics re-estimated after each fit"))
+          f"compression epochs; Adam 1e-3, batch {args.batch}; {len(x)} training / {len(xt)} test images{bn_note}")
     print_table(results)
     print()
     check_targets(results)
