@@ -2,7 +2,9 @@
 
 For one layer of each kind (fully connected at batch 1, convolution 3x3,
 convolution 1x1) the same ternary weights, with a fraction of their blocks
-zeroed (the block="auto" shape of the layer kind, tfq.pruning.AUTO_BLOCKS), run as a dense version-1 op and as a block-sparse version-2
+zeroed (tfq.pruning.AUTO_BLOCKS: 16x4 for the convolutions; 4x4, block="auto"'s shape
+for Dense kernels below 2**20 weights, for the fully connected layers, the smallest
+blocks the converter decides for), run as a dense version-1 op and as a block-sparse version-2
 op, through LiteRT with the delegate, 1 thread, median of interleaved
 invocations (ABAB), microseconds; the outputs of the two are checked equal
 first. The ratio v2 / v1 falls with the sparsity; the break-even (linear

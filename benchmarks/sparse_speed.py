@@ -5,8 +5,8 @@ LiteRT baselines, built and cached by speed.make_models) plus one more
 variant, `tfq-sparse`: the tfq ternary model (tfq-t2) with `sparsity` of
 the weight blocks of every TFQ_FULLY_CONNECTED / TFQ_CONV_2D op zeroed and
 written block-sparse (format version 2), in the shape block="auto" prunes
-that layer kind with (tfq.pruning.AUTO_BLOCKS: 16x4 convolutions, 4x4
-Dense). The first and last layers of whole models are not tfq ops: by
+that layer kind with (tfq.pruning.auto_shape: 16x4 convolutions and
+Dense kernels of 2**20 weights or more, 4x4 smaller Dense kernels). The first and last layers of whole models are not tfq ops: by
 default (--float-layers int8) they get 8-bit dynamic-range weights
 (`tfq.convert(float_layers="int8")`, as LiteRT's full-int8 model has 8-bit
 first and last layers too), in both tfq-t2 and tfq-sparse; with
@@ -81,10 +81,13 @@ def skipped_fraction(v1, v2):
 
 
 def block_of(case):
-    """The block="auto" shape of the case's tfq layers (whole models: their convolutions)."""
-    from tfq.pruning import AUTO_BLOCKS
+    """The block="auto" shape of the case's tfq layers (whole models: their 64-channel and wider convolutions)."""
+    from tfq.pruning import auto_shape
 
-    return AUTO_BLOCKS["dense" if case.startswith("dense") else "conv"]
+    if case.startswith("dense"):
+        n = int(case[len("dense"):].split("x")[0])
+        return auto_shape("dense", n, n)
+    return auto_shape("conv", 64, 576)
 
 
 def dense_model(paths, float_layers):

@@ -203,10 +203,10 @@ def _sparse_table(stdout):
 
 
 def _check_sparse_row(row):
-    from tfq.pruning import AUTO_BLOCKS
+    from tfq.pruning import auto_shape
 
     assert row["case"] == "dense1024x3" and row["sparsity"] == "90%" and row["threads"] == "1"
-    assert row["block"] == "x".join(map(str, AUTO_BLOCKS["dense"]))
+    assert row["block"] == "x".join(map(str, auto_shape("dense", 1024, 1024)))
     assert row["best LiteRT (us)"].startswith("fp32 ")
     for col in ("vs best LiteRT", "vs dense ternary"):
         assert row[col].endswith("x") and float(row[col][:-1]) > 0

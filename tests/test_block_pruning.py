@@ -84,7 +84,7 @@ def test_auto_block_by_layer_kind_and_narrow_kernels():
 
     wide, narrow, lstm = keras.layers.Dense(64), keras.layers.Dense(3), keras.layers.LSTM(12)
     wide.build((None, 9)), narrow.build((None, 9)), lstm.build((None, 3, 9))
-    assert pruning.AUTO_BLOCKS == {"conv": (16, 4), "dense": (4, 4)}
+    assert pruning.AUTO_BLOCKS == {"conv": (16, 4), "dense": (4, 4), "large_dense": (16, 4)}
     assert shape(_spec(wide)) == (4, 4)
     assert shape(_spec(narrow)) == (2, 4)
     assert shape(_spec(lstm)) == (4, 4)
@@ -101,6 +101,29 @@ def test_auto_block_by_layer_kind_and_narrow_kernels():
     sep = keras.layers.SeparableConv2D(64, 3)
     sep.build((None, 8, 8, 3))
     assert shape(_spec(sep, "pointwise_kernel")) == (16, 4)
+
+
+def test_auto_block_of_large_dense_kernels():
+    def shape(layer, input_shape, name="kernel"):
+        layer.build(input_shape)
+        g = pruning.block_grid(_spec(layer, name), "auto")
+        return g.rows, g.cols
+
+    assert pruning.AUTO_LARGE_DENSE_WEIGHTS == 1 << 20
+    assert shape(keras.layers.Dense(1024), (None, 1024)) == (16, 4)  # 2**20 weights: large
+    assert shape(keras.layers.Dense(1024), (None, 1023)) == (4, 4)
+    assert shape(keras.layers.Dense(32), (None, 1 << 15)) == (8, 4)  # large, but 4 block rows at least
+    assert shape(keras.layers.Dense(10), (None, 1 << 17)) == (4, 4)
+    # Per gate: an LSTM kernel of 4 gates x 512 units x 512 inputs is 2**18 weights per gate.
+    assert shape(keras.layers.LSTM(512), (None, 3, 512)) == (4, 4)
+    assert shape(keras.layers.LSTM(1024), (None, 3, 1024)) == (16, 4)
+    assert shape(keras.layers.LSTM(1024), (None, 3, 8), "recurrent_kernel") == (16, 4)
+    # Convolutions are not Dense kernels: a large one keeps the convolution shape.
+    assert shape(keras.layers.Conv2D(512, 3), (None, 8, 8, 512)) == (16, 4)
+    assert pruning.auto_shape("dense", 4096, 4096) == (16, 4)
+    assert pruning.auto_shape("dense", 300, 784) == (4, 4)
+    with pytest.raises(ValueError, match="kind"):
+        pruning.auto_shape("lstm", 4, 4)
 
 
 def test_block_mask_keeps_pruned_blocks_without_regrowth():

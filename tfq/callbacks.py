@@ -149,7 +149,8 @@ class PruningCallback(_RunCallback):
             8, 16, 32), or "auto": per kind of layer, the shape measured best
             on kernel speed and accuracy together (`tfq.pruning.AUTO_BLOCKS`:
             16x4 for convolutions, fewer rows in narrow ones, 4x4 for Dense
-            and recurrent kernels). LSTM/GRU kernels are cut per gate;
+            and recurrent kernels, 16x4 for those of at least 2**20 weights
+            per gate). LSTM/GRU kernels are cut per gate;
             depthwise kernels are not block-pruned (they stay dense unless
             named in `layers`, which is an error). Call
             `tfq.permute_channels(model, block)` on the float model before

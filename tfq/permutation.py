@@ -161,7 +161,7 @@ def permute_channels(model, block="auto", layers=None):
         model: a built Keras model, in float (before compression callbacks or
             `tfq.compress` are attached).
         block: the block shape pruning will use: `(rows, cols)`, "RxC", or
-            "auto" (`tfq.pruning.auto_block`, per layer).
+            "auto" (`tfq.pruning.auto_shape`, per layer).
         layers: None (every permutable layer) or names of the layers whose
             output channels may be permuted.
 

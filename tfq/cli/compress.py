@@ -14,7 +14,7 @@ def add_flags(p):
     p.add_argument("--sparsity", type=float, metavar="S", help="fraction of weights set to zero, in [0, 1)")
     p.add_argument("--block", metavar="auto|RxC", help="with --sparsity: prune whole blocks of R output channels x C "
                    "inputs (auto: 16x4 in convolutions, fewer rows in narrow ones, 4x4 in Dense and recurrent "
-                   "layers); default: single weights")
+                   "layers, 16x4 in those with 2**20 weights or more); default: single weights")
     # tfq.pruning.DISTRIBUTIONS, restated: the CLI checks flags before TensorFlow loads (a test keeps the two equal).
     p.add_argument("--distribution", choices=("uniform", "erk"), default="uniform",
                    help="with --sparsity: uniform (every layer that sparse) or erk (the sparsity counts all "
