@@ -356,7 +356,8 @@ def main(argv=None):
     cases = [c for c in args.cases.split(",") if c]
     threads = [int(t) for t in args.threads.split(",")]
     print(f"# tfq speed, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, CPU: {cpu_name()}, "
-          f"{os.cpu_count()} logical CPUs, tfq kernels: {native.selected_isa()}")
+          f"{os.cpu_count()} logical CPUs, tfq kernels: {native.selected_isa()} "
+          f"(ternary GEMV and block-sparse vectors: {native.sparse_path()})")
     print("# batch 1, median invoke time in microseconds, " + (
         f"each variant alone in its own process, best median of {args.rounds} rounds" if args.isolated
         else "variants interleaved in one process"))

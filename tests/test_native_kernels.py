@@ -52,3 +52,8 @@ def test_every_table_matches_the_reference():
     for name in ("avx2", "avx512vnni"):
         if name in native.available_isas():
             assert name in tested, tested
+    if "avx512vnni" in native.available_isas():
+        # Both vector widths of the AVX-512 table's GEMV and block-sparse kernels.
+        assert tested.split().count("avx512vnni") == 2, tested
+        for width in ("vnni-256", "vnni-512"):
+            assert f"({width}) ok" in r.stdout, r.stdout[-2000:]

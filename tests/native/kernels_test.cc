@@ -2,7 +2,8 @@
 // aarch64 and run under qemu (tests/test_arm.py). No interpreter, no Python.
 //
 // Every SIMD kernel table the CPU supports (plain NEON, NEON dot product,
-// AVX2, AVX-512 VNNI) is compared with the scalar reference table function
+// AVX2, AVX-512 VNNI in both vector widths of its GEMV and block-sparse
+// kernels) is compared with the scalar reference table function
 // by function, and the three layer entry points (FullyConnected, Conv2D,
 // DepthwiseConv2D) with the dispatcher's choice against force_reference. The math is integer up to
 // the shared float epilogue, so every comparison is bit for bit (memcmp), and
@@ -966,7 +967,8 @@ int main(int argc, char** argv) {
   const KernelTable& ref = tfq::internal::RefTable();
   std::vector<const KernelTable*> tables;
   for (const KernelTable* t : {tfq::internal::NeonTable(), tfq::internal::NeonDotprodTable(),
-                               tfq::internal::Avx2Table(), tfq::internal::Avx512VnniTable()})
+                               tfq::internal::Avx2Table(), tfq::internal::Avx512VnniTable(),
+                               tfq::internal::Avx512VnniOtherWidthTable()})
     if (t) tables.push_back(t);
   for (const KernelTable* t : tables) {
     const int before = g_failures;
@@ -980,7 +982,8 @@ int main(int argc, char** argv) {
     TestGemm(*t, ref, seed);
     TestDepthwisePixel(*t, ref, seed + 1);
     TestSparseGemm(*t, ref, seed + 5);
-    std::printf("table %-13s %s\n", tfq::IsaName(t->isa), g_failures == before ? "ok" : "FAILED");
+    std::printf("table %-13s (%s) %s\n", tfq::IsaName(t->isa), t->sparse_path,
+                g_failures == before ? "ok" : "FAILED");
   }
   for (int threads : {1, 3}) {
     const int before = g_failures;
@@ -1010,5 +1013,6 @@ int main(int argc, char** argv) {
   std::printf("%d checks, %d failures, tables tested:", g_checks, g_failures);
   for (const KernelTable* t : tables) std::printf(" %s", tfq::IsaName(t->isa));
   std::printf("\n");
+  // (the AVX-512 table appears twice: its 256- and 512-bit GEMV and sparse kernels)
   return g_failures == 0 && !tables.empty() ? 0 : 1;
 }

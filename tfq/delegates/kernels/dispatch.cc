@@ -60,10 +60,11 @@ KernelTable MakeAvx2Table() {
 #endif
 
 #if defined(TFQ_HAVE_AVX2) && defined(TFQ_HAVE_AVX512VNNI)
-// Whether the block-sparse kernels use 256-bit vectors: on CPUs that execute
-// a 512-bit operation as two 256-bit halves (AMD family 0x19, Zen 3 and 4)
-// the 256-bit kernels are faster (measured: docs/benchmarks.md); elsewhere
-// 512-bit. TFQ_SPARSE_WIDTH=256 or 512 overrides the choice (benchmarks).
+// Whether the block-sparse kernels and the dense ternary GEMV use 256-bit
+// vectors: on CPUs that execute a 512-bit operation as two 256-bit halves
+// (AMD family 0x19, Zen 3 and 4) the 256-bit kernels are faster (measured:
+// docs/benchmarks.md); elsewhere 512-bit. TFQ_SPARSE_WIDTH=256 or 512
+// overrides the choice (benchmarks, tests).
 bool SparseUse256() {
   const char* env = std::getenv("TFQ_SPARSE_WIDTH");
   if (env != nullptr && std::strcmp(env, "256") == 0) return true;
@@ -76,13 +77,12 @@ bool SparseUse256() {
   return amd && family == 0x19;
 }
 
-KernelTable MakeAvx512VnniTable() {
+KernelTable MakeAvx512VnniTable(bool narrow) {
   KernelTable t{};
   t.isa = Isa::kAvx512Vnni;
   t.absmax = AbsMaxAvx512;
   t.quantize = QuantizeAvx512;
   t.sum_i8 = SumI8Avx512;
-  t.gemm = GemmAvx512Vnni;
   t.depthwise_pixel = DepthwisePixelAvx2;  // depth multipliers > 1 and unaligned paths
   t.depthwise_levels = DepthwiseLevelsAvx512;
   t.exec_group = 16;
@@ -92,7 +92,7 @@ KernelTable MakeAvx512VnniTable() {
   t.epilogue_rows_stats = EpilogueRowsStatsAvx512;
   t.epilogue_rows_q = EpilogueRowsQAvx512;
   t.sum_rows_i8 = SumRowsI8Avx512;
-  const bool narrow = SparseUse256();
+  t.gemm = narrow ? GemmAvx512Vnni256 : GemmAvx512Vnni;
   t.sparse_gemm = narrow ? SparseGemmAvx512Vnni256 : SparseGemmAvx512Vnni;
   t.sparse_path = narrow ? "vnni-256" : "vnni-512";
   return t;
@@ -155,8 +155,17 @@ const KernelTable* Avx512VnniTable() {
       Avx2Table() != nullptr && __builtin_cpu_supports("avx512f") &&
       __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
       __builtin_cpu_supports("avx512vnni");
-  static const KernelTable table = MakeAvx512VnniTable();
+  static const KernelTable table = MakeAvx512VnniTable(SparseUse256());
   return supported ? &table : nullptr;
+#else
+  return nullptr;
+#endif
+}
+
+const KernelTable* Avx512VnniOtherWidthTable() {
+#if defined(TFQ_HAVE_AVX2) && defined(TFQ_HAVE_AVX512VNNI)
+  static const KernelTable table = MakeAvx512VnniTable(!SparseUse256());
+  return Avx512VnniTable() != nullptr ? &table : nullptr;
 #else
   return nullptr;
 #endif

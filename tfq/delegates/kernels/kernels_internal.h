@@ -140,6 +140,10 @@ const KernelTable& RefTable();
 const KernelTable* Avx2Table();
 // Null when not built or not supported by the CPU.
 const KernelTable* Avx512VnniTable();
+// The same table with the other vector width (256 <-> 512 bits) of its
+// ternary GEMV and block-sparse kernels, which the CPU decides once per
+// process: the tests run both. Null with Avx512VnniTable().
+const KernelTable* Avx512VnniOtherWidthTable();
 // aarch64: null when the library was built without NEON code; the
 // dot-product table is also null when the CPU lacks HWCAP_ASIMDDP.
 const KernelTable* NeonTable();

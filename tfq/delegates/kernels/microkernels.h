@@ -48,6 +48,7 @@ QuantizeFn QuantizeAvx512;
 SumI8Fn SumI8Avx512;
 SumRowsI8Fn SumRowsI8Avx512;
 GemmFn GemmAvx512Vnni;
+GemmFn GemmAvx512Vnni256;  // the same, its ternary GEMV (one activation row) in 256-bit vectors
 GemmExecFn GemmExecAvx512Vnni;
 DepthwiseLevelsFn DepthwiseLevelsAvx512;
 DepthwiseLevelsRowFn DepthwiseLevelsRowAvx512;

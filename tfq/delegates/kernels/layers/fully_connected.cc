@@ -80,7 +80,11 @@ void FullyConnected(const float* x, int64_t m, const PackedWeights& w, const Epi
   const int64_t wanted_tasks = threads > 1 ? threads * 4 : 1;
   if (rows / wanted_tasks > chunk) chunk = (rows / wanted_tasks + unit - 1) / unit * unit;
   const int64_t tasks = (rows + chunk - 1) / chunk;
-  const int64_t macs = m * rows * kp;
+  // A dense batch-1 GEMV splits from half the threshold: each task streams
+  // its own rows against the one quantized input row, nothing is repeated
+  // per task, and the worker is still spinning from the previous layer
+  // (measured, 3x Dense 1024x1024 at 2 threads: 24 -> 15 us).
+  const int64_t macs = (m == 1 && w.sparse == nullptr ? 2 : m) * rows * kp;
   ParallelFor(opt, tasks, [&](int64_t task, int) {
     const int64_t o0 = task * chunk, o1 = std::min(rows, o0 + chunk);
     if (w.sparse != nullptr) {
