@@ -62,8 +62,9 @@ KernelTable MakeAvx2Table() {
 #if defined(TFQ_HAVE_AVX2) && defined(TFQ_HAVE_AVX512VNNI)
 // Whether the block-sparse kernels and the dense ternary GEMV use 256-bit
 // vectors: on CPUs that execute a 512-bit operation as two 256-bit halves
-// (AMD family 0x19, Zen 3 and 4) the 256-bit kernels are faster (measured:
-// docs/benchmarks.md); elsewhere 512-bit. TFQ_SPARSE_WIDTH=256 or 512
+// (AMD family 0x19: Zen 4) the 256-bit kernels are faster (measured:
+// docs/benchmarks.md for the block-sparse ones, docs/delegate.md for the
+// GEMV); elsewhere 512-bit. TFQ_SPARSE_WIDTH=256 or 512
 // overrides the choice (benchmarks, tests).
 bool SparseUse256() {
   const char* env = std::getenv("TFQ_SPARSE_WIDTH");
