@@ -365,3 +365,30 @@ def test_depthwise_cannot_be_block_sparse():
     opts.update(version=2, layout="block_sparse", block_rows=1, block_cols=4, nnz_blocks=0, index_bits=8)
     text = _refusal(sparse_models.edit_op(base, 0, i, options=opts))
     assert "TFQ_DEPTHWISE_CONV_2D" in text and "cannot be block-sparse" in text, text
+
+
+def test_large_dense_layer_auto_blocks_end_to_end():
+    """A Dense kernel of 2**20 weights: block="auto" prunes it in 16x4 blocks, the converter stores it
+    block-sparse, and LiteRT + delegate runs it exactly as the dense encoding, at 1 and 2 threads
+    (the 256-bit or 512-bit GEMV, whichever this CPU takes, and the block-sparse GEMV)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((48,))
+    h = keras.layers.Dense(1024, activation="relu", name="first")(inputs)
+    h = keras.layers.Dense(1024, activation="relu", name="large")(h)
+    model = keras.Model(inputs, keras.layers.Dense(10, name="last")(h))
+    compressed = tfq.compress(model, "ternary", sparsity=0.9, block="auto")
+    w = np.asarray(compressed.get_layer("large").kernel)  # [in, out]
+    # Zeros in whole 16x4 blocks: the four 4-output quads of every 16-output block row agree.
+    quads = (w.reshape(256, 4, 256, 4) != 0).any(axis=(1, 3)).reshape(256, 64, 4)
+    assert (quads == quads[..., :1]).all()
+    assert 0.85 <= 1 - quads.mean() <= 0.95
+    dense, sparse = bytes(convert(compressed)), bytes(convert(compressed, sparse="auto"))
+    ops = [opts for _, _, _, opts, _ in sparse_models.sparse_ops(sparse)]
+    assert len(ops) == 1 and (ops[0]["block_rows"], ops[0]["block_cols"]) == (16, 4)
+    x = inputs_for(dense, seed=3)
+    for threads in (1, 2):
+        out = assert_pair_equal(dense, sparse, x, threads, what="large dense")
+    want = compressed.predict(x, verbose=0)  # the delegate quantizes activations to 8 bits
+    assert np.max(np.abs(out[0] - want)) <= 0.05 * np.max(np.abs(want)), (out[0], want)
