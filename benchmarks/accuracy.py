@@ -259,7 +259,8 @@ def run_sparse(name, train, test, pre, comp, batch, log, seeds=3, block="auto", 
                                                     distribution=distribution),
                                 tfq.ADMMCallback("ternary", skip_first_last=skip)])
                     runs.append(row(name, "", policy, m, test, t))
-                r = dict(runs[-1], acc=float(np.mean([q["acc"] for q in runs])), seed_accs=[q["acc"] for q in runs])
+                r = dict(runs[-1], acc=float(np.mean([q["acc"] for q in runs])), seed_accs=[q["acc"] for q in runs],
+                         seed_correct=[q["correct"] for q in runs])
                 r["method"] = f"{int(target * 100)}% {label} + tern" + (f" ({n_seeds} seeds)" if n_seeds > 1 else "")
                 results.append(r)
                 log(f"{name}: {r['method']} ({policy}): {r['acc'] * 100:.2f}% "
@@ -268,10 +269,23 @@ def run_sparse(name, train, test, pre, comp, batch, log, seeds=3, block="auto", 
 
 
 def check_sparse_targets(results, shape):
+    def find(model, prefix, policy):
+        return next((r for r in results if r["model"] == model and r["method"].startswith(prefix)
+                     and r["policy"] == policy), None)
+
     def acc(model, prefix, policy):
-        r = next((r for r in results if r["model"] == model and r["method"].startswith(prefix)
-                  and r["policy"] == policy), None)
+        r = find(model, prefix, policy)
         return None if r is None else r["acc"] * 100
+
+    def paired(model, policy):
+        """Magnitude against gradient-aware on the same test images, run k of one against run k of the other."""
+        rg, rm = find(model, f"90% block {shape} +", policy), find(model, f"90% block {shape} mag", policy)
+        g = np.concatenate(rg.get("seed_correct", [rg["correct"]]))
+        m = np.concatenate(rm.get("seed_correct", [rm["correct"]]))
+        p = mcnemar_p(m, g)
+        return (f"; paired over {len(g) // len(rg['correct'])} seed(s) x {len(rg['correct'])} images: magnitude "
+                f"alone right on {int(np.sum(m & ~g))}, gradient-aware alone on {int(np.sum(g & ~m))}, "
+                f"one-sided McNemar p = {p:.2f} that magnitude is better")
 
     lines = []
     checks = [("lenet5", 90, 0.5), ("lenet300_100", 95, 1.0), ("small_bn_cnn", 80, 1.0)]
@@ -290,7 +304,7 @@ def check_sparse_targets(results, shape):
                              f"unstructured ({policy}): {b:.2f} vs {u:.2f} (diff {b - u:+.2f})")
             if b is not None and m is not None:
                 lines.append(f"[{'MET ' if b >= m else 'MISS'}] {model} 90% block: gradient-aware >= magnitude "
-                             f"({policy}): {b:.2f} vs {m:.2f}")
+                             f"({policy}): {b:.2f} vs {m:.2f}{paired(model, policy)}")
     print("\n".join(lines))
 
 
