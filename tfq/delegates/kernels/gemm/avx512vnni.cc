@@ -106,11 +106,8 @@ void TernaryGemvTile256(const uint8_t* w, int64_t row_bytes, const int8_t* a, co
   for (int r = 0; r < MR; ++r) {
     const __m256i v = _mm256_add_epi32(_mm256_add_epi32(acc[r][0], _mm256_srai_epi32(acc[r][1], 2)),
                                        _mm256_add_epi32(_mm256_srai_epi32(acc[r][2], 4), _mm256_srai_epi32(acc[r][3], 6)));
-    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4E));
-    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xB1));
     // sum(level * q) = sum(code * q) - sum(q), wrapping like uint32 (exact when it fits).
-    c[r] = RemoveOffset(static_cast<uint32_t>(_mm_cvtsi128_si32(h)), 1, 1, sumq[0]);
+    c[r] = RemoveOffset(static_cast<uint32_t>(HorizontalSum(v)), 1, 1, sumq[0]);
   }
 }
 
