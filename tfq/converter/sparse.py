@@ -34,7 +34,7 @@ FAST_BLOCKS = tuple(b for b in CANDIDATE_BLOCKS if b[0] >= 4 and b[1] % 4 == 0)
 # Zero-block fraction from which a block-sparse op of a FAST_BLOCKS shape is
 # at least as fast as the dense one (break-even of benchmarks/sparse_breakeven.py
 # on x86 with AVX-512 VNNI, rounded up; docs/converter.md has the numbers).
-MIN_SPARSITY = {"TFQ_FULLY_CONNECTED": 0.5, "TFQ_CONV_2D": 0.4}
+MIN_SPARSITY = {"TFQ_FULLY_CONNECTED": 0.6, "TFQ_CONV_2D": 0.4}
 # A fully connected op in 4-row blocks (block="auto"'s Dense shape) runs the
 # batch-1 gather GEMV, whose break-even is higher (docs/converter.md).
 MIN_SPARSITY_FC_4_ROWS = 0.8
