@@ -4,7 +4,7 @@
 // that `vpmaddubsw(u, q)` multiplies 32 unsigned codes by 32 signed int8
 // activations, and the offset is removed once per row with the activation
 // sum. (bitnet.cpp's I2_S and llama.cpp's TQ2_0 kernels use the same idea.)
-// Used by gemm/avx2.cc and dwconv/avx2.cc; include only from files compiled
+// Used by gemm/avx2.cc, dwconv/avx2.cc and sparse/simd.h (the lane sums); include only from files compiled
 // with -mavx2. Internal linkage (kernels_internal.h, linkage rule).
 #ifndef TFQ_DELEGATES_KERNELS_CODES_AVX2_H_
 #define TFQ_DELEGATES_KERNELS_CODES_AVX2_H_
@@ -23,6 +23,14 @@ inline int32_t HorizontalSum(__m256i v) {
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
   return _mm_cvtsi128_si32(s);
+}
+
+// The lane sums of four vectors at once (wrapping): lane r of the result is
+// the sum of v_r's eight int32 lanes. Two rounds of pairwise adds leave
+// half of v_r's sum in lane r of each 128-bit half.
+inline __m128i HorizontalSums4(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
+  const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
+  return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
 }
 
 template <Scheme S>

@@ -109,10 +109,8 @@ void TernaryGemvTile256(const uint8_t* w, int64_t row_bytes, const int8_t* a, co
                             _mm256_add_epi32(_mm256_srai_epi32(acc[r][2], 4), _mm256_srai_epi32(acc[r][3], 6)));
   // sum(level * q) = sum(code * q) - sum(q), wrapping like uint32 (exact when it fits).
   if constexpr (MR == 4) {
-    // The four rows' horizontal sums at once: after two rounds of pairwise
-    // adds, lane r of each 128-bit half holds half of row r's sum.
-    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-    const __m128i sum = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+    // The four rows' sums at once, then one subtraction for all four.
+    const __m128i sum = HorizontalSums4(v[0], v[1], v[2], v[3]);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(c), _mm_sub_epi32(sum, _mm_set1_epi32(sumq[0])));
   } else {
     for (int r = 0; r < MR; ++r) c[r] = RemoveOffset(static_cast<uint32_t>(HorizontalSum(v[r])), 1, 1, sumq[0]);

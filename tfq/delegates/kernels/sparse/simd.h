@@ -21,6 +21,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "kernels/codes/avx2.h"
 #include "kernels/kernels_internal.h"
 #include "kernels/sparse/fields.h"
 #include "kernels/sparse/sparse.h"
@@ -346,9 +347,7 @@ inline void SpGemv4x4(const uint8_t* codes, const uint8_t* idx, int64_t n, const
   for (; e + 8 <= n; e += 8) step(codes + e * kBb, idx + e * kIndexBytes, 0, acc[0]);
   if (e < n) step(codes + e * kBb, idx + e * kIndexBytes, static_cast<int>(n - e), acc[1]);
   for (int r = 0; r < 4; ++r) acc[0][r] = _mm256_add_epi32(acc[0][r], acc[1][r]);
-  const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(acc[0][0], acc[0][1]),
-                                      _mm256_hadd_epi32(acc[0][2], acc[0][3]));
-  const __m128i v = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+  const __m128i v = HorizontalSums4(acc[0][0], acc[0][1], acc[0][2], acc[0][3]);
   const __m128i corr = _mm_slli_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sums)), 7);
   _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_sub_epi32(v, corr));
 }
